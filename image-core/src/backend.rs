@@ -1,0 +1,703 @@
+//! The storage contract every backend implements.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::digest::{Digest, ImageId};
+use crate::error::{Error, Key, Result};
+
+/// Name of a small value stored beside an image or a blob.
+///
+/// One to 128 characters from `A-Z a-z 0-9 . _ -`, not starting with `.`,
+/// so a key is always a safe single path component or object-key segment.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetadataKey(Cow<'static, str>);
+
+impl MetadataKey {
+    /// `parent`: the raw parent image ID string (`sha256:<hex>`, no newline).
+    pub const PARENT: Self = Self(Cow::Borrowed("parent"));
+    /// `lastUpdated`: an RFC 3339 timestamp with nanoseconds.
+    pub const LAST_UPDATED: Self = Self(Cow::Borrowed("lastUpdated"));
+    /// `builtLocally`: the single byte `0x01`.
+    pub const BUILT_LOCALLY: Self = Self(Cow::Borrowed("builtLocally"));
+
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates a key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the key is empty, too long, starts with `.`
+    /// or has a character outside `A-Z a-z 0-9 . _ -`.
+    ///
+    /// ```
+    /// use imagecache_core::MetadataKey;
+    /// assert!(MetadataKey::new("parent").is_ok());
+    /// assert!(MetadataKey::new("../x").is_err());
+    /// ```
+    pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        let reason = if key.is_empty() {
+            Some("empty")
+        } else if key.len() > Self::MAX_LEN {
+            Some("longer than 128 characters")
+        } else if key.starts_with('.') {
+            Some("starts with '.'")
+        } else if !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            Some("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidKey { key, reason }),
+            None => Ok(Self(Cow::Owned(key))),
+        }
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MetadataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MetadataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::str::FromStr for MetadataKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// An image config ready to store: non-empty bytes and the ID they hash to.
+///
+/// The only way to build one is to hash the bytes ([`Content::new`]) or to
+/// check them against an ID ([`Content::verify`]), so a backend can trust
+/// that `id` is right.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Content {
+    id: ImageId,
+    data: Bytes,
+}
+
+impl Content {
+    /// Hashes `data`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyData`] for empty data (Docker: `invalid empty data`).
+    pub fn new(data: impl Into<Bytes>) -> Result<Self> {
+        let data = data.into();
+        if data.is_empty() {
+            return Err(Error::EmptyData {
+                key: Key::Other("image content".into()),
+            });
+        }
+        Ok(Self {
+            id: ImageId::of_config(&data),
+            data,
+        })
+    }
+
+    /// Checks that `data` hashes to `id`; backends use this on every read.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when it does not (Docker: `failed to verify`).
+    pub fn verify(id: ImageId, data: Bytes) -> Result<Self> {
+        let actual = ImageId::of_config(&data);
+        if actual != id || data.is_empty() {
+            return Err(Error::Corrupt {
+                key: Key::Image(id),
+                reason: format!("{} stored bytes hash to {actual}", data.len()),
+            });
+        }
+        Ok(Self { id, data })
+    }
+
+    /// The image ID.
+    pub fn id(&self) -> ImageId {
+        self.id
+    }
+
+    /// The exact bytes.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The exact bytes, by value.
+    pub fn into_data(self) -> Bytes {
+        self.data
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Content")
+            .field("id", &self.id)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// One change in a [`WriteBatch`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// Store a config under its ID. Storing existing content is a no-op.
+    Put(Content),
+    /// Set one metadata value. The image's content must exist (stored
+    /// before, or earlier in the same batch).
+    SetMetadata {
+        /// The image.
+        id: ImageId,
+        /// The key.
+        key: MetadataKey,
+        /// The value; may be empty.
+        value: Bytes,
+    },
+    /// Remove one metadata value; removing a missing value is not an error.
+    DeleteMetadata {
+        /// The image.
+        id: ImageId,
+        /// The key.
+        key: MetadataKey,
+    },
+    /// Keep a derived index record for an image, returned by
+    /// [`StoreBackend::load`]. The content must exist. The record is derived
+    /// data: a backend may drop it at any time, and readers rebuild it.
+    SetSummary {
+        /// The image.
+        id: ImageId,
+        /// An opaque record written by the image store.
+        summary: Bytes,
+    },
+    /// Remove an image: its content, all its metadata and its summary.
+    /// Removing a missing image is not an error.
+    Delete {
+        /// The image.
+        id: ImageId,
+    },
+    /// Move an image that failed verification out of the way, keeping its
+    /// bytes for inspection, and record why. It then no longer appears in
+    /// [`StoreBackend::load`] except in [`Snapshot::quarantined`].
+    Quarantine {
+        /// The image.
+        id: ImageId,
+        /// Why it was set aside.
+        reason: String,
+    },
+}
+
+impl WriteOp {
+    /// The image the operation touches.
+    pub fn id(&self) -> ImageId {
+        match self {
+            Self::Put(c) => c.id(),
+            Self::SetMetadata { id, .. }
+            | Self::DeleteMetadata { id, .. }
+            | Self::SetSummary { id, .. }
+            | Self::Delete { id }
+            | Self::Quarantine { id, .. } => *id,
+        }
+    }
+}
+
+/// A list of changes applied together by [`StoreBackend::write`].
+///
+/// Backends with [`Capabilities::atomic_batch`] apply all of it or none of
+/// it, even across a crash. The others apply it in order and guarantee only
+/// that an image's content is durable before any metadata that names it.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a config; returns its ID.
+    pub fn put(&mut self, content: Content) -> ImageId {
+        let id = content.id();
+        self.ops.push(WriteOp::Put(content));
+        id
+    }
+
+    /// Adds a metadata write.
+    pub fn set_metadata(&mut self, id: ImageId, key: MetadataKey, value: impl Into<Bytes>) {
+        self.ops.push(WriteOp::SetMetadata {
+            id,
+            key,
+            value: value.into(),
+        });
+    }
+
+    /// Adds a metadata removal.
+    pub fn delete_metadata(&mut self, id: ImageId, key: MetadataKey) {
+        self.ops.push(WriteOp::DeleteMetadata { id, key });
+    }
+
+    /// Adds a summary record.
+    pub fn set_summary(&mut self, id: ImageId, summary: impl Into<Bytes>) {
+        self.ops.push(WriteOp::SetSummary {
+            id,
+            summary: summary.into(),
+        });
+    }
+
+    /// Adds an image removal.
+    pub fn delete(&mut self, id: ImageId) {
+        self.ops.push(WriteOp::Delete { id });
+    }
+
+    /// Adds a quarantine.
+    pub fn quarantine(&mut self, id: ImageId, reason: impl Into<String>) {
+        self.ops.push(WriteOp::Quarantine {
+            id,
+            reason: reason.into(),
+        });
+    }
+
+    /// Adds any operation.
+    pub fn push(&mut self, op: WriteOp) {
+        self.ops.push(op);
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Takes the operations.
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch has no operations.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+impl From<Vec<WriteOp>> for WriteBatch {
+    fn from(ops: Vec<WriteOp>) -> Self {
+        Self { ops }
+    }
+}
+
+impl Extend<WriteOp> for WriteBatch {
+    fn extend<T: IntoIterator<Item = WriteOp>>(&mut self, iter: T) {
+        self.ops.extend(iter);
+    }
+}
+
+/// One image as [`StoreBackend::load`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The image.
+    pub id: ImageId,
+    /// Every metadata value, sorted by key.
+    pub metadata: Vec<(MetadataKey, Bytes)>,
+    /// The last summary record written for it, if the backend still has it.
+    pub summary: Option<Bytes>,
+}
+
+impl SnapshotEntry {
+    /// The value of one metadata key.
+    pub fn metadata(&self, key: &MetadataKey) -> Option<&Bytes> {
+        self.metadata
+            .iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
+    }
+}
+
+/// Something a backend set aside or could not read while loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// What was set aside: an image ID, a file or object name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything a backend holds about images, without their configs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The images, sorted by ID.
+    pub images: Vec<SnapshotEntry>,
+    /// Entries set aside, now or earlier, and why.
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A stream of bytes, as blobs are read and written.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// Size and digest of a stored blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobInfo {
+    /// The digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An open blob: its size and a stream of its bytes.
+pub struct BlobReader {
+    /// Size in bytes, as stored.
+    pub size: u64,
+    /// The bytes.
+    pub stream: ByteStream,
+}
+
+impl fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backend can do beyond the required minimum.
+///
+/// The conformance suite reads these to decide which cases apply, and prints
+/// every case it skips with the capability that was missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Data survives the process (false for the in-memory backend).
+    pub persistent: bool,
+    /// A [`WriteBatch`] is applied all or nothing, even across a crash.
+    pub atomic_batch: bool,
+    /// Several handles (processes or machines) may open the same location at once.
+    pub shared: bool,
+    /// The blob operations are supported.
+    pub blobs: bool,
+    /// The underlying store honours create-if-absent writes, and the backend uses them.
+    pub conditional_writes: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const fn none() -> Self {
+        Self {
+            persistent: false,
+            atomic_batch: false,
+            shared: false,
+            blobs: false,
+            conditional_writes: false,
+        }
+    }
+
+    /// Sets [`Capabilities::persistent`].
+    pub const fn with_persistent(mut self, v: bool) -> Self {
+        self.persistent = v;
+        self
+    }
+
+    /// Sets [`Capabilities::atomic_batch`].
+    pub const fn with_atomic_batch(mut self, v: bool) -> Self {
+        self.atomic_batch = v;
+        self
+    }
+
+    /// Sets [`Capabilities::shared`].
+    pub const fn with_shared(mut self, v: bool) -> Self {
+        self.shared = v;
+        self
+    }
+
+    /// Sets [`Capabilities::blobs`].
+    pub const fn with_blobs(mut self, v: bool) -> Self {
+        self.blobs = v;
+        self
+    }
+
+    /// Sets [`Capabilities::conditional_writes`].
+    pub const fn with_conditional_writes(mut self, v: bool) -> Self {
+        self.conditional_writes = v;
+        self
+    }
+}
+
+/// Storage for image configs, their metadata and cached blobs.
+///
+/// # Contract
+///
+/// * **Content addressed.** A config is stored under `sha256(bytes)` and read
+///   back only if its bytes still hash to that ID. IDs and keys arrive
+///   validated ([`ImageId`], [`MetadataKey`], [`Digest`]), so a backend never
+///   builds a path or key from unchecked text.
+/// * **Not found** is [`Error::NotFound`] with the [`Key`] looked for; other
+///   failures map to the canonical variants, falling back to
+///   [`Error::Backend`].
+/// * **Deletes are idempotent**: removing something missing is `Ok`.
+/// * **Writes** go through [`StoreBackend::write`]; see [`WriteBatch`] for
+///   atomicity and [`Capabilities`] for what else a backend promises.
+/// * **Handles share state**: two handles on the same location see each
+///   other's writes after [`StoreBackend::load`].
+///
+/// # Behavior
+///
+/// Each bullet is a conformance case of the same name.
+///
+/// * `put_then_get_roundtrips` — a stored config reads back byte for byte under its ID.
+/// * `put_existing_is_noop` — storing the same bytes twice keeps one copy and changes nothing.
+/// * `get_missing_is_not_found` — reading an unknown ID is `NotFound` naming the image.
+/// * `get_corrupt_is_corrupt` — bytes damaged in storage are `Corrupt`, never returned.
+/// * `empty_content_is_refused` — empty data is refused before reaching the backend.
+/// * `metadata_roundtrips` — metadata values read back per (image, key), independently.
+/// * `metadata_missing_is_not_found` — an unset key is `NotFound` naming image and key.
+/// * `metadata_requires_content` — metadata for an image with no content is `NotFound` and writes nothing.
+/// * `metadata_in_same_batch_as_content` — content and its metadata may arrive in one batch.
+/// * `delete_metadata_missing_is_ok` — removing an unset key succeeds.
+/// * `delete_removes_content_and_metadata` — delete leaves no content, metadata or summary.
+/// * `delete_missing_is_ok` — deleting an unknown image succeeds.
+/// * `delete_leaves_others` — deleting one image leaves the others intact.
+/// * `load_lists_everything` — load reports every image with its metadata and summary, sorted by ID.
+/// * `load_on_empty_store` — a new store loads as empty.
+/// * `failed_batch_changes_nothing` — a batch with an invalid operation is refused whole.
+/// * `summary_is_returned_by_load` — the last summary written is returned; delete drops it.
+/// * `quarantine_sets_aside` — a quarantined image leaves `load().images` and appears in `quarantined`.
+/// * `second_handle_sees_writes` — (`shared` or `persistent`) a new handle on the same location sees earlier writes.
+/// * `blob_put_get_roundtrips` — (`blobs`) a blob streams back byte for byte with its size.
+/// * `blob_failed_stream_stores_nothing` — (`blobs`) a body that errors leaves no blob visible.
+/// * `blob_missing_is_not_found` — (`blobs`) head/get of an unknown blob is `NotFound`.
+/// * `blob_delete_is_idempotent` — (`blobs`) deleting twice succeeds; notes go with the blob.
+/// * `blob_notes_roundtrip` — (`blobs`) notes read back per (blob, key).
+/// * `blob_list_reports_sizes` — (`blobs`) listing reports every blob with its size.
+/// * `blob_concurrent_puts_are_idempotent` — (`blobs`) racing puts of one digest leave one whole blob.
+#[async_trait::async_trait]
+pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// What this backend supports beyond the minimum.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Applies a batch of changes.
+    ///
+    /// Every operation is validated before any is applied: a `SetMetadata`,
+    /// `SetSummary` or `Quarantine` for an image with no content (stored
+    /// or earlier in the batch) fails the whole batch with
+    /// [`Error::NotFound`], and nothing is written.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] as above; [`Error::Backend`] on storage failures.
+    async fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Reads a config and verifies that it hashes to `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent, [`Error::Corrupt`] when the stored
+    /// bytes no longer match.
+    async fn get(&self, id: &ImageId) -> Result<Bytes>;
+
+    /// Reads one metadata value.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with [`Key::Image`] when the image is absent, or
+    /// with [`Key::Metadata`] when the key is unset.
+    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes>;
+
+    /// Lists every image with its metadata and summary, without reading configs.
+    ///
+    /// This is how a store opens; it must cost a listing plus reads of what
+    /// the backend cannot vouch for, never a read of every config.
+    async fn load(&self) -> Result<Snapshot>;
+
+    /// Stores a blob from a stream, making it visible only once the stream
+    /// has ended without error.
+    ///
+    /// The caller verifies the digest as bytes pass (the stream yields an
+    /// error at its end on mismatch); if the stream yields any error, the
+    /// backend discards what it wrote and returns that error. Storing a
+    /// digest that already exists may skip the body and succeed.
+    ///
+    /// # Errors
+    /// The stream's error, or [`Error::Unsupported`] without [`Capabilities::blobs`].
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo>;
+
+    /// Opens a blob for reading. The bytes are not verified here.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with [`Key::Blob`].
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader>;
+
+    /// Size of a blob.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with [`Key::Blob`].
+    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo>;
+
+    /// Removes a blob and its notes; a missing blob is not an error.
+    async fn delete_blob(&self, digest: &Digest) -> Result<()>;
+
+    /// Every stored blob, sorted by digest.
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>>;
+
+    /// Attaches a small note to a blob (for example the digest of its
+    /// decompressed form). The blob must exist.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with [`Key::Blob`] when the blob is absent.
+    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()>;
+
+    /// Reads a note.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] with [`Key::BlobNote`].
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes>;
+}
+
+/// A backend behind a pointer.
+pub type DynStoreBackend = dyn StoreBackend;
+
+macro_rules! forward_backend {
+    ($ptr:ident) => {
+        #[async_trait::async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: StoreBackend + ?Sized> StoreBackend for $ptr<T> {
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            async fn write(&self, batch: WriteBatch) -> Result<()> {
+                (**self).write(batch).await
+            }
+            async fn get(&self, id: &ImageId) -> Result<Bytes> {
+                (**self).get(id).await
+            }
+            async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
+                (**self).get_metadata(id, key).await
+            }
+            async fn load(&self) -> Result<Snapshot> {
+                (**self).load().await
+            }
+            async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
+                (**self).put_blob(digest, body).await
+            }
+            async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
+                (**self).get_blob(digest).await
+            }
+            async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+                (**self).head_blob(digest).await
+            }
+            async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+                (**self).delete_blob(digest).await
+            }
+            async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+                (**self).list_blobs().await
+            }
+            async fn set_blob_note(
+                &self,
+                digest: &Digest,
+                key: &MetadataKey,
+                value: Bytes,
+            ) -> Result<()> {
+                (**self).set_blob_note(digest, key, value).await
+            }
+            async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
+                (**self).get_blob_note(digest, key).await
+            }
+        }
+    };
+}
+
+forward_backend!(Arc);
+forward_backend!(Box);
+
+/// Conveniences over [`StoreBackend`], for every backend.
+#[async_trait::async_trait]
+pub trait StoreBackendExt: StoreBackend {
+    /// Stores one config; returns its ID.
+    ///
+    /// # Errors
+    /// [`Error::EmptyData`] for empty data; backend errors.
+    async fn put(&self, data: Bytes) -> Result<ImageId> {
+        let content = Content::new(data)?;
+        let id = content.id();
+        self.write(WriteBatch::from(vec![WriteOp::Put(content)]))
+            .await?;
+        Ok(id)
+    }
+
+    /// Sets one metadata value.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the image has no content.
+    async fn set_metadata(&self, id: &ImageId, key: &MetadataKey, value: Bytes) -> Result<()> {
+        self.write(WriteBatch::from(vec![WriteOp::SetMetadata {
+            id: *id,
+            key: key.clone(),
+            value,
+        }]))
+        .await
+    }
+
+    /// Removes one metadata value.
+    async fn delete_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<()> {
+        self.write(WriteBatch::from(vec![WriteOp::DeleteMetadata {
+            id: *id,
+            key: key.clone(),
+        }]))
+        .await
+    }
+
+    /// Removes an image.
+    async fn delete(&self, id: &ImageId) -> Result<()> {
+        self.write(WriteBatch::from(vec![WriteOp::Delete { id: *id }]))
+            .await
+    }
+
+    /// Stores a blob held in memory, verifying its digest first.
+    ///
+    /// # Errors
+    /// [`Error::DigestMismatch`] when `data` does not hash to `digest`.
+    async fn put_blob_bytes(&self, digest: &Digest, data: Bytes) -> Result<BlobInfo> {
+        let mut h = digest.hasher();
+        h.update(&data);
+        let actual = h.finish();
+        if actual != *digest {
+            return Err(Error::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(data) }));
+        self.put_blob(digest, body).await
+    }
+
+    /// Reads a whole blob into memory (unverified).
+    async fn get_blob_bytes(&self, digest: &Digest) -> Result<Bytes> {
+        use futures::TryStreamExt as _;
+        let reader = self.get_blob(digest).await?;
+        let capacity = usize::try_from(reader.size).unwrap_or(0);
+        let mut out = Vec::with_capacity(capacity);
+        let mut stream = reader.stream;
+        while let Some(chunk) = stream.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+impl<T: StoreBackend + ?Sized> StoreBackendExt for T {}

@@ -1,0 +1,318 @@
+//! The contract error shared by every backend and the crates above them.
+//!
+//! Variants are backend-neutral and carry their context in fields, so callers
+//! (and the conformance suite) match on them:
+//! `matches!(err, Error::NotFound { .. })`. Where Docker has a well-known
+//! error text, the `Display` form contains it (`failed to get digest`,
+//! `failed to verify`, `invalid empty data`, `failed to read metadata`, …), so
+//! logs read the same as Docker's.
+
+use std::fmt;
+
+use crate::backend::MetadataKey;
+use crate::digest::{Digest, DigestError, ImageId};
+
+/// A boxed error used as the source of [`Error::Backend`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a stored item is, for error context.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Key {
+    /// An image config, by image ID.
+    Image(ImageId),
+    /// One metadata value of an image.
+    Metadata {
+        /// The image.
+        id: ImageId,
+        /// The metadata key.
+        key: MetadataKey,
+    },
+    /// A cached blob, by digest.
+    Blob(Digest),
+    /// One note attached to a blob.
+    BlobNote {
+        /// The blob.
+        digest: Digest,
+        /// The note key.
+        key: MetadataKey,
+    },
+    /// Anything else a backend names: a file, a table, an object key.
+    Other(String),
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Image(id) => write!(f, "image {id}"),
+            Self::Metadata { id, key } => write!(f, "metadata {key:?} of image {id}"),
+            Self::Blob(d) => write!(f, "blob {d}"),
+            Self::BlobNote { digest, key } => write!(f, "note {key:?} of blob {digest}"),
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Why an image config was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config had no bytes at all.
+    #[error("invalid empty data")]
+    Empty,
+    /// The config is larger than the configured limit.
+    #[error("config is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the config.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The bytes are not JSON, or a field has the wrong JSON type.
+    #[error("malformed image config at line {line} column {column}: {message}")]
+    Malformed {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// `rootfs` is absent or `null` (Docker: `invalid image JSON, no RootFS key`).
+    #[error("invalid image JSON, no RootFS key")]
+    NoRootFs,
+    /// More history entries add a layer than there are diff IDs.
+    #[error(
+        "too many non-empty layers in History section ({non_empty} non-empty entries, {diff_ids} diff_ids)"
+    )]
+    TooManyHistoryLayers {
+        /// Number of history entries with `empty_layer` false or absent.
+        non_empty: usize,
+        /// Number of `rootfs.diff_ids`.
+        diff_ids: usize,
+    },
+    /// A field parsed as JSON but holds a value that is not allowed.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The JSON field, e.g. `created` or `rootfs.diff_ids[2]`.
+        field: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// The error every [`StoreBackend`](crate::StoreBackend) method returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The item does not exist.
+    #[error("{}", not_found_text(key))]
+    NotFound {
+        /// What was looked for.
+        key: Key,
+    },
+    /// The item already exists and the operation required that it did not.
+    #[error("{key} already exists")]
+    AlreadyExists {
+        /// What exists.
+        key: Key,
+    },
+    /// A precondition of the operation failed (for example a conditional write lost a race).
+    #[error("precondition failed for {key}: {reason}")]
+    Precondition {
+        /// What the precondition was about.
+        key: Key,
+        /// What failed.
+        reason: String,
+    },
+    /// A digest or ID string is not valid.
+    #[error(transparent)]
+    InvalidDigest(#[from] DigestError),
+    /// A metadata key, blob note key or other name is not valid.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The refused key.
+        key: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An image config was refused.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// Data written under a key was empty (Docker: `invalid empty data`).
+    #[error("invalid empty data for {key}")]
+    EmptyData {
+        /// Where the data was to be written.
+        key: Key,
+    },
+    /// Data is larger than a limit.
+    #[error("{key} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        key: Key,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Stored bytes no longer hash to their digest (Docker: `failed to verify`).
+    #[error("failed to verify: {key}: {reason}")]
+    Corrupt {
+        /// The damaged item.
+        key: Key,
+        /// What was found, for example the digest the bytes really have.
+        reason: String,
+    },
+    /// Bytes offered under a digest hash to something else; nothing was stored.
+    #[error("failed to verify: expected {expected}, the data hashes to {actual}")]
+    DigestMismatch {
+        /// The digest the caller claimed.
+        expected: Digest,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
+    /// A stream ended before the size it announced.
+    #[error("{key} was truncated: expected {expected} bytes, got {actual}")]
+    Truncated {
+        /// The item.
+        key: Key,
+        /// Bytes announced.
+        expected: u64,
+        /// Bytes received.
+        actual: u64,
+    },
+    /// The backend does not support this operation.
+    #[error("operation {operation} is not supported by the {backend} backend")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+        /// The backend.
+        backend: &'static str,
+    },
+    /// The store is held by another process or handle.
+    #[error("{backend} store {resource} is locked by {holder}")]
+    Locked {
+        /// The backend.
+        backend: &'static str,
+        /// The file or object that is locked.
+        resource: String,
+        /// Who holds it, as far as it can be told.
+        holder: String,
+    },
+    /// The backend could not be configured or opened (bad URL, missing bucket, bad credentials…).
+    #[error("cannot open {backend} store: {reason}")]
+    Config {
+        /// The backend.
+        backend: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The operation was cancelled before it finished; nothing partial is visible.
+    #[error("operation cancelled")]
+    Cancelled,
+    /// Any other failure of the storage engine (I/O, network, database).
+    #[error("{backend} backend error{}: {source}", key_suffix(key))]
+    Backend {
+        /// The backend.
+        backend: &'static str,
+        /// The item involved, if known.
+        key: Option<Key>,
+        /// Whether retrying the same operation may succeed (network faults, timeouts).
+        retryable: bool,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn not_found_text(key: &Key) -> String {
+    match key {
+        Key::Image(id) => format!("failed to get digest {id}: not found"),
+        Key::Metadata { id, key } => {
+            format!("failed to read metadata {key:?} of image {id}: not found")
+        }
+        other => format!("{other} not found"),
+    }
+}
+
+fn key_suffix(key: &Option<Key>) -> String {
+    key.as_ref().map(|k| format!(" on {k}")).unwrap_or_default()
+}
+
+impl Error {
+    /// Shorthand for a [`Error::Backend`] that is not retryable.
+    pub fn backend(
+        backend: &'static str,
+        key: Option<Key>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            key,
+            retryable: false,
+            source: source.into(),
+        }
+    }
+
+    /// Whether the error is [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whether retrying the operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Backend {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_texts_survive() {
+        let id = ImageId::of_config(b"x");
+        let e = Error::NotFound {
+            key: Key::Image(id),
+        };
+        assert!(e.to_string().contains("failed to get digest"));
+        let e = Error::NotFound {
+            key: Key::Metadata {
+                id,
+                key: MetadataKey::PARENT,
+            },
+        };
+        assert!(e.to_string().contains("failed to read metadata"));
+        assert!(
+            Error::EmptyData {
+                key: Key::Image(id)
+            }
+            .to_string()
+            .contains("invalid empty data")
+        );
+        assert_eq!(
+            ConfigError::NoRootFs.to_string(),
+            "invalid image JSON, no RootFS key"
+        );
+        assert!(
+            ConfigError::TooManyHistoryLayers {
+                non_empty: 2,
+                diff_ids: 1
+            }
+            .to_string()
+            .starts_with("too many non-empty layers in History section")
+        );
+    }
+}
