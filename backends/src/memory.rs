@@ -1,0 +1,350 @@
+//! An in-memory backend (`memory://`).
+//!
+//! Everything lives in process memory behind one mutex; clones share it.
+//! Batches are atomic (validated in full, then applied under the lock), but
+//! nothing survives the process. Blobs are buffered whole, so this backend
+//! is for tests and small throwaway caches, not for gigabyte layers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt as _;
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, Error, ImageId, Key,
+    MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend, WriteBatch, WriteOp,
+};
+
+/// The URL scheme of this backend.
+pub const SCHEME: &str = "memory";
+
+const NAME: &str = "memory";
+
+#[derive(Debug, Default)]
+struct ImageEntry {
+    content: Bytes,
+    metadata: BTreeMap<MetadataKey, Bytes>,
+    summary: Option<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct BlobEntry {
+    data: Bytes,
+    notes: BTreeMap<MetadataKey, Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    images: BTreeMap<ImageId, ImageEntry>,
+    quarantined: BTreeMap<ImageId, (ImageEntry, String)>,
+    blobs: BTreeMap<Digest, BlobEntry>,
+}
+
+/// A backend that keeps everything in memory. Clones share the same data.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use imagecache_backends::MemoryBackend;
+/// use imagecache_core::{StoreBackend, StoreBackendExt};
+///
+/// let backend = MemoryBackend::new();
+/// let id = backend.put(bytes::Bytes::from_static(br#"{"rootfs":{}}"#)).await?;
+/// assert_eq!(&backend.get(&id).await?[..], br#"{"rootfs":{}}"#);
+/// # Ok::<(), imagecache_core::Error>(())
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBackend").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("memory://")
+    }
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated:
+        // every mutation is validated before it starts. Keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the stored bytes of an image without any check, as a damaged
+    /// disk would. It exists so that callers can test how they handle
+    /// corrupt content; never use it to store data.
+    pub fn insert_raw_content(&self, id: ImageId, data: Bytes) {
+        self.lock().images.entry(id).or_default().content = data;
+    }
+
+    /// Replaces the stored bytes of a blob without any check, as a damaged
+    /// disk would; see [`MemoryBackend::insert_raw_content`].
+    pub fn insert_raw_blob(&self, digest: Digest, data: Bytes) {
+        self.lock().blobs.entry(digest).or_default().data = data;
+    }
+}
+
+fn check_batch(state: &State, ops: &[WriteOp]) -> Result<()> {
+    // Simulate which images exist as the batch proceeds, so that an
+    // operation is checked against the state its predecessors leave.
+    let mut overlay: BTreeMap<ImageId, bool> = BTreeMap::new();
+    for op in ops {
+        let id = op.id();
+        let exists = *overlay
+            .get(&id)
+            .unwrap_or(&state.images.contains_key(&id));
+        match op {
+            WriteOp::Put(_) => {
+                overlay.insert(id, true);
+            }
+            WriteOp::Delete { .. } => {
+                overlay.insert(id, false);
+            }
+            WriteOp::Quarantine { .. } => {
+                if !exists {
+                    return Err(Error::NotFound { key: Key::Image(id) });
+                }
+                overlay.insert(id, false);
+            }
+            WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
+                if !exists {
+                    return Err(Error::NotFound { key: Key::Image(id) });
+                }
+            }
+            WriteOp::DeleteMetadata { .. } => {}
+            other => {
+                return Err(Error::Unsupported {
+                    operation: op_name(other),
+                    backend: NAME,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn op_name(op: &WriteOp) -> &'static str {
+    match op {
+        WriteOp::Put(_) => "put",
+        WriteOp::SetMetadata { .. } => "set_metadata",
+        WriteOp::DeleteMetadata { .. } => "delete_metadata",
+        WriteOp::SetSummary { .. } => "set_summary",
+        WriteOp::Delete { .. } => "delete",
+        WriteOp::Quarantine { .. } => "quarantine",
+        _ => "unknown write operation",
+    }
+}
+
+#[async_trait]
+impl StoreBackend for MemoryBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_atomic_batch(true)
+            .with_blobs(true)
+            .with_conditional_writes(true)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut state = self.lock();
+        check_batch(&state, batch.ops())?;
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put(content) => {
+                    let id = content.id();
+                    state.images.entry(id).or_default().content = content.into_data();
+                }
+                WriteOp::SetMetadata { id, key, value } => {
+                    if let Some(e) = state.images.get_mut(&id) {
+                        e.metadata.insert(key, value);
+                    }
+                }
+                WriteOp::DeleteMetadata { id, key } => {
+                    if let Some(e) = state.images.get_mut(&id) {
+                        e.metadata.remove(&key);
+                    }
+                }
+                WriteOp::SetSummary { id, summary } => {
+                    if let Some(e) = state.images.get_mut(&id) {
+                        e.summary = Some(summary);
+                    }
+                }
+                WriteOp::Delete { id } => {
+                    state.images.remove(&id);
+                }
+                WriteOp::Quarantine { id, reason } => {
+                    if let Some(e) = state.images.remove(&id) {
+                        state.quarantined.insert(id, (e, reason));
+                    }
+                }
+                // check_batch refused every other operation already.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &ImageId) -> Result<Bytes> {
+        let data = self
+            .lock()
+            .images
+            .get(id)
+            .map(|e| e.content.clone())
+            .ok_or(Error::NotFound { key: Key::Image(*id) })?;
+        Ok(Content::verify(*id, data)?.into_data())
+    }
+
+    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
+        let state = self.lock();
+        let entry = state
+            .images
+            .get(id)
+            .ok_or(Error::NotFound { key: Key::Image(*id) })?;
+        entry
+            .metadata
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                key: Key::Metadata {
+                    id: *id,
+                    key: key.clone(),
+                },
+            })
+    }
+
+    async fn load(&self) -> Result<Snapshot> {
+        let state = self.lock();
+        Ok(Snapshot {
+            images: state
+                .images
+                .iter()
+                .map(|(id, e)| SnapshotEntry {
+                    id: *id,
+                    metadata: e
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    summary: e.summary.clone(),
+                })
+                .collect(),
+            quarantined: state
+                .quarantined
+                .iter()
+                .map(|(id, (_, reason))| Quarantined {
+                    name: id.to_string(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
+        // Buffer outside the lock; publish only once the body has ended cleanly.
+        let mut buf = BytesMut::new();
+        let mut body = body;
+        while let Some(chunk) = body.try_next().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        let data = buf.freeze();
+        let size = data.len() as u64;
+        let mut state = self.lock();
+        let entry = state.blobs.entry(*digest).or_default();
+        entry.data = data;
+        Ok(BlobInfo {
+            digest: *digest,
+            size,
+        })
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        let data = self
+            .lock()
+            .blobs
+            .get(digest)
+            .map(|b| b.data.clone())
+            .ok_or(Error::NotFound {
+                key: Key::Blob(*digest),
+            })?;
+        let size = data.len() as u64;
+        // Hand the blob out in bounded chunks, as a streaming backend would.
+        let chunks: Vec<Result<Bytes>> = (0..data.len())
+            .step_by(1 << 20)
+            .map(|start| Ok(data.slice(start..data.len().min(start + (1 << 20)))))
+            .collect();
+        Ok(BlobReader {
+            size,
+            stream: Box::pin(futures::stream::iter(chunks)),
+        })
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        self.lock()
+            .blobs
+            .get(digest)
+            .map(|b| BlobInfo {
+                digest: *digest,
+                size: b.data.len() as u64,
+            })
+            .ok_or(Error::NotFound {
+                key: Key::Blob(*digest),
+            })
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        self.lock().blobs.remove(digest);
+        Ok(())
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        Ok(self
+            .lock()
+            .blobs
+            .iter()
+            .map(|(d, b)| BlobInfo {
+                digest: *d,
+                size: b.data.len() as u64,
+            })
+            .collect())
+    }
+
+    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+        let mut state = self.lock();
+        let blob = state.blobs.get_mut(digest).ok_or(Error::NotFound {
+            key: Key::Blob(*digest),
+        })?;
+        blob.notes.insert(key.clone(), value);
+        Ok(())
+    }
+
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
+        self.lock()
+            .blobs
+            .get(digest)
+            .and_then(|b| b.notes.get(key).cloned())
+            .ok_or_else(|| Error::NotFound {
+                key: Key::BlobNote {
+                    digest: *digest,
+                    key: key.clone(),
+                },
+            })
+    }
+}
