@@ -1,0 +1,971 @@
+//! The embedded backend (`redb://PATH`): one [redb] database file.
+//!
+//! # Layout
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `content` | image ID (32 hash bytes) | the exact config bytes |
+//! | `images` | image ID | a compact record: metadata values and summary |
+//! | `quarantine` | image ID | reason, record and config bytes of a set-aside image |
+//! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
+//! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
+//! | `blob_notes` | `<digest>/<key>` | note value |
+//! | `pending_uploads` | upload id | digest string of a blob still streaming in |
+//! | `meta` | name | format version and the next upload id |
+//!
+//! Every image with content has a record in `images`, even one without
+//! metadata, so [`StoreBackend::load`] is a single ordered scan of small
+//! records and never reads a config.
+//!
+//! # Guarantees
+//!
+//! * A [`WriteBatch`] runs in one write transaction, is validated inside it
+//!   against the state the batch has built so far, and commits all or
+//!   nothing, across a crash too.
+//! * The database file is locked by redb. A second open, from another
+//!   process or from this one, fails at once with [`Error::Locked`] naming
+//!   the file and, as far as the advisory `<path>.lock-info` file tells, the
+//!   holder.
+//! * Blobs stream in and out in bounded memory: they are stored as 1 MiB
+//!   chunks written by several short transactions into a pending upload,
+//!   then published by one small transaction once the body has ended
+//!   without error. Uploads left unfinished by a crash are removed on open.
+//! * Every call into redb runs on tokio's blocking pool; no transaction
+//!   outlives the blocking call that opened it.
+//!
+//! [`Error::Locked`]: imagecache_core::Error::Locked
+
+mod blob;
+mod lock_info;
+mod record;
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, ImageId, Key, MetadataKey,
+    Quarantined, Snapshot, SnapshotEntry, StoreBackend, WriteBatch, WriteOp,
+};
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use self::lock_info::LockInfo;
+use self::record::{QuarantineEntry, Record, RecordError};
+
+/// The URL scheme of this backend.
+pub const SCHEME: &str = "redb";
+
+const NAME: &str = "redb";
+
+/// The layout version this module writes, kept in `meta` under `format`.
+const FORMAT: u64 = 1;
+
+/// The cache redb keeps by default. The operating system caches the file as
+/// well, so a modest cache serves opens and batched writes as fast as a
+/// large one while keeping the process small.
+const DEFAULT_CACHE_SIZE: usize = 64 << 20;
+
+type ImageKey = [u8; 32];
+
+const CONTENT: TableDefinition<'_, &ImageKey, &[u8]> = TableDefinition::new("content");
+const IMAGES: TableDefinition<'_, &ImageKey, &[u8]> = TableDefinition::new("images");
+const QUARANTINE: TableDefinition<'_, &ImageKey, &[u8]> = TableDefinition::new("quarantine");
+const BLOBS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("blobs");
+const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("blob_chunks");
+const BLOB_NOTES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blob_notes");
+const PENDING_UPLOADS: TableDefinition<'_, u64, &str> = TableDefinition::new("pending_uploads");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_NEXT_UPLOAD: &str = "next_upload";
+
+/// When a committed write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every commit is on disk when the write returns (one fsync per batch).
+    #[default]
+    Immediate,
+    /// Commits are visible at once and stay consistent after a crash, but
+    /// reach the disk only with a later durable commit or when the database
+    /// closes; a crash may lose the most recent ones. For throwaway caches.
+    Deferred,
+}
+
+impl Durability {
+    fn to_redb(self) -> redb::Durability {
+        match self {
+            Self::Immediate => redb::Durability::Immediate,
+            Self::Deferred => redb::Durability::None,
+        }
+    }
+}
+
+/// How a [`RedbBackend`] opens its database.
+///
+/// ```
+/// use imagecache_backends::redb::{Durability, RedbConfig};
+/// let config = RedbConfig::new()
+///     .with_cache_size(256 << 20)
+///     .with_durability(Durability::Immediate);
+/// assert_eq!(config.cache_size(), 256 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedbConfig {
+    cache_size: usize,
+    durability: Durability,
+}
+
+impl Default for RedbConfig {
+    fn default() -> Self {
+        Self {
+            cache_size: DEFAULT_CACHE_SIZE,
+            durability: Durability::default(),
+        }
+    }
+}
+
+impl RedbConfig {
+    /// The defaults: a 64 MiB cache and [`Durability::Immediate`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how many bytes of the file redb caches in memory.
+    pub fn with_cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// Sets when commits reach the disk.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The cache size in bytes.
+    pub fn cache_size(&self) -> usize {
+        self.cache_size
+    }
+
+    /// The durability of commits.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+}
+
+/// A backend over one redb database file. Clones share the open database.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use imagecache_backends::redb::RedbBackend;
+/// use imagecache_core::{StoreBackend, StoreBackendExt};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let backend = RedbBackend::open(dir.path().join("images.redb")).await?;
+/// let id = backend.put(bytes::Bytes::from_static(br#"{"rootfs":{}}"#)).await?;
+/// assert_eq!(&backend.get(&id).await?[..], br#"{"rootfs":{}}"#);
+/// assert_eq!(backend.load().await?.images.len(), 1);
+/// # Ok::<(), imagecache_core::Error>(())
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedbBackend {
+    inner: Arc<Inner>,
+}
+
+/// The open database. Dropped, and so closed, with the last clone of the
+/// backend and the last blob stream reading from it.
+struct Inner {
+    /// Declared first so that the sidecar goes before the database closes:
+    /// removing it after would race with the next process writing its own.
+    lock_info: Option<LockInfo>,
+    db: redb::Database,
+    path: PathBuf,
+    config: RedbConfig,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(info) = &self.lock_info {
+            info.remove();
+        }
+    }
+}
+
+impl fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.inner.path)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for RedbBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{SCHEME}://{}", self.inner.path.display())
+    }
+}
+
+impl RedbBackend {
+    /// Opens the database at `path` with the default [`RedbConfig`],
+    /// creating the file (and its directory) if missing.
+    ///
+    /// # Errors
+    /// [`Error::Locked`](imagecache_core::Error::Locked) when another
+    /// process or handle has the file open;
+    /// [`Error::Config`](imagecache_core::Error::Config) when the file is not
+    /// a database this version can open.
+    pub async fn open(path: impl AsRef<Path>) -> imagecache_core::Result<Self> {
+        Self::open_with(path, RedbConfig::default()).await
+    }
+
+    /// Opens the database at `path` with `config`; see [`RedbBackend::open`].
+    ///
+    /// # Errors
+    /// As [`RedbBackend::open`].
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        config: RedbConfig,
+    ) -> imagecache_core::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let inner = tokio::task::spawn_blocking(move || Inner::open(path, config))
+            .await
+            .map_err(Error::Join)??;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Replaces the stored bytes of an image without any check, as a damaged
+    /// disk would. It exists so that callers can test how they handle
+    /// corrupt content; never use it to store data.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn insert_raw_content(&self, id: ImageId, data: Bytes) -> imagecache_core::Result<()> {
+        self.run(Some(Key::Image(id)), move |inner| {
+            inner.insert_raw_content(&id, &data)
+        })
+        .await
+    }
+
+    /// Replaces the stored bytes of a blob without any check, as a damaged
+    /// disk would; see [`RedbBackend::insert_raw_content`].
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn insert_raw_blob(&self, digest: Digest, data: Bytes) -> imagecache_core::Result<()> {
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.insert_raw_blob(&digest, &data)
+        })
+        .await
+    }
+
+    /// Runs `f` on the blocking pool and maps its error, naming `key` in
+    /// storage failures.
+    async fn run<T: Send + 'static>(
+        &self,
+        key: Option<Key>,
+        f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> imagecache_core::Result<T> {
+        let inner = Arc::clone(&self.inner);
+        let result = match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(result) => result,
+            Err(join) => Err(Error::Join(join)),
+        };
+        result.map_err(|err| with_key(err.into(), key))
+    }
+}
+
+/// Names `key` in a storage failure that does not name anything yet.
+fn with_key(err: imagecache_core::Error, key: Option<Key>) -> imagecache_core::Error {
+    match err {
+        imagecache_core::Error::Backend {
+            backend,
+            key: None,
+            retryable,
+            source,
+        } => imagecache_core::Error::Backend {
+            backend,
+            key,
+            retryable,
+            source,
+        },
+        other => other,
+    }
+}
+
+impl Inner {
+    fn open(path: PathBuf, config: RedbConfig) -> Result<Self, Error> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(config.cache_size)
+            .create(&path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
+                    holder: lock_info::describe_holder(&path),
+                    path: path.clone(),
+                },
+                source => Error::Open {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        // Only the holder of the redb lock gets here, so only it writes the
+        // sidecar; a refused opener reads it.
+        let lock_info = match LockInfo::write(&path) {
+            Ok(info) => Some(info),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot record lock information");
+                None
+            }
+        };
+        let inner = Self {
+            lock_info,
+            db,
+            path,
+            config,
+        };
+        inner.prepare()?;
+        Ok(inner)
+    }
+
+    /// Creates missing tables, checks the layout version and removes the
+    /// chunks of uploads a crash left unfinished. The database is locked to
+    /// this handle, so every pending upload here is an orphan.
+    fn prepare(&self) -> Result<(), Error> {
+        let txn = self.begin_write(redb::Durability::Immediate)?;
+        let orphans = {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(META_FORMAT)?.map(|g| g.value());
+            match found {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT)?;
+                }
+                Some(FORMAT) => {}
+                Some(found) => {
+                    return Err(Error::Format {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+            }
+            txn.open_table(CONTENT)?;
+            txn.open_table(IMAGES)?;
+            txn.open_table(QUARANTINE)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(BLOB_NOTES)?;
+            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+            let mut pending = txn.open_table(PENDING_UPLOADS)?;
+            let orphans = pending
+                .iter()?
+                .map(|entry| entry.map(|(upload, _)| upload.value()))
+                .collect::<Result<Vec<u64>, _>>()?;
+            for &upload in &orphans {
+                blob::remove_chunks(&mut chunks, upload)?;
+                pending.remove(upload)?;
+            }
+            orphans.len()
+        };
+        txn.commit()?;
+        if orphans > 0 {
+            tracing::info!(path = %self.path.display(), uploads = orphans, "removed unfinished blob uploads");
+        }
+        Ok(())
+    }
+
+    fn begin_write(&self, durability: redb::Durability) -> Result<redb::WriteTransaction, Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
+        Ok(txn)
+    }
+
+    /// The durability the configuration asks for.
+    fn durability(&self) -> redb::Durability {
+        self.config.durability.to_redb()
+    }
+
+    fn write(&self, ops: Vec<WriteOp>) -> Result<(), Error> {
+        let txn = self.begin_write(self.durability())?;
+        {
+            let mut content = txn.open_table(CONTENT)?;
+            let mut images = txn.open_table(IMAGES)?;
+            let mut quarantine = txn.open_table(QUARANTINE)?;
+            // Records the batch has touched, by ID; `None` once deleted. They
+            // are written once, sorted, at the end, so an image that gets
+            // content, metadata and a summary in one batch is encoded once.
+            let mut touched: BTreeMap<ImageKey, Option<Record>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    WriteOp::Put(c) => {
+                        let key = c.id().to_bytes();
+                        let exists = match touched.get(&key) {
+                            Some(record) => record.is_some(),
+                            None => images.get(&key)?.is_some(),
+                        };
+                        if !exists {
+                            content.insert(&key, c.data().as_ref())?;
+                            touched.insert(key, Some(Record::default()));
+                        }
+                    }
+                    WriteOp::SetMetadata { id, key, value } => {
+                        record_mut(&mut touched, &images, &id)?
+                            .ok_or_else(|| not_found(id))?
+                            .set(key, value);
+                    }
+                    WriteOp::DeleteMetadata { id, key } => {
+                        if let Some(record) = record_mut(&mut touched, &images, &id)? {
+                            record.remove(&key);
+                        }
+                    }
+                    WriteOp::SetSummary { id, summary } => {
+                        record_mut(&mut touched, &images, &id)?
+                            .ok_or_else(|| not_found(id))?
+                            .summary = Some(summary);
+                    }
+                    WriteOp::Delete { id } => {
+                        let key = id.to_bytes();
+                        content.remove(&key)?;
+                        touched.insert(key, None);
+                    }
+                    WriteOp::Quarantine { id, reason } => {
+                        let key = id.to_bytes();
+                        // Keep the record as stored, even if it no longer
+                        // decodes: it is kept for inspection.
+                        let record = match touched.get(&key) {
+                            Some(Some(record)) => record.encode(),
+                            Some(None) => return Err(not_found(id)),
+                            None => images
+                                .get(&key)?
+                                .map(|g| g.value().to_vec())
+                                .ok_or_else(|| not_found(id))?,
+                        };
+                        let data = content
+                            .remove(&key)?
+                            .map(|g| g.value().to_vec())
+                            .unwrap_or_default();
+                        let entry = QuarantineEntry::encode(&reason, &record, &data);
+                        quarantine.insert(&key, entry.as_slice())?;
+                        touched.insert(key, None);
+                    }
+                    other => {
+                        return Err(Error::Contract(imagecache_core::Error::Unsupported {
+                            operation: op_name(&other),
+                            backend: NAME,
+                        }));
+                    }
+                }
+            }
+            let mut buf = Vec::new();
+            for (key, record) in &touched {
+                match record {
+                    Some(record) => {
+                        buf.clear();
+                        record.encode_into(&mut buf);
+                        images.insert(key, buf.as_slice())?;
+                    }
+                    None => {
+                        images.remove(key)?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, id: &ImageId) -> Result<Bytes, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CONTENT)?;
+        let data = table
+            .get(&id.to_bytes())?
+            .map(|g| Bytes::copy_from_slice(g.value()))
+            .ok_or_else(|| not_found(*id))?;
+        Ok(Content::verify(*id, data)?.into_data())
+    }
+
+    fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IMAGES)?;
+        let raw = table
+            .get(&id.to_bytes())?
+            .map(|g| Bytes::copy_from_slice(g.value()))
+            .ok_or_else(|| not_found(*id))?;
+        let record = decode_record(id, &raw)?;
+        record.get(key).cloned().ok_or_else(|| {
+            Error::Contract(imagecache_core::Error::NotFound {
+                key: Key::Metadata {
+                    id: *id,
+                    key: key.clone(),
+                },
+            })
+        })
+    }
+
+    fn load(&self) -> Result<Snapshot, Error> {
+        let txn = self.db.begin_read()?;
+        let images_table = txn.open_table(IMAGES)?;
+        let mut images = Vec::new();
+        let mut quarantined = Vec::new();
+        for entry in images_table.iter()? {
+            let (key, value) = entry?;
+            let id = ImageId::from_bytes(*key.value());
+            let raw = Bytes::copy_from_slice(value.value());
+            match Record::decode(&raw) {
+                Ok(record) => images.push(SnapshotEntry {
+                    id,
+                    metadata: record.metadata,
+                    summary: record.summary,
+                }),
+                // A damaged record is reported, not skipped: the image stays
+                // in place until the store decides what to do with it.
+                Err(err) => quarantined.push(Quarantined {
+                    name: id.to_string(),
+                    reason: format!("index record cannot be decoded ({err}); left in place"),
+                }),
+            }
+        }
+        let quarantine_table = txn.open_table(QUARANTINE)?;
+        for entry in quarantine_table.iter()? {
+            let (key, value) = entry?;
+            let id = ImageId::from_bytes(*key.value());
+            let reason = QuarantineEntry::decode_reason(value.value())
+                .unwrap_or_else(|err| format!("quarantined; the reason cannot be decoded ({err})"));
+            quarantined.push(Quarantined {
+                name: id.to_string(),
+                reason,
+            });
+        }
+        Ok(Snapshot {
+            images,
+            quarantined,
+        })
+    }
+
+    fn insert_raw_content(&self, id: &ImageId, data: &[u8]) -> Result<(), Error> {
+        let txn = self.begin_write(self.durability())?;
+        {
+            let key = id.to_bytes();
+            txn.open_table(CONTENT)?.insert(&key, data)?;
+            let mut images = txn.open_table(IMAGES)?;
+            if images.get(&key)?.is_none() {
+                images.insert(&key, Record::default().encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// The record of `id` as the batch has left it, loaded into `touched` on
+/// first use; `None` when the image has no content.
+fn record_mut<'t>(
+    touched: &'t mut BTreeMap<ImageKey, Option<Record>>,
+    images: &redb::Table<'_, &ImageKey, &[u8]>,
+    id: &ImageId,
+) -> Result<Option<&'t mut Record>, Error> {
+    let key = id.to_bytes();
+    match touched.entry(key) {
+        Entry::Occupied(e) => Ok(e.into_mut().as_mut()),
+        Entry::Vacant(e) => {
+            let Some(raw) = images.get(&key)?.map(|g| Bytes::copy_from_slice(g.value())) else {
+                return Ok(None);
+            };
+            let record = decode_record(id, &raw)?;
+            Ok(e.insert(Some(record)).as_mut())
+        }
+    }
+}
+
+fn decode_record(id: &ImageId, raw: &Bytes) -> Result<Record, Error> {
+    Record::decode(raw).map_err(|source| Error::BadRecord { id: *id, source })
+}
+
+fn not_found(id: ImageId) -> Error {
+    Error::Contract(imagecache_core::Error::NotFound {
+        key: Key::Image(id),
+    })
+}
+
+fn op_name(op: &WriteOp) -> &'static str {
+    match op {
+        WriteOp::Put(_) => "put",
+        WriteOp::SetMetadata { .. } => "set_metadata",
+        WriteOp::DeleteMetadata { .. } => "delete_metadata",
+        WriteOp::SetSummary { .. } => "set_summary",
+        WriteOp::Delete { .. } => "delete",
+        WriteOp::Quarantine { .. } => "quarantine",
+        _ => "unknown write operation",
+    }
+}
+
+#[async_trait]
+impl StoreBackend for RedbBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_persistent(true)
+            .with_atomic_batch(true)
+            .with_blobs(true)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.run(None, move |inner| inner.write(batch.into_ops()))
+            .await
+    }
+
+    async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
+        let id = *id;
+        self.run(Some(Key::Image(id)), move |inner| inner.get(&id))
+            .await
+    }
+
+    async fn get_metadata(
+        &self,
+        id: &ImageId,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
+        let (id, key) = (*id, key.clone());
+        self.run(
+            Some(Key::Metadata {
+                id,
+                key: key.clone(),
+            }),
+            move |inner| inner.get_metadata(&id, &key),
+        )
+        .await
+    }
+
+    async fn load(&self) -> imagecache_core::Result<Snapshot> {
+        self.run(None, Inner::load).await
+    }
+
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> imagecache_core::Result<BlobInfo> {
+        blob::put(self, *digest, body).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobReader> {
+        blob::get(self, *digest).await
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobInfo> {
+        let digest = *digest;
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.blob_info(&digest)?.ok_or_else(|| blob_not_found(digest))
+        })
+        .await
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> imagecache_core::Result<()> {
+        let digest = *digest;
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.delete_blob(&digest)
+        })
+        .await
+    }
+
+    async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
+        self.run(None, Inner::list_blobs).await
+    }
+
+    async fn set_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+        value: Bytes,
+    ) -> imagecache_core::Result<()> {
+        let (digest, key) = (*digest, key.clone());
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.set_blob_note(&digest, &key, &value)
+        })
+        .await
+    }
+
+    async fn get_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
+        let (digest, key) = (*digest, key.clone());
+        self.run(
+            Some(Key::BlobNote {
+                digest,
+                key: key.clone(),
+            }),
+            move |inner| inner.get_blob_note(&digest, &key),
+        )
+        .await
+    }
+}
+
+fn blob_not_found(digest: Digest) -> Error {
+    Error::Contract(imagecache_core::Error::NotFound {
+        key: Key::Blob(digest),
+    })
+}
+
+/// Failures of this backend, mapped to the contract error in one place.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    /// An outcome the contract names (not found, corrupt content, …).
+    #[error(transparent)]
+    Contract(#[from] imagecache_core::Error),
+    #[error("{} is already open", path.display())]
+    AlreadyOpen { path: PathBuf, holder: String },
+    #[error("cannot open database file {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error(
+        "database file {} has imagecache layout version {found}; this version reads version {FORMAT}",
+        path.display()
+    )]
+    Format { path: PathBuf, found: u64 },
+    #[error("cannot create directory {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot begin a transaction")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("cannot set the durability of a transaction")]
+    Durability(#[from] redb::SetDurabilityError),
+    #[error("cannot open a table")]
+    Table(#[from] redb::TableError),
+    #[error("storage failure")]
+    Storage(#[from] redb::StorageError),
+    #[error("cannot commit a transaction")]
+    Commit(#[from] redb::CommitError),
+    #[error("the index record of {id} cannot be decoded")]
+    BadRecord {
+        id: ImageId,
+        #[source]
+        source: RecordError,
+    },
+    #[error("a blocking task failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+impl From<Error> for imagecache_core::Error {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Contract(err) => err,
+            Error::AlreadyOpen { path, holder } => Self::Locked {
+                backend: NAME,
+                resource: path.display().to_string(),
+                holder,
+            },
+            Error::BadRecord { id, source } => Self::Corrupt {
+                key: Key::Image(id),
+                reason: format!("index record cannot be decoded: {source}"),
+            },
+            Error::Open { path, source } => Self::Config {
+                backend: NAME,
+                reason: format!("cannot open database file {}", path.display()),
+                source: Some(Box::new(source)),
+            },
+            err @ Error::Format { .. } => Self::Config {
+                backend: NAME,
+                reason: err.to_string(),
+                source: None,
+            },
+            Error::CreateDir { path, source } => Self::Config {
+                backend: NAME,
+                reason: format!("cannot create directory {}", path.display()),
+                source: Some(Box::new(source)),
+            },
+            err => Self::backend(NAME, None, err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imagecache_core::{Error as CoreError, StoreBackendExt as _};
+
+    fn content(n: u32) -> Content {
+        Content::new(format!("{{\"rootfs\":{{}},\"n\":{n}}}")).unwrap()
+    }
+
+    async fn fresh() -> (tempfile::TempDir, RedbBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = RedbBackend::open(dir.path().join("db.redb")).await.unwrap();
+        (dir, backend)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn same_batch_metadata_and_summary_are_encoded_once() {
+        let (_dir, backend) = fresh().await;
+        let c = content(1);
+        let id = c.id();
+        let mut batch = WriteBatch::new();
+        batch.put(c.clone());
+        batch.set_metadata(id, MetadataKey::PARENT, "p");
+        batch.set_metadata(id, MetadataKey::BUILT_LOCALLY, vec![1u8]);
+        batch.set_summary(id, "s1");
+        batch.delete_metadata(id, MetadataKey::PARENT);
+        batch.set_summary(id, "s2");
+        // A second put of the same content keeps what the batch built.
+        batch.put(c);
+        backend.write(batch).await.unwrap();
+
+        let snap = backend.load().await.unwrap();
+        assert_eq!(snap.images.len(), 1);
+        let e = &snap.images[0];
+        assert_eq!(e.id, id);
+        assert_eq!(e.metadata.len(), 1);
+        assert_eq!(&e.metadata(&MetadataKey::BUILT_LOCALLY).unwrap()[..], &[1]);
+        assert_eq!(e.summary.as_deref(), Some(&b"s2"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn delete_then_put_in_one_batch_starts_clean() {
+        let (_dir, backend) = fresh().await;
+        let c = content(2);
+        let id = c.id();
+        let mut batch = WriteBatch::new();
+        batch.put(c.clone());
+        batch.set_metadata(id, MetadataKey::PARENT, "p");
+        backend.write(batch).await.unwrap();
+
+        let mut batch = WriteBatch::new();
+        batch.delete(id);
+        batch.put(c.clone());
+        backend.write(batch).await.unwrap();
+        assert_eq!(backend.get(&id).await.unwrap(), c.data());
+        let err = backend
+            .get_metadata(&id, &MetadataKey::PARENT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CoreError::NotFound { key: Key::Metadata { .. } }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn quarantine_keeps_bytes_and_record_for_inspection() {
+        let (dir, backend) = fresh().await;
+        let c = content(3);
+        let id = c.id();
+        let mut batch = WriteBatch::new();
+        batch.put(c.clone());
+        batch.set_metadata(id, MetadataKey::PARENT, "p");
+        batch.quarantine(id, "hash mismatch");
+        backend.write(batch).await.unwrap();
+
+        let snap = backend.load().await.unwrap();
+        assert!(snap.images.is_empty());
+        assert_eq!(
+            snap.quarantined,
+            vec![Quarantined {
+                name: id.to_string(),
+                reason: "hash mismatch".into()
+            }]
+        );
+        assert!(backend.get(&id).await.unwrap_err().is_not_found());
+        drop(backend);
+
+        let db = redb::Database::open(dir.path().join("db.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(QUARANTINE).unwrap();
+        let raw = Bytes::copy_from_slice(table.get(&id.to_bytes()).unwrap().unwrap().value());
+        let entry = QuarantineEntry::decode(&raw).unwrap();
+        assert_eq!(entry.content, c.data());
+        let record = Record::decode(&entry.record).unwrap();
+        assert_eq!(&record.get(&MetadataKey::PARENT).unwrap()[..], b"p");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn damaged_record_is_reported_not_hidden() {
+        let (dir, backend) = fresh().await;
+        let good = backend.put(content(4).into_data()).await.unwrap();
+        let bad = backend.put(content(5).into_data()).await.unwrap();
+        drop(backend);
+        {
+            let db = redb::Database::open(dir.path().join("db.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(IMAGES)
+                .unwrap()
+                .insert(&bad.to_bytes(), &[9u8, 9, 9][..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let backend = RedbBackend::open(dir.path().join("db.redb")).await.unwrap();
+        let snap = backend.load().await.unwrap();
+        assert_eq!(snap.images.iter().map(|e| e.id).collect::<Vec<_>>(), [good]);
+        assert_eq!(snap.quarantined.len(), 1);
+        assert_eq!(snap.quarantined[0].name, bad.to_string());
+        assert!(snap.quarantined[0].reason.contains("cannot be decoded"));
+
+        let err = backend
+            .get_metadata(&bad, &MetadataKey::PARENT)
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, CoreError::Corrupt { key: Key::Image(i), .. } if *i == bad), "{err:?}");
+
+        // The store can still set it aside.
+        let mut batch = WriteBatch::new();
+        batch.quarantine(bad, "undecodable record");
+        backend.write(batch).await.unwrap();
+        let snap = backend.load().await.unwrap();
+        assert_eq!(snap.quarantined.len(), 1);
+        assert_eq!(snap.quarantined[0].reason, "undecodable record");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn newer_layout_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_FORMAT, FORMAT + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbBackend::open(&path).await.unwrap_err();
+        assert!(matches!(&err, CoreError::Config { backend: "redb", .. }), "{err:?}");
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_that_is_not_a_database_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
+        let err = RedbBackend::open(&path).await.unwrap_err();
+        assert!(matches!(&err, CoreError::Config { backend: "redb", .. }), "{err:?}");
+        assert!(err.to_string().contains("db.redb"), "{err}");
+        // It was not overwritten.
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0x5au8; 8192]);
+    }
+}

@@ -1,3 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 pub mod blob;
+pub mod builder;
+pub mod classic;
+mod error;
+
+pub use classic::{CacheFrom, IdResolver, ImageCache, LocalCache, SourceResolver};
+pub use error::{Error, Result};

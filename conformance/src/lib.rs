@@ -6,6 +6,17 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use imagecache_core::{Digest, ImageId, StoreBackend};
 
+mod check;
+mod runner;
+
+pub mod backend;
+pub mod docker_fs;
+
+pub use runner::{
+    CaseResult, CaseStatus, DEFAULT_TIMEOUT, Progress, Report, RunOptions, run_all, run_cases,
+    run_with,
+};
+
 /// The result of one case that did not fail. Failures panic with a message
 /// that names what was expected and what was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +52,7 @@ pub trait Harness: Send + Sync + 'static {
 
     /// A second, independent handle on the same namespace as `backend`, as
     /// another process or machine would open it. `None` when the backend
-    /// cannot be reopened (in-memory).
+    /// cannot be reopened.
     async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>>;
 
     /// Replaces the stored bytes of an image's config without any check.
@@ -63,15 +74,75 @@ pub trait Harness: Send + Sync + 'static {
     ) -> bool;
 }
 
+#[async_trait::async_trait]
+impl<H: Harness + ?Sized> Harness for Arc<H> {
+    async fn backend(&self) -> Arc<dyn StoreBackend> {
+        (**self).backend().await
+    }
+
+    async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
+        (**self).reopen(backend).await
+    }
+
+    async fn corrupt_content(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        id: &ImageId,
+        data: Bytes,
+    ) -> bool {
+        (**self).corrupt_content(backend, id, data).await
+    }
+
+    async fn corrupt_blob(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        digest: &Digest,
+        data: Bytes,
+    ) -> bool {
+        (**self).corrupt_blob(backend, digest, data).await
+    }
+}
+
+/// How a [`Case`] runs.
+#[derive(Clone, Copy)]
+pub enum CaseFn {
+    /// A case that needs backends from a [`Harness`].
+    Harness(fn(Arc<dyn Harness>) -> BoxFuture<'static, Outcome>),
+    /// A case about pure logic (parsing, comparison rules) that needs no
+    /// backend; it runs on the blocking pool.
+    Pure(fn() -> Outcome),
+}
+
+impl std::fmt::Debug for CaseFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Harness(_) => "CaseFn::Harness",
+            Self::Pure(_) => "CaseFn::Pure",
+        })
+    }
+}
+
 /// One named case of the suite.
 #[derive(Clone, Copy)]
 pub struct Case {
     /// The case's name, as in the `# Behavior` lists.
     pub name: &'static str,
-    /// The group it belongs to (`backend`, `store`, `cache`, `blob`, `docker`).
+    /// The group it belongs to (`backend`, `docker`, …).
     pub group: &'static str,
     /// Runs the case.
-    pub run: fn(Arc<dyn Harness>) -> BoxFuture<'static, Outcome>,
+    pub run: CaseFn,
+}
+
+impl Case {
+    /// `group::name`, the string [`RunOptions::with_filter`] matches.
+    pub fn full_name(&self) -> String {
+        format!("{}::{}", self.group, self.name)
+    }
+
+    /// Whether the case uses backends from the harness.
+    pub fn needs_backend(&self) -> bool {
+        matches!(self.run, CaseFn::Harness(_))
+    }
 }
 
 impl std::fmt::Debug for Case {
@@ -79,6 +150,186 @@ impl std::fmt::Debug for Case {
         f.debug_struct("Case")
             .field("name", &self.name)
             .field("group", &self.group)
-            .finish_non_exhaustive()
+            .field("run", &self.run)
+            .finish()
     }
 }
+
+/// Wraps the pure cases of a module as `docker` group cases.
+fn pure(group: &'static str, cases: &[(&'static str, fn() -> Outcome)]) -> Vec<Case> {
+    cases
+        .iter()
+        .map(|&(name, run)| Case {
+            name,
+            group,
+            run: CaseFn::Pure(run),
+        })
+        .collect()
+}
+
+/// Every case of every group, in a stable order: `backend`, then `docker`.
+///
+/// A new group is a module with a `CASES` list, one line here and one line
+/// in [`backend_tests!`].
+pub fn cases() -> Vec<Case> {
+    let mut all: Vec<Case> = Vec::new();
+    all.extend_from_slice(backend::CASES);
+    all.extend_from_slice(docker_fs::CASES);
+    all.extend(pure("docker", &[]));
+    all
+}
+
+/// Expands to one `#[test]` per case of the suite, run over backends from
+/// the given [`Harness`].
+///
+/// Call it inside a test module. Each generated test is named after its
+/// case (so `cargo test put_then_get` selects one), builds its own
+/// multi-thread tokio runtime, evaluates the harness expression inside it
+/// (the expression may `.await`), and runs the case with
+/// [`DEFAULT_TIMEOUT`]. A case that does not apply prints
+/// `skipped: <case> (<reason>)` and passes.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use bytes::Bytes;
+/// # use imagecache_core::{Digest, ImageId, StoreBackend};
+/// # use imagecache_backends::MemoryBackend;
+/// struct MyHarness;
+///
+/// #[async_trait::async_trait]
+/// impl imagecache_conformance::Harness for MyHarness {
+///     async fn backend(&self) -> Arc<dyn StoreBackend> {
+///         Arc::new(MemoryBackend::new())
+///     }
+///     async fn reopen(&self, _: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
+///         None
+///     }
+///     async fn corrupt_content(&self, _: &Arc<dyn StoreBackend>, _: &ImageId, _: Bytes) -> bool {
+///         false
+///     }
+///     async fn corrupt_blob(&self, _: &Arc<dyn StoreBackend>, _: &Digest, _: Bytes) -> bool {
+///         false
+///     }
+/// }
+///
+/// // In a test file such as `tests/conformance.rs`:
+/// imagecache_conformance::backend_tests!(MyHarness);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    ($harness:expr $(,)?) => {
+        $crate::__backend_cases!(__case_tests!($harness));
+        $crate::__docker_cases!(__case_tests!($harness));
+    };
+}
+
+/// Lists the `docker` group's cases for the macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __docker_cases {
+    ($then:ident ! ( $($args:tt)* )) => {
+        $crate::$then! { ($($args)*) docker [
+            fs_get_invalid_data,
+            fs_invalid_set,
+            fs_invalid_root,
+            fs_metadata_get_set,
+            fs_invalid_walker,
+            fs_get_set,
+            fs_get_unset_key,
+            fs_get_empty_data,
+            fs_delete,
+            fs_walker,
+            fs_walker_stop_on_error,
+        ] }
+    };
+}
+
+/// One `#[test]` per listed case.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_tests {
+    (($harness:expr) $group:ident [ $($name:ident),* $(,)? ]) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__private::run_test(
+                    ::core::stringify!($group),
+                    ::core::stringify!($name),
+                    async { $crate::__private::into_harness($harness) },
+                );
+            }
+        )*
+    };
+}
+
+/// A `&[Case]` of harness cases whose functions are in scope.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_registry {
+    (() $group:ident [ $($name:ident),* $(,)? ]) => {
+        &[$(
+            $crate::Case {
+                name: ::core::stringify!($name),
+                group: ::core::stringify!($group),
+                run: $crate::CaseFn::Harness(|h| ::std::boxed::Box::pin($name(h))),
+            }
+        ),*]
+    };
+}
+
+/// The listed names as `(group, &[names])`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_names {
+    (() $group:ident [ $($name:ident),* $(,)? ]) => {
+        (
+            ::core::stringify!($group),
+            &[$(::core::stringify!($name)),*] as &[&str],
+        )
+    };
+}
+
+/// Support for the macros; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use crate::{CaseStatus, DEFAULT_TIMEOUT, Harness};
+
+    /// Puts a harness behind an `Arc`.
+    pub fn into_harness<H: Harness>(harness: H) -> Arc<dyn Harness> {
+        Arc::new(harness)
+    }
+
+    /// The body of one generated test: a runtime, the harness, the case.
+    pub fn run_test<F>(group: &str, name: &str, harness: F)
+    where
+        F: Future<Output = Arc<dyn Harness>>,
+    {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(err) => panic!("cannot start a tokio runtime for {group}::{name}: {err}"),
+        };
+        let Some(case) = crate::cases()
+            .into_iter()
+            .find(|c| c.group == group && c.name == name)
+        else {
+            panic!("{group}::{name} is listed by the test macro but not registered");
+        };
+        let result = runtime.block_on(async {
+            let harness = harness.await;
+            crate::runner::run_one(&case, harness, DEFAULT_TIMEOUT).await
+        });
+        if let CaseStatus::Failed { reason } = result.status {
+            panic!("{group}::{name} failed: {reason}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

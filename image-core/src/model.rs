@@ -10,7 +10,7 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 
-use crate::digest::ImageId;
+use crate::digest::{ChainId, DiffId, DigestError, ImageId, chain_id};
 use crate::time::Timestamp;
 
 /// Docker's `container.Config`: the runtime configuration of an image or of
@@ -206,5 +206,49 @@ impl Deref for Image {
     type Target = ImageConfig;
     fn deref(&self) -> &ImageConfig {
         &self.config
+    }
+}
+
+impl RootFs {
+    /// The `type` Docker writes for layered root filesystems.
+    pub const TYPE_LAYERS: &'static str = "layers";
+
+    /// An empty root filesystem of type `layers` (Docker's `NewRootFS`).
+    pub fn new() -> Self {
+        Self {
+            fs_type: Self::TYPE_LAYERS.to_owned(),
+            raw_diff_ids: Vec::new(),
+        }
+    }
+
+    /// Adds a layer on top.
+    pub fn append(&mut self, diff_id: DiffId) {
+        self.raw_diff_ids.push(diff_id.to_string());
+    }
+
+    /// The diff IDs, validated.
+    ///
+    /// # Errors
+    /// The [`DigestError`] of the first diff ID that is not a valid digest
+    /// (Docker accepts any string here; digests are only checked when used).
+    pub fn diff_ids(&self) -> Result<Vec<DiffId>, DigestError> {
+        self.raw_diff_ids.iter().map(|s| DiffId::parse(s)).collect()
+    }
+
+    /// The chain ID of all layers; `None` for no layers.
+    ///
+    /// # Errors
+    /// As [`RootFs::diff_ids`].
+    pub fn chain_id(&self) -> Result<Option<ChainId>, DigestError> {
+        Ok(chain_id(&self.diff_ids()?))
+    }
+}
+
+impl ImageConfig {
+    /// The number of history entries that added a layer (`empty_layer` false
+    /// or absent); Docker refuses configs where this exceeds the number of
+    /// diff IDs.
+    pub fn non_empty_history_count(&self) -> usize {
+        self.history.iter().filter(|h| !h.empty_layer).count()
     }
 }

@@ -1,0 +1,516 @@
+//! Blobs: chunked storage, streamed in and out in bounded memory.
+//!
+//! An upload gets a fresh id, registered in `pending_uploads`. Its body is
+//! cut into [`CHUNK_SIZE`] chunks, each written by its own short write
+//! transaction under `(upload id, index)`, so other writers are never held
+//! off for long and no more than two chunks are in memory. Once the body has
+//! ended without error, one small transaction maps the digest to the upload
+//! and drops the pending entry; only then is the blob visible. A body error
+//! removes the chunks, and chunks of an upload cut short by a crash or a
+//! dropped future are removed on the next open (the pending entry says
+//! which).
+//!
+//! Chunk writes are non-durable commits: they reach the disk with the
+//! publishing commit, which is durable (with [`Durability::Immediate`]), so
+//! a blob costs one fsync however large it is. A crash before the publish
+//! loses the chunks or leaves them pending, never a visible partial blob.
+//!
+//! [`Durability::Immediate`]: super::Durability::Immediate
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt as _;
+use imagecache_core::{BlobInfo, BlobReader, ByteStream, Digest, Key, MetadataKey};
+use redb::{ReadableDatabase as _, ReadableTable as _};
+use tokio::task::JoinHandle;
+
+use super::{
+    BLOB_CHUNKS, BLOB_NOTES, BLOBS, Error, Inner, META, META_NEXT_UPLOAD, PENDING_UPLOADS,
+    RedbBackend, blob_not_found, with_key,
+};
+
+/// Size of every chunk but a blob's last.
+pub(super) const CHUNK_SIZE: usize = 1 << 20;
+
+/// Stores a blob from `body`; see [`StoreBackend::put_blob`].
+///
+/// [`StoreBackend::put_blob`]: imagecache_core::StoreBackend::put_blob
+pub(super) async fn put(
+    backend: &RedbBackend,
+    digest: Digest,
+    mut body: ByteStream,
+) -> imagecache_core::Result<BlobInfo> {
+    let key = Some(Key::Blob(digest));
+    if let Some(info) = backend
+        .run(key.clone(), move |inner| inner.blob_info(&digest))
+        .await?
+    {
+        return Ok(info);
+    }
+    let upload = backend
+        .run(key.clone(), move |inner| inner.begin_upload(&digest))
+        .await?;
+    let mut guard = UploadGuard {
+        inner: Arc::clone(&backend.inner),
+        upload,
+        armed: true,
+    };
+    let mut writer = ChunkWriter {
+        inner: Arc::clone(&backend.inner),
+        upload,
+        index: 0,
+        in_flight: None,
+    };
+    let streamed = writer.write_body(&mut body).await;
+    // Wait for the last chunk write before anything else touches the
+    // upload, so that nothing lands after a publish or a discard.
+    let landed = writer.finish().await;
+    let result = match (streamed, landed) {
+        (Ok(size), Ok(())) => {
+            backend
+                .run(key.clone(), move |inner| inner.publish(&digest, upload, size))
+                .await
+        }
+        (Err(err), _) | (Ok(_), Err(err)) => Err(err),
+    };
+    guard.armed = false;
+    if result.is_err() {
+        if let Err(err) = backend
+            .run(key, move |inner| inner.discard_upload(upload))
+            .await
+        {
+            tracing::warn!(%digest, upload, error = %err, "cannot remove the chunks of a failed upload; the next open removes them");
+        }
+    }
+    result
+}
+
+/// Opens a blob for reading; see [`StoreBackend::get_blob`].
+///
+/// Each chunk is read by its own short read transaction on the blocking
+/// pool, one chunk ahead of the consumer. A blob deleted while it is being
+/// read ends its stream with [`Error::Truncated`].
+///
+/// [`StoreBackend::get_blob`]: imagecache_core::StoreBackend::get_blob
+/// [`Error::Truncated`]: imagecache_core::Error::Truncated
+pub(super) async fn get(
+    backend: &RedbBackend,
+    digest: Digest,
+) -> imagecache_core::Result<BlobReader> {
+    let (upload, size) = backend
+        .run(Some(Key::Blob(digest)), move |inner| {
+            inner
+                .blob_entry(&digest)?
+                .ok_or_else(|| blob_not_found(digest))
+        })
+        .await?;
+    let reader = ChunkReader {
+        inner: Arc::clone(&backend.inner),
+        digest,
+        upload,
+        size,
+        index: 0,
+        delivered: 0,
+        ahead: None,
+        done: false,
+    };
+    let stream = futures::stream::unfold(reader, |mut reader| async move {
+        let item = reader.next().await?;
+        Some((item, reader))
+    });
+    Ok(BlobReader {
+        size,
+        stream: Box::pin(stream),
+    })
+}
+
+/// Removes every chunk of `upload`.
+pub(super) fn remove_chunks(
+    chunks: &mut redb::Table<'_, (u64, u32), &[u8]>,
+    upload: u64,
+) -> Result<(), Error> {
+    chunks.retain_in((upload, 0)..=(upload, u32::MAX), |_, _| false)?;
+    Ok(())
+}
+
+/// Removes a pending upload's chunks if its future is dropped mid-stream.
+struct UploadGuard {
+    inner: Arc<Inner>,
+    upload: u64,
+    armed: bool,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Without a runtime the chunks stay pending until the next open,
+        // which removes them; nothing partial is visible either way. A chunk
+        // write still running when this cleanup commits finds its upload gone
+        // and writes nothing.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            let upload = self.upload;
+            handle.spawn_blocking(move || {
+                if let Err(err) = inner.discard_upload(upload) {
+                    tracing::warn!(upload, error = %err, "cannot remove the chunks of a cancelled upload; the next open removes them");
+                }
+            });
+        }
+    }
+}
+
+/// Cuts a body into chunks and writes each on the blocking pool while the
+/// next one fills.
+struct ChunkWriter {
+    inner: Arc<Inner>,
+    upload: u64,
+    index: u32,
+    in_flight: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl ChunkWriter {
+    /// Writes the whole body; returns its size.
+    async fn write_body(&mut self, body: &mut ByteStream) -> imagecache_core::Result<u64> {
+        let mut buf = BytesMut::new();
+        let mut size: u64 = 0;
+        while let Some(mut piece) = body.try_next().await? {
+            size += piece.len() as u64;
+            while !piece.is_empty() {
+                // A piece that holds a whole chunk is sent as a slice of
+                // itself, without copying.
+                if buf.is_empty() && piece.len() >= CHUNK_SIZE {
+                    let chunk = piece.split_to(CHUNK_SIZE);
+                    self.push(chunk).await?;
+                    continue;
+                }
+                if buf.capacity() == 0 {
+                    buf.reserve(CHUNK_SIZE);
+                }
+                let take = (CHUNK_SIZE - buf.len()).min(piece.len());
+                buf.extend_from_slice(&piece.split_to(take));
+                if buf.len() == CHUNK_SIZE {
+                    self.push(buf.split().freeze()).await?;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            self.push(buf.freeze()).await?;
+        }
+        Ok(size)
+    }
+
+    /// Waits for the previous chunk, then starts writing this one.
+    async fn push(&mut self, chunk: Bytes) -> imagecache_core::Result<()> {
+        self.finish().await?;
+        let index = self.index;
+        self.index = index.checked_add(1).ok_or(imagecache_core::Error::TooLarge {
+            key: Key::Other(format!("blob upload {}", self.upload)),
+            size: u64::from(u32::MAX) * CHUNK_SIZE as u64,
+            limit: u64::from(u32::MAX) * CHUNK_SIZE as u64,
+        })?;
+        let inner = Arc::clone(&self.inner);
+        let upload = self.upload;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            inner.write_chunk(upload, index, &chunk)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the chunk being written, if any.
+    async fn finish(&mut self) -> imagecache_core::Result<()> {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = match handle.await {
+            Ok(result) => result,
+            Err(join) => Err(Error::Join(join)),
+        };
+        result.map_err(Into::into)
+    }
+}
+
+/// Reads a blob's chunks in order, one ahead of the consumer.
+struct ChunkReader {
+    inner: Arc<Inner>,
+    digest: Digest,
+    upload: u64,
+    size: u64,
+    index: u32,
+    delivered: u64,
+    ahead: Option<JoinHandle<Result<Option<Bytes>, Error>>>,
+    done: bool,
+}
+
+impl ChunkReader {
+    fn spawn(&self, index: u32) -> JoinHandle<Result<Option<Bytes>, Error>> {
+        let inner = Arc::clone(&self.inner);
+        let upload = self.upload;
+        tokio::task::spawn_blocking(move || inner.read_chunk(upload, index))
+    }
+
+    async fn next(&mut self) -> Option<imagecache_core::Result<Bytes>> {
+        if self.done || (self.delivered >= self.size && self.ahead.is_none()) {
+            return None;
+        }
+        let handle = match self.ahead.take() {
+            Some(handle) => handle,
+            None => self.spawn(self.index),
+        };
+        let result = match handle.await {
+            Ok(result) => result,
+            Err(join) => Err(Error::Join(join)),
+        };
+        let key = Key::Blob(self.digest);
+        match result {
+            Ok(Some(chunk)) => {
+                self.delivered += chunk.len() as u64;
+                if self.delivered > self.size {
+                    self.done = true;
+                    return Some(Err(imagecache_core::Error::Corrupt {
+                        key,
+                        reason: format!(
+                            "stored chunks hold more than the recorded {} bytes",
+                            self.size
+                        ),
+                    }));
+                }
+                if self.delivered < self.size {
+                    match self.index.checked_add(1) {
+                        Some(next) => {
+                            self.index = next;
+                            self.ahead = Some(self.spawn(next));
+                        }
+                        None => self.done = true,
+                    }
+                }
+                Some(Ok(chunk))
+            }
+            Ok(None) => {
+                self.done = true;
+                Some(Err(imagecache_core::Error::Truncated {
+                    key,
+                    expected: self.size,
+                    actual: self.delivered,
+                }))
+            }
+            Err(err) => {
+                self.done = true;
+                Some(Err(with_key(err.into(), Some(key))))
+            }
+        }
+    }
+}
+
+/// The `blob_notes` key of one note. Note keys never contain `/`, so the
+/// notes of one digest are exactly the keys between `<digest>/` and
+/// `<digest>0` (the character after `/`).
+fn note_key(digest: &Digest, key: &MetadataKey) -> String {
+    format!("{digest}/{key}")
+}
+
+impl Inner {
+    /// The upload id and size of a stored blob.
+    pub(super) fn blob_entry(&self, digest: &Digest) -> Result<Option<(u64, u64)>, Error> {
+        let txn = self.db.begin_read()?;
+        let blobs = txn.open_table(BLOBS)?;
+        Ok(blobs.get(digest.to_string().as_str())?.map(|g| g.value()))
+    }
+
+    pub(super) fn blob_info(&self, digest: &Digest) -> Result<Option<BlobInfo>, Error> {
+        Ok(self.blob_entry(digest)?.map(|(_, size)| BlobInfo {
+            digest: *digest,
+            size,
+        }))
+    }
+
+    pub(super) fn list_blobs(&self) -> Result<Vec<BlobInfo>, Error> {
+        let txn = self.db.begin_read()?;
+        let blobs = txn.open_table(BLOBS)?;
+        let mut out = Vec::new();
+        for entry in blobs.iter()? {
+            let (key, value) = entry?;
+            let digest = Digest::parse(key.value()).map_err(|err| {
+                Error::Contract(imagecache_core::Error::Corrupt {
+                    key: Key::Other(format!("blob table key {:?}", key.value())),
+                    reason: err.to_string(),
+                })
+            })?;
+            out.push(BlobInfo {
+                digest,
+                size: value.value().1,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn delete_blob(&self, digest: &Digest) -> Result<(), Error> {
+        let txn = self.begin_write(self.durability())?;
+        {
+            let name = digest.to_string();
+            let removed = txn.open_table(BLOBS)?.remove(name.as_str())?.map(|g| g.value());
+            let Some((upload, _)) = removed else {
+                // Nothing to remove; dropping the transaction aborts it.
+                return Ok(());
+            };
+            remove_chunks(&mut txn.open_table(BLOB_CHUNKS)?, upload)?;
+            let (low, high) = (format!("{name}/"), format!("{name}0"));
+            txn.open_table(BLOB_NOTES)?
+                .retain_in(low.as_str()..high.as_str(), |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn set_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        let txn = self.begin_write(self.durability())?;
+        {
+            if txn
+                .open_table(BLOBS)?
+                .get(digest.to_string().as_str())?
+                .is_none()
+            {
+                return Err(blob_not_found(*digest));
+            }
+            txn.open_table(BLOB_NOTES)?
+                .insert(note_key(digest, key).as_str(), value)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes, Error> {
+        let txn = self.db.begin_read()?;
+        let notes = txn.open_table(BLOB_NOTES)?;
+        let value = notes
+            .get(note_key(digest, key).as_str())?
+            .map(|g| Bytes::copy_from_slice(g.value()));
+        value.ok_or_else(|| {
+            Error::Contract(imagecache_core::Error::NotFound {
+                key: Key::BlobNote {
+                    digest: *digest,
+                    key: key.clone(),
+                },
+            })
+        })
+    }
+
+    /// Allocates an upload id and registers it as pending.
+    fn begin_upload(&self, digest: &Digest) -> Result<u64, Error> {
+        let txn = self.begin_write(redb::Durability::None)?;
+        let upload = {
+            let upload = allocate_upload(&txn)?;
+            txn.open_table(PENDING_UPLOADS)?
+                .insert(upload, digest.to_string().as_str())?;
+            upload
+        };
+        txn.commit()?;
+        Ok(upload)
+    }
+
+    /// Writes one chunk of a pending upload; refuses if the upload has been
+    /// discarded meanwhile, so that no chunk outlives its upload.
+    fn write_chunk(&self, upload: u64, index: u32, chunk: &[u8]) -> Result<(), Error> {
+        let txn = self.begin_write(redb::Durability::None)?;
+        {
+            if txn.open_table(PENDING_UPLOADS)?.get(upload)?.is_none() {
+                return Err(Error::Contract(imagecache_core::Error::Cancelled));
+            }
+            txn.open_table(BLOB_CHUNKS)?
+                .insert((upload, index), chunk)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes a finished upload visible under `digest`. When a racing upload
+    /// of the same digest published first, keeps that one and drops ours.
+    fn publish(&self, digest: &Digest, upload: u64, size: u64) -> Result<BlobInfo, Error> {
+        let txn = self.begin_write(self.durability())?;
+        let info = {
+            if txn.open_table(PENDING_UPLOADS)?.remove(upload)?.is_none() {
+                return Err(Error::Contract(imagecache_core::Error::Cancelled));
+            }
+            let name = digest.to_string();
+            let mut blobs = txn.open_table(BLOBS)?;
+            let existing = blobs.get(name.as_str())?.map(|g| g.value());
+            match existing {
+                Some((_, existing_size)) => {
+                    remove_chunks(&mut txn.open_table(BLOB_CHUNKS)?, upload)?;
+                    BlobInfo {
+                        digest: *digest,
+                        size: existing_size,
+                    }
+                }
+                None => {
+                    blobs.insert(name.as_str(), (upload, size))?;
+                    BlobInfo {
+                        digest: *digest,
+                        size,
+                    }
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(info)
+    }
+
+    /// Removes a pending upload and its chunks.
+    fn discard_upload(&self, upload: u64) -> Result<(), Error> {
+        let txn = self.begin_write(redb::Durability::None)?;
+        {
+            txn.open_table(PENDING_UPLOADS)?.remove(upload)?;
+            remove_chunks(&mut txn.open_table(BLOB_CHUNKS)?, upload)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Reads one chunk in its own read transaction.
+    fn read_chunk(&self, upload: u64, index: u32) -> Result<Option<Bytes>, Error> {
+        let txn = self.db.begin_read()?;
+        let chunks = txn.open_table(BLOB_CHUNKS)?;
+        let chunk = chunks
+            .get((upload, index))?
+            .map(|g| Bytes::copy_from_slice(g.value()));
+        Ok(chunk)
+    }
+
+    /// Stores `data` as the blob's bytes without any check (for tests of
+    /// corrupt-blob handling).
+    pub(super) fn insert_raw_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), Error> {
+        let txn = self.begin_write(self.durability())?;
+        {
+            let name = digest.to_string();
+            let mut blobs = txn.open_table(BLOBS)?;
+            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+            let old = blobs.get(name.as_str())?.map(|g| g.value());
+            if let Some((old_upload, _)) = old {
+                remove_chunks(&mut chunks, old_upload)?;
+            }
+            let upload = allocate_upload(&txn)?;
+            for (index, chunk) in (0u32..).zip(data.chunks(CHUNK_SIZE)) {
+                chunks.insert((upload, index), chunk)?;
+            }
+            blobs.insert(name.as_str(), (upload, data.len() as u64))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Takes the next upload id from `meta`. Ids are never reused, so a reader
+/// of a deleted blob can never see the chunks of a later one.
+fn allocate_upload(txn: &redb::WriteTransaction) -> Result<u64, Error> {
+    let mut meta = txn.open_table(META)?;
+    let upload = meta.get(META_NEXT_UPLOAD)?.map_or(0, |g| g.value());
+    meta.insert(META_NEXT_UPLOAD, upload + 1)?;
+    Ok(upload)
+}

@@ -1,0 +1,380 @@
+//! The compact per-image record kept in the `images` table, and the value
+//! kept in the `quarantine` table.
+//!
+//! An image record holds everything [`StoreBackend::load`] reports about one
+//! image (its metadata values and its summary) in a single small value, so
+//! that opening a store is one sequential scan of one table and never reads
+//! a config.
+//!
+//! Record layout (format 1):
+//!
+//! ```text
+//! u8      format (1)
+//! varint  summary length + 1, or 0 when there is no summary
+//! bytes   summary
+//! varint  number of metadata values
+//! then, per value, sorted by key:
+//!   u8      key length (1..=128)
+//!   bytes   key (ASCII, a valid MetadataKey)
+//!   varint  value length
+//!   bytes   value
+//! ```
+//!
+//! Varints are unsigned LEB128. Decoding checks every length against the
+//! bytes that remain, so a damaged record is an error, never a panic.
+//!
+//! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
+
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use imagecache_core::MetadataKey;
+
+/// The only record format this module writes and reads.
+const FORMAT: u8 = 1;
+
+/// Why a stored record could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RecordError(pub(super) &'static str);
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// The decoded record of one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Record {
+    /// Metadata values, sorted by key, each key at most once.
+    pub(super) metadata: Vec<(MetadataKey, Bytes)>,
+    /// The last summary written, if any.
+    pub(super) summary: Option<Bytes>,
+}
+
+impl Record {
+    /// Sets one metadata value, keeping the list sorted.
+    pub(super) fn set(&mut self, key: MetadataKey, value: Bytes) {
+        match self.metadata.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.metadata[i].1 = value,
+            Err(i) => self.metadata.insert(i, (key, value)),
+        }
+    }
+
+    /// Removes one metadata value, if present.
+    pub(super) fn remove(&mut self, key: &MetadataKey) {
+        if let Ok(i) = self.metadata.binary_search_by(|(k, _)| k.cmp(key)) {
+            self.metadata.remove(i);
+        }
+    }
+
+    /// One metadata value.
+    pub(super) fn get(&self, key: &MetadataKey) -> Option<&Bytes> {
+        self.metadata
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &self.metadata[i].1)
+    }
+
+    /// Appends the encoded record to `out`.
+    pub(super) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(FORMAT);
+        match &self.summary {
+            Some(s) => {
+                put_varint(out, s.len() as u64 + 1);
+                out.extend_from_slice(s);
+            }
+            None => put_varint(out, 0),
+        }
+        put_varint(out, self.metadata.len() as u64);
+        for (key, value) in &self.metadata {
+            let key = key.as_str().as_bytes();
+            // MetadataKey guarantees 1..=128 bytes, so the length fits in a u8.
+            out.push(key.len() as u8);
+            out.extend_from_slice(key);
+            put_varint(out, value.len() as u64);
+            out.extend_from_slice(value);
+        }
+    }
+
+    /// The encoded record.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        let summary = self.summary.as_ref().map_or(0, Bytes::len);
+        let metadata: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        8 + summary + metadata
+    }
+
+    /// Decodes a record. Values and the summary are slices of `data`, so
+    /// decoding costs one allocation for the metadata list and none per value.
+    pub(super) fn decode(data: &Bytes) -> Result<Self, RecordError> {
+        let mut r = Reader::new(data);
+        if r.byte()? != FORMAT {
+            return Err(RecordError("unknown record format"));
+        }
+        let summary = match r.varint()? {
+            0 => None,
+            n => Some(data.slice(r.take(len_of(n - 1)?)?)),
+        };
+        let count = len_of(r.varint()?)?;
+        // Every entry takes at least three bytes, which bounds a damaged
+        // count before it becomes an allocation.
+        if count > r.remaining() / 3 {
+            return Err(RecordError("metadata count exceeds the record"));
+        }
+        let mut metadata: Vec<(MetadataKey, Bytes)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key_len = usize::from(r.byte()?);
+            let key = metadata_key(&data[r.take(key_len)?])?;
+            if metadata.last().is_some_and(|(prev, _)| *prev >= key) {
+                return Err(RecordError("metadata keys out of order"));
+            }
+            let value = data.slice(r.take_prefixed()?);
+            metadata.push((key, value));
+        }
+        if r.remaining() != 0 {
+            return Err(RecordError("trailing bytes after the record"));
+        }
+        Ok(Self { metadata, summary })
+    }
+}
+
+/// A metadata key read from a record. The well-known keys reuse their
+/// constants, which borrow a static string, so the common case allocates
+/// nothing.
+fn metadata_key(raw: &[u8]) -> Result<MetadataKey, RecordError> {
+    for known in [
+        MetadataKey::PARENT,
+        MetadataKey::BUILT_LOCALLY,
+        MetadataKey::LAST_UPDATED,
+    ] {
+        if known.as_str().as_bytes() == raw {
+            return Ok(known);
+        }
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| RecordError("metadata key is not UTF-8"))?;
+    MetadataKey::new(text).map_err(|_| RecordError("invalid metadata key"))
+}
+
+/// What the `quarantine` table keeps for one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct QuarantineEntry {
+    /// Why the image was set aside.
+    pub(super) reason: String,
+    /// The image's record, as it was stored (possibly undecodable).
+    pub(super) record: Bytes,
+    /// The config bytes, as they were stored.
+    pub(super) content: Bytes,
+}
+
+impl QuarantineEntry {
+    /// Layout: varint reason length, reason, varint record length, record,
+    /// then the content up to the end of the value.
+    pub(super) fn encode(reason: &str, record: &[u8], content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(reason.len() + record.len() + content.len() + 20);
+        put_varint(&mut out, reason.len() as u64);
+        out.extend_from_slice(reason.as_bytes());
+        put_varint(&mut out, record.len() as u64);
+        out.extend_from_slice(record);
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// Decodes only the reason, which is all that opening a store needs.
+    pub(super) fn decode_reason(data: &[u8]) -> Result<String, RecordError> {
+        let mut r = Reader::new(data);
+        let reason = r.take_prefixed()?;
+        Ok(String::from_utf8_lossy(&data[reason]).into_owned())
+    }
+
+    /// Decodes the whole entry.
+    #[cfg(test)]
+    pub(super) fn decode(data: &Bytes) -> Result<Self, RecordError> {
+        let mut r = Reader::new(data);
+        let reason = String::from_utf8_lossy(&data[r.take_prefixed()?]).into_owned();
+        let record = data.slice(r.take_prefixed()?);
+        let content = data.slice(r.take(r.remaining())?);
+        Ok(Self {
+            reason,
+            record,
+            content,
+        })
+    }
+}
+
+fn len_of(n: u64) -> Result<usize, RecordError> {
+    usize::try_from(n).map_err(|_| RecordError("length does not fit in memory"))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let b = *self
+            .data
+            .get(self.pos)
+            .ok_or(RecordError("record ends early"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, RecordError> {
+        let mut n: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(RecordError("length is not a valid varint"))
+    }
+
+    /// Skips `len` bytes and returns where they are.
+    fn take(&mut self, len: usize) -> Result<Range<usize>, RecordError> {
+        if len > self.remaining() {
+            return Err(RecordError("length exceeds the record"));
+        }
+        let start = self.pos;
+        self.pos += len;
+        Ok(start..self.pos)
+    }
+
+    /// Reads a varint length, then skips that many bytes.
+    fn take_prefixed(&mut self) -> Result<Range<usize>, RecordError> {
+        let len = len_of(self.varint()?)?;
+        self.take(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        let mut r = Record::default();
+        r.set(MetadataKey::PARENT, Bytes::from_static(b"sha256:00"));
+        r.set(MetadataKey::BUILT_LOCALLY, Bytes::from_static(&[1]));
+        r.set(MetadataKey::new("zz-custom").unwrap(), Bytes::new());
+        r.summary = Some(Bytes::from(vec![7u8; 300]));
+        r
+    }
+
+    #[test]
+    fn roundtrips_and_keeps_keys_sorted() {
+        let r = sample();
+        let keys: Vec<_> = r.metadata.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["builtLocally", "parent", "zz-custom"]);
+        let decoded = Record::decode(&Bytes::from(r.encode())).unwrap();
+        assert_eq!(decoded, r);
+        assert_eq!(
+            decoded.get(&MetadataKey::PARENT).map(|v| &v[..]),
+            Some(&b"sha256:00"[..])
+        );
+    }
+
+    #[test]
+    fn empty_record_roundtrips() {
+        let r = Record::default();
+        assert_eq!(Record::decode(&Bytes::from(r.encode())).unwrap(), r);
+    }
+
+    #[test]
+    fn set_replaces_and_remove_removes() {
+        let mut r = sample();
+        r.set(MetadataKey::PARENT, Bytes::from_static(b"x"));
+        assert_eq!(r.metadata.len(), 3);
+        assert_eq!(r.get(&MetadataKey::PARENT).map(|v| &v[..]), Some(&b"x"[..]));
+        r.remove(&MetadataKey::PARENT);
+        r.remove(&MetadataKey::LAST_UPDATED);
+        assert_eq!(r.metadata.len(), 2);
+        assert!(r.get(&MetadataKey::PARENT).is_none());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let encoded = sample().encode();
+        for len in 0..encoded.len() {
+            let cut = Bytes::copy_from_slice(&encoded[..len]);
+            assert!(Record::decode(&cut).is_err(), "prefix of {len} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn damaged_records_are_errors() {
+        let mut bad_format = sample().encode();
+        bad_format[0] = 9;
+        assert!(Record::decode(&Bytes::from(bad_format)).is_err());
+
+        let mut trailing = sample().encode();
+        trailing.push(0);
+        assert!(Record::decode(&Bytes::from(trailing)).is_err());
+
+        // A key with a character MetadataKey refuses.
+        let mut out = vec![FORMAT, 0, 1, 3];
+        out.extend_from_slice(b"../");
+        out.push(0);
+        assert_eq!(
+            Record::decode(&Bytes::from(out)),
+            Err(RecordError("invalid metadata key"))
+        );
+
+        // A huge count with nothing behind it.
+        let mut out = vec![FORMAT, 0];
+        put_varint(&mut out, u64::MAX);
+        assert!(Record::decode(&Bytes::from(out)).is_err());
+
+        // Keys out of order.
+        let mut out = vec![FORMAT, 0, 2];
+        for key in [b"b", b"a"] {
+            out.push(1);
+            out.extend_from_slice(key);
+            out.push(0);
+        }
+        assert_eq!(
+            Record::decode(&Bytes::from(out)),
+            Err(RecordError("metadata keys out of order"))
+        );
+    }
+
+    #[test]
+    fn quarantine_entry_roundtrips() {
+        let encoded = QuarantineEntry::encode("bad hash", b"rec", b"{\"a\":1}");
+        let e = QuarantineEntry::decode(&Bytes::from(encoded.clone())).unwrap();
+        assert_eq!(e.reason, "bad hash");
+        assert_eq!(&e.record[..], b"rec");
+        assert_eq!(&e.content[..], b"{\"a\":1}");
+        assert_eq!(QuarantineEntry::decode_reason(&encoded).unwrap(), "bad hash");
+    }
+}

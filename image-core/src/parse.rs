@@ -1,0 +1,1605 @@
+//! Go-lenient decoding of image configs.
+//!
+//! Docker reads image configs with Go's `encoding/json`, and a store written
+//! by Docker must open here unchanged, so this decoder follows that package's
+//! rules rather than serde's defaults:
+//!
+//! * Object keys are matched against the JSON names case-insensitively (ASCII
+//!   folding, plus the Kelvin sign `K` for `k` and the long s `ſ` for `s`, the
+//!   only non-ASCII characters that fold onto the ASCII letters of the names).
+//!   Keys are taken in document order and each assigns its value, so of two
+//!   keys naming the same field the later one wins, whatever its case.
+//! * Unknown keys are skipped (but must still be valid JSON).
+//! * `null` leaves a string, number, boolean or struct field as it is, and
+//!   makes a list, map or pointer-like field (`Option`) absent.
+//! * A repeated object-valued key decodes *into* the value the first one
+//!   produced, as Go does: struct fields and map entries merge, and list
+//!   elements are decoded into the existing elements. (Go can additionally
+//!   resurrect stale list elements beyond the current length after three or
+//!   more repetitions of the same key; that is not reproduced.)
+//! * A value of the wrong JSON type is an error; integers must be integer
+//!   literals that fit in 64 bits (Go's `strconv.ParseInt`), so `1.0`, `1e3`
+//!   and `"1"` are refused. `-0` is refused too, where Go would read 0.
+//! * Strings may hold invalid UTF-8; each invalid byte becomes U+FFFD, as Go's
+//!   decoder does.
+//! * `Cmd`, `Entrypoint` and `Shell` also accept a bare string (Docker ≤ 28's
+//!   `strslice.StrSlice`), which becomes a one-element list; like that type
+//!   they are replaced, never merged, when repeated.
+//!
+//! The decoder streams over the document with serde visitors that write
+//! straight into the model; no intermediate JSON tree is built.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::digest::ImageId;
+use crate::error::ConfigError;
+use crate::model::{ContainerConfig, HealthConfig, History, Image, ImageConfig, RootFs};
+use crate::time::{Timestamp, TimestampError};
+
+/// Which Go type the top-level object is decoded into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Docker's `Image`: `V1Image` plus `parent`, `rootfs`, `history`,
+    /// `os.version` and `os.features`.
+    Image,
+    /// Docker's `V1Image` alone; the `Image`-only keys are unknown to it.
+    V1Image,
+}
+
+/// A decoded document and whether it named a non-null `rootfs`.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    pub(crate) config: ImageConfig,
+    pub(crate) rootfs: Option<RootFs>,
+}
+
+/// State shared by all visitors of one decode: the first invalid field value
+/// (a timestamp that does not parse), reported as a typed error instead of a
+/// bare syntax error.
+#[derive(Default)]
+struct Ctx {
+    invalid: Cell<Option<(String, TimestampError)>>,
+}
+
+impl Ctx {
+    fn record(&self, field: String, err: TimestampError) {
+        // Keep the first error: it is the one the decoder stopped at.
+        let previous = self.invalid.take();
+        self.invalid.set(Some(previous.unwrap_or((field, err))));
+    }
+}
+
+impl ImageConfig {
+    /// Parses an image config document as Docker does (Go-lenient; see the
+    /// rules below) and checks what Docker's image store checks.
+    ///
+    /// Rules, from Go's `encoding/json`: keys match case-insensitively and the
+    /// last of several keys for one field wins; unknown keys are ignored;
+    /// `null` leaves scalars unchanged and makes lists, maps and optional
+    /// objects absent; values of the wrong JSON type and integers that are not
+    /// integer literals are errors. `Cmd`, `Entrypoint` and `Shell` accept a
+    /// bare string. Diff IDs are kept verbatim in
+    /// [`RootFs::raw_diff_ids`]; they are validated by [`RootFs::diff_ids`].
+    ///
+    /// # Errors
+    /// * [`ConfigError::Empty`] for zero bytes;
+    /// * [`ConfigError::Malformed`] for invalid JSON or a wrong JSON type,
+    ///   with the line and column;
+    /// * [`ConfigError::InvalidField`] for a timestamp that is not RFC 3339,
+    ///   naming the field (`created`, `history[2].created`, …);
+    /// * [`ConfigError::NoRootFs`] when `rootfs` is absent or `null`;
+    /// * [`ConfigError::TooManyHistoryLayers`] when more history entries add a
+    ///   layer than there are diff IDs.
+    ///
+    /// ```
+    /// use imagecache_core::ImageConfig;
+    /// let c = ImageConfig::from_json(br#"{"OS":"linux","rootfs":{"type":"layers"},"x":1}"#)?;
+    /// assert_eq!(c.os, "linux");
+    /// assert!(ImageConfig::from_json(b"{}").is_err());
+    /// # Ok::<(), imagecache_core::ConfigError>(())
+    /// ```
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        if json.is_empty() {
+            return Err(ConfigError::Empty);
+        }
+        let Decoded { mut config, rootfs } = decode(json, Target::Image)?;
+        config.rootfs = rootfs.ok_or(ConfigError::NoRootFs)?;
+        let non_empty = config.non_empty_history_count();
+        let diff_ids = config.rootfs.raw_diff_ids.len();
+        if non_empty > diff_ids {
+            return Err(ConfigError::TooManyHistoryLayers {
+                non_empty,
+                diff_ids,
+            });
+        }
+        Ok(config)
+    }
+}
+
+impl Image {
+    /// Parses stored or received config bytes into an [`Image`] whose ID is
+    /// the SHA-256 of exactly these bytes, and keeps the bytes.
+    ///
+    /// # Errors
+    /// As [`ImageConfig::from_json`].
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use imagecache_core::Image;
+    /// let raw = Bytes::from_static(br#"{"rootfs": {"type": "layers"}}"#);
+    /// let img = Image::from_bytes(raw.clone())?;
+    /// assert_eq!(img.raw_json(), &raw);
+    /// assert_eq!(img.rootfs.fs_type, "layers");
+    /// # Ok::<(), imagecache_core::ConfigError>(())
+    /// ```
+    pub fn from_bytes(raw: Bytes) -> Result<Self, ConfigError> {
+        let config = ImageConfig::from_json(&raw)?;
+        Ok(Self {
+            id: ImageId::of_config(&raw),
+            raw,
+            config,
+        })
+    }
+}
+
+/// Decodes `json` into the Go type `target` names, without the checks
+/// [`ImageConfig::from_json`] adds.
+pub(crate) fn decode(json: &[u8], target: Target) -> Result<Decoded, ConfigError> {
+    let ctx = Ctx::default();
+    let mut out = Decoded::default();
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let result = DocSeed {
+        dst: &mut out,
+        target,
+        ctx: &ctx,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match result {
+        Ok(()) => Ok(out),
+        Err(err) => Err(match ctx.invalid.take() {
+            Some((field, source)) => ConfigError::InvalidField {
+                field,
+                reason: source.to_string(),
+            },
+            None => malformed(&err),
+        }),
+    }
+}
+
+/// A [`ConfigError::Malformed`] from a serde_json error, with the position
+/// moved out of the message into fields.
+pub(crate) fn malformed(err: &serde_json::Error) -> ConfigError {
+    let text = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text).to_owned();
+    ConfigError::Malformed {
+        line: err.line(),
+        column: err.column(),
+        message,
+    }
+}
+
+/// Converts bytes to a string as Go's JSON decoder does: every byte that does
+/// not start a valid UTF-8 sequence becomes U+FFFD.
+///
+/// `escaped` says the bytes came out of a string with escape sequences; then
+/// the three-byte encoding of a surrogate code point can only stem from a
+/// lone `\uD800`-style escape, which Go turns into a single U+FFFD.
+pub(crate) fn go_string(bytes: &[u8], escaped: bool) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => go_string_lossy(bytes, escaped),
+    }
+}
+
+fn go_string_lossy(mut bytes: &[u8], escaped: bool) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    while !bytes.is_empty() {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                // `valid` is valid UTF-8 by construction.
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push(char::REPLACEMENT_CHARACTER);
+                let skip = match rest {
+                    [0xED, 0xA0..=0xBF, 0x80..=0xBF, ..] if escaped => 3,
+                    _ => 1,
+                };
+                bytes = &rest[skip.min(rest.len())..];
+            }
+        }
+    }
+    out
+}
+
+/// Whether a JSON object key names `name`, under Go's case folding.
+fn fold_eq(key: &[u8], name: &str) -> bool {
+    let Ok(key) = std::str::from_utf8(key) else {
+        // A key with invalid UTF-8 decodes to U+FFFD somewhere, which folds
+        // onto no ASCII letter.
+        return false;
+    };
+    let mut name = name.bytes();
+    for c in key.chars() {
+        let Some(n) = name.next() else { return false };
+        let same = match c {
+            '\u{212A}' => n.eq_ignore_ascii_case(&b'k'),
+            '\u{017F}' => n.eq_ignore_ascii_case(&b's'),
+            c if c.is_ascii() => n.eq_ignore_ascii_case(&(c as u8)),
+            _ => false,
+        };
+        if !same {
+            return false;
+        }
+    }
+    name.next().is_none()
+}
+
+/// Finds the field a key names: an exact match first, then a folded one (as
+/// Go does; no two names of one struct fold onto each other, so the order
+/// only matters for speed).
+fn lookup<F: Copy>(key: &[u8], table: &[(&'static str, F)]) -> Option<F> {
+    table
+        .iter()
+        .find(|(name, _)| name.as_bytes() == key)
+        .or_else(|| table.iter().find(|(name, _)| fold_eq(key, name)))
+        .map(|&(_, f)| f)
+}
+
+/// Where a value sits in the document, for error messages.
+#[derive(Clone, Copy)]
+struct Path {
+    prefix: &'static str,
+    name: &'static str,
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix)?;
+        f.write_str(self.name)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Keys.
+
+/// Reads an object key and resolves it against a field table.
+struct KeySeed<F: 'static> {
+    table: &'static [(&'static str, F)],
+}
+
+impl<'de, F: Copy + 'static> DeserializeSeed<'de> for KeySeed<F> {
+    type Value = Option<F>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<F: Copy + 'static> Visitor<'_> for KeySeed<F> {
+    type Value = Option<F>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(lookup(v, self.table))
+    }
+}
+
+/// Reads a map key (a label name, a port, a volume path) as a Go string.
+struct MapKeySeed;
+
+impl<'de> DeserializeSeed<'de> for MapKeySeed {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MapKeySeed {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key")
+    }
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<String, E> {
+        Ok(go_string(v, false))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<String, E> {
+        Ok(go_string(v, true))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scalars.
+
+/// A string field: `null` leaves it unchanged.
+struct StrSeed<'a> {
+    dst: &'a mut String,
+    path: Path,
+}
+
+impl<'de> DeserializeSeed<'de> for StrSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a string for {}", self.path)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_bytes(self)
+    }
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<(), E> {
+        *self.dst = go_string(v, false);
+        Ok(())
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        *self.dst = go_string(v, true);
+        Ok(())
+    }
+}
+
+/// A boolean field: `null` leaves it unchanged.
+struct BoolSeed<'a> {
+    dst: &'a mut bool,
+    path: Path,
+}
+
+impl<'de> DeserializeSeed<'de> for BoolSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoolSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a boolean for {}", self.path)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_bool(self)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        *self.dst = v;
+        Ok(())
+    }
+}
+
+/// A 64-bit integer field. With `optional`, `null` clears it (Go `*int`);
+/// otherwise `null` leaves it unchanged.
+struct IntSeed<'a> {
+    dst: IntDst<'a>,
+    path: Path,
+}
+
+enum IntDst<'a> {
+    Plain(&'a mut i64),
+    Optional(&'a mut Option<i64>),
+}
+
+impl IntSeed<'_> {
+    fn set(self, v: i64) {
+        match self.dst {
+            IntDst::Plain(d) => *d = v,
+            IntDst::Optional(d) => *d = Some(v),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for IntSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IntSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a 64-bit integer for {}", self.path)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        if let IntDst::Optional(d) = self.dst {
+            *d = None;
+        }
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_i64(self)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.set(v);
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        match i64::try_from(v) {
+            Ok(v) => {
+                self.set(v);
+                Ok(())
+            }
+            Err(_) => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+        }
+    }
+}
+
+/// A `*time.Time` field: `null` clears it; a string must be RFC 3339.
+struct TimeSeed<'a> {
+    dst: &'a mut Option<Timestamp>,
+    ctx: &'a Ctx,
+    /// Index in `history`, or `None` for the top-level `created`.
+    history_index: Option<usize>,
+}
+
+impl TimeSeed<'_> {
+    fn field(&self) -> String {
+        match self.history_index {
+            Some(i) => format!("history[{i}].created"),
+            None => "created".to_owned(),
+        }
+    }
+
+    fn parse<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        let text = go_string(v, false);
+        match Timestamp::parse_rfc3339(&text) {
+            Ok(t) => {
+                *self.dst = Some(t);
+                Ok(())
+            }
+            Err(err) => {
+                let field = self.field();
+                let message = format!("invalid {field}: {err}");
+                self.ctx.record(field, err);
+                Err(E::custom(message))
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for TimeSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TimeSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an RFC 3339 time string for {}", self.field())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.dst = None;
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_bytes(self)
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.parse(v)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lists, sets and maps.
+
+/// How a repeated list key combines with the earlier value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListMode {
+    /// Go `[]string`: elements decode into the existing elements.
+    Merge,
+    /// Docker's `strslice.StrSlice`: replaced whole; a bare string is a
+    /// one-element list.
+    StrSlice,
+}
+
+/// A `[]string` field; `null` makes it absent.
+struct ListSeed<'a> {
+    dst: &'a mut Option<Vec<String>>,
+    mode: ListMode,
+    path: Path,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.mode {
+            ListMode::Merge => write!(f, "a list of strings for {}", self.path),
+            ListMode::StrSlice => write!(f, "a string or a list of strings for {}", self.path),
+        }
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.dst = None;
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        // serde_json hands a string to `visit_bytes` and an array to
+        // `visit_seq` here, without checking the string's UTF-8.
+        d.deserialize_bytes(self)
+    }
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<(), E> {
+        self.bare_string(v, false)
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.bare_string(v, true)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut list = match self.mode {
+            ListMode::Merge => self.dst.take().unwrap_or_default(),
+            ListMode::StrSlice => Vec::new(),
+        };
+        let mut i = 0;
+        loop {
+            let fresh = i >= list.len();
+            if fresh {
+                list.push(String::new());
+            }
+            let seed = StrSeed {
+                dst: &mut list[i],
+                path: self.path,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                if fresh {
+                    list.pop();
+                }
+                break;
+            }
+            i += 1;
+        }
+        list.truncate(i);
+        *self.dst = Some(list);
+        Ok(())
+    }
+}
+
+impl ListSeed<'_> {
+    fn bare_string<E: de::Error>(self, v: &[u8], escaped: bool) -> Result<(), E> {
+        if self.mode != ListMode::StrSlice {
+            return Err(E::invalid_type(de::Unexpected::Other("string"), &self));
+        }
+        *self.dst = Some(vec![go_string(v, escaped)]);
+        Ok(())
+    }
+}
+
+/// A `map[string]struct{}` field (`ExposedPorts`, `Volumes`); `null` makes it
+/// absent. Each value must be an object (whose keys are ignored) or `null`.
+struct SetSeed<'a> {
+    dst: &'a mut Option<BTreeSet<String>>,
+    path: Path,
+}
+
+impl<'de> DeserializeSeed<'de> for SetSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SetSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object for {}", self.path)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.dst = None;
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let set = self.dst.get_or_insert_with(BTreeSet::new);
+        while let Some(key) = map.next_key_seed(MapKeySeed)? {
+            map.next_value_seed(EmptyStructSeed { path: self.path })?;
+            set.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// A Go `struct{}` value: an object with any keys, or `null`.
+struct EmptyStructSeed {
+    path: Path,
+}
+
+impl<'de> DeserializeSeed<'de> for EmptyStructSeed {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EmptyStructSeed {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object (usually {{}}) as a value of {}", self.path)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// A `map[string]string` field (`Labels`); `null` makes it absent and a
+/// `null` value reads as the empty string.
+struct LabelsSeed<'a> {
+    dst: &'a mut Option<BTreeMap<String, String>>,
+    path: Path,
+}
+
+impl<'de> DeserializeSeed<'de> for LabelsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LabelsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object of strings for {}", self.path)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.dst = None;
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let labels = self.dst.get_or_insert_with(BTreeMap::new);
+        while let Some(key) = map.next_key_seed(MapKeySeed)? {
+            let mut value = String::new();
+            map.next_value_seed(StrSeed {
+                dst: &mut value,
+                path: self.path,
+            })?;
+            labels.insert(key, value);
+        }
+        Ok(())
+    }
+}
+
+/// Runs `seed` on a list held as a plain `Vec` (Go's nil and empty both
+/// become an empty `Vec`).
+fn vec_seed<'a, 'de, A: MapAccess<'de>>(
+    map: &mut A,
+    dst: &'a mut Vec<String>,
+    path: Path,
+) -> Result<(), A::Error> {
+    let mut tmp = Some(std::mem::take(dst));
+    let result = map.next_value_seed(ListSeed {
+        dst: &mut tmp,
+        mode: ListMode::Merge,
+        path,
+    });
+    *dst = tmp.unwrap_or_default();
+    result
+}
+
+// ---------------------------------------------------------------------------
+// container.Config and HealthConfig.
+
+#[derive(Clone, Copy)]
+enum CcField {
+    Hostname,
+    Domainname,
+    User,
+    AttachStdin,
+    AttachStdout,
+    AttachStderr,
+    ExposedPorts,
+    Tty,
+    OpenStdin,
+    StdinOnce,
+    Env,
+    Cmd,
+    Healthcheck,
+    ArgsEscaped,
+    Image,
+    Volumes,
+    WorkingDir,
+    Entrypoint,
+    NetworkDisabled,
+    MacAddress,
+    OnBuild,
+    Labels,
+    StopSignal,
+    StopTimeout,
+    Shell,
+}
+
+const CC_FIELDS: &[(&str, CcField)] = &[
+    ("Hostname", CcField::Hostname),
+    ("Domainname", CcField::Domainname),
+    ("User", CcField::User),
+    ("AttachStdin", CcField::AttachStdin),
+    ("AttachStdout", CcField::AttachStdout),
+    ("AttachStderr", CcField::AttachStderr),
+    ("ExposedPorts", CcField::ExposedPorts),
+    ("Tty", CcField::Tty),
+    ("OpenStdin", CcField::OpenStdin),
+    ("StdinOnce", CcField::StdinOnce),
+    ("Env", CcField::Env),
+    ("Cmd", CcField::Cmd),
+    ("Healthcheck", CcField::Healthcheck),
+    ("ArgsEscaped", CcField::ArgsEscaped),
+    ("Image", CcField::Image),
+    ("Volumes", CcField::Volumes),
+    ("WorkingDir", CcField::WorkingDir),
+    ("Entrypoint", CcField::Entrypoint),
+    ("NetworkDisabled", CcField::NetworkDisabled),
+    ("MacAddress", CcField::MacAddress),
+    ("OnBuild", CcField::OnBuild),
+    ("Labels", CcField::Labels),
+    ("StopSignal", CcField::StopSignal),
+    ("StopTimeout", CcField::StopTimeout),
+    ("Shell", CcField::Shell),
+];
+
+/// A `container.Config` value. With `optional` it is a `*container.Config`
+/// (`null` makes it absent); otherwise `null` leaves it unchanged.
+struct ConfigSeed<'a> {
+    dst: ConfigDst<'a>,
+    prefix: &'static str,
+}
+
+enum ConfigDst<'a> {
+    Plain(&'a mut ContainerConfig),
+    Optional(&'a mut Option<ContainerConfig>),
+}
+
+impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ConfigSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object for {}", self.prefix.trim_end_matches('.'))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        if let ConfigDst::Optional(d) = self.dst {
+            *d = None;
+        }
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let cc = match self.dst {
+            ConfigDst::Plain(d) => d,
+            ConfigDst::Optional(d) => d.get_or_insert_with(ContainerConfig::default),
+        };
+        let prefix = self.prefix;
+        let p = |name| Path { prefix, name };
+        while let Some(field) = map.next_key_seed(KeySeed { table: CC_FIELDS })? {
+            let Some(field) = field else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            use CcField as F;
+            let str_seed = |dst, name| StrSeed { dst, path: p(name) };
+            let bool_seed = |dst, name| BoolSeed { dst, path: p(name) };
+            let list = |dst, mode, name| ListSeed {
+                dst,
+                mode,
+                path: p(name),
+            };
+            match field {
+                F::Hostname => map.next_value_seed(str_seed(&mut cc.hostname, "Hostname"))?,
+                F::Domainname => {
+                    map.next_value_seed(str_seed(&mut cc.domainname, "Domainname"))?
+                }
+                F::User => map.next_value_seed(str_seed(&mut cc.user, "User"))?,
+                F::AttachStdin => {
+                    map.next_value_seed(bool_seed(&mut cc.attach_stdin, "AttachStdin"))?
+                }
+                F::AttachStdout => {
+                    map.next_value_seed(bool_seed(&mut cc.attach_stdout, "AttachStdout"))?
+                }
+                F::AttachStderr => {
+                    map.next_value_seed(bool_seed(&mut cc.attach_stderr, "AttachStderr"))?
+                }
+                F::ExposedPorts => {
+                    let mut tmp = Some(std::mem::take(&mut cc.exposed_ports));
+                    let result = map.next_value_seed(SetSeed {
+                        dst: &mut tmp,
+                        path: p("ExposedPorts"),
+                    });
+                    cc.exposed_ports = tmp.unwrap_or_default();
+                    result?;
+                }
+                F::Tty => map.next_value_seed(bool_seed(&mut cc.tty, "Tty"))?,
+                F::OpenStdin => map.next_value_seed(bool_seed(&mut cc.open_stdin, "OpenStdin"))?,
+                F::StdinOnce => map.next_value_seed(bool_seed(&mut cc.stdin_once, "StdinOnce"))?,
+                F::Env => map.next_value_seed(list(&mut cc.env, ListMode::Merge, "Env"))?,
+                F::Cmd => map.next_value_seed(list(&mut cc.cmd, ListMode::StrSlice, "Cmd"))?,
+                F::Healthcheck => map.next_value_seed(HealthSeed {
+                    dst: &mut cc.healthcheck,
+                    prefix,
+                })?,
+                F::ArgsEscaped => {
+                    map.next_value_seed(bool_seed(&mut cc.args_escaped, "ArgsEscaped"))?
+                }
+                F::Image => map.next_value_seed(str_seed(&mut cc.image, "Image"))?,
+                F::Volumes => map.next_value_seed(SetSeed {
+                    dst: &mut cc.volumes,
+                    path: p("Volumes"),
+                })?,
+                F::WorkingDir => {
+                    map.next_value_seed(str_seed(&mut cc.working_dir, "WorkingDir"))?
+                }
+                F::Entrypoint => map.next_value_seed(list(
+                    &mut cc.entrypoint,
+                    ListMode::StrSlice,
+                    "Entrypoint",
+                ))?,
+                F::NetworkDisabled => map.next_value_seed(bool_seed(
+                    &mut cc.network_disabled,
+                    "NetworkDisabled",
+                ))?,
+                F::MacAddress => {
+                    map.next_value_seed(str_seed(&mut cc.mac_address, "MacAddress"))?
+                }
+                F::OnBuild => {
+                    map.next_value_seed(list(&mut cc.on_build, ListMode::Merge, "OnBuild"))?
+                }
+                F::Labels => map.next_value_seed(LabelsSeed {
+                    dst: &mut cc.labels,
+                    path: p("Labels"),
+                })?,
+                F::StopSignal => {
+                    map.next_value_seed(str_seed(&mut cc.stop_signal, "StopSignal"))?
+                }
+                F::StopTimeout => map.next_value_seed(IntSeed {
+                    dst: IntDst::Optional(&mut cc.stop_timeout),
+                    path: p("StopTimeout"),
+                })?,
+                F::Shell => {
+                    map.next_value_seed(list(&mut cc.shell, ListMode::StrSlice, "Shell"))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum HcField {
+    Test,
+    Interval,
+    Timeout,
+    StartPeriod,
+    StartInterval,
+    Retries,
+}
+
+const HC_FIELDS: &[(&str, HcField)] = &[
+    ("Test", HcField::Test),
+    ("Interval", HcField::Interval),
+    ("Timeout", HcField::Timeout),
+    ("StartPeriod", HcField::StartPeriod),
+    ("StartInterval", HcField::StartInterval),
+    ("Retries", HcField::Retries),
+];
+
+/// A `*HealthConfig`; `null` makes it absent.
+struct HealthSeed<'a> {
+    dst: &'a mut Option<HealthConfig>,
+    prefix: &'static str,
+}
+
+impl<'de> DeserializeSeed<'de> for HealthSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HealthSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object for {}Healthcheck", self.prefix)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.dst = None;
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let hc = self.dst.get_or_insert_with(HealthConfig::default);
+        // Paths inside the health check are reported under the field's own
+        // names; the prefix already says which config they belong to.
+        let prefix = self.prefix;
+        let int = |dst, name| IntSeed {
+            dst: IntDst::Plain(dst),
+            path: Path { prefix, name },
+        };
+        while let Some(field) = map.next_key_seed(KeySeed { table: HC_FIELDS })? {
+            match field {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(HcField::Test) => map.next_value_seed(ListSeed {
+                    dst: &mut hc.test,
+                    mode: ListMode::Merge,
+                    path: Path {
+                        prefix,
+                        name: "Healthcheck.Test",
+                    },
+                })?,
+                Some(HcField::Interval) => {
+                    map.next_value_seed(int(&mut hc.interval, "Healthcheck.Interval"))?
+                }
+                Some(HcField::Timeout) => {
+                    map.next_value_seed(int(&mut hc.timeout, "Healthcheck.Timeout"))?
+                }
+                Some(HcField::StartPeriod) => {
+                    map.next_value_seed(int(&mut hc.start_period, "Healthcheck.StartPeriod"))?
+                }
+                Some(HcField::StartInterval) => map.next_value_seed(int(
+                    &mut hc.start_interval,
+                    "Healthcheck.StartInterval",
+                ))?,
+                Some(HcField::Retries) => {
+                    map.next_value_seed(int(&mut hc.retries, "Healthcheck.Retries"))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// rootfs and history.
+
+#[derive(Clone, Copy)]
+enum RootFsField {
+    Type,
+    DiffIds,
+}
+
+const ROOTFS_FIELDS: &[(&str, RootFsField)] = &[
+    ("type", RootFsField::Type),
+    ("diff_ids", RootFsField::DiffIds),
+];
+
+/// The `*RootFS`; `null` makes it absent.
+struct RootFsSeed<'a> {
+    dst: &'a mut Option<RootFs>,
+}
+
+impl<'de> DeserializeSeed<'de> for RootFsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RootFsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object for rootfs")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.dst = None;
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let rootfs = self.dst.get_or_insert_with(RootFs::default);
+        let path = |name| Path {
+            prefix: "rootfs.",
+            name,
+        };
+        while let Some(field) = map.next_key_seed(KeySeed {
+            table: ROOTFS_FIELDS,
+        })? {
+            match field {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(RootFsField::Type) => map.next_value_seed(StrSeed {
+                    dst: &mut rootfs.fs_type,
+                    path: path("type"),
+                })?,
+                Some(RootFsField::DiffIds) => {
+                    vec_seed(&mut map, &mut rootfs.raw_diff_ids, path("diff_ids"))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `history` list; `null` empties it.
+struct HistoryListSeed<'a> {
+    dst: &'a mut Vec<History>,
+    ctx: &'a Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for HistoryListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HistoryListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of objects for history")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.dst.clear();
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let list = self.dst;
+        let mut i = 0;
+        loop {
+            let fresh = i >= list.len();
+            if fresh {
+                list.push(History::default());
+            }
+            let seed = HistorySeed {
+                dst: &mut list[i],
+                ctx: self.ctx,
+                index: i,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                if fresh {
+                    list.pop();
+                }
+                break;
+            }
+            i += 1;
+        }
+        list.truncate(i);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum HistoryField {
+    Created,
+    CreatedBy,
+    Author,
+    Comment,
+    EmptyLayer,
+}
+
+const HISTORY_FIELDS: &[(&str, HistoryField)] = &[
+    ("created", HistoryField::Created),
+    ("created_by", HistoryField::CreatedBy),
+    ("author", HistoryField::Author),
+    ("comment", HistoryField::Comment),
+    ("empty_layer", HistoryField::EmptyLayer),
+];
+
+/// One history entry; `null` leaves it unchanged.
+struct HistorySeed<'a> {
+    dst: &'a mut History,
+    ctx: &'a Ctx,
+    index: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for HistorySeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HistorySeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object for history[{}]", self.index)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let h = self.dst;
+        let path = |name| Path {
+            prefix: "history[].",
+            name,
+        };
+        while let Some(field) = map.next_key_seed(KeySeed {
+            table: HISTORY_FIELDS,
+        })? {
+            match field {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(HistoryField::Created) => map.next_value_seed(TimeSeed {
+                    dst: &mut h.created,
+                    ctx: self.ctx,
+                    history_index: Some(self.index),
+                })?,
+                Some(HistoryField::CreatedBy) => map.next_value_seed(StrSeed {
+                    dst: &mut h.created_by,
+                    path: path("created_by"),
+                })?,
+                Some(HistoryField::Author) => map.next_value_seed(StrSeed {
+                    dst: &mut h.author,
+                    path: path("author"),
+                })?,
+                Some(HistoryField::Comment) => map.next_value_seed(StrSeed {
+                    dst: &mut h.comment,
+                    path: path("comment"),
+                })?,
+                Some(HistoryField::EmptyLayer) => map.next_value_seed(BoolSeed {
+                    dst: &mut h.empty_layer,
+                    path: path("empty_layer"),
+                })?,
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The top-level document.
+
+#[derive(Clone, Copy)]
+enum TopField {
+    Id,
+    Parent,
+    Comment,
+    Created,
+    Container,
+    ContainerConfig,
+    DockerVersion,
+    Author,
+    Config,
+    Architecture,
+    Variant,
+    Os,
+    Size,
+    RootFs,
+    History,
+    OsVersion,
+    OsFeatures,
+}
+
+/// The keys of Go's `V1Image`.
+const V1_FIELDS: &[(&str, TopField)] = &[
+    ("id", TopField::Id),
+    ("parent", TopField::Parent),
+    ("comment", TopField::Comment),
+    ("created", TopField::Created),
+    ("container", TopField::Container),
+    ("container_config", TopField::ContainerConfig),
+    ("docker_version", TopField::DockerVersion),
+    ("author", TopField::Author),
+    ("config", TopField::Config),
+    ("architecture", TopField::Architecture),
+    ("variant", TopField::Variant),
+    ("os", TopField::Os),
+    ("Size", TopField::Size),
+];
+
+/// The keys of Go's `Image` (which embeds `V1Image`; its own `parent`
+/// shadows the embedded one, and both are read into the same field).
+const IMAGE_FIELDS: &[(&str, TopField)] = &[
+    ("id", TopField::Id),
+    ("parent", TopField::Parent),
+    ("comment", TopField::Comment),
+    ("created", TopField::Created),
+    ("container", TopField::Container),
+    ("container_config", TopField::ContainerConfig),
+    ("docker_version", TopField::DockerVersion),
+    ("author", TopField::Author),
+    ("config", TopField::Config),
+    ("architecture", TopField::Architecture),
+    ("variant", TopField::Variant),
+    ("os", TopField::Os),
+    ("Size", TopField::Size),
+    ("rootfs", TopField::RootFs),
+    ("history", TopField::History),
+    ("os.version", TopField::OsVersion),
+    ("os.features", TopField::OsFeatures),
+];
+
+struct DocSeed<'a> {
+    dst: &'a mut Decoded,
+    target: Target,
+    ctx: &'a Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object (an image config)")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        // Go decodes a top-level `null` into a struct as nothing at all.
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let table = match self.target {
+            Target::Image => IMAGE_FIELDS,
+            Target::V1Image => V1_FIELDS,
+        };
+        let doc = self.dst;
+        let c = &mut doc.config;
+        let p = |name| Path { prefix: "", name };
+        while let Some(field) = map.next_key_seed(KeySeed { table })? {
+            let Some(field) = field else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let s = |dst, name| StrSeed { dst, path: p(name) };
+            match field {
+                TopField::Id => map.next_value_seed(s(&mut c.v1_id, "id"))?,
+                TopField::Parent => map.next_value_seed(s(&mut c.parent, "parent"))?,
+                TopField::Comment => map.next_value_seed(s(&mut c.comment, "comment"))?,
+                TopField::Created => map.next_value_seed(TimeSeed {
+                    dst: &mut c.created,
+                    ctx: self.ctx,
+                    history_index: None,
+                })?,
+                TopField::Container => map.next_value_seed(s(&mut c.container, "container"))?,
+                TopField::ContainerConfig => map.next_value_seed(ConfigSeed {
+                    dst: ConfigDst::Plain(&mut c.container_config),
+                    prefix: "container_config.",
+                })?,
+                TopField::DockerVersion => {
+                    map.next_value_seed(s(&mut c.docker_version, "docker_version"))?
+                }
+                TopField::Author => map.next_value_seed(s(&mut c.author, "author"))?,
+                TopField::Config => map.next_value_seed(ConfigSeed {
+                    dst: ConfigDst::Optional(&mut c.config),
+                    prefix: "config.",
+                })?,
+                TopField::Architecture => {
+                    map.next_value_seed(s(&mut c.architecture, "architecture"))?
+                }
+                TopField::Variant => map.next_value_seed(s(&mut c.variant, "variant"))?,
+                TopField::Os => map.next_value_seed(s(&mut c.os, "os"))?,
+                TopField::Size => map.next_value_seed(IntSeed {
+                    dst: IntDst::Plain(&mut c.size),
+                    path: p("Size"),
+                })?,
+                TopField::RootFs => map.next_value_seed(RootFsSeed {
+                    dst: &mut doc.rootfs,
+                })?,
+                TopField::History => map.next_value_seed(HistoryListSeed {
+                    dst: &mut c.history,
+                    ctx: self.ctx,
+                })?,
+                TopField::OsVersion => map.next_value_seed(s(&mut c.os_version, "os.version"))?,
+                TopField::OsFeatures => vec_seed(&mut map, &mut c.os_features, p("os.features"))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ImageConfig, ConfigError> {
+        ImageConfig::from_json(s.as_bytes())
+    }
+
+    fn ok(s: &str) -> ImageConfig {
+        match parse(s) {
+            Ok(c) => c,
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+
+    fn malformed(s: &str) -> String {
+        match parse(s) {
+            Err(ConfigError::Malformed { message, .. }) => message,
+            other => panic!("{s}: expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn folds_keys_and_last_key_wins() {
+        let c = ok(r#"{"OS":"a","os":"b","ARCHITECTURE":"x","rootfs":{"TYPE":"layers"}}"#);
+        assert_eq!(c.os, "b");
+        assert_eq!(c.architecture, "x");
+        assert_eq!(c.rootfs.fs_type, "layers");
+        // An exact match does not beat a later folded one.
+        let c = ok(r#"{"os":"exact","Os":"folded","rootfs":{}}"#);
+        assert_eq!(c.os, "folded");
+        // Kelvin sign and long s fold onto k and s.
+        let c = ok("{\"\u{17F}ize\":7,\"doc\u{212A}er_version\":\"1\",\"rootfs\":{}}");
+        assert_eq!(c.size, 7);
+        assert_eq!(c.docker_version, "1");
+        // Escaped keys are unescaped before matching.
+        let c = ok(r#"{"\u006fs":"esc","rootfs":{}}"#);
+        assert_eq!(c.os, "esc");
+        // Punctuation must match exactly.
+        let c = ok(r#"{"os_version":"no","OS.VERSION":"yes","rootfs":{}}"#);
+        assert_eq!(c.os_version, "yes");
+    }
+
+    #[test]
+    fn container_config_keys_fold() {
+        let c = ok(r#"{"container_config":{"cmd":["a"],"ENV":["x=1"],"tty":true,"user":"u","labels":{"k":"v"}},"rootfs":{}}"#);
+        let cc = c.container_config;
+        assert_eq!(cc.cmd, Some(vec!["a".to_owned()]));
+        assert_eq!(cc.env, Some(vec!["x=1".to_owned()]));
+        assert!(cc.tty);
+        assert_eq!(cc.user, "u");
+        assert_eq!(cc.labels.unwrap()["k"], "v");
+    }
+
+    #[test]
+    fn null_semantics() {
+        let c = ok(r#"{"os":"linux","os":null,"config":{"Env":["a"],"Env":null,"User":"u","User":null},"container_config":null,"created":null,"rootfs":{}}"#);
+        // Scalars keep what they had; lists and pointers become absent.
+        assert_eq!(c.os, "linux");
+        let cfg = c.config.unwrap();
+        assert_eq!(cfg.env, None);
+        assert_eq!(cfg.user, "u");
+        assert_eq!(c.created, None);
+        let c = ok(r#"{"config":{},"config":null,"rootfs":{}}"#);
+        assert_eq!(c.config, None);
+        let c = ok(r#"{"config":{"Labels":{"a":null},"StopTimeout":5,"StopTimeout":null},"rootfs":{}}"#);
+        let cfg = c.config.unwrap();
+        assert_eq!(cfg.labels.unwrap()["a"], "");
+        assert_eq!(cfg.stop_timeout, None);
+        // Top-level null is an empty document, hence no rootfs.
+        assert_eq!(parse("null"), Err(ConfigError::NoRootFs));
+        assert_eq!(parse(" null "), Err(ConfigError::NoRootFs));
+    }
+
+    #[test]
+    fn repeated_objects_merge_like_go() {
+        let c = ok(r#"{"container_config":{"User":"a"},"container_config":{"Tty":true},"config":{"Labels":{"a":"1"}},"config":{"Labels":{"b":"2"}},"rootfs":{"type":"x"},"rootfs":{"diff_ids":["d"]}}"#);
+        assert_eq!(c.container_config.user, "a");
+        assert!(c.container_config.tty);
+        let labels = c.config.unwrap().labels.unwrap();
+        assert_eq!(labels.len(), 2);
+        assert_eq!(c.rootfs.fs_type, "x");
+        assert_eq!(c.rootfs.raw_diff_ids, vec!["d"]);
+        // List elements decode into the existing ones; the length follows
+        // the later list.
+        let c = ok(r#"{"history":[{"author":"a"},{"author":"b"}],"history":[{"comment":"c"}],"rootfs":{"diff_ids":["x"]}}"#);
+        assert_eq!(c.history.len(), 1);
+        assert_eq!(c.history[0].author, "a");
+        assert_eq!(c.history[0].comment, "c");
+        let c = ok(r#"{"config":{"Env":["a","b"],"Env":[null]},"rootfs":{}}"#);
+        assert_eq!(c.config.unwrap().env, Some(vec!["a".to_owned()]));
+        // StrSlice fields are replaced, not merged.
+        let c = ok(r#"{"config":{"Cmd":["a","b"],"Cmd":[null]},"rootfs":{}}"#);
+        assert_eq!(c.config.unwrap().cmd, Some(vec![String::new()]));
+    }
+
+    #[test]
+    fn strslice_accepts_bare_string() {
+        let c = ok(r#"{"config":{"Cmd":"echo hi","Entrypoint":"sh","Shell":"bash"},"rootfs":{}}"#);
+        let cfg = c.config.unwrap();
+        assert_eq!(cfg.cmd, Some(vec!["echo hi".to_owned()]));
+        assert_eq!(cfg.entrypoint, Some(vec!["sh".to_owned()]));
+        assert_eq!(cfg.shell, Some(vec!["bash".to_owned()]));
+        // Env is a plain list.
+        assert!(malformed(r#"{"config":{"Env":"A=1"},"rootfs":{}}"#).contains("Env"));
+        // Empty list is present but empty.
+        let c = ok(r#"{"config":{"Cmd":[]},"rootfs":{}}"#);
+        assert_eq!(c.config.unwrap().cmd, Some(vec![]));
+    }
+
+    #[test]
+    fn wrong_types_are_malformed() {
+        for (doc, field) in [
+            (r#"{"os":1,"rootfs":{}}"#, "os"),
+            (r#"{"Size":1.5,"rootfs":{}}"#, "Size"),
+            (r#"{"Size":"1","rootfs":{}}"#, "Size"),
+            (r#"{"Size":1e3,"rootfs":{}}"#, "Size"),
+            (r#"{"Size":9223372036854775808,"rootfs":{}}"#, "Size"),
+            (r#"{"config":{"Tty":"true"},"rootfs":{}}"#, "config.Tty"),
+            (r#"{"config":{"StopTimeout":1.0},"rootfs":{}}"#, "config.StopTimeout"),
+            (r#"{"config":{"Volumes":{"/a":1}},"rootfs":{}}"#, "config.Volumes"),
+            (r#"{"config":{"Volumes":["/a"]},"rootfs":{}}"#, "config.Volumes"),
+            (r#"{"config":{"Labels":{"a":1}},"rootfs":{}}"#, "config.Labels"),
+            (r#"{"config":{"Healthcheck":{"Retries":"3"}},"rootfs":{}}"#, "Healthcheck.Retries"),
+            (r#"{"config":[],"rootfs":{}}"#, "config"),
+            (r#"{"history":{},"rootfs":{}}"#, "history"),
+            (r#"{"history":[1],"rootfs":{}}"#, "history[0]"),
+            (r#"{"rootfs":{"diff_ids":"x"}}"#, "rootfs.diff_ids"),
+            (r#"{"rootfs":[]}"#, "rootfs"),
+        ] {
+            let message = malformed(doc);
+            assert!(message.contains(field), "{doc}: {message}");
+        }
+        assert!(malformed("[]").contains("object"));
+        assert!(matches!(
+            parse("{\"rootfs\":{}}\n x"),
+            Err(ConfigError::Malformed { line: 2, .. })
+        ));
+        assert!(matches!(parse("{"), Err(ConfigError::Malformed { .. })));
+        assert!(matches!(parse("   "), Err(ConfigError::Malformed { .. })));
+        assert_eq!(parse(""), Err(ConfigError::Empty));
+    }
+
+    #[test]
+    fn integers_and_negative_values() {
+        let c = ok(r#"{"Size":-5,"config":{"StopTimeout":0,"Healthcheck":{"Interval":9223372036854775807,"Retries":-1}},"rootfs":{}}"#);
+        assert_eq!(c.size, -5);
+        let cfg = c.config.unwrap();
+        assert_eq!(cfg.stop_timeout, Some(0));
+        let hc = cfg.healthcheck.unwrap();
+        assert_eq!(hc.interval, i64::MAX);
+        assert_eq!(hc.retries, -1);
+    }
+
+    #[test]
+    fn timestamps_are_checked_and_named() {
+        let c = ok(r#"{"created":"2024-05-01T12:00:00.5+02:00","history":[{"created":"2024-05-01T10:00:00Z","empty_layer":true}],"rootfs":{}}"#);
+        assert_eq!(
+            c.created.unwrap().to_rfc3339_nano(),
+            "2024-05-01T12:00:00.5+02:00"
+        );
+        assert!(c.history[0].empty_layer);
+        match parse(r#"{"created":"yesterday","rootfs":{}}"#) {
+            Err(ConfigError::InvalidField { field, .. }) => assert_eq!(field, "created"),
+            other => panic!("{other:?}"),
+        }
+        match parse(r#"{"history":[{},{"created":"2024-13-01T00:00:00Z"}],"rootfs":{}}"#) {
+            Err(ConfigError::InvalidField { field, reason }) => {
+                assert_eq!(field, "history[1].created");
+                assert!(reason.contains("month"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(malformed(r#"{"created":5,"rootfs":{}}"#).contains("created"));
+    }
+
+    #[test]
+    fn rootfs_and_history_rules() {
+        assert_eq!(parse("{}"), Err(ConfigError::NoRootFs));
+        assert_eq!(parse(r#"{"rootfs":null}"#), Err(ConfigError::NoRootFs));
+        assert_eq!(
+            parse(r#"{"rootfs":{},"rootfs":null}"#),
+            Err(ConfigError::NoRootFs)
+        );
+        ok(r#"{"rootfs":null,"rootfs":{}}"#);
+        let c = ok(r#"{"rootfs":{"type":"layers","diff_ids":["ba5e"]},"history":[{"empty_layer":true},{},{"empty_layer":true}]}"#);
+        assert_eq!(c.rootfs.raw_diff_ids, vec!["ba5e"]);
+        assert_eq!(c.non_empty_history_count(), 1);
+        assert_eq!(
+            parse(r#"{"rootfs":{"diff_ids":["a"]},"history":[{},{"empty_layer":false}]}"#),
+            Err(ConfigError::TooManyHistoryLayers {
+                non_empty: 2,
+                diff_ids: 1
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_skipped_but_must_be_json() {
+        let c = ok(r#"{"x":{"deep":[1,2,{"a":null}]},"container_config":{"Foo":[true]},"history":[{"bar":1}],"rootfs":{"extra":"y"}}"#);
+        assert_eq!(c.history.len(), 1);
+        assert!(matches!(
+            parse(r#"{"x":[1,],"rootfs":{}}"#),
+            Err(ConfigError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_chars() {
+        let doc = b"{\"os\":\"a\xffb\xe2\x80\",\"config\":{\"Labels\":{\"k\xfe\":\"v\"}},\"rootfs\":{}}";
+        let c = ImageConfig::from_json(doc).unwrap();
+        assert_eq!(c.os, "a\u{FFFD}b\u{FFFD}\u{FFFD}");
+        assert!(c.config.unwrap().labels.unwrap().contains_key("k\u{FFFD}"));
+        // A lone surrogate escape is one replacement character.
+        let c = ok(r#"{"os":"x\ud800y","rootfs":{}}"#);
+        assert_eq!(c.os, "x\u{FFFD}y");
+        // A valid pair is kept.
+        let c = ok(r#"{"os":"\ud83d\ude00","rootfs":{}}"#);
+        assert_eq!(c.os, "\u{1F600}");
+    }
+
+    #[test]
+    fn v1_target_ignores_image_keys() {
+        let d = decode(
+            br#"{"parent":"p","rootfs":5,"history":"x","os.version":1,"Size":3}"#,
+            Target::V1Image,
+        )
+        .unwrap();
+        assert_eq!(d.config.parent, "p");
+        assert_eq!(d.config.size, 3);
+        assert!(d.rootfs.is_none());
+    }
+
+    #[test]
+    fn image_keeps_raw_bytes_and_id() {
+        let raw = Bytes::from_static(
+            br#"{"comment": "abc", "rootfs": {"type": "layers", "diff_ids": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}"#,
+        );
+        let img = Image::from_bytes(raw.clone()).unwrap();
+        assert_eq!(
+            img.id().to_string(),
+            "sha256:8d25a9c45df515f9d0fe8e4a6b1c64dd3b965a84790ddbcc7954bb9bc89eb993"
+        );
+        assert_eq!(img.raw_json(), &raw);
+        assert_eq!(img.comment, "abc");
+        assert_eq!(Image::from_bytes(Bytes::new()), Err(ConfigError::Empty));
+    }
+
+    #[test]
+    fn go_string_lossy_is_per_byte() {
+        assert_eq!(go_string(b"ok", false), "ok");
+        assert_eq!(go_string(b"\xe2\x80", false), "\u{FFFD}\u{FFFD}");
+        assert_eq!(go_string(b"\xed\xa0\x80", false), "\u{FFFD}\u{FFFD}\u{FFFD}");
+        assert_eq!(go_string(b"\xed\xa0\x80", true), "\u{FFFD}");
+        assert_eq!(go_string(b"a\xc3", false), "a\u{FFFD}");
+    }
+
+    #[test]
+    fn fold_eq_rules() {
+        assert!(fold_eq(b"HOSTNAME", "Hostname"));
+        assert!(!fold_eq(b"Hostnam", "Hostname"));
+        assert!(!fold_eq(b"Hostnamee", "Hostname"));
+        assert!(fold_eq("\u{212A}".as_bytes(), "k"));
+        assert!(fold_eq("\u{17F}".as_bytes(), "S"));
+        assert!(!fold_eq(b"os_version", "os.version"));
+        assert!(!fold_eq(b"\xff", "a"));
+    }
+}

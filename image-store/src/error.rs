@@ -1,0 +1,95 @@
+//! Errors of the image store.
+
+use imagecache_core::{BoxError, ChainId, ConfigError, ImageId};
+
+/// `Result` with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the image store can refuse or fail at.
+///
+/// Texts follow Docker's where Docker has one (`No such image: <term>`,
+/// `unknown parent image ID <id>`, `invalid image JSON, no RootFS key`, …).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config was refused; nothing was stored.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// No image with this ID is in the store.
+    #[error("failed to get digest {id}: no such image in the store")]
+    NotFound {
+        /// The ID looked for.
+        id: ImageId,
+    },
+    /// Delete of an image the store does not hold (Docker: `unrecognized image ID`).
+    #[error("unrecognized image ID {id}")]
+    UnknownImage {
+        /// The ID given.
+        id: ImageId,
+    },
+    /// A search term matched nothing (Docker: `No such image: <term>`).
+    #[error("No such image: {term}")]
+    NoSuchImage {
+        /// The term searched for.
+        term: String,
+    },
+    /// A search term matched more than one image (Docker: `ambiguous digest string`).
+    #[error("ambiguous digest string {term:?}: matches {first} and {second} at least")]
+    Ambiguous {
+        /// The term searched for.
+        term: String,
+        /// The first match.
+        first: ImageId,
+        /// Another match.
+        second: ImageId,
+    },
+    /// A search term was empty; it would match every image.
+    #[error("empty search term: give at least one character of an image ID")]
+    EmptySearch,
+    /// The parent named is not in the store (Docker: `unknown parent image ID`).
+    #[error("unknown parent image ID {parent}")]
+    UnknownParent {
+        /// The parent given.
+        parent: ImageId,
+    },
+    /// Setting this parent would make the image its own ancestor.
+    #[error("cannot set parent of {id} to {parent}: {parent} descends from {id}, a parent cycle")]
+    ParentCycle {
+        /// The image.
+        id: ImageId,
+        /// The parent refused.
+        parent: ImageId,
+    },
+    /// The layer provider refused the image's layer chain.
+    #[error("failed to get layer {chain_id}: {source}")]
+    Layer {
+        /// The chain.
+        chain_id: ChainId,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// A config stored in the backend no longer parses or verifies; it has
+    /// been quarantined (or reported, if quarantine is off).
+    #[error("image {id} is corrupt: {reason}")]
+    Corrupt {
+        /// The image.
+        id: ImageId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] imagecache_core::Error),
+}
+
+impl Error {
+    /// Whether the error means "no such image" (unknown ID, no search match).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound { .. } | Self::UnknownImage { .. } | Self::NoSuchImage { .. } => true,
+            Self::Backend(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+}

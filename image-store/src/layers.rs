@@ -1,0 +1,128 @@
+//! Layer references held by images, like Docker's `LayerGetReleaser`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use imagecache_core::{BoxError, ChainId};
+
+/// Where images get their layers from.
+///
+/// The store takes one reference on an image's layer chain when the image
+/// enters the store (create or open) and gives it back when the image is
+/// deleted. A provider backed by a real layer store (overlay snapshots, a
+/// blob cache) can refuse a chain it does not have; the store then refuses
+/// the create, or reports the image on open.
+pub trait LayerProvider: fmt::Debug + Send + Sync + 'static {
+    /// Takes a reference on `chain_id`.
+    ///
+    /// # Errors
+    /// Any error the provider has; [`LayerError::DoesNotExist`] when the
+    /// chain is unknown.
+    fn get(&self, chain_id: &ChainId) -> Result<(), LayerError>;
+
+    /// Gives back a reference taken by [`LayerProvider::get`]; returns the
+    /// chains no longer referenced by anything, which a caller may now delete.
+    ///
+    /// # Errors
+    /// [`LayerError::NotRetained`] when no reference was held.
+    fn release(&self, chain_id: &ChainId) -> Result<Vec<ChainId>, LayerError>;
+}
+
+/// Why a layer provider refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayerError {
+    /// The provider has no such layer chain (Docker: `layer does not exist`).
+    #[error("layer does not exist")]
+    DoesNotExist,
+    /// A release without a matching get (Docker: `layer not retained`).
+    #[error("layer not retained")]
+    NotRetained,
+    /// Anything else.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+/// The default provider: counts references per chain and reports a chain
+/// as released when its count drops to zero.
+///
+/// It accepts every chain, so it suits stores that are not the owner of the
+/// layers themselves (build caches, registries), and it tells callers which
+/// layers no image needs any more.
+#[derive(Debug, Default)]
+pub struct RefCountLayers {
+    counts: Mutex<HashMap<ChainId, usize>>,
+}
+
+impl RefCountLayers {
+    /// A provider holding no references.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many references are held on `chain_id`.
+    pub fn references(&self, chain_id: &ChainId) -> usize {
+        self.lock().get(chain_id).copied().unwrap_or(0)
+    }
+
+    /// Number of distinct chains referenced.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no chain is referenced.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChainId, usize>> {
+        // Counts are updated with single map operations, never left
+        // half-done, so a poisoned lock still guards consistent data.
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl LayerProvider for RefCountLayers {
+    fn get(&self, chain_id: &ChainId) -> Result<(), LayerError> {
+        *self.lock().entry(*chain_id).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn release(&self, chain_id: &ChainId) -> Result<Vec<ChainId>, LayerError> {
+        let mut counts = self.lock();
+        let Some(n) = counts.get_mut(chain_id) else {
+            return Err(LayerError::NotRetained);
+        };
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(chain_id);
+            Ok(vec![*chain_id])
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_releases_at_zero() {
+        let l = RefCountLayers::new();
+        let c = ChainId::parse(
+            "sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb",
+        )
+        .unwrap();
+        l.get(&c).unwrap();
+        l.get(&c).unwrap();
+        assert_eq!(l.references(&c), 2);
+        assert!(l.release(&c).unwrap().is_empty());
+        assert_eq!(l.release(&c).unwrap(), vec![c]);
+        assert!(l.is_empty());
+        assert!(matches!(l.release(&c), Err(LayerError::NotRetained)));
+    }
+}

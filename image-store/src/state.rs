@@ -1,0 +1,272 @@
+//! The in-memory indexes of a store.
+//!
+//! Every query the store answers without I/O is answered here: the image
+//! set in ID order (search, deterministic listings), parent and children
+//! links, the heads, and the cache index from (stored parent, cache key) to
+//! images. All of it is kept consistent by the few mutating methods below;
+//! nothing else touches the maps.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use imagecache_core::{CacheKey, Image, ImageId, Timestamp};
+
+use crate::summary::Summary;
+
+/// Everything known about one image except its config.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) summary: Summary,
+    /// The parent as stored in metadata. It may name an image that is not
+    /// in the store (Docker leaves such links behind); it is then not
+    /// linked, but it still makes the image "not parentless", as in Docker.
+    pub(crate) parent: Option<ImageId>,
+    pub(crate) built_locally: bool,
+    pub(crate) last_updated: Option<Timestamp>,
+    /// Children linked to this image, sorted.
+    pub(crate) children: Vec<ImageId>,
+    /// The parsed config, once read.
+    pub(crate) image: Option<Arc<Image>>,
+    /// Whether a layer reference is held for this image.
+    pub(crate) holds_layer: bool,
+}
+
+impl Entry {
+    pub(crate) fn new(summary: Summary) -> Self {
+        Self {
+            summary,
+            parent: None,
+            built_locally: false,
+            last_updated: None,
+            children: Vec::new(),
+            image: None,
+            holds_layer: false,
+        }
+    }
+}
+
+/// The indexes.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) entries: HashMap<ImageId, Entry>,
+    /// All IDs in order: prefix search and deterministic listings.
+    pub(crate) ids: BTreeSet<ImageId>,
+    /// IDs with no linked children.
+    pub(crate) heads: BTreeSet<ImageId>,
+    /// (stored parent, cache key) → images, each list sorted.
+    pub(crate) by_key: HashMap<(Option<ImageId>, CacheKey), Vec<ImageId>>,
+    /// Parent → images whose stored parent is that ID but which could not
+    /// be linked because it is not in the store (yet).
+    pub(crate) waiting: HashMap<ImageId, Vec<ImageId>>,
+}
+
+fn insert_sorted(v: &mut Vec<ImageId>, id: ImageId) {
+    if let Err(pos) = v.binary_search(&id) {
+        v.insert(pos, id);
+    }
+}
+
+fn remove_sorted(v: &mut Vec<ImageId>, id: &ImageId) {
+    if let Ok(pos) = v.binary_search(id) {
+        v.remove(pos);
+    }
+}
+
+impl State {
+    pub(crate) fn contains(&self, id: &ImageId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Whether `ancestor` is `id` or one of its linked ancestors.
+    pub(crate) fn is_ancestor_or_self(&self, ancestor: &ImageId, id: &ImageId) -> bool {
+        let mut cur = Some(*id);
+        // Links never form a cycle (they are refused, and broken on load),
+        // but bound the walk anyway: a bug must not become a hang.
+        for _ in 0..=self.entries.len() {
+            match cur {
+                Some(c) if c == *ancestor => return true,
+                Some(c) => cur = self.entries.get(&c).and_then(|e| e.parent),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Adds an image with no parent set. Any images waiting for it as their
+    /// parent are linked to it.
+    pub(crate) fn insert(&mut self, id: ImageId, entry: Entry) {
+        debug_assert!(entry.parent.is_none() && entry.children.is_empty());
+        let key = entry.summary.cache_key;
+        self.entries.insert(id, entry);
+        self.ids.insert(id);
+        self.heads.insert(id);
+        insert_sorted(self.by_key.entry((None, key)).or_default(), id);
+        if let Some(waiting) = self.waiting.remove(&id) {
+            for child in waiting {
+                self.link(child, id);
+            }
+        }
+    }
+
+    /// Links `child` under `parent` (both present).
+    fn link(&mut self, child: ImageId, parent: ImageId) {
+        if let Some(p) = self.entries.get_mut(&parent) {
+            insert_sorted(&mut p.children, child);
+            self.heads.remove(&parent);
+        }
+    }
+
+    /// Removes the link of `child` to its parent, if linked.
+    fn unlink(&mut self, child: &ImageId, parent: &ImageId) {
+        if let Some(p) = self.entries.get_mut(parent) {
+            remove_sorted(&mut p.children, child);
+            if p.children.is_empty() {
+                self.heads.insert(*parent);
+            }
+        } else if let Some(w) = self.waiting.get_mut(parent) {
+            remove_sorted(w, child);
+            if w.is_empty() {
+                self.waiting.remove(parent);
+            }
+        }
+    }
+
+    /// Sets (or clears) the stored parent of `id`, keeping every index in step.
+    pub(crate) fn set_parent(&mut self, id: &ImageId, parent: Option<ImageId>) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let old = entry.parent;
+        if old == parent {
+            return;
+        }
+        entry.parent = parent;
+        let key = entry.summary.cache_key;
+        if let Some(old) = old {
+            self.unlink(id, &old);
+        }
+        if let Some(v) = self.by_key.get_mut(&(old, key)) {
+            remove_sorted(v, id);
+            if v.is_empty() {
+                self.by_key.remove(&(old, key));
+            }
+        }
+        insert_sorted(self.by_key.entry((parent, key)).or_default(), *id);
+        if let Some(p) = parent {
+            if self.entries.contains_key(&p) {
+                self.link(*id, p);
+            } else {
+                insert_sorted(self.waiting.entry(p).or_default(), *id);
+            }
+        }
+    }
+
+    /// Removes an image; its children lose their parent. Returns the entry.
+    pub(crate) fn remove(&mut self, id: &ImageId) -> Option<Entry> {
+        let children = self.entries.get(id)?.children.clone();
+        for child in &children {
+            self.set_parent(child, None);
+        }
+        self.set_parent(id, None);
+        let entry = self.entries.remove(id)?;
+        self.ids.remove(id);
+        self.heads.remove(id);
+        let k = (None, entry.summary.cache_key);
+        if let Some(v) = self.by_key.get_mut(&k) {
+            remove_sorted(v, id);
+            if v.is_empty() {
+                self.by_key.remove(&k);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Images whose stored parent is `parent` (`None`: parentless) and
+    /// whose container config has `key`.
+    pub(crate) fn with_key(&self, parent: Option<&ImageId>, key: &CacheKey) -> &[ImageId] {
+        self.by_key
+            .get(&(parent.copied(), *key))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imagecache_core::Platform;
+
+    fn entry(key: u8) -> Entry {
+        Entry::new(Summary {
+            config_len: 1,
+            created: None,
+            platform: Arc::new(Platform::default()),
+            history_len: 0,
+            diff_ids_len: 0,
+            cache_key: CacheKey([key; 16]),
+            chain_id: None,
+        })
+    }
+
+    fn id(n: u8) -> ImageId {
+        ImageId::of_config(&[n])
+    }
+
+    /// Recomputes every index from the entries' stored parents and checks
+    /// that the incrementally maintained ones agree.
+    fn check(s: &State) {
+        let mut children: HashMap<ImageId, Vec<ImageId>> = HashMap::new();
+        let mut by_key: HashMap<(Option<ImageId>, CacheKey), Vec<ImageId>> = HashMap::new();
+        for (id, e) in &s.entries {
+            if let Some(p) = e.parent {
+                if s.entries.contains_key(&p) {
+                    children.entry(p).or_default().push(*id);
+                }
+            }
+            by_key.entry((e.parent, e.summary.cache_key)).or_default().push(*id);
+        }
+        for (id, e) in &s.entries {
+            let mut want = children.remove(id).unwrap_or_default();
+            want.sort();
+            assert_eq!(e.children, want, "children of {id}");
+            assert_eq!(s.heads.contains(id), want.is_empty(), "head {id}");
+        }
+        for v in by_key.values_mut() {
+            v.sort();
+        }
+        assert_eq!(s.by_key, by_key);
+        assert_eq!(s.ids.len(), s.entries.len());
+    }
+
+    #[test]
+    fn links_follow_parent_changes_and_removal() {
+        let mut s = State::default();
+        for n in 0..4 {
+            s.insert(id(n), entry(n % 2));
+        }
+        s.set_parent(&id(1), Some(id(0)));
+        s.set_parent(&id(2), Some(id(0)));
+        s.set_parent(&id(3), Some(id(1)));
+        check(&s);
+        assert_eq!(s.with_key(Some(&id(0)), &CacheKey([1; 16])), &[id(1)]);
+        s.set_parent(&id(2), Some(id(1)));
+        check(&s);
+        s.remove(&id(1));
+        check(&s);
+        assert_eq!(s.entries[&id(3)].parent, None);
+        assert!(s.is_ancestor_or_self(&id(0), &id(0)));
+        assert!(!s.is_ancestor_or_self(&id(0), &id(3)));
+    }
+
+    #[test]
+    fn dangling_parent_links_when_parent_arrives() {
+        let mut s = State::default();
+        s.insert(id(1), entry(0));
+        s.set_parent(&id(1), Some(id(9)));
+        check(&s);
+        assert_eq!(s.with_key(None, &CacheKey([0; 16])), &[] as &[ImageId]);
+        s.insert(id(9), entry(0));
+        check(&s);
+        assert_eq!(s.entries[&id(9)].children, vec![id(1)]);
+    }
+}

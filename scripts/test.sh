@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, starts
+# the S3 servers on 127.0.0.1, runs the quality gates and the whole test
+# suite, and stops the servers again.
+#
+#   scripts/test.sh            # everything, as CI runs it
+#   IMAGECACHE_SKIP_S3=1 scripts/test.sh   # no S3 servers (S3 cases say "skipped")
+#
+# Installs, once per machine: garage (cargo install garage --locked, 10-20
+# minutes on 2 cores), moto (pip), skopeo and umoci (Debian packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+install_tools() {
+    if ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null; then
+        log "installing skopeo and umoci (Debian packages)"
+        if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+        $sudo apt-get update -qq || true
+        $sudo apt-get install -y -qq --no-install-recommends skopeo umoci >/dev/null
+    fi
+    if [ -z "${IMAGECACHE_SKIP_S3:-}" ]; then
+        if ! command -v garage >/dev/null; then
+            log "installing garage (cargo install garage --locked; this takes a while)"
+            cargo install garage --locked --quiet
+        fi
+        if ! command -v moto_server >/dev/null; then
+            log "installing moto (pip)"
+            python3 -m pip install --quiet 'moto[server]'
+        fi
+    fi
+}
+
+servers=()
+stop_servers() {
+    for pid in "${servers[@]:-}"; do
+        [ -n "$pid" ] || continue
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    [ -n "${GARAGE_WORKDIR:-}" ] && rm -rf "$GARAGE_WORKDIR"
+    [ -n "${MOTO_WORKDIR:-}" ] && rm -rf "$MOTO_WORKDIR"
+}
+trap stop_servers EXIT
+
+start_servers() {
+    [ -z "${IMAGECACHE_SKIP_S3:-}" ] || { log "S3 servers skipped (IMAGECACHE_SKIP_S3 set)"; return; }
+    log "starting garage on 127.0.0.1"
+    eval "$(scripts/garage-start.sh)"
+    servers+=("$GARAGE_PID")
+    log "starting moto on 127.0.0.1"
+    eval "$(scripts/moto-start.sh)"
+    servers+=("$MOTO_PID")
+    export IMAGECACHE_TEST_S3_URL IMAGECACHE_TEST_S3_CONDITIONAL_URL
+    export IMAGECACHE_REQUIRE_S3=1
+}
+
+install_tools
+start_servers
+
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+log "cargo test"
+cargo test --workspace --all-features
+log "cargo doc"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --quiet
+log "all green"
