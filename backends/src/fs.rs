@@ -1,0 +1,530 @@
+//! A directory backend byte-compatible with Docker's image database (`fs://PATH`).
+//!
+//! # Layout
+//!
+//! ```text
+//! <root>/content/sha256/<hex>              image config bytes (0600)
+//! <root>/metadata/sha256/<hex>/<key>       metadata values (files 0600, directories 0700)
+//! <root>/imagecache/index                  snapshot of this backend's index
+//! <root>/imagecache/journal                changes since the snapshot
+//! <root>/imagecache/lock                   serialises index updates across processes
+//! <root>/imagecache/quarantine/sha256/<hex>/{content,metadata/,reason}
+//! <root>/imagecache/blobs/<alg>/<hex>      cached blobs
+//! <root>/imagecache/blobs/notes/<alg>/<hex>/<key>
+//! ```
+//!
+//! `content/` and `metadata/` are exactly Docker's `imagedb`: a directory
+//! written by Docker opens here unchanged, and Docker reads ours, because
+//! nothing of this backend's own lives inside them. Every file is written
+//! through a temp file in the same directory (named `.tmp-<name><random>`,
+//! as Docker names them), fsynced, set to mode 0600 and renamed into place;
+//! then the directory is fsynced too, which Docker does not do.
+//!
+//! # Opening fast
+//!
+//! [`StoreBackend::load`] does not read configs, and reads metadata files
+//! only for images it cannot vouch for. The index in `imagecache/` records,
+//! per image, its metadata values, its summary and a change token of its
+//! metadata directory (inode, modification and change times). A load lists
+//! `content/sha256`, stats each image's metadata directory, and re-reads
+//! only the directories whose token differs from the recorded one — an
+//! image added, re-parented or stripped of a value by another program,
+//! Docker included. Images whose content disappeared are dropped. The
+//! index is a cache: when it is missing or damaged the load reads
+//! everything and rebuilds it.
+//!
+//! # Durability and batches
+//!
+//! A batch is not atomic, but an image's content is durable (file and
+//! directory fsynced) before any of its metadata is renamed into place, and
+//! metadata is durable when [`StoreBackend::write`] returns. File fsyncs of
+//! one batch run concurrently, so they share journal commits.
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use imagecache_backends::fs::FsBackend;
+//! use imagecache_core::{StoreBackend, StoreBackendExt};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let backend = FsBackend::open(dir.path()).await?;
+//! let id = backend.put(bytes::Bytes::from_static(br#"{"rootfs":{}}"#)).await?;
+//! assert!(dir.path().join("content/sha256").join(id.hex()).is_file());
+//! assert_eq!(backend.load().await?.images[0].id, id);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod batch;
+mod blobs;
+mod files;
+mod index;
+mod scan;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, Error as CoreError, ImageId,
+    Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch,
+};
+
+use self::files::{ensure_dir, open_regular, read_regular, read_to_end, Opened};
+use self::index::IndexFiles;
+
+/// The URL scheme of this backend.
+pub const SCHEME: &str = "fs";
+
+const NAME: &str = "fs";
+
+/// How long a `.tmp-*` file must sit untouched before a load removes it.
+const DEFAULT_TEMP_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Settings of a [`FsBackend`].
+///
+/// ```
+/// use std::time::Duration;
+/// use imagecache_backends::fs::FsConfig;
+///
+/// let config = FsConfig::new("/var/lib/docker/image/overlay2/imagedb")
+///     .with_fsync(true)
+///     .with_temp_ttl(Duration::from_secs(300));
+/// assert!(config.fsync());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    root: PathBuf,
+    fsync: bool,
+    temp_ttl: Duration,
+}
+
+impl FsConfig {
+    /// Settings for a store rooted at `root` (Docker's `imagedb` directory),
+    /// with fsync on and a ten-minute temp file lifetime.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            fsync: true,
+            temp_ttl: DEFAULT_TEMP_TTL,
+        }
+    }
+
+    /// Whether writes are fsynced (files and directories). Default `true`.
+    ///
+    /// Turning it off keeps the atomic renames, so readers never see a
+    /// half-written file, but a crash may lose recent writes. Meant for
+    /// throwaway stores and for building test fixtures quickly.
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// How old a leftover `.tmp-*` file must be before a load removes it.
+    /// Default ten minutes; younger ones may belong to another process's
+    /// write in progress and are left alone.
+    pub fn with_temp_ttl(mut self, ttl: Duration) -> Self {
+        self.temp_ttl = ttl;
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether writes are fsynced.
+    pub fn fsync(&self) -> bool {
+        self.fsync
+    }
+
+    /// The temp file lifetime.
+    pub fn temp_ttl(&self) -> Duration {
+        self.temp_ttl
+    }
+}
+
+/// The paths of the layout.
+#[derive(Debug)]
+struct Layout {
+    /// `<root>/content/sha256`.
+    content: PathBuf,
+    /// `<root>/metadata/sha256`.
+    metadata: PathBuf,
+    /// `<root>/imagecache`.
+    own: PathBuf,
+    /// `<root>/imagecache/quarantine/sha256`.
+    quarantine: PathBuf,
+    /// `<root>/imagecache/blobs`.
+    blobs: PathBuf,
+    /// `<root>/imagecache/blobs/notes`.
+    notes: PathBuf,
+}
+
+impl Layout {
+    fn new(root: &Path) -> Self {
+        let own = root.join("imagecache");
+        let blobs = own.join("blobs");
+        Self {
+            content: root.join("content").join("sha256"),
+            metadata: root.join("metadata").join("sha256"),
+            quarantine: own.join("quarantine").join("sha256"),
+            notes: blobs.join("notes"),
+            blobs,
+            own,
+        }
+    }
+
+    fn content_path(&self, id: &ImageId) -> PathBuf {
+        self.content.join(id.hex())
+    }
+
+    fn metadata_dir(&self, id: &ImageId) -> PathBuf {
+        self.metadata.join(id.hex())
+    }
+
+    fn blob_dir(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.algorithm().as_str())
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir(digest).join(digest.hex())
+    }
+
+    fn notes_dir(&self, digest: &Digest) -> PathBuf {
+        self.notes
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: FsConfig,
+    layout: Layout,
+    index: IndexFiles,
+}
+
+/// A store in a directory laid out as Docker's image database.
+///
+/// Clones share one handle. Several handles, in one process or several, may
+/// use the same directory at once; each sees the others' writes at its next
+/// [`StoreBackend::load`].
+#[derive(Clone)]
+pub struct FsBackend {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for FsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FsBackend")
+            .field("root", &self.inner.config.root)
+            .field("fsync", &self.inner.config.fsync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for FsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{SCHEME}://{}", self.inner.config.root.display())
+    }
+}
+
+impl FsBackend {
+    /// Opens (creating if needed) a store at `root` with default settings.
+    ///
+    /// Creates `content/sha256` and `metadata/sha256` (mode 0700) as Docker
+    /// does, and `imagecache/` beside them for this backend's own files.
+    ///
+    /// # Errors
+    /// [`CoreError::Config`] (`failed to create storage backend`) when a
+    /// directory cannot be created, for example because `root`,
+    /// `root/content` or `root/metadata` is a regular file.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(FsConfig::new(root)).await
+    }
+
+    /// Opens a store with explicit settings.
+    ///
+    /// # Errors
+    /// As [`FsBackend::open`].
+    pub async fn open_with(config: FsConfig) -> Result<Self> {
+        blocking(move || {
+            let layout = Layout::new(&config.root);
+            for dir in [&layout.content, &layout.metadata, &layout.own] {
+                ensure_dir(dir).map_err(|e| e.into_create())?;
+            }
+            let index = IndexFiles::open(&layout.own).map_err(Error::into_create)?;
+            Ok(Self {
+                inner: Arc::new(Inner {
+                    config,
+                    layout,
+                    index,
+                }),
+            })
+        })
+        .await
+    }
+
+    /// The settings this backend was opened with.
+    pub fn config(&self) -> &FsConfig {
+        &self.inner.config
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.config.root
+    }
+}
+
+/// Runs blocking file system work off the async threads.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(CoreError::from),
+        Err(e) => Err(Error::Task(e).into()),
+    }
+}
+
+/// Whether an image's content file is present: a non-empty regular file.
+fn content_present(path: &Path) -> Result<bool, Error> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.is_file() && m.len() > 0),
+        Err(e) if files::is_missing(&e) => Ok(false),
+        Err(source) => Err(Error::io("inspect", path, source)),
+    }
+}
+
+#[async_trait]
+impl StoreBackend for FsBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_persistent(true)
+            .with_shared(true)
+            .with_blobs(true)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let inner = Arc::clone(&self.inner);
+        match tokio::task::spawn_blocking(move || batch::write(&inner, batch)).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Task(e).into()),
+        }
+    }
+
+    async fn get(&self, id: &ImageId) -> Result<Bytes> {
+        let id = *id;
+        let path = self.inner.layout.content_path(&id);
+        let data = blocking(move || match open_regular(&path)? {
+            Opened::File(f, len) => Ok(Ok(read_to_end(f, len, &path)?)),
+            Opened::Missing => Ok(Err(CoreError::NotFound {
+                key: Key::Image(id),
+            })),
+            Opened::NotRegular(kind) => Ok(Err(CoreError::Corrupt {
+                key: Key::Image(id),
+                reason: format!("a {kind} occupies {}", path.display()),
+            })),
+        })
+        .await??;
+        Ok(Content::verify(id, Bytes::from(data))?.into_data())
+    }
+
+    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
+        let id = *id;
+        let key = key.clone();
+        let content = self.inner.layout.content_path(&id);
+        let path = self.inner.layout.metadata_dir(&id).join(key.as_str());
+        blocking(move || {
+            // Docker re-reads and re-hashes the config here; existence is
+            // all that matters for a metadata read.
+            if !content_present(&content)? {
+                return Ok(Err(CoreError::NotFound {
+                    key: Key::Image(id),
+                }));
+            }
+            match read_regular(&path)? {
+                Some(Ok(data)) => Ok(Ok(Bytes::from(data))),
+                None => Ok(Err(CoreError::NotFound {
+                    key: Key::Metadata { id, key },
+                })),
+                Some(Err(found)) => Err(Error::Destination {
+                    path,
+                    found,
+                    key: Key::Metadata { id, key },
+                }),
+            }
+        })
+        .await?
+    }
+
+    async fn load(&self) -> Result<Snapshot> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || scan::load(&inner)).await
+    }
+
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
+        blobs::put(Arc::clone(&self.inner), *digest, body).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        blobs::get(Arc::clone(&self.inner), *digest).await
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        let digest = *digest;
+        let path = self.inner.layout.blob_path(&digest);
+        blocking(move || blobs::head(&path, digest)).await?
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let digest = *digest;
+        blocking(move || blobs::delete(&inner, &digest)).await
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || blobs::list(&inner)).await
+    }
+
+    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let digest = *digest;
+        let key = key.clone();
+        blocking(move || blobs::set_note(&inner, &digest, &key, &value)).await?
+    }
+
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
+        let path = self.inner.layout.notes_dir(digest).join(key.as_str());
+        let digest = *digest;
+        let key = key.clone();
+        blocking(move || match read_regular(&path)? {
+            Some(Ok(data)) => Ok(Ok(Bytes::from(data))),
+            None => Ok(Err(CoreError::NotFound {
+                key: Key::BlobNote { digest, key },
+            })),
+            Some(Err(found)) => Err(Error::Destination {
+                path,
+                found,
+                key: Key::BlobNote { digest, key },
+            }),
+        })
+        .await?
+    }
+}
+
+/// Failures of the directory backend, mapped to the contract error by the
+/// one `From` impl below.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    /// A directory of the layout could not be created.
+    #[error("failed to create storage backend at {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A file system call failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        key: Option<Key>,
+        #[source]
+        source: io::Error,
+    },
+    /// Something other than a regular file occupies a path the backend
+    /// writes or reads (Docker: `failed to write digest data`).
+    #[error("{}: {} is a {found}, not a regular file", write_failure(key), path.display())]
+    Destination {
+        path: PathBuf,
+        found: &'static str,
+        key: Key,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking file system task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// A parallel job panicked.
+    #[error("a parallel file system job panicked")]
+    Panicked,
+    /// The blob writer stopped without reporting a result.
+    #[error("blob writer for {} stopped before committing", path.display())]
+    WriterStopped { path: PathBuf, key: Key },
+}
+
+fn write_failure(key: &Key) -> String {
+    match key {
+        Key::Image(id) => format!("failed to write digest data for {id}"),
+        other => format!("failed to write {other}"),
+    }
+}
+
+impl Error {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.to_path_buf(),
+            key: None,
+            source,
+        }
+    }
+
+    /// Attaches the item involved, for the contract error's context.
+    fn with_key(mut self, k: Key) -> Self {
+        if let Self::Io { key, .. } = &mut self {
+            key.get_or_insert(k);
+        }
+        self
+    }
+
+    /// Turns a failure while opening into Docker's
+    /// `failed to create storage backend`.
+    fn into_create(self) -> Self {
+        match self {
+            Self::Io { path, source, .. } => Self::Create { path, source },
+            other => other,
+        }
+    }
+
+    fn key(&self) -> Option<Key> {
+        match self {
+            Self::Io { key, .. } => key.clone(),
+            Self::Destination { key, .. } | Self::WriterStopped { key, .. } => Some(key.clone()),
+            Self::Create { .. } | Self::Task(_) | Self::Panicked => None,
+        }
+    }
+}
+
+impl From<Error> for CoreError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Create { path, source } => Self::Config {
+                backend: NAME,
+                reason: format!("failed to create storage backend at {}", path.display()),
+                source: Some(Box::new(source)),
+            },
+            Error::Task(ref j) if j.is_cancelled() => Self::Cancelled,
+            other => Self::Backend {
+                backend: NAME,
+                key: other.key(),
+                retryable: false,
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

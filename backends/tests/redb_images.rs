@@ -8,7 +8,7 @@ use imagecache_backends::redb::{Durability, RedbBackend, RedbConfig};
 use imagecache_core::{
     Content, Error, ImageId, Key, MetadataKey, StoreBackend, StoreBackendExt, WriteBatch,
 };
-use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::TableDefinition;
 
 /// The `content` table, as the module documentation describes it.
 const CONTENT: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("content");

@@ -74,7 +74,11 @@ async fn put_tag(b: &Backend, tag: &str) -> ImageId {
         .put(config(tag))
         .await
         .must(format_args!("put of config {tag:?}"));
-    assert_eq!(id, id_of(tag), "put of config {tag:?} returned the wrong ID");
+    assert_eq!(
+        id,
+        id_of(tag),
+        "put of config {tag:?} returned the wrong ID"
+    );
     id
 }
 
@@ -169,7 +173,10 @@ pub async fn put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
     )
     .await;
     for c in &batch {
-        let got = b.get(&c.id()).await.must("get of a config stored in a batch");
+        let got = b
+            .get(&c.id())
+            .await
+            .must("get of a config stored in a batch");
         assert_eq!(&got, c.data(), "config {} stored in a batch", c.id());
     }
 
@@ -198,7 +205,12 @@ pub async fn put_existing_is_noop(h: Arc<dyn Harness>) -> Outcome {
     )
     .await;
 
-    write(&b, vec![WriteOp::Put(c.clone())], "second put of the same config").await;
+    write(
+        &b,
+        vec![WriteOp::Put(c.clone())],
+        "second put of the same config",
+    )
+    .await;
     write(
         &b,
         vec![WriteOp::Put(c.clone()), WriteOp::Put(c.clone())],
@@ -304,15 +316,15 @@ pub async fn empty_content_is_refused(h: Arc<dyn Harness>) -> Outcome {
             "Content::new of {what}"
         );
         assert_text(&err, "invalid empty data");
-        let err = assert_err!(
-            b.put(data).await,
-            Error::EmptyData { .. },
-            "put of {what}"
-        );
+        let err = assert_err!(b.put(data).await, Error::EmptyData { .. }, "put of {what}");
         assert_text(&err, "invalid empty data");
     }
     let snapshot = load(&b, "after refused puts").await;
-    assert_eq!(ids(&snapshot), vec![kept], "refused puts must store nothing");
+    assert_eq!(
+        ids(&snapshot),
+        vec![kept],
+        "refused puts must store nothing"
+    );
     Outcome::Passed
 }
 
@@ -432,7 +444,11 @@ pub async fn metadata_requires_content(h: Arc<dyn Harness>) -> Outcome {
         "get_metadata after a refused set_metadata"
     );
     let snapshot = load(&b, "after refused metadata writes").await;
-    assert_eq!(ids(&snapshot), vec![a], "refused writes must create no image");
+    assert_eq!(
+        ids(&snapshot),
+        vec![a],
+        "refused writes must create no image"
+    );
     assert_metadata(entry(&snapshot, &a), &BTreeMap::new());
 
     // Once the content is gone, metadata is refused again.
@@ -569,7 +585,9 @@ pub async fn delete_removes_content_and_metadata(h: Arc<dyn Harness>) -> Outcome
     write(&b, vec![WriteOp::Put(c)], "put of the same config again").await;
     assert_err!(
         b.get_metadata(&id, &MetadataKey::PARENT).await,
-        Error::NotFound { key: Key::Metadata { .. } },
+        Error::NotFound {
+            key: Key::Metadata { .. }
+        },
         "get_metadata of a re-stored image"
     );
     let snapshot = load(&b, "after re-storing").await;
@@ -613,20 +631,29 @@ pub async fn delete_leaves_others(h: Arc<dyn Harness>) -> Outcome {
     let mut ops = Vec::new();
     for (tag, id) in tags.iter().zip(&ids_by_tag) {
         ops.push(WriteOp::Put(content(tag)));
-        ops.push(set_meta(*id, &MetadataKey::PARENT, parent_value(&ids_by_tag[1])));
+        ops.push(set_meta(
+            *id,
+            &MetadataKey::PARENT,
+            parent_value(&ids_by_tag[1]),
+        ));
         ops.push(set_meta(*id, &key("tag"), Bytes::from(tag.to_string())));
         ops.push(set_summary(*id, format!("summary of {tag}")));
     }
     write(&b, ops, "write of three images").await;
 
-    b.delete(&ids_by_tag[1]).await.must("delete of the middle image");
+    b.delete(&ids_by_tag[1])
+        .await
+        .must("delete of the middle image");
     let snapshot = load(&b, "after delete").await;
     let mut want = vec![ids_by_tag[0], ids_by_tag[2]];
     want.sort();
     assert_eq!(ids(&snapshot), want, "images left after deleting one");
     for i in [0, 2] {
         let id = ids_by_tag[i];
-        assert_eq!(b.get(&id).await.must("get of a kept image"), config(tags[i]));
+        assert_eq!(
+            b.get(&id).await.must("get of a kept image"),
+            config(tags[i])
+        );
         // The backend does not orphan children: that is the store's job.
         assert_metadata(
             entry(&snapshot, &id),
@@ -817,7 +844,9 @@ pub async fn summary_is_returned_by_load(h: Arc<dyn Harness>) -> Outcome {
     b.delete(&a).await.must("delete");
     let snapshot = load(&b, "after delete").await;
     assert_eq!(ids(&snapshot), vec![plain], "images after delete");
-    b.put(config("a")).await.must("put of the deleted config again");
+    b.put(config("a"))
+        .await
+        .must("put of the deleted config again");
     let snapshot = load(&b, "after re-storing").await;
     assert_eq!(
         entry(&snapshot, &a).summary,
@@ -993,7 +1022,11 @@ pub async fn blob_put_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
     let samples: Vec<(&str, Bytes, usize)> = vec![
         ("an empty blob", Bytes::new(), 1),
         ("a one-byte blob", Bytes::from_static(b"\x00"), 1),
-        ("a 32-byte blob", Bytes::from(pseudo_random_bytes(32, seed)), 7),
+        (
+            "a 32-byte blob",
+            Bytes::from(pseudo_random_bytes(32, seed)),
+            7,
+        ),
         (
             "a 1 MiB + 3 byte blob in 64 KiB chunks",
             Bytes::from(pseudo_random_bytes((1 << 20) + 3, seed ^ 1)),
@@ -1012,12 +1045,18 @@ pub async fn blob_put_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
         };
         assert_eq!(info, want, "put_blob of {what} must report digest and size");
         assert_eq!(
-            b.head_blob(&digest).await.must(format_args!("head_blob of {what}")),
+            b.head_blob(&digest)
+                .await
+                .must(format_args!("head_blob of {what}")),
             want,
             "head_blob of {what}"
         );
         let (size, got) = read_blob(&b, &digest, what).await;
-        assert_eq!(size, data.len() as u64, "size announced by get_blob of {what}");
+        assert_eq!(
+            size,
+            data.len() as u64,
+            "size announced by get_blob of {what}"
+        );
         assert!(
             got == *data,
             "get_blob of {what} returned {} bytes that differ from the {} stored",
@@ -1073,12 +1112,16 @@ pub async fn blob_failed_stream_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
             "get_blob after {what}"
         );
         let listed = b.list_blobs().await.must("list_blobs");
-        assert!(listed.is_empty(), "after {what}, list_blobs shows {listed:?}");
+        assert!(
+            listed.is_empty(),
+            "after {what}, list_blobs shows {listed:?}"
+        );
     }
 
     // Bytes that do not match their digest never reach the backend.
     assert_err!(
-        b.put_blob_bytes(&digest, Bytes::from_static(b"other bytes")).await,
+        b.put_blob_bytes(&digest, Bytes::from_static(b"other bytes"))
+            .await,
         Error::DigestMismatch { .. },
         "put_blob_bytes of bytes that do not match the digest"
     );
@@ -1089,7 +1132,10 @@ pub async fn blob_failed_stream_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
     b.put_blob(&digest, body(parts))
         .await
         .must("put_blob after failed attempts");
-    assert_eq!(read_blob(&b, &digest, "after failed attempts").await.1, data);
+    assert_eq!(
+        read_blob(&b, &digest, "after failed attempts").await.1,
+        data
+    );
     Outcome::Passed
 }
 
@@ -1143,7 +1189,9 @@ pub async fn blob_delete_is_idempotent(h: Arc<dyn Harness>) -> Outcome {
     let kept = Bytes::from_static(b"kept blob");
     let kept_digest = Digest::sha256(&kept);
     let note = key("uncompressed");
-    b.put_blob_bytes(&digest, data.clone()).await.must("put_blob");
+    b.put_blob_bytes(&digest, data.clone())
+        .await
+        .must("put_blob");
     b.put_blob_bytes(&kept_digest, kept.clone())
         .await
         .must("put_blob");

@@ -150,10 +150,7 @@ pub(crate) fn slow_body(chunks: Vec<Bytes>) -> ByteStream {
 
 /// A blob body that yields `chunks` and then fails with `err`.
 pub(crate) fn failing_body(chunks: Vec<Bytes>, err: Error) -> ByteStream {
-    let items = chunks
-        .into_iter()
-        .map(Ok)
-        .chain(std::iter::once(Err(err)));
+    let items = chunks.into_iter().map(Ok).chain(std::iter::once(Err(err)));
     Box::pin(futures::stream::iter(items))
 }
 

@@ -132,7 +132,11 @@ pub async fn fs_invalid_root(h: Arc<dyn Harness>) -> Outcome {
     let one = h.backend().await;
     let two = h.backend().await;
     assert_eq!(walk(&one).await, Snapshot::default(), "a fresh backend");
-    assert_eq!(walk(&two).await, Snapshot::default(), "a second fresh backend");
+    assert_eq!(
+        walk(&two).await,
+        Snapshot::default(),
+        "a second fresh backend"
+    );
 
     let id = set(&one, b"foo").await;
     one.set_metadata(&id, &key("tkey"), Bytes::from_static(b"tval"))
@@ -324,10 +328,9 @@ pub async fn fs_get_unset_key(h: Arc<dyn Harness>) -> Outcome {
             Err(err) => assert_eq!(err.kind, kind, "why {input:?} is refused"),
         }
     }
-    let unset = ImageId::parse(
-        "sha256:c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2",
-    )
-    .must("parse of a valid ID");
+    let unset =
+        ImageId::parse("sha256:c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2")
+            .must("parse of a valid ID");
     let err = assert_err!(
         b.get(&unset).await,
         Error::NotFound { key: Key::Image(k) } if *k == unset,
@@ -341,15 +344,8 @@ pub async fn fs_get_unset_key(h: Arc<dyn Harness>) -> Outcome {
 /// `invalid empty data`.
 pub async fn fs_get_empty_data(h: Arc<dyn Harness>) -> Outcome {
     let b = h.backend().await;
-    for (what, data) in [
-        ("nil", Bytes::new()),
-        ("[]byte{}", Bytes::from(Vec::new())),
-    ] {
-        let err = assert_err!(
-            b.put(data).await,
-            Error::EmptyData { .. },
-            "Set({what})"
-        );
+    for (what, data) in [("nil", Bytes::new()), ("[]byte{}", Bytes::from(Vec::new()))] {
+        let err = assert_err!(b.put(data).await, Error::EmptyData { .. }, "Set({what})");
         assert_text(&err, "invalid empty data");
     }
     assert!(

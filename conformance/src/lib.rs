@@ -10,7 +10,9 @@ mod check;
 mod runner;
 
 pub mod backend;
+mod docker_compare;
 pub mod docker_fs;
+mod docker_image;
 
 pub use runner::{
     CaseResult, CaseStatus, DEFAULT_TIMEOUT, Progress, Report, RunOptions, run_all, run_cases,
@@ -155,8 +157,11 @@ impl std::fmt::Debug for Case {
     }
 }
 
-/// Wraps the pure cases of a module as `docker` group cases.
-fn pure(group: &'static str, cases: &[(&'static str, fn() -> Outcome)]) -> Vec<Case> {
+/// A pure case as its module lists it: name and function.
+type PureCase = (&'static str, fn() -> Outcome);
+
+/// Wraps the pure cases of a module as cases of `group`.
+fn pure(group: &'static str, cases: &[PureCase]) -> Vec<Case> {
     cases
         .iter()
         .map(|&(name, run)| Case {
@@ -169,13 +174,16 @@ fn pure(group: &'static str, cases: &[(&'static str, fn() -> Outcome)]) -> Vec<C
 
 /// Every case of every group, in a stable order: `backend`, then `docker`.
 ///
-/// A new group is a module with a `CASES` list, one line here and one line
-/// in [`backend_tests!`].
+/// A new group is a module with a `CASES` list and a hidden
+/// `__<group>_cases!` macro listing the same names (see `backend.rs`), one
+/// line here and one line in the `__all_groups!` macro that
+/// [`backend_tests!`] expands; a test checks that the two lists agree.
 pub fn cases() -> Vec<Case> {
     let mut all: Vec<Case> = Vec::new();
     all.extend_from_slice(backend::CASES);
     all.extend_from_slice(docker_fs::CASES);
-    all.extend(pure("docker", &[]));
+    all.extend(pure("docker", docker_image::CASES));
+    all.extend(pure("docker", docker_compare::CASES));
     all
 }
 
@@ -219,8 +227,18 @@ pub fn cases() -> Vec<Case> {
 #[macro_export]
 macro_rules! backend_tests {
     ($harness:expr $(,)?) => {
-        $crate::__backend_cases!(__case_tests!($harness));
-        $crate::__docker_cases!(__case_tests!($harness));
+        $crate::__all_groups!(__case_tests!($harness));
+    };
+}
+
+/// Hands the case list of every group to `$then`. A new group is one line
+/// here (and one in [`cases`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __all_groups {
+    ($then:ident ! ( $($args:tt)* )) => {
+        $crate::__backend_cases!($then!($($args)*));
+        $crate::__docker_cases!($then!($($args)*));
     };
 }
 
@@ -241,6 +259,14 @@ macro_rules! __docker_cases {
             fs_delete,
             fs_walker,
             fs_walker_stop_on_error,
+            new_from_json_keeps_raw_json,
+            new_from_json_with_invalid_json,
+            marshal_key_order,
+            image_ids_and_defaults,
+            image_os_not_empty,
+            new_child_image_from_image_with_rootfs,
+            compare,
+            platform_compare,
         ] }
     };
 }
@@ -278,15 +304,14 @@ macro_rules! __case_registry {
     };
 }
 
-/// The listed names as `(group, &[names])`.
+/// Pushes `(group, name)` for every listed case onto the given `Vec`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __case_names {
-    (() $group:ident [ $($name:ident),* $(,)? ]) => {
-        (
-            ::core::stringify!($group),
-            &[$(::core::stringify!($name)),*] as &[&str],
-        )
+    (($names:ident) $group:ident [ $($name:ident),* $(,)? ]) => {
+        $(
+            $names.push((::core::stringify!($group), ::core::stringify!($name)));
+        )*
     };
 }
 

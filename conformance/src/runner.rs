@@ -178,7 +178,10 @@ impl RunOptions {
     }
 
     /// Calls `progress` before and after every case.
-    pub fn with_progress(mut self, progress: impl Fn(&Progress<'_>) + Send + Sync + 'static) -> Self {
+    pub fn with_progress(
+        mut self,
+        progress: impl Fn(&Progress<'_>) + Send + Sync + 'static,
+    ) -> Self {
         self.progress = Some(Arc::new(progress));
         self
     }
@@ -235,7 +238,11 @@ pub async fn run_cases(harness: Arc<dyn Harness>, cases: &[Case], options: &RunO
 }
 
 /// Runs one case in its own task, turning a panic or a timeout into a failure.
-pub(crate) async fn run_one(case: &Case, harness: Arc<dyn Harness>, timeout: Duration) -> CaseResult {
+pub(crate) async fn run_one(
+    case: &Case,
+    harness: Arc<dyn Harness>,
+    timeout: Duration,
+) -> CaseResult {
     let start = Instant::now();
     let mut task = match case.run {
         CaseFn::Harness(run) => tokio::spawn(run(harness)),

@@ -144,5 +144,10 @@ async fn without_hooks_the_cases_that_need_them_are_skipped() {
             "second_handle_sees_writes",
         ]
     );
-    assert_eq!(report.failed(), 0, "{:?}", report.failures().collect::<Vec<_>>());
+    assert_eq!(
+        report.failed(),
+        0,
+        "{:?}",
+        report.failures().collect::<Vec<_>>()
+    );
 }

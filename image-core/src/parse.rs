@@ -223,7 +223,7 @@ fn go_string_lossy(mut bytes: &[u8], escaped: bool) -> String {
 }
 
 /// Whether a JSON object key names `name`, under Go's case folding.
-fn fold_eq(key: &[u8], name: &str) -> bool {
+pub(crate) fn fold_eq(key: &[u8], name: &str) -> bool {
     let Ok(key) = std::str::from_utf8(key) else {
         // A key with invalid UTF-8 decodes to U+FFFD somewhere, which folds
         // onto no ASCII letter.
@@ -951,11 +951,11 @@ impl<'de> Visitor<'de> for HealthSeed<'_> {
         // Paths inside the health check are reported under the field's own
         // names; the prefix already says which config they belong to.
         let prefix = self.prefix;
-        let int = |dst, name| IntSeed {
-            dst: IntDst::Plain(dst),
-            path: Path { prefix, name },
-        };
         while let Some(field) = map.next_key_seed(KeySeed { table: HC_FIELDS })? {
+            let int = |dst, name| IntSeed {
+                dst: IntDst::Plain(dst),
+                path: Path { prefix, name },
+            };
             match field {
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -1534,7 +1534,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_skipped_but_must_be_json() {
-        let c = ok(r#"{"x":{"deep":[1,2,{"a":null}]},"container_config":{"Foo":[true]},"history":[{"bar":1}],"rootfs":{"extra":"y"}}"#);
+        let c = ok(r#"{"x":{"deep":[1,2,{"a":null}]},"container_config":{"Foo":[true]},"history":[{"bar":1,"empty_layer":true}],"rootfs":{"extra":"y"}}"#);
         assert_eq!(c.history.len(), 1);
         assert!(matches!(
             parse(r#"{"x":[1,],"rootfs":{}}"#),

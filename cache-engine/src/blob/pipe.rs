@@ -107,11 +107,6 @@ impl Check {
         Ok(())
     }
 
-    /// Bytes seen so far.
-    pub(super) fn seen(&self) -> u64 {
-        self.seen
-    }
-
     /// Checks size and digest once the body has ended; returns the size.
     pub(super) fn finish(self) -> Result<u64, Error> {
         if let Some(expected) = self.expected_size

@@ -1,0 +1,361 @@
+//! Cached blobs in `imagecache/blobs/<alg>/<hex>`, with notes in
+//! `imagecache/blobs/notes/<alg>/<hex>/<key>`.
+//!
+//! A blob is streamed into a temp file beside its destination by a blocking
+//! writer fed through a small bounded channel, so memory stays bounded
+//! whatever the blob's size; it is fsynced and renamed into place only after
+//! the body ended without error. Reads stream the file in 1 MiB chunks.
+
+use std::fs::{self, File};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Digest, Error as CoreError, Key, MetadataKey,
+};
+use tokio::sync::mpsc;
+
+use super::files::{
+    Destination, TEMP_PREFIX, TempFile, check_destination, ensure_dir, is_missing, open_regular,
+    remove_any, remove_file_if_present, remove_if_stale, sync_dir, write_atomic, Opened,
+};
+use super::{Error, Inner, blocking};
+
+/// Size of the chunks written and read.
+const CHUNK: usize = 1 << 20;
+/// Chunks at least this large are passed to the writer as they are.
+const PASS_THROUGH: usize = CHUNK / 4;
+/// Chunks in flight between the body and the writer.
+const QUEUE: usize = 4;
+
+enum Msg {
+    Data(Bytes),
+    Commit,
+}
+
+/// What to do about a put, decided before reading the body.
+enum Start {
+    /// The blob is already stored with this size.
+    Exists(u64),
+    /// Write into this temp file; `new_dir` if the algorithm directory was
+    /// just created (its parent then needs an fsync too).
+    Write { tmp: TempFile, new_dir: bool },
+}
+
+fn start(inner: &Inner, digest: &Digest) -> Result<Start, Error> {
+    let key = || Key::Blob(*digest);
+    let dir = inner.layout.blob_dir(digest);
+    let path = inner.layout.blob_path(digest);
+    let new_dir = ensure_dir(&dir).map_err(|e| e.with_key(key()))?;
+    match check_destination(&path).map_err(|e| e.with_key(key()))? {
+        Ok(Destination::File(len)) => Ok(Start::Exists(len)),
+        Ok(Destination::Absent) => Ok(Start::Write {
+            tmp: TempFile::create(&dir, &digest.hex()).map_err(|e| e.with_key(key()))?,
+            new_dir,
+        }),
+        Err(found) => Err(Error::Destination {
+            path,
+            found,
+            key: key(),
+        }),
+    }
+}
+
+/// The blocking side of a put: writes chunks, then commits on `Commit`. If
+/// the channel closes first, the temp file is dropped (removed) and `None`
+/// is returned.
+fn writer(
+    inner: &Inner,
+    digest: &Digest,
+    mut tmp: TempFile,
+    new_dir: bool,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<Option<u64>, Error> {
+    let key = || Key::Blob(*digest);
+    let mut size = 0u64;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(chunk) => {
+                tmp.write_all(&chunk).map_err(|e| e.with_key(key()))?;
+                size += chunk.len() as u64;
+            }
+            Msg::Commit => {
+                let fsync = inner.config.fsync;
+                tmp.set_mode().map_err(|e| e.with_key(key()))?;
+                if fsync {
+                    tmp.sync().map_err(|e| e.with_key(key()))?;
+                }
+                tmp.persist(&inner.layout.blob_path(digest))
+                    .map_err(|e| e.with_key(key()))?;
+                if fsync {
+                    sync_dir(&inner.layout.blob_dir(digest))?;
+                    if new_dir {
+                        sync_dir(&inner.layout.blobs)?;
+                    }
+                }
+                return Ok(Some(size));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Stores a blob from a stream.
+pub(super) async fn put(
+    inner: Arc<Inner>,
+    digest: Digest,
+    mut body: ByteStream,
+) -> Result<BlobInfo, CoreError> {
+    let start = {
+        let inner = Arc::clone(&inner);
+        blocking(move || start(&inner, &digest)).await?
+    };
+    let (tmp, new_dir) = match start {
+        Start::Exists(size) => return Ok(BlobInfo { digest, size }),
+        Start::Write { tmp, new_dir } => (tmp, new_dir),
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = {
+        let inner = Arc::clone(&inner);
+        tokio::task::spawn_blocking(move || writer(&inner, &digest, tmp, new_dir, rx))
+    };
+
+    // Small chunks are gathered into 1 MiB writes; large ones go as they are.
+    let mut pending = BytesMut::new();
+    let body_result: Result<(), CoreError> = loop {
+        let next = body.next().await;
+        let send = match next {
+            Some(Ok(chunk)) => {
+                if chunk.len() >= PASS_THROUGH {
+                    if !pending.is_empty() && tx.send(Msg::Data(pending.split().freeze())).await.is_err() {
+                        break Ok(());
+                    }
+                    Some(Msg::Data(chunk))
+                } else {
+                    pending.extend_from_slice(&chunk);
+                    (pending.len() >= CHUNK).then(|| Msg::Data(pending.split().freeze()))
+                }
+            }
+            Some(Err(e)) => break Err(e),
+            None => {
+                if !pending.is_empty() && tx.send(Msg::Data(pending.split().freeze())).await.is_err() {
+                    break Ok(());
+                }
+                let _ = tx.send(Msg::Commit).await;
+                break Ok(());
+            }
+        };
+        // A failed send means the writer stopped on an error, which the
+        // join below reports.
+        if let Some(msg) = send
+            && tx.send(msg).await.is_err()
+        {
+            break Ok(());
+        }
+    };
+    drop(tx);
+    let written = match task.await {
+        Ok(r) => r,
+        Err(e) => return Err(Error::Task(e).into()),
+    };
+    body_result?;
+    match written? {
+        Some(size) => Ok(BlobInfo { digest, size }),
+        None => Err(Error::WriterStopped {
+            path: inner.layout.blob_path(&digest),
+            key: Key::Blob(digest),
+        }
+        .into()),
+    }
+}
+
+/// Reads up to one chunk; an empty vector means end of file.
+fn read_chunk(mut file: File, path: &Path) -> Result<(File, Vec<u8>), Error> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    buf.truncate(filled);
+    Ok((file, buf))
+}
+
+/// Opens a blob and streams it.
+pub(super) async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader, CoreError> {
+    let path = inner.layout.blob_path(&digest);
+    let opened = {
+        let path = path.clone();
+        blocking(move || open_regular(&path)).await?
+    };
+    let (file, size) = match opened {
+        Opened::File(f, len) => (f, len),
+        Opened::Missing => {
+            return Err(CoreError::NotFound {
+                key: Key::Blob(digest),
+            });
+        }
+        Opened::NotRegular(kind) => {
+            return Err(CoreError::Corrupt {
+                key: Key::Blob(digest),
+                reason: format!("a {kind} occupies {}", path.display()),
+            });
+        }
+    };
+    let path = Arc::new(path);
+    let stream = futures::stream::try_unfold(Some(file), move |state| {
+        let path = Arc::clone(&path);
+        async move {
+            let Some(file) = state else {
+                return Ok(None);
+            };
+            let (file, chunk) =
+                blocking(move || read_chunk(file, &path).map_err(|e| e.with_key(Key::Blob(digest))))
+                    .await?;
+            if chunk.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some((Bytes::from(chunk), Some(file))))
+            }
+        }
+    });
+    Ok(BlobReader {
+        size,
+        stream: Box::pin(stream),
+    })
+}
+
+/// Size of a blob.
+pub(super) fn head(path: &Path, digest: Digest) -> Result<Result<BlobInfo, CoreError>, Error> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(Ok(BlobInfo {
+            digest,
+            size: m.len(),
+        })),
+        Ok(m) => Err(Error::Destination {
+            path: path.to_path_buf(),
+            found: super::files::kind_name(m.file_type()),
+            key: Key::Blob(digest),
+        }),
+        Err(e) if is_missing(&e) => Ok(Err(CoreError::NotFound {
+            key: Key::Blob(digest),
+        })),
+        Err(source) => Err(Error::io("inspect", path, source).with_key(Key::Blob(digest))),
+    }
+}
+
+/// Removes a blob and its notes.
+pub(super) fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
+    let key = || Key::Blob(*digest);
+    // Notes first: a crash in between leaves a blob without notes, which
+    // are only hints, rather than notes without their blob.
+    remove_any(&inner.layout.notes_dir(digest)).map_err(|e| e.with_key(key()))?;
+    let removed = remove_file_if_present(&inner.layout.blob_path(digest))
+        .map_err(|e| e.with_key(key()))?;
+    if removed && inner.config.fsync {
+        sync_dir(&inner.layout.blob_dir(digest))?;
+    }
+    Ok(())
+}
+
+/// Every blob, sorted by digest. Stale temp files are removed on the way.
+pub(super) fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
+    let root = &inner.layout.blobs;
+    let algs = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if is_missing(&e) => return Ok(Vec::new()),
+        Err(source) => return Err(Error::io("list", root, source)),
+    };
+    let mut out = Vec::new();
+    for alg in algs {
+        let alg = alg.map_err(|e| Error::io("list", root, e))?;
+        let alg_name = alg.file_name();
+        let Some(alg_name) = alg_name.to_str() else {
+            continue;
+        };
+        let dir: PathBuf = alg.path();
+        if !alg.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                remove_if_stale(&entry.path(), inner.config.temp_ttl);
+                continue;
+            }
+            // `notes` and anything else that is not `<alg>/<hex>` fail here.
+            let Ok(digest) = Digest::parse(&format!("{alg_name}:{name}")) else {
+                continue;
+            };
+            match entry.metadata() {
+                Ok(m) if m.is_file() => out.push(BlobInfo {
+                    digest,
+                    size: m.len(),
+                }),
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(source) => return Err(Error::io("inspect", &entry.path(), source)),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Attaches a note to a stored blob.
+pub(super) fn set_note(
+    inner: &Inner,
+    digest: &Digest,
+    key: &MetadataKey,
+    value: &[u8],
+) -> Result<Result<(), CoreError>, Error> {
+    let blob = inner.layout.blob_path(digest);
+    match fs::metadata(&blob) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Ok(Err(CoreError::NotFound {
+                key: Key::Blob(*digest),
+            }));
+        }
+        Err(e) if is_missing(&e) => {
+            return Ok(Err(CoreError::NotFound {
+                key: Key::Blob(*digest),
+            }));
+        }
+        Err(source) => return Err(Error::io("inspect", &blob, source)),
+    }
+    let note_key = || Key::BlobNote {
+        digest: *digest,
+        key: key.clone(),
+    };
+    let dir = inner.layout.notes_dir(digest);
+    let new_dir = ensure_dir(&dir).map_err(|e| e.with_key(note_key()))?;
+    let target = dir.join(key.as_str());
+    if let Err(found) = check_destination(&target).map_err(|e| e.with_key(note_key()))? {
+        return Err(Error::Destination {
+            path: target,
+            found,
+            key: note_key(),
+        });
+    }
+    let fsync = inner.config.fsync;
+    write_atomic(&dir, key.as_str(), value, fsync).map_err(|e| e.with_key(note_key()))?;
+    if fsync {
+        sync_dir(&dir)?;
+        if new_dir && let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,804 @@
+//! The merged view of the image log, and the formats of record and index
+//! objects.
+//!
+//! # Merging
+//!
+//! Every change to images is an operation inside a *record* object whose
+//! name is a [`RecordName`]: a time stamp in nanoseconds and a random
+//! number. Operation `i` of record `r` carries the [`Stamp`] `(r, i)`, and
+//! stamps are totally ordered. The merged [`State`] keeps, for every
+//! register (an image's last put, its last removal, each metadata key, its
+//! summary, its quarantine reason), the value with the greatest stamp. That
+//! makes merging commutative, associative and idempotent: any set of records
+//! and indexes merges to the same state whatever the order in which they are
+//! read, and reading one twice changes nothing. So two readers that have seen
+//! the same objects agree, and an index (a merged state written by
+//! compaction) can be merged with the records it does not cover, or with
+//! another index, without losing anything.
+//!
+//! An image exists when its last put is newer than its last removal (delete
+//! or quarantine). A metadata value or summary counts only when it is newer
+//! than the last removal, so a delete hides everything written before it,
+//! and what was written before a delete is dropped from the state at once.
+//!
+//! # Formats
+//!
+//! Both objects start with a 4-byte magic. Integers are unsigned LEB128
+//! varints; byte strings are a varint length and the bytes; an image ID is
+//! its 32 hash bytes; a stamp is its three numbers as varints.
+//!
+//! ```text
+//! record: "ICR1" varint(count) op*
+//!   op:   1 id                      put marker
+//!         2 id key bytes            set metadata
+//!         3 id key                  delete metadata
+//!         4 id bytes                set summary
+//!         5 id                      delete
+//!         6 id bytes(utf-8 reason)  quarantine
+//! index:  "ICI1" varint(n) bytes(record name)*n  varint(m) image*m
+//!   image: id flags [put] [removed] varint(k) (key stamp u8(has value) [bytes])*k
+//!          [summary: stamp u8(has value) [bytes]] [quarantine: stamp bytes]
+//!   flags: bit 0 put, bit 1 removed, bit 2 summary, bit 3 quarantine
+//! ```
+//!
+//! Decoding checks every length against what remains, so a damaged object is
+//! an error naming what was wrong, never a panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use imagecache_core::{ImageId, MetadataKey, SnapshotEntry};
+
+const RECORD_MAGIC: &[u8; 4] = b"ICR1";
+const INDEX_MAGIC: &[u8; 4] = b"ICI1";
+
+/// The name of a record or index object: when it was named, and a random
+/// number that keeps names from two writers in the same nanosecond apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct RecordName {
+    pub(super) nanos: u64,
+    pub(super) random: u64,
+}
+
+impl RecordName {
+    /// Parses the form written by `Display`: 20 decimal digits, `-`, 16 hex digits.
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        let (nanos, random) = s.split_once('-')?;
+        if nanos.len() != 20 || random.len() != 16 {
+            return None;
+        }
+        if !nanos.bytes().all(|c| c.is_ascii_digit())
+            || !random.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        Some(Self {
+            nanos: nanos.parse().ok()?,
+            random: u64::from_str_radix(random, 16).ok()?,
+        })
+    }
+
+    fn stamp(self, op: u32) -> Stamp {
+        Stamp {
+            nanos: self.nanos,
+            random: self.random,
+            op,
+        }
+    }
+}
+
+impl fmt::Display for RecordName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Fixed widths make the lexical order of names their time order.
+        write!(f, "{:020}-{:016x}", self.nanos, self.random)
+    }
+}
+
+/// The position of one operation in the merged history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Stamp {
+    nanos: u64,
+    random: u64,
+    op: u32,
+}
+
+/// One decoded operation of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RecordOp {
+    Put(ImageId),
+    SetMetadata(ImageId, MetadataKey, Bytes),
+    DeleteMetadata(ImageId, MetadataKey),
+    SetSummary(ImageId, Bytes),
+    Delete(ImageId),
+    Quarantine(ImageId, String),
+}
+
+impl RecordOp {
+    fn id(&self) -> ImageId {
+        match self {
+            Self::Put(id)
+            | Self::SetMetadata(id, ..)
+            | Self::DeleteMetadata(id, _)
+            | Self::SetSummary(id, _)
+            | Self::Delete(id)
+            | Self::Quarantine(id, _) => *id,
+        }
+    }
+}
+
+/// The merged registers of one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ImageState {
+    put: Option<Stamp>,
+    removed: Option<Stamp>,
+    metadata: BTreeMap<MetadataKey, (Stamp, Option<Bytes>)>,
+    summary: Option<(Stamp, Option<Bytes>)>,
+    quarantine: Option<(Stamp, String)>,
+}
+
+impl ImageState {
+    /// Whether the image exists: put after its last removal.
+    pub(super) fn exists(&self) -> bool {
+        self.put > self.removed
+    }
+
+    fn newer_than_removal(&self, stamp: Stamp) -> bool {
+        self.removed.is_none_or(|r| stamp > r)
+    }
+
+    fn set_put(&mut self, stamp: Stamp) {
+        if self.put.is_none_or(|p| stamp > p) {
+            self.put = Some(stamp);
+        }
+    }
+
+    fn set_removed(&mut self, stamp: Stamp) {
+        if self.removed.is_none_or(|r| stamp > r) {
+            self.removed = Some(stamp);
+            // Values written before the removal can never count again.
+            self.metadata.retain(|_, (s, _)| *s > stamp);
+            if self.summary.as_ref().is_some_and(|(s, _)| *s < stamp) {
+                self.summary = None;
+            }
+        }
+    }
+
+    fn set_metadata(&mut self, key: MetadataKey, stamp: Stamp, value: Option<Bytes>) {
+        if !self.newer_than_removal(stamp) {
+            return;
+        }
+        match self.metadata.get(&key) {
+            Some((s, _)) if *s >= stamp => {}
+            _ => {
+                self.metadata.insert(key, (stamp, value));
+            }
+        }
+    }
+
+    fn set_summary(&mut self, stamp: Stamp, value: Option<Bytes>) {
+        if !self.newer_than_removal(stamp) {
+            return;
+        }
+        if self.summary.as_ref().is_none_or(|(s, _)| stamp > *s) {
+            self.summary = Some((stamp, value));
+        }
+    }
+
+    fn set_quarantine(&mut self, stamp: Stamp, reason: String) {
+        if self.quarantine.as_ref().is_none_or(|(s, _)| stamp > *s) {
+            self.quarantine = Some((stamp, reason));
+        }
+        self.set_removed(stamp);
+    }
+
+    fn join(&mut self, other: Self) {
+        if let Some(s) = other.put {
+            self.set_put(s);
+        }
+        if let Some(s) = other.removed {
+            self.set_removed(s);
+        }
+        for (key, (stamp, value)) in other.metadata {
+            self.set_metadata(key, stamp, value);
+        }
+        if let Some((stamp, value)) = other.summary {
+            self.set_summary(stamp, value);
+        }
+        if let Some((stamp, reason)) = other.quarantine {
+            if self.quarantine.as_ref().is_none_or(|(s, _)| stamp > *s) {
+                self.quarantine = Some((stamp, reason));
+            }
+        }
+    }
+
+    /// The value of one metadata key, if set.
+    pub(super) fn metadata(&self, key: &MetadataKey) -> Option<&Bytes> {
+        self.metadata.get(key).and_then(|(_, v)| v.as_ref())
+    }
+
+    /// Why the image was quarantined, if it was.
+    pub(super) fn quarantine_reason(&self) -> Option<&str> {
+        self.quarantine.as_ref().map(|(_, r)| r.as_str())
+    }
+
+    fn entry(&self, id: ImageId) -> SnapshotEntry {
+        SnapshotEntry {
+            id,
+            metadata: self
+                .metadata
+                .iter()
+                .filter_map(|(k, (_, v))| v.as_ref().map(|v| (k.clone(), v.clone())))
+                .collect(),
+            summary: self.summary.as_ref().and_then(|(_, v)| v.clone()),
+        }
+    }
+
+    /// Forgets removal markers and deleted values named before `horizon`
+    /// (nanoseconds since the epoch). Returns whether anything worth keeping
+    /// is left.
+    fn forget_before(&mut self, horizon: u64) -> bool {
+        self.metadata
+            .retain(|_, (s, v)| v.is_some() || s.nanos >= horizon);
+        if self
+            .summary
+            .as_ref()
+            .is_some_and(|(s, v)| v.is_none() && s.nanos < horizon)
+        {
+            self.summary = None;
+        }
+        let exists = self.exists();
+        let old_removal = self.removed.is_some_and(|r| r.nanos < horizon);
+        exists || !old_removal || self.quarantine.is_some()
+    }
+}
+
+/// The merged state of every record and index read so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct State {
+    images: BTreeMap<ImageId, ImageState>,
+}
+
+impl State {
+    /// Applies the operations of one record.
+    pub(super) fn apply(&mut self, name: RecordName, ops: Vec<RecordOp>) {
+        for (i, op) in ops.into_iter().enumerate() {
+            let stamp = name.stamp(u32::try_from(i).unwrap_or(u32::MAX));
+            let image = self.images.entry(op.id()).or_default();
+            match op {
+                RecordOp::Put(_) => image.set_put(stamp),
+                RecordOp::SetMetadata(_, key, value) => image.set_metadata(key, stamp, Some(value)),
+                RecordOp::DeleteMetadata(_, key) => image.set_metadata(key, stamp, None),
+                RecordOp::SetSummary(_, value) => image.set_summary(stamp, Some(value)),
+                RecordOp::Delete(_) => image.set_removed(stamp),
+                RecordOp::Quarantine(_, reason) => image.set_quarantine(stamp, reason),
+            }
+        }
+    }
+
+    /// Merges another state (an index) into this one.
+    pub(super) fn join(&mut self, other: Self) {
+        for (id, image) in other.images {
+            self.images.entry(id).or_default().join(image);
+        }
+    }
+
+    /// One image's registers.
+    pub(super) fn image(&self, id: &ImageId) -> Option<&ImageState> {
+        self.images.get(id)
+    }
+
+    /// Whether an image exists.
+    pub(super) fn exists(&self, id: &ImageId) -> bool {
+        self.images.get(id).is_some_and(ImageState::exists)
+    }
+
+    /// Every existing image, sorted by ID.
+    pub(super) fn entries(&self) -> impl Iterator<Item = SnapshotEntry> + '_ {
+        self.images
+            .iter()
+            .filter(|(_, i)| i.exists())
+            .map(|(id, i)| i.entry(*id))
+    }
+
+    /// Every quarantined image and why, sorted by ID.
+    pub(super) fn quarantined(&self) -> impl Iterator<Item = (ImageId, &str)> + '_ {
+        self.images
+            .iter()
+            .filter_map(|(id, i)| i.quarantine_reason().map(|r| (*id, r)))
+    }
+
+    /// A copy without the removal markers and deleted values named before
+    /// `horizon`, as compaction writes it.
+    pub(super) fn compacted(&self, horizon: u64) -> Self {
+        let mut images = self.images.clone();
+        images.retain(|_, image| image.forget_before(horizon));
+        Self { images }
+    }
+
+    /// Number of images with any register, existing or not.
+    pub(super) fn len(&self) -> usize {
+        self.images.len()
+    }
+}
+
+/// Why a record or index could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DecodeError(pub(super) String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn varint(&mut self, mut v: u64) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.0.push(byte);
+                return;
+            }
+            self.0.push(byte | 0x80);
+        }
+    }
+
+    fn len(&mut self, n: usize) {
+        self.varint(n as u64);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.0.extend_from_slice(b);
+    }
+
+    fn id(&mut self, id: &ImageId) {
+        self.0.extend_from_slice(&id.to_bytes());
+    }
+
+    fn key(&mut self, key: &MetadataKey) {
+        self.bytes(key.as_str().as_bytes());
+    }
+
+    fn stamp(&mut self, s: Stamp) {
+        self.varint(s.nanos);
+        self.varint(s.random);
+        self.varint(u64::from(s.op));
+    }
+
+    fn optional_bytes(&mut self, v: Option<&Bytes>) {
+        match v {
+            Some(v) => {
+                self.0.push(1);
+                self.bytes(v);
+            }
+            None => self.0.push(0),
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn fail<T>(&self, what: &str) -> Result<T, DecodeError> {
+        Err(DecodeError(format!("{what} at byte {}", self.pos)))
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        match self.buf.get(self.pos) {
+            Some(b) => {
+                self.pos += 1;
+                Ok(*b)
+            }
+            None => self.fail("truncated"),
+        }
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        self.fail("varint longer than 64 bits")
+    }
+
+    fn len(&mut self) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        match usize::try_from(n) {
+            Ok(n) if n <= self.buf.len() - self.pos => Ok(n),
+            _ => self.fail("length beyond the end"),
+        }
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let n = self.len()?;
+        let out = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn id(&mut self) -> Result<ImageId, DecodeError> {
+        let Some(raw) = self.buf.get(self.pos..self.pos + 32) else {
+            return self.fail("truncated image ID");
+        };
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(raw);
+        self.pos += 32;
+        Ok(ImageId::from_bytes(bytes))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        match String::from_utf8(b.to_vec()) {
+            Ok(s) => Ok(s),
+            Err(_) => self.fail("text is not UTF-8"),
+        }
+    }
+
+    fn key(&mut self) -> Result<MetadataKey, DecodeError> {
+        let s = self.string()?;
+        match MetadataKey::new(s) {
+            Ok(k) => Ok(k),
+            Err(_) => self.fail("invalid metadata key"),
+        }
+    }
+
+    fn stamp(&mut self) -> Result<Stamp, DecodeError> {
+        let nanos = self.varint()?;
+        let random = self.varint()?;
+        let op = self.varint()?;
+        match u32::try_from(op) {
+            Ok(op) => Ok(Stamp { nanos, random, op }),
+            Err(_) => self.fail("operation number out of range"),
+        }
+    }
+
+    fn optional_bytes(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.bytes()?)),
+            _ => self.fail("bad presence byte"),
+        }
+    }
+
+    fn magic(&mut self, magic: &[u8; 4]) -> Result<(), DecodeError> {
+        if self.buf.get(..4) == Some(&magic[..]) {
+            self.pos = 4;
+            Ok(())
+        } else {
+            self.fail("unknown format (bad magic)")
+        }
+    }
+
+    fn end(&self) -> Result<(), DecodeError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            self.fail("trailing bytes")
+        }
+    }
+}
+
+/// Encodes the operations of one record.
+pub(super) fn encode_record(ops: &[RecordOp]) -> Bytes {
+    let mut w = Writer(Vec::with_capacity(64 + ops.len() * 64));
+    w.0.extend_from_slice(RECORD_MAGIC);
+    w.len(ops.len());
+    for op in ops {
+        match op {
+            RecordOp::Put(id) => {
+                w.0.push(1);
+                w.id(id);
+            }
+            RecordOp::SetMetadata(id, key, value) => {
+                w.0.push(2);
+                w.id(id);
+                w.key(key);
+                w.bytes(value);
+            }
+            RecordOp::DeleteMetadata(id, key) => {
+                w.0.push(3);
+                w.id(id);
+                w.key(key);
+            }
+            RecordOp::SetSummary(id, value) => {
+                w.0.push(4);
+                w.id(id);
+                w.bytes(value);
+            }
+            RecordOp::Delete(id) => {
+                w.0.push(5);
+                w.id(id);
+            }
+            RecordOp::Quarantine(id, reason) => {
+                w.0.push(6);
+                w.id(id);
+                w.bytes(reason.as_bytes());
+            }
+        }
+    }
+    Bytes::from(w.0)
+}
+
+/// Decodes a record.
+pub(super) fn decode_record(buf: &Bytes) -> Result<Vec<RecordOp>, DecodeError> {
+    let mut r = Reader { buf, pos: 0 };
+    r.magic(RECORD_MAGIC)?;
+    let count = r.len()?;
+    let mut ops = Vec::with_capacity(count);
+    for _ in 0..count {
+        let op = match r.u8()? {
+            1 => RecordOp::Put(r.id()?),
+            2 => RecordOp::SetMetadata(r.id()?, r.key()?, r.bytes()?),
+            3 => RecordOp::DeleteMetadata(r.id()?, r.key()?),
+            4 => RecordOp::SetSummary(r.id()?, r.bytes()?),
+            5 => RecordOp::Delete(r.id()?),
+            6 => RecordOp::Quarantine(r.id()?, r.string()?),
+            _ => return r.fail("unknown operation"),
+        };
+        ops.push(op);
+    }
+    r.end()?;
+    Ok(ops)
+}
+
+/// A compacted state and the names of the records it merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Index {
+    /// Records whose operations the state holds; readers skip them.
+    pub(super) merged: Vec<String>,
+    /// The merged state.
+    pub(super) state: State,
+}
+
+const FLAG_PUT: u8 = 1;
+const FLAG_REMOVED: u8 = 2;
+const FLAG_SUMMARY: u8 = 4;
+const FLAG_QUARANTINE: u8 = 8;
+
+/// Encodes an index.
+pub(super) fn encode_index(index: &Index) -> Bytes {
+    let mut w = Writer(Vec::with_capacity(64 + index.state.images.len() * 256));
+    w.0.extend_from_slice(INDEX_MAGIC);
+    w.len(index.merged.len());
+    for name in &index.merged {
+        w.bytes(name.as_bytes());
+    }
+    w.len(index.state.images.len());
+    for (id, image) in &index.state.images {
+        w.id(id);
+        let mut flags = 0;
+        if image.put.is_some() {
+            flags |= FLAG_PUT;
+        }
+        if image.removed.is_some() {
+            flags |= FLAG_REMOVED;
+        }
+        if image.summary.is_some() {
+            flags |= FLAG_SUMMARY;
+        }
+        if image.quarantine.is_some() {
+            flags |= FLAG_QUARANTINE;
+        }
+        w.0.push(flags);
+        if let Some(s) = image.put {
+            w.stamp(s);
+        }
+        if let Some(s) = image.removed {
+            w.stamp(s);
+        }
+        w.len(image.metadata.len());
+        for (key, (stamp, value)) in &image.metadata {
+            w.key(key);
+            w.stamp(*stamp);
+            w.optional_bytes(value.as_ref());
+        }
+        if let Some((stamp, value)) = &image.summary {
+            w.stamp(*stamp);
+            w.optional_bytes(value.as_ref());
+        }
+        if let Some((stamp, reason)) = &image.quarantine {
+            w.stamp(*stamp);
+            w.bytes(reason.as_bytes());
+        }
+    }
+    Bytes::from(w.0)
+}
+
+/// Decodes an index.
+pub(super) fn decode_index(buf: &Bytes) -> Result<Index, DecodeError> {
+    let mut r = Reader { buf, pos: 0 };
+    r.magic(INDEX_MAGIC)?;
+    let n = r.len()?;
+    let mut merged = Vec::with_capacity(n);
+    for _ in 0..n {
+        merged.push(r.string()?);
+    }
+    let m = r.len()?;
+    let mut images = BTreeMap::new();
+    for _ in 0..m {
+        let id = r.id()?;
+        let flags = r.u8()?;
+        if flags & !(FLAG_PUT | FLAG_REMOVED | FLAG_SUMMARY | FLAG_QUARANTINE) != 0 {
+            return r.fail("unknown image flags");
+        }
+        let mut image = ImageState::default();
+        if flags & FLAG_PUT != 0 {
+            image.put = Some(r.stamp()?);
+        }
+        if flags & FLAG_REMOVED != 0 {
+            image.removed = Some(r.stamp()?);
+        }
+        let k = r.len()?;
+        for _ in 0..k {
+            let key = r.key()?;
+            let stamp = r.stamp()?;
+            let value = r.optional_bytes()?;
+            image.metadata.insert(key, (stamp, value));
+        }
+        if flags & FLAG_SUMMARY != 0 {
+            let stamp = r.stamp()?;
+            image.summary = Some((stamp, r.optional_bytes()?));
+        }
+        if flags & FLAG_QUARANTINE != 0 {
+            let stamp = r.stamp()?;
+            image.quarantine = Some((stamp, r.string()?));
+        }
+        if images.insert(id, image).is_some() {
+            return r.fail("image listed twice");
+        }
+    }
+    r.end()?;
+    Ok(Index {
+        merged,
+        state: State { images },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ImageId {
+        ImageId::of_config(&[n])
+    }
+
+    fn name(nanos: u64) -> RecordName {
+        RecordName { nanos, random: 7 }
+    }
+
+    fn key(k: &str) -> MetadataKey {
+        MetadataKey::new(k).unwrap_or(MetadataKey::PARENT)
+    }
+
+    fn sample_records() -> Vec<(RecordName, Vec<RecordOp>)> {
+        vec![
+            (
+                name(1),
+                vec![
+                    RecordOp::Put(id(1)),
+                    RecordOp::SetMetadata(id(1), key("a"), Bytes::from_static(b"1")),
+                    RecordOp::Put(id(2)),
+                    RecordOp::SetSummary(id(2), Bytes::from_static(b"s")),
+                ],
+            ),
+            (
+                name(2),
+                vec![
+                    RecordOp::SetMetadata(id(1), key("a"), Bytes::from_static(b"2")),
+                    RecordOp::Delete(id(2)),
+                    RecordOp::Put(id(3)),
+                ],
+            ),
+            (
+                name(3),
+                vec![
+                    RecordOp::Put(id(2)),
+                    RecordOp::DeleteMetadata(id(1), key("b")),
+                    RecordOp::Quarantine(id(3), "bad".into()),
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn merge_is_independent_of_order() {
+        let records = sample_records();
+        let mut forward = State::default();
+        for (n, ops) in records.iter().cloned() {
+            forward.apply(n, ops);
+        }
+        let mut backward = State::default();
+        for (n, ops) in records.iter().rev().cloned() {
+            backward.apply(n, ops);
+        }
+        // Applying a record twice changes nothing either.
+        let (n, ops) = records[1].clone();
+        backward.apply(n, ops);
+        assert_eq!(forward, backward);
+
+        let entries: Vec<_> = forward.entries().collect();
+        let ids: Vec<_> = entries.iter().map(|e| e.id).collect();
+        let mut want = vec![id(1), id(2)];
+        want.sort();
+        assert_eq!(ids, want);
+        let one = entries.iter().find(|e| e.id == id(1)).map(|e| e.metadata.clone());
+        assert_eq!(one, Some(vec![(key("a"), Bytes::from_static(b"2"))]));
+        // Re-created after its delete: the old summary stays gone.
+        let two = entries.iter().find(|e| e.id == id(2)).map(|e| e.summary.clone());
+        assert_eq!(two, Some(None));
+        assert_eq!(forward.quarantined().collect::<Vec<_>>(), vec![(id(3), "bad")]);
+    }
+
+    #[test]
+    fn index_joins_like_the_records_it_holds() {
+        let records = sample_records();
+        let mut all = State::default();
+        for (n, ops) in records.iter().cloned() {
+            all.apply(n, ops);
+        }
+        let mut first_two = State::default();
+        for (n, ops) in records[..2].iter().cloned() {
+            first_two.apply(n, ops);
+        }
+        let index = Index {
+            merged: vec![name(1).to_string(), name(2).to_string()],
+            state: first_two,
+        };
+        let decoded = decode_index(&encode_index(&index));
+        assert_eq!(decoded.as_ref(), Ok(&index));
+        let mut from_index = State::default();
+        let (n, ops) = records[2].clone();
+        from_index.apply(n, ops);
+        from_index.join(index.state);
+        assert_eq!(from_index, all);
+    }
+
+    #[test]
+    fn records_roundtrip_and_damage_is_an_error() {
+        for (_, ops) in sample_records() {
+            let bytes = encode_record(&ops);
+            assert_eq!(decode_record(&bytes), Ok(ops));
+            for cut in 0..bytes.len() {
+                assert!(decode_record(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+            }
+        }
+        assert!(decode_record(&Bytes::from_static(b"ICR1\x01\x09")).is_err());
+        assert!(decode_index(&Bytes::from_static(b"nope")).is_err());
+    }
+
+    #[test]
+    fn compaction_forgets_only_old_removals() {
+        let mut state = State::default();
+        state.apply(name(10), vec![RecordOp::Put(id(1)), RecordOp::Delete(id(1))]);
+        state.apply(name(20), vec![RecordOp::Put(id(2))]);
+        state.apply(
+            name(30),
+            vec![RecordOp::Put(id(3)), RecordOp::Delete(id(3))],
+        );
+        let compacted = state.compacted(25);
+        assert!(compacted.image(&id(1)).is_none());
+        assert!(compacted.exists(&id(2)));
+        assert!(compacted.image(&id(3)).is_some_and(|i| !i.exists()));
+    }
+
+    #[test]
+    fn names_sort_by_time() {
+        let a = RecordName { nanos: 9, random: u64::MAX };
+        let b = RecordName { nanos: 10, random: 0 };
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(RecordName::parse(&a.to_string()), Some(a));
+        assert_eq!(RecordName::parse("123-abc"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! Fixtures shared by the blob cache tests: backends, data, streams, and a
+//! fault-injecting wrapper backend.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use imagecache_backends::MemoryBackend;
+use imagecache_backends::fs::FsBackend;
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Capabilities, Digest, Error as CoreError, ImageId,
+    MetadataKey, Snapshot, StoreBackend, WriteBatch,
+};
+use imagecache_engine::blob::{BlobCache, BlobCacheOptions};
+
+/// A backend under test, with a way to damage its blobs.
+pub struct Fixture {
+    pub backend: Arc<dyn StoreBackend>,
+    pub cache: BlobCache,
+    damage: Damage,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Damage {
+    Memory(MemoryBackend),
+    Fs(PathBuf),
+}
+
+impl Fixture {
+    pub async fn memory() -> Self {
+        Self::memory_with(BlobCacheOptions::default()).await
+    }
+
+    pub async fn memory_with(options: BlobCacheOptions) -> Self {
+        let memory = MemoryBackend::new();
+        let backend: Arc<dyn StoreBackend> = Arc::new(memory.clone());
+        Self {
+            cache: BlobCache::with_options(Arc::clone(&backend), options).unwrap(),
+            backend,
+            damage: Damage::Memory(memory),
+            _dir: None,
+        }
+    }
+
+    pub async fn fs() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(dir.path()).await.unwrap());
+        Self {
+            cache: BlobCache::new(Arc::clone(&backend)).unwrap(),
+            backend,
+            damage: Damage::Fs(dir.path().join("imagecache").join("blobs")),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Replaces a stored blob's bytes without any check, as a failing disk would.
+    pub async fn corrupt(&self, digest: &Digest, data: impl Into<Bytes>) {
+        let data = data.into();
+        match &self.damage {
+            Damage::Memory(m) => m.insert_raw_blob(*digest, data),
+            Damage::Fs(blobs) => {
+                let path = blobs.join(digest.algorithm().as_str()).join(digest.hex());
+                assert!(path.is_file(), "no blob file at {}", path.display());
+                tokio::fs::write(&path, &data).await.unwrap();
+            }
+        }
+    }
+
+    /// Every stored blob, straight from the backend.
+    pub async fn stored(&self) -> Vec<BlobInfo> {
+        self.backend.list_blobs().await.unwrap()
+    }
+
+    /// A note, straight from the backend, as text.
+    pub async fn note(&self, digest: &Digest, key: &str) -> Option<String> {
+        let key = MetadataKey::new(key).unwrap();
+        match self.backend.get_blob_note(digest, &key).await {
+            Ok(v) => Some(String::from_utf8(v.to_vec()).unwrap()),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => panic!("reading note {key} of {digest}: {e}"),
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (splitmix64), distinct per seed.
+pub fn data(seed: u64, len: usize) -> Bytes {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// Bytes that compress well, like a real tar: random blocks repeated.
+pub fn tarish(seed: u64, len: usize) -> Bytes {
+    let block = data(seed, 4096);
+    let mut out = Vec::with_capacity(len);
+    let mut i = 0u64;
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        out.extend_from_slice(&i.to_le_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+pub fn gzip(data: &[u8]) -> Bytes {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    Bytes::from(enc.finish().unwrap())
+}
+
+pub fn zstd(data: &[u8]) -> Bytes {
+    Bytes::from(ruzstd::encoding::compress_to_vec(
+        data,
+        ruzstd::encoding::CompressionLevel::Fastest,
+    ))
+}
+
+pub fn sha(data: &[u8]) -> Digest {
+    Digest::sha256(data)
+}
+
+/// A body in chunks of `chunk` bytes.
+pub fn body(data: Bytes, chunk: usize) -> ByteStream {
+    let chunks: Vec<imagecache_core::Result<Bytes>> = (0..data.len())
+        .step_by(chunk.max(1))
+        .map(|i| Ok(data.slice(i..data.len().min(i + chunk))))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+/// A body that yields `data` in chunks, then fails.
+pub fn failing_body(data: Bytes, chunk: usize) -> ByteStream {
+    Box::pin(body(data, chunk).chain(futures::stream::once(async {
+        Err(CoreError::backend(
+            "test-source",
+            None,
+            std::io::Error::other("connection reset"),
+        ))
+    })))
+}
+
+/// Collects a reader's items.
+pub async fn drain<S, T, E>(stream: S) -> Vec<Result<T, E>>
+where
+    S: futures::Stream<Item = Result<T, E>>,
+{
+    stream.collect().await
+}
+
+/// A wrapper backend that can be told to fail blob lookups, or to claim it
+/// stores no blobs.
+#[derive(Debug)]
+pub struct Faulty {
+    pub inner: Arc<dyn StoreBackend>,
+    pub fail_lookups: AtomicBool,
+    pub blobs: bool,
+}
+
+impl Faulty {
+    pub fn new(inner: Arc<dyn StoreBackend>) -> Self {
+        Self {
+            inner,
+            fail_lookups: AtomicBool::new(false),
+            blobs: true,
+        }
+    }
+
+    fn check(&self) -> imagecache_core::Result<()> {
+        if self.fail_lookups.load(Ordering::SeqCst) {
+            Err(CoreError::Backend {
+                backend: "faulty",
+                key: None,
+                retryable: true,
+                source: Box::new(std::io::Error::other("injected fault")),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl std::fmt::Display for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "faulty+{}", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreBackend for Faulty {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities().with_blobs(self.blobs)
+    }
+    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
+        self.inner.write(batch).await
+    }
+    async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
+        self.inner.get(id).await
+    }
+    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> imagecache_core::Result<Bytes> {
+        self.inner.get_metadata(id, key).await
+    }
+    async fn load(&self) -> imagecache_core::Result<Snapshot> {
+        self.inner.load().await
+    }
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> imagecache_core::Result<BlobInfo> {
+        self.inner.put_blob(digest, body).await
+    }
+    async fn get_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobReader> {
+        self.check()?;
+        self.inner.get_blob(digest).await
+    }
+    async fn head_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobInfo> {
+        self.check()?;
+        self.inner.head_blob(digest).await
+    }
+    async fn delete_blob(&self, digest: &Digest) -> imagecache_core::Result<()> {
+        self.inner.delete_blob(digest).await
+    }
+    async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
+        self.inner.list_blobs().await
+    }
+    async fn set_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+        value: Bytes,
+    ) -> imagecache_core::Result<()> {
+        self.inner.set_blob_note(digest, key, value).await
+    }
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> imagecache_core::Result<Bytes> {
+        self.check()?;
+        self.inner.get_blob_note(digest, key).await
+    }
+}

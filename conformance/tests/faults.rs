@@ -1,0 +1,320 @@
+//! The suite catches broken backends: a wrapper around the in-memory backend
+//! breaks one rule of the contract at a time, and the cases about that rule
+//! must fail while the run goes on.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt as _;
+use imagecache_backends::MemoryBackend;
+use imagecache_conformance::{CaseStatus, Harness, Report, RunOptions};
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Capabilities, Digest, Error, ImageId, Key, MetadataKey,
+    Result, Snapshot, StoreBackend, WriteBatch, WriteOp,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `Delete` operations are silently dropped.
+    DropsDeletes,
+    /// Batches are applied one operation at a time, so a late failure
+    /// leaves the earlier operations applied.
+    NotAtomic,
+    /// `load` lists images in reverse order.
+    UnsortedLoad,
+    /// A blob body that fails still leaves what was received stored.
+    KeepsFailedBlobs,
+    /// Re-storing a config wipes its metadata.
+    WipesOnReput,
+    /// A missing image is reported without naming it.
+    VagueNotFound,
+    /// The backend has no blob support at all.
+    NoBlobs,
+}
+
+#[derive(Debug, Clone)]
+struct Faulty {
+    inner: MemoryBackend,
+    fault: Fault,
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "faulty({:?})", self.fault)
+    }
+}
+
+impl Faulty {
+    fn blobs_refused(&self) -> Option<Error> {
+        (self.fault == Fault::NoBlobs).then_some(Error::Unsupported {
+            operation: "blobs",
+            backend: "faulty",
+        })
+    }
+}
+
+#[async_trait]
+impl StoreBackend for Faulty {
+    fn capabilities(&self) -> Capabilities {
+        let caps = self.inner.capabilities();
+        if self.fault == Fault::NoBlobs {
+            caps.with_blobs(false)
+        } else {
+            caps
+        }
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        match self.fault {
+            Fault::DropsDeletes => {
+                let ops: Vec<WriteOp> = batch
+                    .into_ops()
+                    .into_iter()
+                    .filter(|op| !matches!(op, WriteOp::Delete { .. }))
+                    .collect();
+                self.inner.write(WriteBatch::from(ops)).await
+            }
+            Fault::NotAtomic => {
+                for op in batch.into_ops() {
+                    self.inner.write(WriteBatch::from(vec![op])).await?;
+                }
+                Ok(())
+            }
+            Fault::WipesOnReput => {
+                let mut ops = Vec::new();
+                for op in batch.into_ops() {
+                    if let WriteOp::Put(c) = &op
+                        && self.inner.get(&c.id()).await.is_ok()
+                    {
+                        ops.push(WriteOp::Delete { id: c.id() });
+                    }
+                    ops.push(op);
+                }
+                self.inner.write(WriteBatch::from(ops)).await
+            }
+            _ => self.inner.write(batch).await,
+        }
+    }
+
+    async fn get(&self, id: &ImageId) -> Result<Bytes> {
+        match self.inner.get(id).await {
+            Err(Error::NotFound { .. }) if self.fault == Fault::VagueNotFound => {
+                Err(Error::NotFound {
+                    key: Key::Other("something".into()),
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
+        self.inner.get_metadata(id, key).await
+    }
+
+    async fn load(&self) -> Result<Snapshot> {
+        let mut snapshot = self.inner.load().await?;
+        if self.fault == Fault::UnsortedLoad {
+            snapshot.images.reverse();
+        }
+        Ok(snapshot)
+    }
+
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        if self.fault != Fault::KeepsFailedBlobs {
+            return self.inner.put_blob(digest, body).await;
+        }
+        let mut received = BytesMut::new();
+        let mut body = body;
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(err) => {
+                    let partial = received.freeze();
+                    let stream: ByteStream =
+                        Box::pin(futures::stream::once(async move { Ok(partial) }));
+                    self.inner.put_blob(digest, stream).await?;
+                    return Err(err);
+                }
+            }
+        }
+        let whole = received.freeze();
+        let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(whole) }));
+        self.inner.put_blob(digest, stream).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        self.inner.get_blob(digest).await
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        self.inner.head_blob(digest).await
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        self.inner.delete_blob(digest).await
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        self.inner.list_blobs().await
+    }
+
+    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        self.inner.set_blob_note(digest, key, value).await
+    }
+
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
+        if let Some(err) = self.blobs_refused() {
+            return Err(err);
+        }
+        self.inner.get_blob_note(digest, key).await
+    }
+}
+
+struct FaultyHarness(Fault);
+
+#[async_trait]
+impl Harness for FaultyHarness {
+    async fn backend(&self) -> Arc<dyn StoreBackend> {
+        Arc::new(Faulty {
+            inner: MemoryBackend::new(),
+            fault: self.0,
+        })
+    }
+    async fn reopen(&self, _: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
+        None
+    }
+    async fn corrupt_content(&self, _: &Arc<dyn StoreBackend>, _: &ImageId, _: Bytes) -> bool {
+        false
+    }
+    async fn corrupt_blob(&self, _: &Arc<dyn StoreBackend>, _: &Digest, _: Bytes) -> bool {
+        false
+    }
+}
+
+async fn run(fault: Fault) -> Report {
+    imagecache_conformance::run_with(Arc::new(FaultyHarness(fault)), &RunOptions::new()).await
+}
+
+fn failed(report: &Report) -> Vec<&'static str> {
+    let mut names: Vec<&str> = report.failures().map(|r| r.name).collect();
+    names.sort_unstable();
+    names
+}
+
+#[track_caller]
+fn assert_caught(report: &Report, cases: &[&str]) {
+    let failed = failed(report);
+    for case in cases {
+        assert!(
+            failed.contains(case),
+            "{case} should catch the fault; failed: {failed:?}"
+        );
+    }
+    assert_eq!(
+        report.results.len(),
+        imagecache_conformance::cases().len(),
+        "the run must go on after failures"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_deletes_are_caught() {
+    let report = run(Fault::DropsDeletes).await;
+    assert_caught(
+        &report,
+        &[
+            "delete_removes_content_and_metadata",
+            "delete_leaves_others",
+            "summary_is_returned_by_load",
+            "fs_delete",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_atomic_batches_are_caught() {
+    let report = run(Fault::NotAtomic).await;
+    assert_caught(&report, &["failed_batch_changes_nothing", "fs_invalid_set"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsorted_load_is_caught() {
+    let report = run(Fault::UnsortedLoad).await;
+    assert_caught(&report, &["load_lists_everything", "fs_walker"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_blobs_are_caught() {
+    let report = run(Fault::KeepsFailedBlobs).await;
+    assert_eq!(failed(&report), vec!["blob_failed_stream_stores_nothing"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_lost_on_reput_is_caught() {
+    let report = run(Fault::WipesOnReput).await;
+    assert_caught(&report, &["put_existing_is_noop"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_without_the_key_is_caught() {
+    let report = run(Fault::VagueNotFound).await;
+    assert_caught(
+        &report,
+        &["get_missing_is_not_found", "fs_get_unset_key", "fs_delete"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_cases_are_skipped_without_the_capability() {
+    let report = run(Fault::NoBlobs).await;
+    let skipped: Vec<(&str, &str)> = report
+        .results
+        .iter()
+        .filter_map(|r| match &r.status {
+            CaseStatus::Skipped { reason } => Some((r.name, reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    for (name, reason) in &skipped {
+        assert!(
+            name.starts_with("blob_")
+                || ["get_corrupt_is_corrupt", "second_handle_sees_writes"].contains(name)
+                || name.starts_with("fs_"),
+            "{name} skipped unexpectedly ({reason})"
+        );
+    }
+    let blob_skips: Vec<&str> = skipped
+        .iter()
+        .filter(|(n, _)| n.starts_with("blob_"))
+        .map(|(n, r)| {
+            assert!(
+                r.contains("blobs"),
+                "{n}: the reason must name the capability: {r}"
+            );
+            *n
+        })
+        .collect();
+    assert_eq!(blob_skips.len(), 7, "{blob_skips:?}");
+    assert_eq!(report.failed(), 0, "{:?}", failed(&report));
+}
