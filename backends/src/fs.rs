@@ -318,26 +318,25 @@ impl StoreBackend for FsBackend {
             return Ok(());
         }
         let inner = Arc::clone(&self.inner);
-        match tokio::task::spawn_blocking(move || batch::write(&inner, batch)).await {
-            Ok(result) => result,
-            Err(e) => Err(Error::Task(e).into()),
-        }
+        blocking(move || batch::write(&inner, batch)).await
     }
 
     async fn get(&self, id: &ImageId) -> Result<Bytes> {
         let id = *id;
         let path = self.inner.layout.content_path(&id);
         let data = blocking(move || match open_regular(&path)? {
-            Opened::File(f, len) => Ok(Ok(read_to_end(f, len, &path)?)),
-            Opened::Missing => Ok(Err(CoreError::NotFound {
+            Opened::File(f, len) => read_to_end(f, len, &path),
+            Opened::Missing => Err(CoreError::NotFound {
                 key: Key::Image(id),
-            })),
-            Opened::NotRegular(kind) => Ok(Err(CoreError::Corrupt {
+            }
+            .into()),
+            Opened::NotRegular(kind) => Err(CoreError::Corrupt {
                 key: Key::Image(id),
                 reason: format!("a {kind} occupies {}", path.display()),
-            })),
+            }
+            .into()),
         })
-        .await??;
+        .await?;
         Ok(Content::verify(id, Bytes::from(data))?.into_data())
     }
 
@@ -350,23 +349,21 @@ impl StoreBackend for FsBackend {
             // Docker re-reads and re-hashes the config here; existence is
             // all that matters for a metadata read.
             if !content_present(&content)? {
-                return Ok(Err(CoreError::NotFound {
+                return Err(CoreError::NotFound {
                     key: Key::Image(id),
-                }));
+                }
+                .into());
             }
             match read_regular(&path)? {
-                Some(Ok(data)) => Ok(Ok(Bytes::from(data))),
-                None => Ok(Err(CoreError::NotFound {
+                Some(Ok(data)) => Ok(Bytes::from(data)),
+                None => Err(CoreError::NotFound {
                     key: Key::Metadata { id, key },
-                })),
-                Some(Err(found)) => Err(Error::Destination {
-                    path,
-                    found,
-                    key: Key::Metadata { id, key },
-                }),
+                }
+                .into()),
+                Some(Err(found)) => Err(Error::destination(path, found, Key::Metadata { id, key })),
             }
         })
-        .await?
+        .await
     }
 
     async fn load(&self) -> Result<Snapshot> {
@@ -385,7 +382,7 @@ impl StoreBackend for FsBackend {
     async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
         let digest = *digest;
         let path = self.inner.layout.blob_path(&digest);
-        blocking(move || blobs::head(&path, digest)).await?
+        blocking(move || blobs::head(&path, digest)).await
     }
 
     async fn delete_blob(&self, digest: &Digest) -> Result<()> {
@@ -403,7 +400,7 @@ impl StoreBackend for FsBackend {
         let inner = Arc::clone(&self.inner);
         let digest = *digest;
         let key = key.clone();
-        blocking(move || blobs::set_note(&inner, &digest, &key, &value)).await?
+        blocking(move || blobs::set_note(&inner, &digest, &key, &value)).await
     }
 
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
@@ -411,17 +408,14 @@ impl StoreBackend for FsBackend {
         let digest = *digest;
         let key = key.clone();
         blocking(move || match read_regular(&path)? {
-            Some(Ok(data)) => Ok(Ok(Bytes::from(data))),
-            None => Ok(Err(CoreError::NotFound {
+            Some(Ok(data)) => Ok(Bytes::from(data)),
+            None => Err(CoreError::NotFound {
                 key: Key::BlobNote { digest, key },
-            })),
-            Some(Err(found)) => Err(Error::Destination {
-                path,
-                found,
-                key: Key::BlobNote { digest, key },
-            }),
+            }
+            .into()),
+            Some(Err(found)) => Err(Error::destination(path, found, Key::BlobNote { digest, key })),
         })
-        .await?
+        .await
     }
 }
 
@@ -441,7 +435,7 @@ enum Error {
     Io {
         action: &'static str,
         path: PathBuf,
-        key: Option<Key>,
+        key: Option<Box<Key>>,
         #[source]
         source: io::Error,
     },
@@ -451,8 +445,12 @@ enum Error {
     Destination {
         path: PathBuf,
         found: &'static str,
-        key: Key,
+        key: Box<Key>,
     },
+    /// An outcome the contract names (not found, corrupt, unsupported),
+    /// passed through unchanged.
+    #[error(transparent)]
+    Contract(Box<CoreError>),
     /// A blocking task panicked or was cancelled.
     #[error("blocking file system task failed")]
     Task(#[source] tokio::task::JoinError),
@@ -461,7 +459,7 @@ enum Error {
     Panicked,
     /// The blob writer stopped without reporting a result.
     #[error("blob writer for {} stopped before committing", path.display())]
-    WriterStopped { path: PathBuf, key: Key },
+    WriterStopped { path: PathBuf, key: Box<Key> },
 }
 
 fn write_failure(key: &Key) -> String {
@@ -481,10 +479,18 @@ impl Error {
         }
     }
 
+    fn destination(path: PathBuf, found: &'static str, key: Key) -> Self {
+        Self::Destination {
+            path,
+            found,
+            key: Box::new(key),
+        }
+    }
+
     /// Attaches the item involved, for the contract error's context.
     fn with_key(mut self, k: Key) -> Self {
         if let Self::Io { key, .. } = &mut self {
-            key.get_or_insert(k);
+            key.get_or_insert_with(|| Box::new(k));
         }
         self
     }
@@ -500,10 +506,18 @@ impl Error {
 
     fn key(&self) -> Option<Key> {
         match self {
-            Self::Io { key, .. } => key.clone(),
-            Self::Destination { key, .. } | Self::WriterStopped { key, .. } => Some(key.clone()),
-            Self::Create { .. } | Self::Task(_) | Self::Panicked => None,
+            Self::Io { key, .. } => key.as_deref().cloned(),
+            Self::Destination { key, .. } | Self::WriterStopped { key, .. } => {
+                Some(Key::clone(key))
+            }
+            Self::Create { .. } | Self::Contract(_) | Self::Task(_) | Self::Panicked => None,
         }
+    }
+}
+
+impl From<CoreError> for Error {
+    fn from(e: CoreError) -> Self {
+        Self::Contract(Box::new(e))
     }
 }
 
@@ -515,6 +529,7 @@ impl From<Error> for CoreError {
                 reason: format!("failed to create storage backend at {}", path.display()),
                 source: Some(Box::new(source)),
             },
+            Error::Contract(e) => *e,
             Error::Task(ref j) if j.is_cancelled() => Self::Cancelled,
             other => Self::Backend {
                 backend: NAME,

@@ -30,6 +30,43 @@ use imagecache_store::{CreateOptions, Store};
 
 use crate::{Harness, Outcome};
 
+/// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cache_cases {
+    ($then:ident ! ( $($args:tt)* )) => {
+        $crate::$then! { ($($args)*) cache [
+            cache_child_hit,
+            cache_miss_is_not_an_error,
+            cache_from_scratch_hit,
+            cache_requires_built_locally,
+            cache_skips_images_without_platform,
+            cache_platform_must_match,
+            cache_newest_created_wins,
+            cache_tie_goes_to_smallest_id,
+            cache_compares_container_config,
+            cache_compare_quirks,
+            cache_unknown_parent_is_a_miss,
+            cache_index_matches_linear_scan,
+            cache_from_unknown_source_is_skipped,
+            cache_from_local_hit_needs_ancestry,
+            cache_from_source_at_end_of_history,
+            cache_from_restores_intermediate_image,
+            cache_from_empty_layer_step,
+            builder_cache_from,
+            builder_cache_from_after_save_and_load,
+            builder_cache_from_equal_diff_ids_length,
+            builder_multi_stage_cache,
+            builder_labels_cache,
+            builder_from_scratch_with_and_without_cache,
+            builder_build_args,
+            builder_workdir_no_cache_miss,
+        ] }
+    };
+}
+
+pub(crate) const CASES: &[crate::Case] = crate::__cache_cases!(__case_registry!());
+
 fn linux_amd64() -> Platform {
     Platform {
         os: "linux".into(),

@@ -10,9 +10,11 @@ mod check;
 mod runner;
 
 pub mod backend;
+pub mod cache;
 mod docker_compare;
 pub mod docker_fs;
 mod docker_image;
+pub mod store;
 
 pub use runner::{
     CaseResult, CaseStatus, DEFAULT_TIMEOUT, Progress, Report, RunOptions, run_all, run_cases,
@@ -182,6 +184,8 @@ pub fn cases() -> Vec<Case> {
     let mut all: Vec<Case> = Vec::new();
     all.extend_from_slice(backend::CASES);
     all.extend_from_slice(docker_fs::CASES);
+    all.extend_from_slice(store::CASES);
+    all.extend_from_slice(cache::CASES);
     all.extend(pure("docker", docker_image::CASES));
     all.extend(pure("docker", docker_compare::CASES));
     all
@@ -239,6 +243,8 @@ macro_rules! __all_groups {
     ($then:ident ! ( $($args:tt)* )) => {
         $crate::__backend_cases!($then!($($args)*));
         $crate::__docker_cases!($then!($($args)*));
+        $crate::__store_cases!($then!($($args)*));
+        $crate::__cache_cases!($then!($($args)*));
     };
 }
 

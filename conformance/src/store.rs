@@ -26,6 +26,36 @@ use imagecache_store::{CreateOptions, Error, Problem, Store, StoreOptions};
 
 use crate::{Harness, Outcome};
 
+/// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_cases {
+    ($then:ident ! ( $($args:tt)* )) => {
+        $crate::$then! { ($($args)*) store [
+            docker_store_create,
+            docker_store_restore,
+            docker_store_add_delete,
+            docker_store_search_after_delete,
+            docker_store_delete_not_existing,
+            docker_store_parent_reset,
+            docker_store_get_and_set_last_updated,
+            docker_store_len,
+            store_reopen_keeps_everything,
+            store_open_reads_no_config,
+            store_reads_each_config_once,
+            store_bad_input_changes_nothing,
+            store_parent_cycle_is_refused,
+            store_delete_orphans_children,
+            store_corrupt_config_is_quarantined,
+            store_foreign_entries_are_summarised_once,
+            store_batch_create_with_chain,
+            store_concurrent_handles_stay_consistent,
+        ] }
+    };
+}
+
+pub(crate) const CASES: &[crate::Case] = crate::__store_cases!(__case_registry!());
+
 /// A distinct, valid config numbered `n`.
 pub(crate) fn config(n: usize) -> Bytes {
     Bytes::from(format!(

@@ -142,6 +142,11 @@ async fn without_hooks_the_cases_that_need_them_are_skipped() {
             "fs_walker_stop_on_error",
             "get_corrupt_is_corrupt",
             "second_handle_sees_writes",
+            "store_concurrent_handles_stay_consistent",
+            "store_corrupt_config_is_quarantined",
+            "store_foreign_entries_are_summarised_once",
+            "store_open_reads_no_config",
+            "store_reopen_keeps_everything",
         ]
     );
     assert_eq!(

@@ -226,7 +226,10 @@ mod tests {
         e.push(0); // no health check
         let hash = crate::digest::Digest::sha256(&e);
         assert_eq!(&c.cache_key().0[..], &hash.as_bytes()[..16]);
-        assert_eq!(c.cache_key().to_string(), hex_encode(&hash.as_bytes()[..16]));
+        assert_eq!(
+            c.cache_key().to_string(),
+            hex_encode(&hash.as_bytes()[..16])
+        );
         assert_eq!(
             format!("{:?}", CacheKey([0xab; 16])),
             "CacheKey(abababababababababababababababab)"

@@ -113,7 +113,11 @@ mod tests {
             comment: "step".into(),
             diff_id: diff,
             container_config: ContainerConfig {
-                cmd: Some(vec!["/bin/sh".into(), "-c".into(), "make && make install".into()]),
+                cmd: Some(vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "make && make install".into(),
+                ]),
                 ..Default::default()
             },
             config: Some(ContainerConfig::default()),
@@ -142,7 +146,10 @@ mod tests {
         let before = parent.clone();
         let img = ImageConfig::new_child(Some(&parent), child(Some(layer)), "linux");
         assert_eq!(parent, before);
-        assert_eq!(img.rootfs.raw_diff_ids, vec!["ba5e".to_owned(), layer.to_string()]);
+        assert_eq!(
+            img.rootfs.raw_diff_ids,
+            vec!["ba5e".to_owned(), layer.to_string()]
+        );
         assert_eq!(img.history.len(), 2);
         let h = &img.history[1];
         assert_eq!(h.created_by, "/bin/sh -c make && make install");
@@ -171,7 +178,10 @@ mod tests {
             assert_eq!(img.architecture, host_architecture());
         }
         // The empty tar really is 1024 zero bytes.
-        assert_eq!(Digest::sha256(&[0u8; 1024]).to_string(), EMPTY_LAYER_DIFF_ID);
+        assert_eq!(
+            Digest::sha256(&[0u8; 1024]).to_string(),
+            EMPTY_LAYER_DIFF_ID
+        );
     }
 
     #[test]

@@ -178,21 +178,111 @@ mod tests {
     fn every_compared_field_matters() {
         let base = ContainerConfig::default();
         let mutations: Vec<(&str, ContainerConfig)> = vec![
-            ("user", ContainerConfig { user: "u".into(), ..base.clone() }),
-            ("working_dir", ContainerConfig { working_dir: "/w".into(), ..base.clone() }),
-            ("stop_signal", ContainerConfig { stop_signal: "TERM".into(), ..base.clone() }),
-            ("stop_timeout", ContainerConfig { stop_timeout: Some(0), ..base.clone() }),
-            ("attach_stdin", ContainerConfig { attach_stdin: true, ..base.clone() }),
-            ("attach_stdout", ContainerConfig { attach_stdout: true, ..base.clone() }),
-            ("attach_stderr", ContainerConfig { attach_stderr: true, ..base.clone() }),
-            ("network_disabled", ContainerConfig { network_disabled: true, ..base.clone() }),
-            ("tty", ContainerConfig { tty: true, ..base.clone() }),
-            ("open_stdin", ContainerConfig { open_stdin: true, ..base.clone() }),
-            ("stdin_once", ContainerConfig { stdin_once: true, ..base.clone() }),
-            ("args_escaped", ContainerConfig { args_escaped: true, ..base.clone() }),
-            ("shell", ContainerConfig { shell: Some(vec!["sh".into()]), ..base.clone() }),
-            ("on_build", ContainerConfig { on_build: Some(vec!["RUN x".into()]), ..base.clone() }),
-            ("healthcheck", ContainerConfig { healthcheck: Some(HealthConfig::default()), ..base.clone() }),
+            (
+                "user",
+                ContainerConfig {
+                    user: "u".into(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "working_dir",
+                ContainerConfig {
+                    working_dir: "/w".into(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "stop_signal",
+                ContainerConfig {
+                    stop_signal: "TERM".into(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "stop_timeout",
+                ContainerConfig {
+                    stop_timeout: Some(0),
+                    ..base.clone()
+                },
+            ),
+            (
+                "attach_stdin",
+                ContainerConfig {
+                    attach_stdin: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "attach_stdout",
+                ContainerConfig {
+                    attach_stdout: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "attach_stderr",
+                ContainerConfig {
+                    attach_stderr: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "network_disabled",
+                ContainerConfig {
+                    network_disabled: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "tty",
+                ContainerConfig {
+                    tty: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "open_stdin",
+                ContainerConfig {
+                    open_stdin: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "stdin_once",
+                ContainerConfig {
+                    stdin_once: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "args_escaped",
+                ContainerConfig {
+                    args_escaped: true,
+                    ..base.clone()
+                },
+            ),
+            (
+                "shell",
+                ContainerConfig {
+                    shell: Some(vec!["sh".into()]),
+                    ..base.clone()
+                },
+            ),
+            (
+                "on_build",
+                ContainerConfig {
+                    on_build: Some(vec!["RUN x".into()]),
+                    ..base.clone()
+                },
+            ),
+            (
+                "healthcheck",
+                ContainerConfig {
+                    healthcheck: Some(HealthConfig::default()),
+                    ..base.clone()
+                },
+            ),
         ];
         for (name, m) in mutations {
             assert!(!cmp(&base, &m), "{name}");

@@ -648,7 +648,10 @@ mod tests {
             ..Default::default()
         };
         let sorted = String::from_utf8(c.to_json_sorted()).unwrap();
-        assert!(sorted.starts_with(r#"{"Size":5,"container_config":{"#), "{sorted}");
+        assert!(
+            sorted.starts_with(r#"{"Size":5,"container_config":{"#),
+            "{sorted}"
+        );
         assert!(
             sorted.ends_with(
                 r#""created":"2020-01-01T00:00:00.12Z","os":"linux","parent":"sha256:p","rootfs":{"type":"layers"}}"#
@@ -657,10 +660,18 @@ mod tests {
         );
         let value = String::from_utf8(c.to_json_struct_order()).unwrap();
         assert!(value.starts_with(r#"{"created":"2020-01-01T00:00:00.12Z","container_config":{"#));
-        assert!(value.ends_with(r#""os":"linux","Size":5,"parent":"sha256:p","rootfs":{"type":"layers"}}"#), "{value}");
+        assert!(
+            value.ends_with(
+                r#""os":"linux","Size":5,"parent":"sha256:p","rootfs":{"type":"layers"}}"#
+            ),
+            "{value}"
+        );
         let empty = String::from_utf8(ImageConfig::default().to_json_sorted()).unwrap();
         assert!(empty.starts_with(r#"{"container_config":{"#), "{empty}");
-        assert!(empty.ends_with(r#""created":null,"rootfs":{"type":""}}"#), "{empty}");
+        assert!(
+            empty.ends_with(r#""created":null,"rootfs":{"type":""}}"#),
+            "{empty}"
+        );
     }
 
     #[test]

@@ -18,16 +18,14 @@ pub use backend::{
     BlobInfo, BlobReader, ByteStream, Capabilities, Content, DynStoreBackend, MetadataKey,
     Quarantined, Snapshot, SnapshotEntry, StoreBackend, StoreBackendExt, WriteBatch, WriteOp,
 };
+pub use cachekey::CacheKey;
+pub use child::{ChildConfig, EMPTY_LAYER_DIFF_ID};
+pub use compare::compare;
 pub use digest::{
     Algorithm, ChainId, DiffId, Digest, DigestError, DigestErrorKind, Hasher, ImageId, chain_id,
     hex_encode,
 };
 pub use error::{BoxError, ConfigError, Error, Key, Result};
-pub use model::{
-    ContainerConfig, HealthConfig, History, Image, ImageConfig, Platform, RootFs,
-};
-pub use cachekey::CacheKey;
-pub use child::{ChildConfig, EMPTY_LAYER_DIFF_ID};
-pub use compare::compare;
+pub use model::{ContainerConfig, HealthConfig, History, Image, ImageConfig, Platform, RootFs};
 pub use platform::compare_platform;
 pub use time::{Timestamp, TimestampError};

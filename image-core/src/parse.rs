@@ -245,15 +245,26 @@ pub(crate) fn fold_eq(key: &[u8], name: &str) -> bool {
     name.next().is_none()
 }
 
-/// Finds the field a key names: an exact match first, then a folded one (as
-/// Go does; no two names of one struct fold onto each other, so the order
-/// only matters for speed).
-fn lookup<F: Copy>(key: &[u8], table: &[(&'static str, F)]) -> Option<F> {
-    table
-        .iter()
-        .find(|(name, _)| name.as_bytes() == key)
-        .or_else(|| table.iter().find(|(name, _)| fold_eq(key, name)))
-        .map(|&(_, f)| f)
+/// Declares a field enum's JSON names and a resolver for object keys: an
+/// exact match first (compiled to a `match`, the common case), then a
+/// folded one, as Go does. No two names of one struct fold onto each other,
+/// so the order of the two steps only matters for speed.
+macro_rules! fields {
+    ($(#[$meta:meta])* fn $resolve:ident -> $ty:ident { $($json:literal => $var:ident,)* }) => {
+        $(#[$meta])*
+        fn $resolve(key: &[u8]) -> Option<$ty> {
+            if let Ok(s) = std::str::from_utf8(key) {
+                match s {
+                    $($json => return Some($ty::$var),)*
+                    _ => {}
+                }
+            }
+            [$(($json, $ty::$var)),*]
+                .into_iter()
+                .find(|(name, _)| fold_eq(key, name))
+                .map(|(_, f)| f)
+        }
+    };
 }
 
 /// Where a value sits in the document, for error messages.
@@ -273,9 +284,9 @@ impl fmt::Display for Path {
 // ---------------------------------------------------------------------------
 // Keys.
 
-/// Reads an object key and resolves it against a field table.
+/// Reads an object key and resolves it to a field.
 struct KeySeed<F: 'static> {
-    table: &'static [(&'static str, F)],
+    resolve: fn(&[u8]) -> Option<F>,
 }
 
 impl<'de, F: Copy + 'static> DeserializeSeed<'de> for KeySeed<F> {
@@ -291,7 +302,7 @@ impl<F: Copy + 'static> Visitor<'_> for KeySeed<F> {
         f.write_str("an object key")
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        Ok(lookup(v, self.table))
+        Ok((self.resolve)(v))
     }
 }
 
@@ -742,33 +753,36 @@ enum CcField {
     Shell,
 }
 
-const CC_FIELDS: &[(&str, CcField)] = &[
-    ("Hostname", CcField::Hostname),
-    ("Domainname", CcField::Domainname),
-    ("User", CcField::User),
-    ("AttachStdin", CcField::AttachStdin),
-    ("AttachStdout", CcField::AttachStdout),
-    ("AttachStderr", CcField::AttachStderr),
-    ("ExposedPorts", CcField::ExposedPorts),
-    ("Tty", CcField::Tty),
-    ("OpenStdin", CcField::OpenStdin),
-    ("StdinOnce", CcField::StdinOnce),
-    ("Env", CcField::Env),
-    ("Cmd", CcField::Cmd),
-    ("Healthcheck", CcField::Healthcheck),
-    ("ArgsEscaped", CcField::ArgsEscaped),
-    ("Image", CcField::Image),
-    ("Volumes", CcField::Volumes),
-    ("WorkingDir", CcField::WorkingDir),
-    ("Entrypoint", CcField::Entrypoint),
-    ("NetworkDisabled", CcField::NetworkDisabled),
-    ("MacAddress", CcField::MacAddress),
-    ("OnBuild", CcField::OnBuild),
-    ("Labels", CcField::Labels),
-    ("StopSignal", CcField::StopSignal),
-    ("StopTimeout", CcField::StopTimeout),
-    ("Shell", CcField::Shell),
-];
+fields! {
+    /// The keys of `container.Config`.
+    fn cc_field -> CcField {
+        "Hostname" => Hostname,
+        "Domainname" => Domainname,
+        "User" => User,
+        "AttachStdin" => AttachStdin,
+        "AttachStdout" => AttachStdout,
+        "AttachStderr" => AttachStderr,
+        "ExposedPorts" => ExposedPorts,
+        "Tty" => Tty,
+        "OpenStdin" => OpenStdin,
+        "StdinOnce" => StdinOnce,
+        "Env" => Env,
+        "Cmd" => Cmd,
+        "Healthcheck" => Healthcheck,
+        "ArgsEscaped" => ArgsEscaped,
+        "Image" => Image,
+        "Volumes" => Volumes,
+        "WorkingDir" => WorkingDir,
+        "Entrypoint" => Entrypoint,
+        "NetworkDisabled" => NetworkDisabled,
+        "MacAddress" => MacAddress,
+        "OnBuild" => OnBuild,
+        "Labels" => Labels,
+        "StopSignal" => StopSignal,
+        "StopTimeout" => StopTimeout,
+        "Shell" => Shell,
+    }
+}
 
 /// A `container.Config` value. With `optional` it is a `*container.Config`
 /// (`null` makes it absent); otherwise `null` leaves it unchanged.
@@ -810,7 +824,7 @@ impl<'de> Visitor<'de> for ConfigSeed<'_> {
         };
         let prefix = self.prefix;
         let p = |name| Path { prefix, name };
-        while let Some(field) = map.next_key_seed(KeySeed { table: CC_FIELDS })? {
+        while let Some(field) = map.next_key_seed(KeySeed { resolve: cc_field })? {
             let Some(field) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -825,9 +839,7 @@ impl<'de> Visitor<'de> for ConfigSeed<'_> {
             };
             match field {
                 F::Hostname => map.next_value_seed(str_seed(&mut cc.hostname, "Hostname"))?,
-                F::Domainname => {
-                    map.next_value_seed(str_seed(&mut cc.domainname, "Domainname"))?
-                }
+                F::Domainname => map.next_value_seed(str_seed(&mut cc.domainname, "Domainname"))?,
                 F::User => map.next_value_seed(str_seed(&mut cc.user, "User"))?,
                 F::AttachStdin => {
                     map.next_value_seed(bool_seed(&mut cc.attach_stdin, "AttachStdin"))?
@@ -867,15 +879,12 @@ impl<'de> Visitor<'de> for ConfigSeed<'_> {
                 F::WorkingDir => {
                     map.next_value_seed(str_seed(&mut cc.working_dir, "WorkingDir"))?
                 }
-                F::Entrypoint => map.next_value_seed(list(
-                    &mut cc.entrypoint,
-                    ListMode::StrSlice,
-                    "Entrypoint",
-                ))?,
-                F::NetworkDisabled => map.next_value_seed(bool_seed(
-                    &mut cc.network_disabled,
-                    "NetworkDisabled",
-                ))?,
+                F::Entrypoint => {
+                    map.next_value_seed(list(&mut cc.entrypoint, ListMode::StrSlice, "Entrypoint"))?
+                }
+                F::NetworkDisabled => {
+                    map.next_value_seed(bool_seed(&mut cc.network_disabled, "NetworkDisabled"))?
+                }
                 F::MacAddress => {
                     map.next_value_seed(str_seed(&mut cc.mac_address, "MacAddress"))?
                 }
@@ -912,14 +921,17 @@ enum HcField {
     Retries,
 }
 
-const HC_FIELDS: &[(&str, HcField)] = &[
-    ("Test", HcField::Test),
-    ("Interval", HcField::Interval),
-    ("Timeout", HcField::Timeout),
-    ("StartPeriod", HcField::StartPeriod),
-    ("StartInterval", HcField::StartInterval),
-    ("Retries", HcField::Retries),
-];
+fields! {
+    /// The keys of `HealthConfig`.
+    fn hc_field -> HcField {
+        "Test" => Test,
+        "Interval" => Interval,
+        "Timeout" => Timeout,
+        "StartPeriod" => StartPeriod,
+        "StartInterval" => StartInterval,
+        "Retries" => Retries,
+    }
+}
 
 /// A `*HealthConfig`; `null` makes it absent.
 struct HealthSeed<'a> {
@@ -951,7 +963,7 @@ impl<'de> Visitor<'de> for HealthSeed<'_> {
         // Paths inside the health check are reported under the field's own
         // names; the prefix already says which config they belong to.
         let prefix = self.prefix;
-        while let Some(field) = map.next_key_seed(KeySeed { table: HC_FIELDS })? {
+        while let Some(field) = map.next_key_seed(KeySeed { resolve: hc_field })? {
             let int = |dst, name| IntSeed {
                 dst: IntDst::Plain(dst),
                 path: Path { prefix, name },
@@ -977,10 +989,9 @@ impl<'de> Visitor<'de> for HealthSeed<'_> {
                 Some(HcField::StartPeriod) => {
                     map.next_value_seed(int(&mut hc.start_period, "Healthcheck.StartPeriod"))?
                 }
-                Some(HcField::StartInterval) => map.next_value_seed(int(
-                    &mut hc.start_interval,
-                    "Healthcheck.StartInterval",
-                ))?,
+                Some(HcField::StartInterval) => {
+                    map.next_value_seed(int(&mut hc.start_interval, "Healthcheck.StartInterval"))?
+                }
                 Some(HcField::Retries) => {
                     map.next_value_seed(int(&mut hc.retries, "Healthcheck.Retries"))?
                 }
@@ -999,10 +1010,13 @@ enum RootFsField {
     DiffIds,
 }
 
-const ROOTFS_FIELDS: &[(&str, RootFsField)] = &[
-    ("type", RootFsField::Type),
-    ("diff_ids", RootFsField::DiffIds),
-];
+fields! {
+    /// The keys of `RootFS`.
+    fn rootfs_field -> RootFsField {
+        "type" => Type,
+        "diff_ids" => DiffIds,
+    }
+}
 
 /// The `*RootFS`; `null` makes it absent.
 struct RootFsSeed<'a> {
@@ -1035,7 +1049,7 @@ impl<'de> Visitor<'de> for RootFsSeed<'_> {
             name,
         };
         while let Some(field) = map.next_key_seed(KeySeed {
-            table: ROOTFS_FIELDS,
+            resolve: rootfs_field,
         })? {
             match field {
                 None => {
@@ -1114,13 +1128,16 @@ enum HistoryField {
     EmptyLayer,
 }
 
-const HISTORY_FIELDS: &[(&str, HistoryField)] = &[
-    ("created", HistoryField::Created),
-    ("created_by", HistoryField::CreatedBy),
-    ("author", HistoryField::Author),
-    ("comment", HistoryField::Comment),
-    ("empty_layer", HistoryField::EmptyLayer),
-];
+fields! {
+    /// The keys of `History`.
+    fn history_field -> HistoryField {
+        "created" => Created,
+        "created_by" => CreatedBy,
+        "author" => Author,
+        "comment" => Comment,
+        "empty_layer" => EmptyLayer,
+    }
+}
 
 /// One history entry; `null` leaves it unchanged.
 struct HistorySeed<'a> {
@@ -1154,7 +1171,7 @@ impl<'de> Visitor<'de> for HistorySeed<'_> {
             name,
         };
         while let Some(field) = map.next_key_seed(KeySeed {
-            table: HISTORY_FIELDS,
+            resolve: history_field,
         })? {
             match field {
                 None => {
@@ -1211,44 +1228,48 @@ enum TopField {
     OsFeatures,
 }
 
-/// The keys of Go's `V1Image`.
-const V1_FIELDS: &[(&str, TopField)] = &[
-    ("id", TopField::Id),
-    ("parent", TopField::Parent),
-    ("comment", TopField::Comment),
-    ("created", TopField::Created),
-    ("container", TopField::Container),
-    ("container_config", TopField::ContainerConfig),
-    ("docker_version", TopField::DockerVersion),
-    ("author", TopField::Author),
-    ("config", TopField::Config),
-    ("architecture", TopField::Architecture),
-    ("variant", TopField::Variant),
-    ("os", TopField::Os),
-    ("Size", TopField::Size),
-];
+fields! {
+    /// The keys of Go's `V1Image`.
+    fn v1_field -> TopField {
+        "id" => Id,
+        "parent" => Parent,
+        "comment" => Comment,
+        "created" => Created,
+        "container" => Container,
+        "container_config" => ContainerConfig,
+        "docker_version" => DockerVersion,
+        "author" => Author,
+        "config" => Config,
+        "architecture" => Architecture,
+        "variant" => Variant,
+        "os" => Os,
+        "Size" => Size,
+    }
+}
 
-/// The keys of Go's `Image` (which embeds `V1Image`; its own `parent`
-/// shadows the embedded one, and both are read into the same field).
-const IMAGE_FIELDS: &[(&str, TopField)] = &[
-    ("id", TopField::Id),
-    ("parent", TopField::Parent),
-    ("comment", TopField::Comment),
-    ("created", TopField::Created),
-    ("container", TopField::Container),
-    ("container_config", TopField::ContainerConfig),
-    ("docker_version", TopField::DockerVersion),
-    ("author", TopField::Author),
-    ("config", TopField::Config),
-    ("architecture", TopField::Architecture),
-    ("variant", TopField::Variant),
-    ("os", TopField::Os),
-    ("Size", TopField::Size),
-    ("rootfs", TopField::RootFs),
-    ("history", TopField::History),
-    ("os.version", TopField::OsVersion),
-    ("os.features", TopField::OsFeatures),
-];
+fields! {
+    /// The keys of Go's `Image` (which embeds `V1Image`; its own `parent`
+    /// shadows the embedded one, and both are read into the same field).
+    fn image_field -> TopField {
+        "id" => Id,
+        "parent" => Parent,
+        "comment" => Comment,
+        "created" => Created,
+        "container" => Container,
+        "container_config" => ContainerConfig,
+        "docker_version" => DockerVersion,
+        "author" => Author,
+        "config" => Config,
+        "architecture" => Architecture,
+        "variant" => Variant,
+        "os" => Os,
+        "Size" => Size,
+        "rootfs" => RootFs,
+        "history" => History,
+        "os.version" => OsVersion,
+        "os.features" => OsFeatures,
+    }
+}
 
 struct DocSeed<'a> {
     dst: &'a mut Decoded,
@@ -1276,14 +1297,14 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
         d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let table = match self.target {
-            Target::Image => IMAGE_FIELDS,
-            Target::V1Image => V1_FIELDS,
+        let resolve = match self.target {
+            Target::Image => image_field,
+            Target::V1Image => v1_field,
         };
         let doc = self.dst;
         let c = &mut doc.config;
         let p = |name| Path { prefix: "", name };
-        while let Some(field) = map.next_key_seed(KeySeed { table })? {
+        while let Some(field) = map.next_key_seed(KeySeed { resolve })? {
             let Some(field) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -1380,7 +1401,9 @@ mod tests {
 
     #[test]
     fn container_config_keys_fold() {
-        let c = ok(r#"{"container_config":{"cmd":["a"],"ENV":["x=1"],"tty":true,"user":"u","labels":{"k":"v"}},"rootfs":{}}"#);
+        let c = ok(
+            r#"{"container_config":{"cmd":["a"],"ENV":["x=1"],"tty":true,"user":"u","labels":{"k":"v"}},"rootfs":{}}"#,
+        );
         let cc = c.container_config;
         assert_eq!(cc.cmd, Some(vec!["a".to_owned()]));
         assert_eq!(cc.env, Some(vec!["x=1".to_owned()]));
@@ -1391,7 +1414,9 @@ mod tests {
 
     #[test]
     fn null_semantics() {
-        let c = ok(r#"{"os":"linux","os":null,"config":{"Env":["a"],"Env":null,"User":"u","User":null},"container_config":null,"created":null,"rootfs":{}}"#);
+        let c = ok(
+            r#"{"os":"linux","os":null,"config":{"Env":["a"],"Env":null,"User":"u","User":null},"container_config":null,"created":null,"rootfs":{}}"#,
+        );
         // Scalars keep what they had; lists and pointers become absent.
         assert_eq!(c.os, "linux");
         let cfg = c.config.unwrap();
@@ -1400,7 +1425,9 @@ mod tests {
         assert_eq!(c.created, None);
         let c = ok(r#"{"config":{},"config":null,"rootfs":{}}"#);
         assert_eq!(c.config, None);
-        let c = ok(r#"{"config":{"Labels":{"a":null},"StopTimeout":5,"StopTimeout":null},"rootfs":{}}"#);
+        let c = ok(
+            r#"{"config":{"Labels":{"a":null},"StopTimeout":5,"StopTimeout":null},"rootfs":{}}"#,
+        );
         let cfg = c.config.unwrap();
         assert_eq!(cfg.labels.unwrap()["a"], "");
         assert_eq!(cfg.stop_timeout, None);
@@ -1411,7 +1438,9 @@ mod tests {
 
     #[test]
     fn repeated_objects_merge_like_go() {
-        let c = ok(r#"{"container_config":{"User":"a"},"container_config":{"Tty":true},"config":{"Labels":{"a":"1"}},"config":{"Labels":{"b":"2"}},"rootfs":{"type":"x"},"rootfs":{"diff_ids":["d"]}}"#);
+        let c = ok(
+            r#"{"container_config":{"User":"a"},"container_config":{"Tty":true},"config":{"Labels":{"a":"1"}},"config":{"Labels":{"b":"2"}},"rootfs":{"type":"x"},"rootfs":{"diff_ids":["d"]}}"#,
+        );
         assert_eq!(c.container_config.user, "a");
         assert!(c.container_config.tty);
         let labels = c.config.unwrap().labels.unwrap();
@@ -1420,7 +1449,9 @@ mod tests {
         assert_eq!(c.rootfs.raw_diff_ids, vec!["d"]);
         // List elements decode into the existing ones; the length follows
         // the later list.
-        let c = ok(r#"{"history":[{"author":"a"},{"author":"b"}],"history":[{"comment":"c"}],"rootfs":{"diff_ids":["x"]}}"#);
+        let c = ok(
+            r#"{"history":[{"author":"a"},{"author":"b"}],"history":[{"comment":"c"}],"rootfs":{"diff_ids":["x"]}}"#,
+        );
         assert_eq!(c.history.len(), 1);
         assert_eq!(c.history[0].author, "a");
         assert_eq!(c.history[0].comment, "c");
@@ -1454,11 +1485,26 @@ mod tests {
             (r#"{"Size":1e3,"rootfs":{}}"#, "Size"),
             (r#"{"Size":9223372036854775808,"rootfs":{}}"#, "Size"),
             (r#"{"config":{"Tty":"true"},"rootfs":{}}"#, "config.Tty"),
-            (r#"{"config":{"StopTimeout":1.0},"rootfs":{}}"#, "config.StopTimeout"),
-            (r#"{"config":{"Volumes":{"/a":1}},"rootfs":{}}"#, "config.Volumes"),
-            (r#"{"config":{"Volumes":["/a"]},"rootfs":{}}"#, "config.Volumes"),
-            (r#"{"config":{"Labels":{"a":1}},"rootfs":{}}"#, "config.Labels"),
-            (r#"{"config":{"Healthcheck":{"Retries":"3"}},"rootfs":{}}"#, "Healthcheck.Retries"),
+            (
+                r#"{"config":{"StopTimeout":1.0},"rootfs":{}}"#,
+                "config.StopTimeout",
+            ),
+            (
+                r#"{"config":{"Volumes":{"/a":1}},"rootfs":{}}"#,
+                "config.Volumes",
+            ),
+            (
+                r#"{"config":{"Volumes":["/a"]},"rootfs":{}}"#,
+                "config.Volumes",
+            ),
+            (
+                r#"{"config":{"Labels":{"a":1}},"rootfs":{}}"#,
+                "config.Labels",
+            ),
+            (
+                r#"{"config":{"Healthcheck":{"Retries":"3"}},"rootfs":{}}"#,
+                "Healthcheck.Retries",
+            ),
             (r#"{"config":[],"rootfs":{}}"#, "config"),
             (r#"{"history":{},"rootfs":{}}"#, "history"),
             (r#"{"history":[1],"rootfs":{}}"#, "history[0]"),
@@ -1480,7 +1526,9 @@ mod tests {
 
     #[test]
     fn integers_and_negative_values() {
-        let c = ok(r#"{"Size":-5,"config":{"StopTimeout":0,"Healthcheck":{"Interval":9223372036854775807,"Retries":-1}},"rootfs":{}}"#);
+        let c = ok(
+            r#"{"Size":-5,"config":{"StopTimeout":0,"Healthcheck":{"Interval":9223372036854775807,"Retries":-1}},"rootfs":{}}"#,
+        );
         assert_eq!(c.size, -5);
         let cfg = c.config.unwrap();
         assert_eq!(cfg.stop_timeout, Some(0));
@@ -1491,7 +1539,9 @@ mod tests {
 
     #[test]
     fn timestamps_are_checked_and_named() {
-        let c = ok(r#"{"created":"2024-05-01T12:00:00.5+02:00","history":[{"created":"2024-05-01T10:00:00Z","empty_layer":true}],"rootfs":{}}"#);
+        let c = ok(
+            r#"{"created":"2024-05-01T12:00:00.5+02:00","history":[{"created":"2024-05-01T10:00:00Z","empty_layer":true}],"rootfs":{}}"#,
+        );
         assert_eq!(
             c.created.unwrap().to_rfc3339_nano(),
             "2024-05-01T12:00:00.5+02:00"
@@ -1520,7 +1570,9 @@ mod tests {
             Err(ConfigError::NoRootFs)
         );
         ok(r#"{"rootfs":null,"rootfs":{}}"#);
-        let c = ok(r#"{"rootfs":{"type":"layers","diff_ids":["ba5e"]},"history":[{"empty_layer":true},{},{"empty_layer":true}]}"#);
+        let c = ok(
+            r#"{"rootfs":{"type":"layers","diff_ids":["ba5e"]},"history":[{"empty_layer":true},{},{"empty_layer":true}]}"#,
+        );
         assert_eq!(c.rootfs.raw_diff_ids, vec!["ba5e"]);
         assert_eq!(c.non_empty_history_count(), 1);
         assert_eq!(
@@ -1534,7 +1586,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_skipped_but_must_be_json() {
-        let c = ok(r#"{"x":{"deep":[1,2,{"a":null}]},"container_config":{"Foo":[true]},"history":[{"bar":1,"empty_layer":true}],"rootfs":{"extra":"y"}}"#);
+        let c = ok(
+            r#"{"x":{"deep":[1,2,{"a":null}]},"container_config":{"Foo":[true]},"history":[{"bar":1,"empty_layer":true}],"rootfs":{"extra":"y"}}"#,
+        );
         assert_eq!(c.history.len(), 1);
         assert!(matches!(
             parse(r#"{"x":[1,],"rootfs":{}}"#),
@@ -1544,7 +1598,8 @@ mod tests {
 
     #[test]
     fn invalid_utf8_becomes_replacement_chars() {
-        let doc = b"{\"os\":\"a\xffb\xe2\x80\",\"config\":{\"Labels\":{\"k\xfe\":\"v\"}},\"rootfs\":{}}";
+        let doc =
+            b"{\"os\":\"a\xffb\xe2\x80\",\"config\":{\"Labels\":{\"k\xfe\":\"v\"}},\"rootfs\":{}}";
         let c = ImageConfig::from_json(doc).unwrap();
         assert_eq!(c.os, "a\u{FFFD}b\u{FFFD}\u{FFFD}");
         assert!(c.config.unwrap().labels.unwrap().contains_key("k\u{FFFD}"));
@@ -1587,7 +1642,10 @@ mod tests {
     fn go_string_lossy_is_per_byte() {
         assert_eq!(go_string(b"ok", false), "ok");
         assert_eq!(go_string(b"\xe2\x80", false), "\u{FFFD}\u{FFFD}");
-        assert_eq!(go_string(b"\xed\xa0\x80", false), "\u{FFFD}\u{FFFD}\u{FFFD}");
+        assert_eq!(
+            go_string(b"\xed\xa0\x80", false),
+            "\u{FFFD}\u{FFFD}\u{FFFD}"
+        );
         assert_eq!(go_string(b"\xed\xa0\x80", true), "\u{FFFD}");
         assert_eq!(go_string(b"a\xc3", false), "a\u{FFFD}");
     }

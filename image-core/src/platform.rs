@@ -23,7 +23,11 @@ impl ImageConfig {
     /// (Docker substitutes the host's OS, and Linux is the only host OS this
     /// project models).
     pub fn operating_system(&self) -> &str {
-        if self.os.is_empty() { "linux" } else { &self.os }
+        if self.os.is_empty() {
+            "linux"
+        } else {
+            &self.os
+        }
     }
 }
 
@@ -77,8 +81,7 @@ pub fn compare_platform(builder: &Platform, image: &Platform) -> bool {
     let image_os_version: Cow<'_, str> = windows_os_version(builder, image);
 
     let builder_os = normalize_os(&builder.os);
-    let (builder_arch, builder_variant) =
-        normalize_arch(&builder.architecture, &builder.variant);
+    let (builder_arch, builder_variant) = normalize_arch(&builder.architecture, &builder.variant);
     let image_os = normalize_os(&image.os);
     let (image_arch, image_variant) = normalize_arch(&image.architecture, &image.variant);
 
@@ -152,7 +155,11 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
     match arch.as_str() {
         "i386" => ("386".into(), String::new()),
         "x86_64" | "x86-64" | "amd64" => {
-            let variant = if variant == "v1" { String::new() } else { variant };
+            let variant = if variant == "v1" {
+                String::new()
+            } else {
+                variant
+            };
             ("amd64".into(), variant)
         }
         "aarch64" | "arm64" => {
@@ -336,7 +343,10 @@ mod tests {
     #[test]
     fn vectors_match_containerd() {
         assert_eq!(vector("amd64", ""), ["amd64", "386"]);
-        assert_eq!(vector("amd64", "v3"), ["amd64/v3", "amd64/v2", "amd64/v1", "386"]);
+        assert_eq!(
+            vector("amd64", "v3"),
+            ["amd64/v3", "amd64/v2", "amd64/v1", "386"]
+        );
         assert_eq!(vector("arm", ""), ["arm/v7", "arm/v6", "arm/v5"]);
         assert_eq!(vector("arm", "v5"), ["arm/v5"]);
         assert_eq!(
@@ -345,7 +355,15 @@ mod tests {
         );
         assert_eq!(
             vector("arm64", "v8.2"),
-            ["arm64/v8.2", "arm64/v8.1", "arm64/v8", "arm/v8", "arm/v7", "arm/v6", "arm/v5"]
+            [
+                "arm64/v8.2",
+                "arm64/v8.1",
+                "arm64/v8",
+                "arm/v8",
+                "arm/v7",
+                "arm/v6",
+                "arm/v5"
+            ]
         );
         assert_eq!(
             vector("arm64", "v9.1"),
@@ -370,13 +388,34 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        assert!(compare_platform(&p("Linux", "x86_64", ""), &p("linux", "amd64", "v1")));
-        assert!(compare_platform(&p("", "amd64", ""), &p("linux", "amd64", "")));
-        assert!(compare_platform(&p("linux", "aarch64", "8"), &p("linux", "arm64", "v8")));
-        assert!(compare_platform(&p("linux", "armhf", ""), &p("linux", "arm", "")));
-        assert!(compare_platform(&p("linux", "arm", "7"), &p("linux", "armel", "")));
-        assert!(compare_platform(&p("macos", "arm64", ""), &p("darwin", "arm64", "")));
-        assert!(!compare_platform(&p("linux", "amd64", ""), &p("windows", "amd64", "")));
+        assert!(compare_platform(
+            &p("Linux", "x86_64", ""),
+            &p("linux", "amd64", "v1")
+        ));
+        assert!(compare_platform(
+            &p("", "amd64", ""),
+            &p("linux", "amd64", "")
+        ));
+        assert!(compare_platform(
+            &p("linux", "aarch64", "8"),
+            &p("linux", "arm64", "v8")
+        ));
+        assert!(compare_platform(
+            &p("linux", "armhf", ""),
+            &p("linux", "arm", "")
+        ));
+        assert!(compare_platform(
+            &p("linux", "arm", "7"),
+            &p("linux", "armel", "")
+        ));
+        assert!(compare_platform(
+            &p("macos", "arm64", ""),
+            &p("darwin", "arm64", "")
+        ));
+        assert!(!compare_platform(
+            &p("linux", "amd64", ""),
+            &p("windows", "amd64", "")
+        ));
     }
 
     #[test]
@@ -384,15 +423,30 @@ mod tests {
         let linux = |a: &str, v: &str| p("linux", a, v);
         assert!(compare_platform(&linux("amd64", ""), &linux("386", "")));
         assert!(!compare_platform(&linux("386", ""), &linux("amd64", "")));
-        assert!(compare_platform(&linux("amd64", "v3"), &linux("amd64", "v2")));
-        assert!(!compare_platform(&linux("amd64", "v2"), &linux("amd64", "v3")));
+        assert!(compare_platform(
+            &linux("amd64", "v3"),
+            &linux("amd64", "v2")
+        ));
+        assert!(!compare_platform(
+            &linux("amd64", "v2"),
+            &linux("amd64", "v3")
+        ));
         assert!(compare_platform(&linux("arm", "v8"), &linux("arm", "v7")));
         assert!(!compare_platform(&linux("arm", "v7"), &linux("arm", "v8")));
         assert!(compare_platform(&linux("arm64", ""), &linux("arm", "v6")));
         assert!(!compare_platform(&linux("arm", "v8"), &linux("arm64", "")));
-        assert!(compare_platform(&linux("arm64", "v9.1"), &linux("arm64", "v8.6")));
-        assert!(!compare_platform(&linux("arm64", "v9.1"), &linux("arm64", "v8.7")));
-        assert!(!compare_platform(&linux("arm64", "v8"), &linux("arm64", "v8.1")));
+        assert!(compare_platform(
+            &linux("arm64", "v9.1"),
+            &linux("arm64", "v8.6")
+        ));
+        assert!(!compare_platform(
+            &linux("arm64", "v9.1"),
+            &linux("arm64", "v8.7")
+        ));
+        assert!(!compare_platform(
+            &linux("arm64", "v8"),
+            &linux("arm64", "v8.1")
+        ));
         assert!(!compare_platform(&linux("amd64", ""), &linux("arm64", "")));
     }
 
@@ -409,23 +463,51 @@ mod tests {
     #[test]
     fn windows_versions() {
         // The cases of moby's TestPlatformCompare.
-        assert!(compare_platform(&win("amd64", "10.0.22621"), &win("amd64", "10.0.17763.5329")));
-        assert!(compare_platform(&win("amd64", "10.0.17763.1234"), &win("amd64", "10.0.17763.5329")));
-        assert!(!compare_platform(&win("amd64", "11.0.17763.5329"), &win("amd64", "10.0.17763.5329")));
-        assert!(!compare_platform(&win("amd64", "10.0.17763.5329"), &win("amd64", "10.1.17763.5329")));
-        assert!(!compare_platform(&win("arm64", "10.0.17763.5329"), &win("amd64", "10.0.17763.5329")));
+        assert!(compare_platform(
+            &win("amd64", "10.0.22621"),
+            &win("amd64", "10.0.17763.5329")
+        ));
+        assert!(compare_platform(
+            &win("amd64", "10.0.17763.1234"),
+            &win("amd64", "10.0.17763.5329")
+        ));
+        assert!(!compare_platform(
+            &win("amd64", "11.0.17763.5329"),
+            &win("amd64", "10.0.17763.5329")
+        ));
+        assert!(!compare_platform(
+            &win("amd64", "10.0.17763.5329"),
+            &win("amd64", "10.1.17763.5329")
+        ));
+        assert!(!compare_platform(
+            &win("arm64", "10.0.17763.5329"),
+            &win("amd64", "10.0.17763.5329")
+        ));
         // Without Docker's rewrite (two-part versions), containerd's rule
         // applies as is: an unparsable image version never matches a parsed
         // host version, and an empty one always does.
-        assert!(!compare_platform(&win("amd64", "10.0.17763"), &win("amd64", "10.0")));
-        assert!(compare_platform(&win("amd64", "10.0.17763"), &win("amd64", "")));
+        assert!(!compare_platform(
+            &win("amd64", "10.0.17763"),
+            &win("amd64", "10.0")
+        ));
+        assert!(compare_platform(
+            &win("amd64", "10.0.17763"),
+            &win("amd64", "")
+        ));
         assert!(compare_platform(&win("amd64", ""), &win("amd64", "10.0.1")));
     }
 
     #[test]
     fn windows_version_rules() {
         let v = WindowsVersion::parse;
-        assert_eq!(v("10.0.17763.5329"), WindowsVersion { major: 10, minor: 0, build: 17763 });
+        assert_eq!(
+            v("10.0.17763.5329"),
+            WindowsVersion {
+                major: 10,
+                minor: 0,
+                build: 17763
+            }
+        );
         assert!(v("10.0").is_empty());
         assert!(v("256.0.1").is_empty());
         assert!(v("10.0.x").is_empty());
@@ -446,9 +528,19 @@ mod tests {
             ..Default::default()
         };
         let pl = c.platform();
-        assert_eq!((pl.os.as_str(), pl.architecture.as_str(), pl.variant.as_str()), ("", "arm", "v7"));
+        assert_eq!(
+            (
+                pl.os.as_str(),
+                pl.architecture.as_str(),
+                pl.variant.as_str()
+            ),
+            ("", "arm", "v7")
+        );
         assert_eq!(c.operating_system(), "linux");
-        let c = ImageConfig { os: "windows".into(), ..c };
+        let c = ImageConfig {
+            os: "windows".into(),
+            ..c
+        };
         assert_eq!(c.operating_system(), "windows");
     }
 

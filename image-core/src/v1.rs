@@ -197,8 +197,11 @@ fn go_atoi_lenient(s: &str) -> i64 {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }
-    s.parse::<i64>()
-        .unwrap_or(if s.starts_with('-') { i64::MIN } else { i64::MAX })
+    s.parse::<i64>().unwrap_or(if s.starts_with('-') {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// Reads only `docker_version` (case-insensitively, last key wins) as Go
@@ -249,7 +252,10 @@ impl<'de> serde::Deserialize<'de> for StringBytes {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<StringBytes, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<StringBytes, E> {
                 Ok(StringBytes(go_string(v, false)))
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<StringBytes, E> {
@@ -461,8 +467,14 @@ mod tests {
 
     #[test]
     fn docker_version_is_read_leniently() {
-        assert_eq!(docker_version(br#"{"DOCKER_VERSION":"1.9","docker_version":"1.7"}"#).unwrap(), "1.7");
-        assert_eq!(docker_version(br#"{"docker_version":"1.9","docker_version":null}"#).unwrap(), "1.9");
+        assert_eq!(
+            docker_version(br#"{"DOCKER_VERSION":"1.9","docker_version":"1.7"}"#).unwrap(),
+            "1.7"
+        );
+        assert_eq!(
+            docker_version(br#"{"docker_version":"1.9","docker_version":null}"#).unwrap(),
+            "1.9"
+        );
         assert_eq!(docker_version(br#"{"Size":"not an int"}"#).unwrap(), "");
         assert!(docker_version(br#"{"docker_version":1}"#).is_err());
         assert!(docker_version(br#"[1]"#).is_err());

@@ -53,7 +53,11 @@ fn apply(mut c: ContainerConfig, n: &Nudge) -> ContainerConfig {
         }
         Nudge::LabelsNoneToEmpty => {
             if c.labels.as_ref().is_none_or(|l| l.is_empty()) {
-                c.labels = if c.labels.is_some() { None } else { Some(Default::default()) };
+                c.labels = if c.labels.is_some() {
+                    None
+                } else {
+                    Some(Default::default())
+                };
             }
         }
         Nudge::EnvNoneToEmpty => {
@@ -63,14 +67,22 @@ fn apply(mut c: ContainerConfig, n: &Nudge) -> ContainerConfig {
         }
         Nudge::VolumesNoneToEmpty => {
             if c.volumes.as_ref().is_none_or(|v| v.is_empty()) {
-                c.volumes = if c.volumes.is_some() { None } else { Some(Default::default()) };
+                c.volumes = if c.volumes.is_some() {
+                    None
+                } else {
+                    Some(Default::default())
+                };
             }
         }
         Nudge::HealthTestNoneToEmpty => {
             if let Some(hc) = c.healthcheck.as_mut()
                 && hc.test.as_ref().is_none_or(Vec::is_empty)
             {
-                hc.test = if hc.test.is_some() { None } else { Some(vec![]) };
+                hc.test = if hc.test.is_some() {
+                    None
+                } else {
+                    Some(vec![])
+                };
             }
         }
         Nudge::Reorder => {
@@ -193,9 +205,13 @@ fn mutate(mut c: ContainerConfig, m: Mutation) -> ContainerConfig {
                 None => Some(HealthConfig::default()),
             }
         }
-        Mutation::HealthInterval => c.healthcheck.get_or_insert_with(Default::default).interval += 1,
+        Mutation::HealthInterval => {
+            c.healthcheck.get_or_insert_with(Default::default).interval += 1
+        }
         Mutation::HealthRetries => c.healthcheck.get_or_insert_with(Default::default).retries -= 1,
-        Mutation::HealthTestPush => push(&mut c.healthcheck.get_or_insert_with(Default::default).test),
+        Mutation::HealthTestPush => {
+            push(&mut c.healthcheck.get_or_insert_with(Default::default).test)
+        }
     }
     c
 }
@@ -223,7 +239,12 @@ fn sparse_config() -> impl Strategy<Value = ContainerConfig> {
             .prop_map(|(k, v)| Some([(k.to_owned(), v.to_owned())].into())),
     ];
     (
-        (common::small_string(), common::small_string(), common::small_string(), common::small_string()),
+        (
+            common::small_string(),
+            common::small_string(),
+            common::small_string(),
+            common::small_string(),
+        ),
         (s(), s(), s()),
         (list(), list(), list()),
         labels,
@@ -231,25 +252,35 @@ fn sparse_config() -> impl Strategy<Value = ContainerConfig> {
         weighted(0.1, 0i64..2),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|((hostname, domainname, image, mac_address), (user, working_dir, stop_signal), (env, cmd, shell), labels, healthcheck, stop_timeout, tty)| {
-            ContainerConfig {
-                hostname,
-                domainname,
-                image,
-                mac_address,
-                user,
-                working_dir,
-                stop_signal,
-                env,
-                cmd,
-                shell,
+        .prop_map(
+            |(
+                (hostname, domainname, image, mac_address),
+                (user, working_dir, stop_signal),
+                (env, cmd, shell),
                 labels,
                 healthcheck,
                 stop_timeout,
                 tty,
-                ..Default::default()
-            }
-        })
+            )| {
+                ContainerConfig {
+                    hostname,
+                    domainname,
+                    image,
+                    mac_address,
+                    user,
+                    working_dir,
+                    stop_signal,
+                    env,
+                    cmd,
+                    shell,
+                    labels,
+                    healthcheck,
+                    stop_timeout,
+                    tty,
+                    ..Default::default()
+                }
+            },
+        )
 }
 
 proptest! {
@@ -306,7 +337,10 @@ fn near_pairs_do_compare_equal_often() {
             equal += 1;
         }
     }
-    assert!(equal > 100, "only {equal} of 500 near pairs were equal but not identical");
+    assert!(
+        equal > 100,
+        "only {equal} of 500 near pairs were equal but not identical"
+    );
 }
 
 #[test]
@@ -322,5 +356,8 @@ fn independent_pairs_compare_equal_sometimes() {
             equal += 1;
         }
     }
-    assert!(equal > 20, "only {equal} of 2000 independent pairs were equal");
+    assert!(
+        equal > 20,
+        "only {equal} of 2000 independent pairs were equal"
+    );
 }

@@ -84,7 +84,10 @@ fn encode_cases() -> Vec<(&'static str, ImageConfig)> {
                 "RUN make && make install > /dev/null",
             ])),
             healthcheck: Some(HealthConfig {
-                test: Some(strings(&["CMD-SHELL", "curl -f http://localhost/ || exit 1"])),
+                test: Some(strings(&[
+                    "CMD-SHELL",
+                    "curl -f http://localhost/ || exit 1",
+                ])),
                 interval: 30_000_000_000,
                 timeout: 5_000_000_000,
                 start_period: 2_000_000_000,
@@ -316,9 +319,17 @@ fn encoding_matches_go() {
         );
         // Parsing our own output gives the config back.
         let back = ImageConfig::from_json(&sorted).unwrap();
-        assert_eq!(back, after_roundtrip(config.clone()), "{name}: parse(encode(x))");
+        assert_eq!(
+            back,
+            after_roundtrip(config.clone()),
+            "{name}: parse(encode(x))"
+        );
         let back = ImageConfig::from_json(&config.to_json_struct_order()).unwrap();
-        assert_eq!(back, after_roundtrip(config), "{name}: parse(encode_value(x))");
+        assert_eq!(
+            back,
+            after_roundtrip(config),
+            "{name}: parse(encode_value(x))"
+        );
     }
 }
 
@@ -348,7 +359,11 @@ fn parsing_matches_go() {
     inputs.sort();
     assert!(inputs.len() >= 30, "golden parse cases missing");
     for input in inputs {
-        let name = input.file_name().unwrap().to_string_lossy().replace(".in.json", "");
+        let name = input
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".in.json", "");
         let doc = read(&input);
         let result = ImageConfig::from_json(&doc);
         let err_file = dir.join(format!("{name}.err.txt"));
@@ -389,7 +404,11 @@ fn v1_functions_match_go() {
     inputs.sort();
     assert!(inputs.len() >= 6, "golden v1 cases missing");
     for input in inputs {
-        let name = input.file_name().unwrap().to_string_lossy().replace(".in.json", "");
+        let name = input
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".in.json", "");
         let doc = read(&input);
         let history = v1::history_from_config(&doc, name == "old");
         if dir.join(format!("{name}.err.txt")).exists() {
@@ -421,6 +440,10 @@ fn v1_functions_match_go() {
             v1::create_id(&config, &layer, None),
             v1::create_id(&config, &layer, Some(&parent))
         );
-        assert_eq!(ids, text(&read(&dir.join(format!("{name}.id.txt")))), "{name}: ids");
+        assert_eq!(
+            ids,
+            text(&read(&dir.join(format!("{name}.id.txt")))),
+            "{name}: ids"
+        );
     }
 }

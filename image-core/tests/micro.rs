@@ -48,7 +48,13 @@ fn keys_a_typical_probe_config_repeatedly() {
             "#(nop) ".into(),
             "LABEL org.opencontainers.image.source=https://example.org/app".into(),
         ]),
-        labels: Some([("org.opencontainers.image.source".into(), "https://example.org/app".into())].into()),
+        labels: Some(
+            [(
+                "org.opencontainers.image.source".into(),
+                "https://example.org/app".into(),
+            )]
+            .into(),
+        ),
         working_dir: "/app".into(),
         ..Default::default()
     };

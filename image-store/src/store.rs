@@ -387,14 +387,21 @@ impl Store {
 
         // Read the configs no summary vouches for, verify and summarise them,
         // and store the summaries so the next open need not read them.
-        let reads = futures::stream::iter(missing.iter().map(|&i| {
-            let id = entries[i].0.id;
-            let backend = self.inner.backend.clone();
-            async move { (i, id, backend.get(&id).await) }
-        }))
-        .buffer_unordered(self.inner.options.read_concurrency)
-        .collect::<Vec<_>>()
-        .await;
+        let reads: Vec<_> = missing
+            .iter()
+            .map(|&i| {
+                let id = entries[i].0.id;
+                let backend = self.inner.backend.clone();
+                async move {
+                    let result = backend.get(&id).await;
+                    (i, id, result)
+                }
+            })
+            .collect();
+        let reads = futures::stream::iter(reads)
+            .buffer_unordered(self.inner.options.read_concurrency)
+            .collect::<Vec<_>>()
+            .await;
         report.configs_read = reads.len();
         let mut write_back = WriteBatch::new();
         let mut quarantine = WriteBatch::new();

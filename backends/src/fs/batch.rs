@@ -35,7 +35,7 @@ use super::index::{Record, Update};
 use super::{Error, Inner, Layout, NAME, content_present};
 
 /// Applies a batch; see the module docs.
-pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), CoreError> {
+pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
     let ops = batch.into_ops();
     validate(inner, &ops)?;
     let mut w = Writer {
@@ -81,7 +81,7 @@ fn op_name(op: &WriteOp) -> &'static str {
 
 /// Checks every operation against the content on disk and the operations
 /// before it, so that a refused batch writes nothing.
-fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), CoreError> {
+fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), Error> {
     let mut exists: HashMap<ImageId, bool> = HashMap::new();
     for op in ops {
         let id = op.id();
@@ -105,7 +105,8 @@ fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), CoreError> {
                 if !present {
                     return Err(CoreError::NotFound {
                         key: Key::Image(id),
-                    });
+                    }
+                    .into());
                 }
                 exists.insert(id, false);
             }
@@ -113,7 +114,8 @@ fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), CoreError> {
                 if !present {
                     return Err(CoreError::NotFound {
                         key: Key::Image(id),
-                    });
+                    }
+                    .into());
                 }
             }
             WriteOp::DeleteMetadata { .. } => {}
@@ -121,7 +123,8 @@ fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), CoreError> {
                 return Err(CoreError::Unsupported {
                     operation: op_name(other),
                     backend: NAME,
-                });
+                }
+                .into());
             }
         }
     }
@@ -225,7 +228,7 @@ impl Writer<'_> {
         })
     }
 
-    fn flush_run(&mut self, run: &mut Run) -> Result<(), CoreError> {
+    fn flush_run(&mut self, run: &mut Run) -> Result<(), Error> {
         if run.is_empty() {
             return Ok(());
         }
@@ -258,12 +261,7 @@ impl Writer<'_> {
                 let target = layout.content_path(id);
                 match check_destination(&target).map_err(|e| e.with_key(key()))? {
                     Err(found) => {
-                        return Err(Error::Destination {
-                            path: target,
-                            found,
-                            key: key(),
-                        }
-                        .into());
+                        return Err(Error::destination(target, found, key()));
                     }
                     // The same ID and length means the same bytes, short of
                     // damage that reads detect; storing existing content is
@@ -297,12 +295,7 @@ impl Writer<'_> {
                         if let Err(found) =
                             check_destination(&target).map_err(|e| e.with_key(meta_key()))?
                         {
-                            return Err(Error::Destination {
-                                path: target,
-                                found,
-                                key: meta_key(),
-                            }
-                            .into());
+                            return Err(Error::destination(target, found, meta_key()));
                         }
                         let mut tmp = TempFile::create(&dir, k.as_str())
                             .map_err(|e| e.with_key(meta_key()))?;
@@ -352,17 +345,11 @@ impl Writer<'_> {
                 Ok(()) => {}
                 Err(e) if is_missing(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                    return Err(Error::Destination {
-                        path,
-                        found: "directory",
-                        key: Key::Metadata { id, key: k },
-                    }
-                    .into());
+                    return Err(Error::destination(path, "directory", Key::Metadata { id, key: k }));
                 }
                 Err(source) => {
                     return Err(Error::io("remove", &path, source)
-                        .with_key(Key::Metadata { id, key: k })
-                        .into());
+                        .with_key(Key::Metadata { id, key: k }));
                 }
             }
         }
@@ -394,7 +381,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn flush_resets(&mut self, resets: &mut Vec<Reset>) -> Result<(), CoreError> {
+    fn flush_resets(&mut self, resets: &mut Vec<Reset>) -> Result<(), Error> {
         if resets.is_empty() {
             return Ok(());
         }

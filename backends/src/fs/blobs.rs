@@ -56,11 +56,7 @@ fn start(inner: &Inner, digest: &Digest) -> Result<Start, Error> {
             tmp: TempFile::create(&dir, &digest.hex()).map_err(|e| e.with_key(key()))?,
             new_dir,
         }),
-        Err(found) => Err(Error::Destination {
-            path,
-            found,
-            key: key(),
-        }),
+        Err(found) => Err(Error::destination(path, found, key())),
     }
 }
 
@@ -166,7 +162,7 @@ pub(super) async fn put(
         Some(size) => Ok(BlobInfo { digest, size }),
         None => Err(Error::WriterStopped {
             path: inner.layout.blob_path(&digest),
-            key: Key::Blob(digest),
+            key: Box::new(Key::Blob(digest)),
         }
         .into()),
     }
@@ -233,20 +229,21 @@ pub(super) async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader,
 }
 
 /// Size of a blob.
-pub(super) fn head(path: &Path, digest: Digest) -> Result<Result<BlobInfo, CoreError>, Error> {
+pub(super) fn head(path: &Path, digest: Digest) -> Result<BlobInfo, Error> {
     match fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(Ok(BlobInfo {
+        Ok(m) if m.is_file() => Ok(BlobInfo {
             digest,
             size: m.len(),
-        })),
-        Ok(m) => Err(Error::Destination {
-            path: path.to_path_buf(),
-            found: super::files::kind_name(m.file_type()),
-            key: Key::Blob(digest),
         }),
-        Err(e) if is_missing(&e) => Ok(Err(CoreError::NotFound {
+        Ok(m) => Err(Error::destination(
+            path.to_path_buf(),
+            super::files::kind_name(m.file_type()),
+            Key::Blob(digest),
+        )),
+        Err(e) if is_missing(&e) => Err(CoreError::NotFound {
             key: Key::Blob(digest),
-        })),
+        }
+        .into()),
         Err(source) => Err(Error::io("inspect", path, source).with_key(Key::Blob(digest))),
     }
 }
@@ -319,20 +316,17 @@ pub(super) fn set_note(
     digest: &Digest,
     key: &MetadataKey,
     value: &[u8],
-) -> Result<Result<(), CoreError>, Error> {
+) -> Result<(), Error> {
     let blob = inner.layout.blob_path(digest);
+    let missing = || {
+        Error::from(CoreError::NotFound {
+            key: Key::Blob(*digest),
+        })
+    };
     match fs::metadata(&blob) {
         Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Ok(Err(CoreError::NotFound {
-                key: Key::Blob(*digest),
-            }));
-        }
-        Err(e) if is_missing(&e) => {
-            return Ok(Err(CoreError::NotFound {
-                key: Key::Blob(*digest),
-            }));
-        }
+        Ok(_) => return Err(missing()),
+        Err(e) if is_missing(&e) => return Err(missing()),
         Err(source) => return Err(Error::io("inspect", &blob, source)),
     }
     let note_key = || Key::BlobNote {
@@ -343,11 +337,7 @@ pub(super) fn set_note(
     let new_dir = ensure_dir(&dir).map_err(|e| e.with_key(note_key()))?;
     let target = dir.join(key.as_str());
     if let Err(found) = check_destination(&target).map_err(|e| e.with_key(note_key()))? {
-        return Err(Error::Destination {
-            path: target,
-            found,
-            key: note_key(),
-        });
+        return Err(Error::destination(target, found, note_key()));
     }
     let fsync = inner.config.fsync;
     write_atomic(&dir, key.as_str(), value, fsync).map_err(|e| e.with_key(note_key()))?;
@@ -357,5 +347,5 @@ pub(super) fn set_note(
             sync_dir(parent)?;
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }

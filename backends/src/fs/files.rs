@@ -9,6 +9,7 @@ use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::os::unix::fs::PermissionsExt as _;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -379,6 +380,132 @@ pub(super) fn dir_token(dir: &Path) -> Result<Token, Error> {
         Err(source) => Err(Error::io("inspect", dir, source)),
     }
 }
+
+/// The same token as [`dir_token`], from a stat relative to an open
+/// directory (`dirfd`/`name`), which spares the kernel the walk of the
+/// whole path on every one of a load's many stats.
+pub(super) fn dir_token_at(
+    dirfd: BorrowedFd<'_>,
+    name: &str,
+    full_path: impl Fn() -> PathBuf,
+) -> Result<Token, Error> {
+    use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
+    use rustix::io::Errno;
+    let mask = StatxFlags::TYPE | StatxFlags::INO | StatxFlags::MTIME | StatxFlags::CTIME;
+    match statx(dirfd, name, AtFlags::empty(), mask) {
+        Ok(st) => {
+            let stamp = Stamp {
+                ino: st.stx_ino,
+                mtime: st.stx_mtime.tv_sec,
+                mtime_ns: st.stx_mtime.tv_nsec,
+                ctime: st.stx_ctime.tv_sec,
+                ctime_ns: st.stx_ctime.tv_nsec,
+            };
+            if FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory {
+                Ok(Token::Dir(stamp))
+            } else {
+                Ok(Token::Other(stamp))
+            }
+        }
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(Token::Absent),
+        // Kernels before 4.11 have no statx.
+        Err(Errno::NOSYS) => dir_token(&full_path()),
+        Err(e) => Err(Error::io("inspect", &full_path(), e.into())),
+    }
+}
+
+/// What a path relative to an open directory leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Nothing.
+    Missing,
+    /// A regular file of this size.
+    File(u64),
+    /// Something else, named for messages.
+    Other(&'static str),
+}
+
+/// Names a file type reported by the kernel, for messages.
+pub(super) fn raw_kind_name(ft: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match ft {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "named pipe",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "device",
+        _ => "special file",
+    }
+}
+
+/// What `dirfd`/`name` leads to, following symbolic links.
+pub(super) fn file_at(
+    dirfd: BorrowedFd<'_>,
+    name: &str,
+    full_path: impl Fn() -> PathBuf,
+) -> Result<Found, Error> {
+    use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
+    use rustix::io::Errno;
+    match statx(dirfd, name, AtFlags::empty(), StatxFlags::TYPE | StatxFlags::SIZE) {
+        Ok(st) => {
+            let ft = FileType::from_raw_mode(u32::from(st.stx_mode));
+            Ok(if ft == FileType::RegularFile {
+                Found::File(st.stx_size)
+            } else {
+                Found::Other(raw_kind_name(ft))
+            })
+        }
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(Found::Missing),
+        Err(Errno::NOSYS) => match fs::metadata(full_path()) {
+            Ok(m) if m.is_file() => Ok(Found::File(m.len())),
+            Ok(m) => Ok(Found::Other(kind_name(m.file_type()))),
+            Err(e) if is_missing(&e) => Ok(Found::Missing),
+            Err(source) => Err(Error::io("inspect", &full_path(), source)),
+        },
+        Err(e) => Err(Error::io("inspect", &full_path(), e.into())),
+    }
+}
+
+/// Opens a directory for `*at` calls and listing.
+pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
+    use rustix::fs::{Mode, OFlags, open};
+    open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open directory", path, e.into()))
+}
+
+/// Hashes image IDs by eight bytes of their hash.
+///
+/// IDs are SHA-256 digests, uniformly distributed, so a few of their bytes
+/// are as good a hash as any; the maps of a load hold one entry per image
+/// and are probed once per image, which makes a cheap hash worth it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.first_chunk::<8>() {
+            Some(head) => self.0 ^= u64::from_le_bytes(*head),
+            None => {
+                for &b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(b);
+                }
+            }
+        }
+    }
+}
+
+/// A map keyed by image ID, hashed with [`IdHasher`].
+pub(super) type IdMap<V> =
+    std::collections::HashMap<imagecache_core::ImageId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// A unit of blocking work for [`run_parallel`].
 pub(super) type Job = Box<dyn FnOnce() -> Result<(), Error> + Send + 'static>;

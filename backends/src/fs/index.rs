@@ -23,7 +23,6 @@
 //! (another process, Docker, a lost record) and the entry is marked for
 //! re-reading. That makes replaying a journal over any older snapshot safe.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -34,7 +33,7 @@ use bytes::Bytes;
 use imagecache_core::{ImageId, MetadataKey};
 
 use super::Error;
-use super::files::{FILE_MODE, Stamp, TempFile, Token, is_missing};
+use super::files::{FILE_MODE, IdMap, Stamp, TempFile, Token, is_missing};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ICFSIDX1";
 const JOURNAL_MAGIC: &[u8; 8] = b"ICFSJRN1";
@@ -103,7 +102,7 @@ pub(super) struct Update {
 }
 
 /// Every entry, by image.
-pub(super) type Entries = HashMap<ImageId, Entry>;
+pub(super) type Entries = IdMap<Entry>;
 
 /// Applies one record to the entries.
 pub(super) fn apply(entries: &mut Entries, record: Record) {
@@ -400,7 +399,8 @@ pub(super) fn decode_snapshot(buf: Bytes) -> Option<(u64, Entries)> {
         pos: HEADER_LEN,
     };
     let count = r.u64()?;
-    let mut entries = HashMap::with_capacity(usize::try_from(count).ok()?.min(1 << 24));
+    let mut entries =
+        Entries::with_capacity_and_hasher(usize::try_from(count).ok()?.min(1 << 24), Default::default());
     for _ in 0..count {
         let id = r.id()?;
         let flags = r.u8()?;

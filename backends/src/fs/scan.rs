@@ -5,7 +5,10 @@
 //! images it has never seen, and images whose metadata directory changed
 //! since it was recorded.
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::fd::{AsFd as _, BorrowedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::thread;
 
@@ -14,8 +17,8 @@ use imagecache_core::{ImageId, MetadataKey, Quarantined, Snapshot, SnapshotEntry
 
 use super::batch::quarantine_now;
 use super::files::{
-    TEMP_PREFIX, Token, dir_token, is_missing, kind_name, parse_hex32, read_regular,
-    remove_if_stale,
+    Found, TEMP_PREFIX, Token, dir_token_at, file_at, is_missing, open_dir, parse_hex32,
+    raw_kind_name, read_regular, remove_if_stale,
 };
 use super::index::{Entries, Entry};
 use super::{Error, Inner, Layout};
@@ -29,7 +32,16 @@ const MAX_THREADS: usize = 4;
 #[derive(Debug)]
 struct Listed {
     id: ImageId,
+    /// The file name: 64 lowercase hex digits.
+    name: [u8; 64],
     kind: ListedKind,
+}
+
+impl Listed {
+    fn name(&self) -> &str {
+        // Only names that parsed as lowercase hex are listed.
+        std::str::from_utf8(&self.name).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,37 +70,49 @@ enum Outcome {
 }
 
 /// Lists `content/sha256`: valid names only, stale temp files removed.
+///
+/// Reads the directory with `getdents` into one buffer, so a listing of
+/// many thousands of names allocates nothing per name.
 fn list_content(inner: &Inner) -> Result<Vec<Listed>, Error> {
+    use rustix::fs::{AtFlags, Dir, FileType, StatxFlags, statx};
     let dir = &inner.layout.content;
     let ttl = inner.config.temp_ttl;
+    let fd = open_dir(dir)?;
+    let mut entries = Dir::read_from(&fd).map_err(|e| Error::io("list", dir, e.into()))?;
     let mut listed = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            tracing::debug!(name = ?name, "skipping invalid digest: not UTF-8");
-            continue;
-        };
-        if name.starts_with(TEMP_PREFIX) {
-            remove_if_stale(&entry.path(), ttl);
+    while let Some(entry) = entries.read() {
+        let entry = entry.map_err(|e| Error::io("list", dir, e.into()))?;
+        let name = entry.file_name().to_bytes();
+        if name.starts_with(TEMP_PREFIX.as_bytes()) {
+            remove_if_stale(&dir.join(OsStr::from_bytes(name)), ttl);
             continue;
         }
-        let Some(bytes) = parse_hex32(name) else {
-            tracing::debug!(name, "skipping invalid digest: not 64 lowercase hex characters");
+        let Some(bytes) = std::str::from_utf8(name).ok().and_then(parse_hex32) else {
+            if name != b"." && name != b".." {
+                tracing::debug!(
+                    name = %String::from_utf8_lossy(name),
+                    "skipping invalid digest: not 64 lowercase hex characters"
+                );
+            }
             continue;
         };
-        let ft = entry
-            .file_type()
-            .map_err(|e| Error::io("inspect", &entry.path(), e))?;
-        let kind = if ft.is_file() {
-            ListedKind::File
-        } else if ft.is_symlink() {
-            ListedKind::Symlink
-        } else {
-            ListedKind::Other(kind_name(ft))
+        let mut ft = entry.file_type();
+        if ft == FileType::Unknown {
+            // Some file systems do not report types in directory entries.
+            let st = statx(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE)
+                .map_err(|e| Error::io("inspect", &dir.join(OsStr::from_bytes(name)), e.into()))?;
+            ft = FileType::from_raw_mode(u32::from(st.stx_mode));
+        }
+        let kind = match ft {
+            FileType::RegularFile => ListedKind::File,
+            FileType::Symlink => ListedKind::Symlink,
+            other => ListedKind::Other(raw_kind_name(other)),
         };
+        let mut name_buf = [0u8; 64];
+        name_buf.copy_from_slice(name);
         listed.push(Listed {
             id: ImageId::from_bytes(bytes),
+            name: name_buf,
             kind,
         });
     }
@@ -137,14 +161,19 @@ fn read_metadata(
     Ok(metadata)
 }
 
-/// Decides about one listed image.
-fn examine(
-    layout: &Layout,
+/// Open directories a load stats relative to.
+#[derive(Clone, Copy)]
+struct Dirs<'a> {
+    layout: &'a Layout,
+    content: BorrowedFd<'a>,
+    metadata: BorrowedFd<'a>,
     ttl: std::time::Duration,
-    listed: &Listed,
-    entry: Option<&Entry>,
-) -> Result<Outcome, Error> {
+}
+
+/// Decides about one listed image.
+fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Outcome, Error> {
     let id = &listed.id;
+    let name = listed.name();
     if let ListedKind::Other(kind) = listed.kind {
         return Ok(Outcome::Quarantine(format!(
             "a {kind} occupies the content path"
@@ -155,36 +184,32 @@ fn examine(
         // Never seen as a good file: check it is a non-empty regular file
         // before reporting the image (old non-atomic writers left empty
         // files behind after a crash).
-        let path = layout.content_path(id);
-        match fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() > 0 => checked = true,
-            Ok(m) if m.is_file() => {
+        match file_at(dirs.content, name, || dirs.layout.content_path(id))? {
+            Found::File(len) if len > 0 => checked = true,
+            Found::File(_) => {
                 return Ok(Outcome::Quarantine("the content file is empty".into()));
             }
-            Ok(m) => {
+            Found::Other(kind) => {
                 return Ok(Outcome::Quarantine(format!(
-                    "the content path leads to a {}",
-                    kind_name(m.file_type())
+                    "the content path leads to a {kind}"
                 )));
             }
-            Err(e) if is_missing(&e) => {
+            Found::Missing => {
                 return Ok(if matches!(listed.kind, ListedKind::Symlink) {
                     Outcome::Quarantine("the content path is a dangling symbolic link".into())
                 } else {
                     Outcome::Gone
                 });
             }
-            Err(source) => return Err(Error::io("inspect", &path, source)),
         }
     }
-    let dir = layout.metadata_dir(id);
-    let token = dir_token(&dir)?;
+    let token = dir_token_at(dirs.metadata, name, || dirs.layout.metadata_dir(id))?;
     if let Some(e) = entry
         && e.token == Some(token)
     {
         return Ok(Outcome::Keep { checked });
     }
-    let metadata = read_metadata(&dir, token, ttl)?;
+    let metadata = read_metadata(&dirs.layout.metadata_dir(id), token, dirs.ttl)?;
     Ok(Outcome::Fresh {
         token,
         metadata,
@@ -194,11 +219,17 @@ fn examine(
 
 /// Examines every listed image, on several threads for large stores.
 fn examine_all(inner: &Inner, entries: &Entries, listed: &[Listed]) -> Result<Vec<Outcome>, Error> {
-    let layout = &inner.layout;
-    let ttl = inner.config.temp_ttl;
+    let content = open_dir(&inner.layout.content)?;
+    let metadata = open_dir(&inner.layout.metadata)?;
+    let dirs = Dirs {
+        layout: &inner.layout,
+        content: content.as_fd(),
+        metadata: metadata.as_fd(),
+        ttl: inner.config.temp_ttl,
+    };
     let run = |part: &[Listed]| -> Result<Vec<Outcome>, Error> {
         part.iter()
-            .map(|l| examine(layout, ttl, l, entries.get(&l.id)))
+            .map(|l| examine(dirs, l, entries.get(&l.id)))
             .collect()
     };
     let threads = thread::available_parallelism()
@@ -259,8 +290,16 @@ fn list_quarantine(layout: &Layout) -> Result<Vec<Quarantined>, Error> {
 
 /// Loads the store; see the module docs.
 pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
-    let loaded = inner.index.read()?;
-    let listed = list_content(inner)?;
+    // The index is decoded while the content directory is listed.
+    let (loaded, listed) = thread::scope(|s| {
+        let index = s.spawn(|| inner.index.read());
+        let listed = list_content(inner);
+        let loaded = index.join().map_err(|_| Error::Panicked);
+        Ok::<_, Error>((loaded??, listed?))
+    })?;
+    let mut listed = listed;
+    // Sorting the small listing yields the images in ID order.
+    listed.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let outcomes = examine_all(inner, &loaded.entries, &listed)?;
 
     let mut entries = loaded.entries;
@@ -313,7 +352,6 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
     }
     // Whatever is left in the index lost its content since it was recorded.
     changed |= !entries.is_empty();
-    result.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
     let mut quarantined = list_quarantine(&inner.layout)?;
     quarantined.extend(failed_quarantines);

@@ -45,16 +45,24 @@ where
     S: Strategy<Value = String> + Clone + 'static,
 {
     let health = option::of(
-        (list(s.clone()), -2i64..3, -2i64..3, -2i64..3, -2i64..3, -2i64..3).prop_map(
-            |(test, interval, timeout, start_period, start_interval, retries)| HealthConfig {
-                test,
-                interval,
-                timeout,
-                start_period,
-                start_interval,
-                retries,
-            },
-        ),
+        (
+            list(s.clone()),
+            -2i64..3,
+            -2i64..3,
+            -2i64..3,
+            -2i64..3,
+            -2i64..3,
+        )
+            .prop_map(
+                |(test, interval, timeout, start_period, start_interval, retries)| HealthConfig {
+                    test,
+                    interval,
+                    timeout,
+                    start_period,
+                    start_interval,
+                    retries,
+                },
+            ),
     );
     let strings = (
         s.clone(),
@@ -124,13 +132,15 @@ pub fn history() -> impl Strategy<Value = History> {
         any_string(),
         any::<bool>(),
     )
-        .prop_map(|(created, created_by, author, comment, empty_layer)| History {
-            created,
-            created_by,
-            author,
-            comment,
-            empty_layer,
-        })
+        .prop_map(
+            |(created, created_by, author, comment, empty_layer)| History {
+                created,
+                created_by,
+                author,
+                comment,
+                empty_layer,
+            },
+        )
 }
 
 pub fn image_config() -> impl Strategy<Value = ImageConfig> {
@@ -157,8 +167,27 @@ pub fn image_config() -> impl Strategy<Value = ImageConfig> {
     );
     (strings, parts).prop_map(
         |(
-            (v1_id, parent, comment, container, docker_version, author, architecture, variant, os, os_version),
-            (created, container_config, config, size, (fs_type, raw_diff_ids), history, os_features),
+            (
+                v1_id,
+                parent,
+                comment,
+                container,
+                docker_version,
+                author,
+                architecture,
+                variant,
+                os,
+                os_version,
+            ),
+            (
+                created,
+                container_config,
+                config,
+                size,
+                (fs_type, raw_diff_ids),
+                history,
+                os_features,
+            ),
         )| ImageConfig {
             v1_id,
             parent,
