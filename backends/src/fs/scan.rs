@@ -299,7 +299,7 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
     })?;
     let mut listed = listed;
     // Sorting the small listing yields the images in ID order.
-    listed.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    listed.sort_unstable_by_key(|l| l.id);
     let outcomes = examine_all(inner, &loaded.entries, &listed)?;
 
     let mut entries = loaded.entries;
