@@ -18,7 +18,7 @@ use futures::TryStreamExt as _;
 use imagecache_backends::redb::{RedbBackend, RedbConfig};
 use imagecache_core::{
     Algorithm, ByteStream, Content, Digest, Hasher, ImageId, MetadataKey, StoreBackend,
-    StoreBackendExt as _, WriteBatch, hex_encode,
+    WriteBatch, hex_encode,
 };
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -196,14 +196,17 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize) -> BoxResult<()
         let t = Instant::now();
         let backend = RedbBackend::open_with(&path, config.clone()).await?;
         let opened = t.elapsed();
+        let cpu = cpu_time();
         let t = Instant::now();
         let snapshot = backend.load().await?;
         let loaded = t.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu);
         assert_eq!(snapshot.images.len(), n + singles);
         println!(
-            "fresh handle #{round}: open {:>6.1} ms, load() {:>6.1} ms, total {:>6.1} ms",
+            "fresh handle #{round}: open {:>6.1} ms, load() {:>6.1} ms (CPU {:>6.1} ms), total {:>6.1} ms",
             ms(opened),
             ms(loaded),
+            ms(cpu),
             ms(opened + loaded)
         );
         drop(snapshot);
@@ -269,6 +272,27 @@ async fn bench_blob(base: &Path, config: &RedbConfig, mib: usize) -> BoxResult<(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// CPU time this process has used (user and system), from /proc (Linux):
+/// on a busy machine it shows what the work costs apart from waiting.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<u64> = s
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    // The kernel reports clock ticks of 1/100 s on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 fn file_len(path: &Path) -> u64 {

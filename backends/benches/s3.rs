@@ -146,7 +146,10 @@ async fn bench() -> BenchResult<()> {
     );
 
     let times = time_load(&target, &prefix, images).await?;
-    show(&format!("load {images} images, {} records", images.div_ceil(BATCH)), &times);
+    show(
+        &format!("load {images} images, {} records", images.div_ceil(BATCH)),
+        &times,
+    );
 
     let start = Instant::now();
     let report = writer.compact().await?;

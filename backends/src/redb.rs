@@ -4,18 +4,20 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `content` | image ID (32 hash bytes) | the exact config bytes |
-//! | `images` | image ID | a compact record: metadata values and summary |
+//! | `content` | content sequence number | the exact config bytes |
+//! | `ids` | image ID (32 hash bytes) | (content sequence number, index block number) |
+//! | `blocks` | index block number | the records (metadata and summary) of ~32 KiB of images |
 //! | `quarantine` | image ID | reason, record and config bytes of a set-aside image |
 //! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
 //! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
 //! | `blob_notes` | `<digest>/<key>` | note value |
 //! | `pending_uploads` | upload id | digest string of a blob still streaming in |
-//! | `meta` | name | format version and the next upload id |
+//! | `meta` | name | layout version and the next upload id |
 //!
-//! Every image with content has a record in `images`, even one without
-//! metadata, so [`StoreBackend::load`] is a single ordered scan of small
-//! records and never reads a config.
+//! Configs are appended in creation order and records are packed into
+//! index blocks, so a batch of creates writes mostly sequential data plus
+//! one small `ids` entry per image, and [`StoreBackend::load`] reads a few
+//! thousand large values and never a config.
 //!
 //! # Guarantees
 //!
@@ -36,11 +38,10 @@
 //! [`Error::Locked`]: imagecache_core::Error::Locked
 
 mod blob;
+mod images;
 mod lock_info;
 mod record;
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,13 +49,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, ImageId, Key, MetadataKey,
-    Quarantined, Snapshot, SnapshotEntry, StoreBackend, WriteBatch, WriteOp,
+    BlobInfo, BlobReader, ByteStream, Capabilities, Digest, ImageId, Key, MetadataKey, Snapshot,
+    StoreBackend, WriteBatch,
 };
-use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{ReadableTable as _, TableDefinition};
 
 use self::lock_info::LockInfo;
-use self::record::{QuarantineEntry, Record, RecordError};
+use self::record::RecordError;
 
 /// The URL scheme of this backend.
 pub const SCHEME: &str = "redb";
@@ -69,15 +70,6 @@ const FORMAT: u64 = 1;
 /// large one while keeping the process small.
 const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
-type ImageKey = [u8; 32];
-
-const CONTENT: TableDefinition<'_, &ImageKey, &[u8]> = TableDefinition::new("content");
-const IMAGES: TableDefinition<'_, &ImageKey, &[u8]> = TableDefinition::new("images");
-const QUARANTINE: TableDefinition<'_, &ImageKey, &[u8]> = TableDefinition::new("quarantine");
-const BLOBS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("blobs");
-const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("blob_chunks");
-const BLOB_NOTES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blob_notes");
-const PENDING_UPLOADS: TableDefinition<'_, u64, &str> = TableDefinition::new("pending_uploads");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 const META_FORMAT: &str = "format";
@@ -370,22 +362,8 @@ impl Inner {
                     });
                 }
             }
-            txn.open_table(CONTENT)?;
-            txn.open_table(IMAGES)?;
-            txn.open_table(QUARANTINE)?;
-            txn.open_table(BLOBS)?;
-            txn.open_table(BLOB_NOTES)?;
-            let mut chunks = txn.open_table(BLOB_CHUNKS)?;
-            let mut pending = txn.open_table(PENDING_UPLOADS)?;
-            let orphans = pending
-                .iter()?
-                .map(|entry| entry.map(|(upload, _)| upload.value()))
-                .collect::<Result<Vec<u64>, _>>()?;
-            for &upload in &orphans {
-                blob::remove_chunks(&mut chunks, upload)?;
-                pending.remove(upload)?;
-            }
-            orphans.len()
+            images::create_tables(&txn)?;
+            blob::prepare(&txn)?
         };
         txn.commit()?;
         if orphans > 0 {
@@ -405,218 +383,6 @@ impl Inner {
         self.config.durability.to_redb()
     }
 
-    fn write(&self, ops: Vec<WriteOp>) -> Result<(), Error> {
-        let txn = self.begin_write(self.durability())?;
-        {
-            let mut content = txn.open_table(CONTENT)?;
-            let mut images = txn.open_table(IMAGES)?;
-            let mut quarantine = txn.open_table(QUARANTINE)?;
-            // Records the batch has touched, by ID; `None` once deleted. They
-            // are written once, sorted, at the end, so an image that gets
-            // content, metadata and a summary in one batch is encoded once.
-            let mut touched: BTreeMap<ImageKey, Option<Record>> = BTreeMap::new();
-            for op in ops {
-                match op {
-                    WriteOp::Put(c) => {
-                        let key = c.id().to_bytes();
-                        let exists = match touched.get(&key) {
-                            Some(record) => record.is_some(),
-                            None => images.get(&key)?.is_some(),
-                        };
-                        if !exists {
-                            content.insert(&key, c.data().as_ref())?;
-                            touched.insert(key, Some(Record::default()));
-                        }
-                    }
-                    WriteOp::SetMetadata { id, key, value } => {
-                        record_mut(&mut touched, &images, &id)?
-                            .ok_or_else(|| not_found(id))?
-                            .set(key, value);
-                    }
-                    WriteOp::DeleteMetadata { id, key } => {
-                        if let Some(record) = record_mut(&mut touched, &images, &id)? {
-                            record.remove(&key);
-                        }
-                    }
-                    WriteOp::SetSummary { id, summary } => {
-                        record_mut(&mut touched, &images, &id)?
-                            .ok_or_else(|| not_found(id))?
-                            .summary = Some(summary);
-                    }
-                    WriteOp::Delete { id } => {
-                        let key = id.to_bytes();
-                        content.remove(&key)?;
-                        touched.insert(key, None);
-                    }
-                    WriteOp::Quarantine { id, reason } => {
-                        let key = id.to_bytes();
-                        // Keep the record as stored, even if it no longer
-                        // decodes: it is kept for inspection.
-                        let record = match touched.get(&key) {
-                            Some(Some(record)) => record.encode(),
-                            Some(None) => return Err(not_found(id)),
-                            None => images
-                                .get(&key)?
-                                .map(|g| g.value().to_vec())
-                                .ok_or_else(|| not_found(id))?,
-                        };
-                        let data = content
-                            .remove(&key)?
-                            .map(|g| g.value().to_vec())
-                            .unwrap_or_default();
-                        let entry = QuarantineEntry::encode(&reason, &record, &data);
-                        quarantine.insert(&key, entry.as_slice())?;
-                        touched.insert(key, None);
-                    }
-                    other => {
-                        return Err(Error::Contract(imagecache_core::Error::Unsupported {
-                            operation: op_name(&other),
-                            backend: NAME,
-                        }));
-                    }
-                }
-            }
-            let mut buf = Vec::new();
-            for (key, record) in &touched {
-                match record {
-                    Some(record) => {
-                        buf.clear();
-                        record.encode_into(&mut buf);
-                        images.insert(key, buf.as_slice())?;
-                    }
-                    None => {
-                        images.remove(key)?;
-                    }
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn get(&self, id: &ImageId) -> Result<Bytes, Error> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CONTENT)?;
-        let data = table
-            .get(&id.to_bytes())?
-            .map(|g| Bytes::copy_from_slice(g.value()))
-            .ok_or_else(|| not_found(*id))?;
-        Ok(Content::verify(*id, data)?.into_data())
-    }
-
-    fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes, Error> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(IMAGES)?;
-        let raw = table
-            .get(&id.to_bytes())?
-            .map(|g| Bytes::copy_from_slice(g.value()))
-            .ok_or_else(|| not_found(*id))?;
-        let record = decode_record(id, &raw)?;
-        record.get(key).cloned().ok_or_else(|| {
-            Error::Contract(imagecache_core::Error::NotFound {
-                key: Key::Metadata {
-                    id: *id,
-                    key: key.clone(),
-                },
-            })
-        })
-    }
-
-    fn load(&self) -> Result<Snapshot, Error> {
-        let txn = self.db.begin_read()?;
-        let images_table = txn.open_table(IMAGES)?;
-        let mut images = Vec::new();
-        let mut quarantined = Vec::new();
-        for entry in images_table.iter()? {
-            let (key, value) = entry?;
-            let id = ImageId::from_bytes(*key.value());
-            let raw = Bytes::copy_from_slice(value.value());
-            match Record::decode(&raw) {
-                Ok(record) => images.push(SnapshotEntry {
-                    id,
-                    metadata: record.metadata,
-                    summary: record.summary,
-                }),
-                // A damaged record is reported, not skipped: the image stays
-                // in place until the store decides what to do with it.
-                Err(err) => quarantined.push(Quarantined {
-                    name: id.to_string(),
-                    reason: format!("index record cannot be decoded ({err}); left in place"),
-                }),
-            }
-        }
-        let quarantine_table = txn.open_table(QUARANTINE)?;
-        for entry in quarantine_table.iter()? {
-            let (key, value) = entry?;
-            let id = ImageId::from_bytes(*key.value());
-            let reason = QuarantineEntry::decode_reason(value.value())
-                .unwrap_or_else(|err| format!("quarantined; the reason cannot be decoded ({err})"));
-            quarantined.push(Quarantined {
-                name: id.to_string(),
-                reason,
-            });
-        }
-        Ok(Snapshot {
-            images,
-            quarantined,
-        })
-    }
-
-    fn insert_raw_content(&self, id: &ImageId, data: &[u8]) -> Result<(), Error> {
-        let txn = self.begin_write(self.durability())?;
-        {
-            let key = id.to_bytes();
-            txn.open_table(CONTENT)?.insert(&key, data)?;
-            let mut images = txn.open_table(IMAGES)?;
-            if images.get(&key)?.is_none() {
-                images.insert(&key, Record::default().encode().as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-}
-
-/// The record of `id` as the batch has left it, loaded into `touched` on
-/// first use; `None` when the image has no content.
-fn record_mut<'t>(
-    touched: &'t mut BTreeMap<ImageKey, Option<Record>>,
-    images: &redb::Table<'_, &ImageKey, &[u8]>,
-    id: &ImageId,
-) -> Result<Option<&'t mut Record>, Error> {
-    let key = id.to_bytes();
-    match touched.entry(key) {
-        Entry::Occupied(e) => Ok(e.into_mut().as_mut()),
-        Entry::Vacant(e) => {
-            let Some(raw) = images.get(&key)?.map(|g| Bytes::copy_from_slice(g.value())) else {
-                return Ok(None);
-            };
-            let record = decode_record(id, &raw)?;
-            Ok(e.insert(Some(record)).as_mut())
-        }
-    }
-}
-
-fn decode_record(id: &ImageId, raw: &Bytes) -> Result<Record, Error> {
-    Record::decode(raw).map_err(|source| Error::BadRecord { id: *id, source })
-}
-
-fn not_found(id: ImageId) -> Error {
-    Error::Contract(imagecache_core::Error::NotFound {
-        key: Key::Image(id),
-    })
-}
-
-fn op_name(op: &WriteOp) -> &'static str {
-    match op {
-        WriteOp::Put(_) => "put",
-        WriteOp::SetMetadata { .. } => "set_metadata",
-        WriteOp::DeleteMetadata { .. } => "delete_metadata",
-        WriteOp::SetSummary { .. } => "set_summary",
-        WriteOp::Delete { .. } => "delete",
-        WriteOp::Quarantine { .. } => "quarantine",
-        _ => "unknown write operation",
-    }
 }
 
 #[async_trait]
@@ -720,6 +486,18 @@ impl StoreBackend for RedbBackend {
     }
 }
 
+/// An error and its sources, for a contract variant that has no source field.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 fn blob_not_found(digest: Digest) -> Error {
     Error::Contract(imagecache_core::Error::NotFound {
         key: Key::Blob(digest),
@@ -767,6 +545,14 @@ enum Error {
         #[source]
         source: RecordError,
     },
+    #[error("index block {block} cannot be decoded")]
+    BadBlock {
+        block: u64,
+        #[source]
+        source: RecordError,
+    },
+    #[error("index block {block} holds no record for {id}")]
+    MissingRecord { id: ImageId, block: u64 },
     #[error("a blocking task failed")]
     Join(#[source] tokio::task::JoinError),
 }
@@ -783,6 +569,14 @@ impl From<Error> for imagecache_core::Error {
             Error::BadRecord { id, source } => Self::Corrupt {
                 key: Key::Image(id),
                 reason: format!("index record cannot be decoded: {source}"),
+            },
+            err @ Error::BadBlock { .. } => Self::Corrupt {
+                key: Key::Other(NAME.to_owned() + " index"),
+                reason: error_chain(&err),
+            },
+            Error::MissingRecord { id, block } => Self::Corrupt {
+                key: Key::Image(id),
+                reason: format!("index block {block} holds no record for it"),
             },
             Error::Open { path, source } => Self::Config {
                 backend: NAME,
@@ -806,8 +600,11 @@ impl From<Error> for imagecache_core::Error {
 
 #[cfg(test)]
 mod tests {
+    use super::images::{BLOCKS, IDS, QUARANTINE};
+    use super::record::{BlockWriter, QuarantineEntry, Record, block_entries};
     use super::*;
-    use imagecache_core::{Error as CoreError, StoreBackendExt as _};
+    use imagecache_core::{Content, Error as CoreError, Quarantined, StoreBackendExt as _};
+    use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
 
     fn content(n: u32) -> Content {
         Content::new(format!("{{\"rootfs\":{{}},\"n\":{n}}}")).unwrap()
@@ -902,21 +699,43 @@ mod tests {
         assert_eq!(&record.get(&MetadataKey::PARENT).unwrap()[..], b"p");
     }
 
+    /// Rewrites the record of `id` inside its index block, as a damaged
+    /// disk would.
+    fn damage_record(path: &Path, id: &ImageId, record: &[u8]) {
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let (_, block) = txn
+                .open_table(IDS)
+                .unwrap()
+                .get(&id.to_bytes())
+                .unwrap()
+                .unwrap()
+                .value();
+            let mut blocks = txn.open_table(BLOCKS).unwrap();
+            let old = blocks.get(block).unwrap().unwrap().value().to_vec();
+            let mut out = BlockWriter::new();
+            for entry in block_entries(&old) {
+                let (key, range) = entry.unwrap();
+                if key == id.to_bytes() {
+                    out.push(&key, record);
+                } else {
+                    out.push(&key, &old[range]);
+                }
+            }
+            blocks.insert(block, out.as_bytes()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn damaged_record_is_reported_not_hidden() {
         let (dir, backend) = fresh().await;
         let good = backend.put(content(4).into_data()).await.unwrap();
         let bad = backend.put(content(5).into_data()).await.unwrap();
         drop(backend);
-        {
-            let db = redb::Database::open(dir.path().join("db.redb")).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(IMAGES)
-                .unwrap()
-                .insert(&bad.to_bytes(), &[9u8, 9, 9][..])
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        damage_record(&dir.path().join("db.redb"), &bad, &[9, 9, 9]);
+
         let backend = RedbBackend::open(dir.path().join("db.redb")).await.unwrap();
         let snap = backend.load().await.unwrap();
         assert_eq!(snap.images.iter().map(|e| e.id).collect::<Vec<_>>(), [good]);
@@ -929,14 +748,139 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(&err, CoreError::Corrupt { key: Key::Image(i), .. } if *i == bad), "{err:?}");
+        let mut batch = WriteBatch::new();
+        batch.set_metadata(bad, MetadataKey::PARENT, "p");
+        let err = backend.write(batch).await.unwrap_err();
+        assert!(matches!(&err, CoreError::Corrupt { .. }), "{err:?}");
 
-        // The store can still set it aside.
+        // The store can still set it aside, keeping the damaged record.
         let mut batch = WriteBatch::new();
         batch.quarantine(bad, "undecodable record");
         backend.write(batch).await.unwrap();
         let snap = backend.load().await.unwrap();
         assert_eq!(snap.quarantined.len(), 1);
         assert_eq!(snap.quarantined[0].reason, "undecodable record");
+        assert_eq!(snap.images.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_images_span_blocks_and_load_in_id_order() {
+        let (dir, backend) = fresh().await;
+        // Enough records for several blocks, in batches of different sizes,
+        // then single creates that fill the last block.
+        let mut ids = Vec::new();
+        let mut n = 0;
+        for size in [700usize, 1, 300, 1, 1] {
+            let mut batch = WriteBatch::new();
+            for _ in 0..size {
+                let id = batch.put(content(n));
+                batch.set_metadata(id, MetadataKey::PARENT, format!("parent {n}"));
+                batch.set_summary(id, vec![n as u8; 100]);
+                ids.push((id, n));
+                n += 1;
+            }
+            backend.write(batch).await.unwrap();
+        }
+        ids.sort();
+        let check = |snap: &Snapshot, ids: &[(ImageId, u32)]| {
+            assert_eq!(
+                snap.images.iter().map(|e| e.id).collect::<Vec<_>>(),
+                ids.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+            );
+            for (e, (_, n)) in snap.images.iter().zip(ids) {
+                assert_eq!(
+                    e.metadata(&MetadataKey::PARENT).unwrap(),
+                    &format!("parent {n}")
+                );
+                assert_eq!(e.summary.as_deref(), Some(&vec![*n as u8; 100][..]));
+            }
+            assert!(snap.quarantined.is_empty(), "{:?}", snap.quarantined);
+        };
+        check(&backend.load().await.unwrap(), &ids);
+
+        // Update and delete images spread over every block, in one batch.
+        let mut batch = WriteBatch::new();
+        let mut kept = Vec::new();
+        for (i, (id, n)) in ids.iter().enumerate() {
+            match i % 3 {
+                0 => batch.delete(*id),
+                1 => {
+                    batch.set_metadata(*id, MetadataKey::PARENT, format!("parent {}", n + 1));
+                    kept.push((*id, n + 1));
+                }
+                _ => kept.push((*id, *n)),
+            }
+        }
+        // The summaries were written with the old numbers.
+        backend.write(batch).await.unwrap();
+        let snap = backend.load().await.unwrap();
+        assert_eq!(snap.images.len(), kept.len());
+        for (e, (id, n)) in snap.images.iter().zip(&kept) {
+            assert_eq!(e.id, *id);
+            assert_eq!(e.metadata(&MetadataKey::PARENT).unwrap(), &format!("parent {n}"));
+        }
+        for (id, _) in ids.iter().step_by(3) {
+            assert!(backend.get(id).await.unwrap_err().is_not_found());
+        }
+        for (id, _) in &kept {
+            backend.get(id).await.unwrap();
+        }
+
+        // Deleting everything removes every block and every index entry.
+        let mut batch = WriteBatch::new();
+        for (id, _) in &kept {
+            batch.delete(*id);
+        }
+        backend.write(batch).await.unwrap();
+        assert!(backend.load().await.unwrap().images.is_empty());
+        drop(backend);
+        let db = redb::Database::open(dir.path().join("db.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert_eq!(txn.open_table(BLOCKS).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(IDS).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(images::CONTENT).unwrap().len().unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn blocks_stay_near_their_target_size() {
+        let (dir, backend) = fresh().await;
+        for chunk in 0..4u32 {
+            let mut batch = WriteBatch::new();
+            for i in 0..500 {
+                let id = batch.put(content(chunk * 1000 + i));
+                batch.set_summary(id, vec![0u8; 200]);
+            }
+            backend.write(batch).await.unwrap();
+        }
+        for i in 0..50 {
+            backend.put(content(10_000 + i).into_data()).await.unwrap();
+        }
+        drop(backend);
+        let db = redb::Database::open(dir.path().join("db.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let blocks: Vec<Vec<u8>> = txn
+            .open_table(BLOCKS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().to_vec())
+            .collect();
+        // Each block keeps its entries in key order.
+        for block in &blocks {
+            let keys: Vec<_> = block_entries(block).map(|e| e.unwrap().0).collect();
+            assert!(keys.is_sorted(), "a block is out of key order");
+        }
+        let sizes: Vec<usize> = blocks.iter().map(Vec::len).collect();
+        let total: usize = sizes.iter().sum();
+        assert!(sizes.iter().all(|&s| s <= record::BLOCK_TARGET), "{sizes:?}");
+        // Every block but the last is more than three quarters full.
+        assert!(
+            sizes[..sizes.len() - 1]
+                .iter()
+                .all(|&s| s > record::BLOCK_TARGET * 3 / 4),
+            "{sizes:?}"
+        );
+        assert!(total > 4 * record::BLOCK_TARGET, "{sizes:?}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -8,10 +8,11 @@ use imagecache_backends::redb::{Durability, RedbBackend, RedbConfig};
 use imagecache_core::{
     Content, Error, ImageId, Key, MetadataKey, StoreBackend, StoreBackendExt, WriteBatch,
 };
-use redb::TableDefinition;
+use redb::{ReadableTable as _, TableDefinition};
 
-/// The `content` table, as the module documentation describes it.
-const CONTENT: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("content");
+/// Tables as the module documentation describes them.
+const CONTENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("content");
+const IDS: TableDefinition<'_, &[u8; 32], (u64, u64)> = TableDefinition::new("ids");
 
 fn config(n: usize) -> Content {
     Content::new(format!(
@@ -235,9 +236,16 @@ async fn bytes_damaged_in_the_file_are_corrupt() {
     {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
+        let (seq, _) = txn
+            .open_table(IDS)
+            .unwrap()
+            .get(&damaged.id().to_bytes())
+            .unwrap()
+            .unwrap()
+            .value();
         txn.open_table(CONTENT)
             .unwrap()
-            .insert(&damaged.id().to_bytes(), &b"{\"rootfs\":{}, \"evil\":1}"[..])
+            .insert(seq, &b"{\"rootfs\":{}, \"evil\":1}"[..])
             .unwrap();
         txn.commit().unwrap();
     }

@@ -83,7 +83,9 @@ impl Env {
                 Ok(url) if !url.is_empty() => Some(url_with_prefix(&url, &prefix)),
                 _ => {
                     if std::env::var("IMAGECACHE_REQUIRE_S3").as_deref() == Ok("1") {
-                        panic!("{var} is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests");
+                        panic!(
+                            "{var} is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
+                        );
                     }
                     eprintln!("skipped: {target:?} S3 tests ({var} not set)");
                     return None;
@@ -227,7 +229,10 @@ async fn images_roundtrip_and_delete(env: Env) -> TestResult {
     let snapshot = backend.load().await?;
     let mut ids = vec![a, b];
     ids.sort();
-    assert_eq!(snapshot.images.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        snapshot.images.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids
+    );
     let entry = snapshot.images.iter().find(|e| e.id == a);
     assert_eq!(
         entry.and_then(|e| e.summary.clone()),
@@ -238,12 +243,18 @@ async fn images_roundtrip_and_delete(env: Env) -> TestResult {
     backend.delete(&a).await?;
     backend.delete(&a).await?;
     let gone = backend.get(&a).await;
-    assert!(matches!(&gone, Err(Error::NotFound { key: Key::Image(id) }) if *id == a), "{gone:?}");
+    assert!(
+        matches!(&gone, Err(Error::NotFound { key: Key::Image(id) }) if *id == a),
+        "{gone:?}"
+    );
     // A re-created image starts without the old metadata and summary.
     backend.put(config(1)).await?;
     let fresh = env.open().await.load().await?;
     let entry = fresh.images.iter().find(|e| e.id == a);
-    assert_eq!(entry.map(|e| (e.metadata.len(), e.summary.is_none())), Some((0, true)));
+    assert_eq!(
+        entry.map(|e| (e.metadata.len(), e.summary.is_none())),
+        Some((0, true))
+    );
     assert!(fresh.quarantined.is_empty(), "{:?}", fresh.quarantined);
     Ok(())
 }
@@ -359,7 +370,10 @@ async fn compaction_keeps_everything(env: Env) -> TestResult {
     write_some(&backend, 2).await?;
     let report = env.open().await.compact().await?;
     assert_eq!((report.merged_records, report.merged_indexes), (2, 1));
-    assert_eq!(env.open().await.load().await?.images.len(), after.images.len() + 1);
+    assert_eq!(
+        env.open().await.load().await?.images.len(),
+        after.images.len() + 1
+    );
     Ok(())
 }
 
@@ -425,7 +439,13 @@ async fn multipart_blob_roundtrips(env: Env) -> TestResult {
     assert_eq!(backend.head_blob(&digest).await?.size, data.len() as u64);
     assert_eq!(backend.get_blob_bytes(&digest).await?, data);
     let listed = env.open().await.list_blobs().await?;
-    assert_eq!(listed.iter().map(|b| (b.digest, b.size)).collect::<Vec<_>>(), vec![(digest, data.len() as u64)]);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|b| (b.digest, b.size))
+            .collect::<Vec<_>>(),
+        vec![(digest, data.len() as u64)]
+    );
     // A small blob goes up in one request and reads back too.
     let small = pattern(1000, 9);
     let small_digest = Digest::sha256(&small);
@@ -448,9 +468,15 @@ async fn failed_multipart_body_leaves_nothing(env: Env) -> TestResult {
     let result = backend
         .put_blob(&digest, futures::stream::iter(items).boxed())
         .await;
-    assert!(matches!(result, Err(Error::DigestMismatch { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::DigestMismatch { .. })),
+        "{result:?}"
+    );
     let head = backend.head_blob(&digest).await;
-    assert!(matches!(&head, Err(Error::NotFound { key: Key::Blob(d) }) if *d == digest), "{head:?}");
+    assert!(
+        matches!(&head, Err(Error::NotFound { key: Key::Blob(d) }) if *d == digest),
+        "{head:?}"
+    );
     assert!(backend.list_blobs().await?.is_empty());
     Ok(())
 }
@@ -491,17 +517,31 @@ async fn blob_notes_go_with_the_blob(env: Env) -> TestResult {
     let missing = backend
         .set_blob_note(&digest, &note, Bytes::from_static(b"x"))
         .await;
-    assert!(matches!(&missing, Err(Error::NotFound { key: Key::Blob(_) })), "{missing:?}");
+    assert!(
+        matches!(&missing, Err(Error::NotFound { key: Key::Blob(_) })),
+        "{missing:?}"
+    );
     backend.put_blob_bytes(&digest, data.clone()).await?;
     backend
         .set_blob_note(&digest, &note, Bytes::from_static(b"sha256:abc"))
         .await?;
-    assert_eq!(backend.get_blob_note(&digest, &note).await?, &b"sha256:abc"[..]);
+    assert_eq!(
+        backend.get_blob_note(&digest, &note).await?,
+        &b"sha256:abc"[..]
+    );
     backend.delete_blob(&digest).await?;
     backend.delete_blob(&digest).await?;
     backend.put_blob_bytes(&digest, data).await?;
     let gone = backend.get_blob_note(&digest, &note).await;
-    assert!(matches!(&gone, Err(Error::NotFound { key: Key::BlobNote { .. } })), "{gone:?}");
+    assert!(
+        matches!(
+            &gone,
+            Err(Error::NotFound {
+                key: Key::BlobNote { .. }
+            })
+        ),
+        "{gone:?}"
+    );
     Ok(())
 }
 
@@ -754,7 +794,11 @@ async fn compaction_never_removes_a_record_written_while_it_runs() -> TestResult
     let snapshot = fresh.load().await?;
     assert_eq!(snapshot.images.len(), 6);
     assert_eq!(
-        snapshot.images.iter().find(|e| e.id == late).and_then(|e| e.metadata(&key("late")).cloned()),
+        snapshot
+            .images
+            .iter()
+            .find(|e| e.id == late)
+            .and_then(|e| e.metadata(&key("late")).cloned()),
         Some(Bytes::from_static(b"yes"))
     );
     Ok(())
@@ -781,7 +825,11 @@ async fn reader_survives_records_removed_under_it() -> TestResult {
     });
     let snapshot = reader.load().await?;
     assert_eq!(snapshot.images.len(), 6);
-    assert!(snapshot.quarantined.is_empty(), "{:?}", snapshot.quarantined);
+    assert!(
+        snapshot.quarantined.is_empty(),
+        "{:?}",
+        snapshot.quarantined
+    );
     assert!(names_under(&memory, "p/log").await?.is_empty());
     Ok(())
 }
@@ -805,7 +853,12 @@ async fn two_compactions_at_once_keep_everything() -> TestResult {
     rb?;
     let snapshot = over(memory.clone(), "p", 10_000).await.load().await?;
     assert_eq!(snapshot.images.len(), 10);
-    assert!(snapshot.images.iter().all(|e| e.metadata(&key("n")).is_some()));
+    assert!(
+        snapshot
+            .images
+            .iter()
+            .all(|e| e.metadata(&key("n")).is_some())
+    );
     Ok(())
 }
 
@@ -840,10 +893,20 @@ async fn damaged_and_missing_objects_are_reported_with_their_key() -> TestResult
     let snapshot = over(memory.clone(), "p", 10_000).await.load().await?;
     let mut ids: Vec<ImageId> = vec![corrupt, fine];
     ids.sort();
-    assert_eq!(snapshot.images.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
-    let names: Vec<&str> = snapshot.quarantined.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        snapshot.images.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids
+    );
+    let names: Vec<&str> = snapshot
+        .quarantined
+        .iter()
+        .map(|q| q.name.as_str())
+        .collect();
     assert!(names.contains(&missing.to_string().as_str()), "{names:?}");
-    assert!(names.contains(&"p/log/00000000000000000001-0000000000000001"), "{names:?}");
+    assert!(
+        names.contains(&"p/log/00000000000000000001-0000000000000001"),
+        "{names:?}"
+    );
     let reason = snapshot
         .quarantined
         .iter()
@@ -873,7 +936,9 @@ async fn collect_garbage_removes_only_configs_of_deleted_images() -> TestResult 
 
 fn config_reason(result: imagecache_core::Result<S3Backend>) -> String {
     match result {
-        Err(Error::Config { backend, reason, .. }) => {
+        Err(Error::Config {
+            backend, reason, ..
+        }) => {
             assert_eq!(backend, "s3");
             reason
         }
@@ -884,9 +949,17 @@ fn config_reason(result: imagecache_core::Result<S3Backend>) -> String {
 
 #[test]
 fn bad_urls_are_config_errors() {
-    for url in ["file:///x", "s3://", "s3://bucket/../up", "s3://bucket/p?colour=red"] {
+    for url in [
+        "file:///x",
+        "s3://",
+        "s3://bucket/../up",
+        "s3://bucket/p?colour=red",
+    ] {
         let result = S3Config::from_url(url);
-        assert!(matches!(result, Err(Error::Config { .. })), "{url}: {result:?}");
+        assert!(
+            matches!(result, Err(Error::Config { .. })),
+            "{url}: {result:?}"
+        );
     }
 }
 
@@ -973,7 +1046,11 @@ async fn missing_bucket_is_a_config_error_saying_so() {
     };
     let (_, rest) = url.split_once("s3://").unwrap_or(("", &url));
     let (_, after_bucket) = rest.split_once(['/', '?']).unwrap_or((rest, ""));
-    let url = format!("s3://no-such-bucket-{:08x}/?{}", rand::random::<u32>(), after_bucket.trim_start_matches('?'));
+    let url = format!(
+        "s3://no-such-bucket-{:08x}/?{}",
+        rand::random::<u32>(),
+        after_bucket.trim_start_matches('?')
+    );
     let reason = match S3Config::from_url(&url) {
         Ok(c) => config_reason(S3Backend::open(c).await),
         Err(e) => panic!("{e}"),

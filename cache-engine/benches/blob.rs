@@ -9,7 +9,8 @@
 //! * put + verify and get + verify speed, and put's share of
 //!   min(SHA-256, disk), whose target is at least 90 %;
 //! * the same blob through cacache's streaming writer and reader, and our
-//!   speed as a multiple of cacache's (target at least 1.5×);
+//!   speed as a multiple of cacache's (target at least 1.5×). cacache never
+//!   fsyncs, so our put is also measured with the backend's fsync off;
 //! * peak resident memory of each phase (target at most 64 MiB for ours).
 //!
 //! The blob's bytes are generated as they are needed and never held whole:
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use imagecache_backends::fs::FsBackend;
+use imagecache_backends::fs::{FsBackend, FsConfig};
 use imagecache_core::{Algorithm, ByteStream, Digest, Hasher, StoreBackend};
 use imagecache_engine::blob::{BlobCache, PutOptions};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -104,25 +105,42 @@ fn mbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
 
-/// Runs a timed phase `runs` times; returns the best time, the peak RSS of
-/// the runs and the last run's result.
-async fn timed<F, Fut, T>(runs: usize, mut phase: F) -> BoxResult<(Duration, f64, T)>
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = BoxResult<T>>,
-{
-    let mut best = Duration::MAX;
-    let mut peak = 0f64;
-    let mut last = None;
-    for run in 0..runs {
+/// The best time and the highest peak RSS seen for one phase over the rounds.
+#[derive(Clone, Copy)]
+struct Phase {
+    best: Duration,
+    peak: f64,
+}
+
+impl Phase {
+    fn new() -> Self {
+        Self {
+            best: Duration::MAX,
+            peak: 0.0,
+        }
+    }
+
+    /// Times one run of `work`, with the peak RSS reset before it.
+    async fn run<T>(
+        &mut self,
+        work: impl std::future::Future<Output = BoxResult<T>>,
+    ) -> BoxResult<T> {
         reset_peak();
         let start = Instant::now();
-        last = Some(phase(run).await?);
-        best = best.min(start.elapsed());
-        peak = peak.max(peak_mib());
+        let out = work.await?;
+        self.best = self.best.min(start.elapsed());
+        self.peak = self.peak.max(peak_mib());
+        Ok(out)
     }
-    let last = last.ok_or("no run")?;
-    Ok((best, peak, last))
+
+    /// Records a time measured by the work itself.
+    fn record(&mut self, elapsed: Duration) {
+        self.best = self.best.min(elapsed);
+    }
+
+    fn mbps(&self, bytes: usize) -> f64 {
+        mbps(bytes, self.best)
+    }
 }
 
 fn sha256_speed(src: &Source) -> Duration {
@@ -151,12 +169,59 @@ fn disk_write(src: &Source, path: &Path) -> BoxResult<Duration> {
     Ok(elapsed)
 }
 
+async fn ours_put(root: &Path, fsync: bool, src: &Source, digest: Digest) -> BoxResult<()> {
+    let config = FsConfig::new(root).with_fsync(fsync);
+    let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open_with(config).await?);
+    let cache = BlobCache::new(backend)?;
+    let opts = PutOptions::new().with_expected_size(src.total as u64);
+    let info = cache.put_opts(&digest, src.stream(), opts).await?;
+    assert_eq!(info.size, src.total as u64);
+    Ok(())
+}
+
+async fn ours_get(root: &Path, src: &Source, digest: Digest) -> BoxResult<()> {
+    let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(root).await?);
+    let cache = BlobCache::new(backend)?;
+    let copied = cache.copy_to(&digest, &mut tokio::io::sink()).await?;
+    assert_eq!(copied.map(|i| i.size), Some(src.total as u64), "verified read");
+    Ok(())
+}
+
+async fn cacache_put(root: &Path, src: &Source) -> BoxResult<cacache::Integrity> {
+    let mut w = cacache::WriteOpts::new()
+        .algorithm(cacache::Algorithm::Sha256)
+        .size(src.total)
+        .open_hash(root)
+        .await?;
+    let mut stream = src.stream();
+    while let Some(chunk) = stream.next().await {
+        w.write_all(&chunk?).await?;
+    }
+    Ok(w.commit().await?)
+}
+
+async fn cacache_get(root: &Path, src: &Source, sri: cacache::Integrity) -> BoxResult<()> {
+    let mut r = cacache::Reader::open_hash(root, sri).await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut n = 0usize;
+    loop {
+        let got = r.read(&mut buf).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    r.check()?;
+    assert_eq!(n, src.total);
+    Ok(())
+}
+
 async fn run() -> BoxResult<()> {
     let mib: usize = std::env::var("IMAGECACHE_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
-    let runs: usize = std::env::var("IMAGECACHE_BENCH_RUNS")
+    let rounds: usize = std::env::var("IMAGECACHE_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
@@ -169,128 +234,67 @@ async fn run() -> BoxResult<()> {
     let src = Source::new(total);
     let digest = src.digest();
     println!(
-        "blob cache benchmark: {mib} MiB blob, {runs} run(s) per phase, in {}",
+        "blob cache benchmark: {mib} MiB blob, best of {rounds} round(s), in {}",
         dir.path().display()
     );
 
-    // The limits of this machine, measured now.
-    let sha = {
-        let mut best = Duration::MAX;
-        for _ in 0..runs {
-            best = best.min(sha256_speed(&src));
-        }
-        mbps(total, best)
-    };
-    let disk = {
-        let mut best = Duration::MAX;
-        for run in 0..runs {
-            let src = src.clone();
-            let path = dir.path().join(format!("disk-{run}"));
-            let d = tokio::task::spawn_blocking(move || disk_write(&src, &path)).await??;
-            best = best.min(d);
-        }
-        mbps(total, best)
-    };
-    let bound = sha.min(disk);
+    let (mut sha, mut disk) = (Phase::new(), Phase::new());
+    let (mut put, mut nosync, mut get) = (Phase::new(), Phase::new(), Phase::new());
+    let (mut cput, mut cget) = (Phase::new(), Phase::new());
+    // Every round measures every contestant once, so that changes in the
+    // machine's load during the run touch all of them alike.
+    for round in 0..rounds {
+        let s = src.clone();
+        sha.record(tokio::task::spawn_blocking(move || sha256_speed(&s)).await?);
+        let s = src.clone();
+        let path = dir.path().join("disk");
+        disk.record(tokio::task::spawn_blocking(move || disk_write(&s, &path)).await??);
 
-    // Ours: put + verify, then get + verify, over the directory backend.
-    let (put_time, put_peak, ()) = timed(runs, |run| {
-        let src = src.clone();
-        let root = dir.path().join(format!("ours-{run}"));
-        async move {
-            let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(&root).await?);
-            let cache = BlobCache::new(backend)?;
-            let info = cache
-                .put_opts(
-                    &digest,
-                    src.stream(),
-                    PutOptions::new().with_expected_size(total as u64),
-                )
-                .await?;
-            assert_eq!(info.size, total as u64);
-            Ok(())
-        }
-    })
-    .await?;
-    let (get_time, get_peak, ()) = timed(runs, |_| {
-        let root = dir.path().join("ours-0");
-        async move {
-            let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(&root).await?);
-            let cache = BlobCache::new(backend)?;
-            let copied = cache.copy_to(&digest, &mut tokio::io::sink()).await?;
-            assert_eq!(copied.map(|i| i.size), Some(total as u64), "verified read");
-            Ok(())
-        }
-    })
-    .await?;
-    for run in 0..runs {
-        tokio::fs::remove_dir_all(dir.path().join(format!("ours-{run}"))).await?;
+        let root = dir.path().join(format!("ours-{round}"));
+        put.run(ours_put(&root, true, &src, digest)).await?;
+        get.run(ours_get(&root, &src, digest)).await?;
+        tokio::fs::remove_dir_all(&root).await?;
+        let root = dir.path().join(format!("nosync-{round}"));
+        nosync.run(ours_put(&root, false, &src, digest)).await?;
+        tokio::fs::remove_dir_all(&root).await?;
+
+        let root = dir.path().join(format!("cacache-{round}"));
+        let sri = cput.run(cacache_put(&root, &src)).await?;
+        cget.run(cacache_get(&root, &src, sri)).await?;
+        tokio::fs::remove_dir_all(&root).await?;
     }
-    let ours_peak = put_peak.max(get_peak);
 
-    // cacache: its streaming writer and reader, same bytes, same disk.
-    let cacache_dir = dir.path().join("cacache");
-    let (cput_time, cput_peak, (root, sri)) = timed(runs, |run| {
-        let src = src.clone();
-        let root = cacache_dir.join(run.to_string());
-        async move {
-            let mut w = cacache::WriteOpts::new()
-                .algorithm(cacache::Algorithm::Sha256)
-                .size(total)
-                .open_hash(&root)
-                .await?;
-            let mut stream = src.stream();
-            while let Some(chunk) = stream.next().await {
-                w.write_all(&chunk?).await?;
-            }
-            let sri = w.commit().await?;
-            Ok((root, sri))
-        }
-    })
-    .await?;
-    let (cget_time, cget_peak, ()) = timed(runs, |_| {
-        let root = root.clone();
-        let sri = sri.clone();
-        async move {
-            let mut r = cacache::Reader::open_hash(&root, sri).await?;
-            let mut buf = vec![0u8; CHUNK];
-            let mut n = 0usize;
-            loop {
-                let got = r.read(&mut buf).await?;
-                if got == 0 {
-                    break;
-                }
-                n += got;
-            }
-            r.check()?;
-            assert_eq!(n, total);
-            Ok(())
-        }
-    })
-    .await?;
-
-    let put = mbps(total, put_time);
-    let get = mbps(total, get_time);
-    let cput = mbps(total, cput_time);
-    let cget = mbps(total, cget_time);
-    println!("sha256, one core            {sha:8.0} MB/s");
-    println!("disk write + fsync          {disk:8.0} MB/s");
+    let sha_mbps = sha.mbps(total);
+    let disk_mbps = disk.mbps(total);
+    let bound = sha_mbps.min(disk_mbps);
+    let (put_mbps, nosync_mbps, get_mbps) = (put.mbps(total), nosync.mbps(total), get.mbps(total));
+    let (cput_mbps, cget_mbps) = (cput.mbps(total), cget.mbps(total));
+    let ours_peak = put.peak.max(nosync.peak).max(get.peak);
+    println!("sha256, one core            {sha_mbps:8.0} MB/s");
+    println!("disk write + fsync          {disk_mbps:8.0} MB/s");
     println!(
-        "put + verify (ours, fs)     {put:8.0} MB/s  {:5.1} % of min(sha256, disk) = {bound:.0} MB/s (target >= 90 %)",
-        put / bound * 100.0
+        "put + verify (ours, fs)     {put_mbps:8.0} MB/s  {:5.1} % of min(sha256, disk) = {bound:.0} MB/s (target >= 90 %)",
+        put_mbps / bound * 100.0
     );
-    println!("get + verify (ours, fs)     {get:8.0} MB/s");
+    println!("put + verify, no fsync      {nosync_mbps:8.0} MB/s");
+    println!("get + verify (ours, fs)     {get_mbps:8.0} MB/s");
     println!(
-        "put (cacache)               {cput:8.0} MB/s  ours/cacache {:.2}x (target >= 1.5x)",
-        put / cput
+        "put (cacache, no fsync)     {cput_mbps:8.0} MB/s  ours/cacache {:.2}x with fsync, {:.2}x without (target >= 1.5x)",
+        put_mbps / cput_mbps,
+        nosync_mbps / cput_mbps
     );
     println!(
-        "get (cacache)               {cget:8.0} MB/s  ours/cacache {:.2}x (target >= 1.5x)",
-        get / cget
+        "get (cacache)               {cget_mbps:8.0} MB/s  ours/cacache {:.2}x (target >= 1.5x)",
+        get_mbps / cget_mbps
     );
     println!(
-        "peak RSS: ours put {put_peak:.1} MiB, get {get_peak:.1} MiB (target <= 64 MiB: {}); cacache put {cput_peak:.1} MiB, get {cget_peak:.1} MiB",
-        if ours_peak <= 64.0 { "met" } else { "MISSED" }
+        "peak RSS: ours put {:.1} MiB, no-fsync put {:.1} MiB, get {:.1} MiB (target <= 64 MiB: {}); cacache put {:.1} MiB, get {:.1} MiB",
+        put.peak,
+        nosync.peak,
+        get.peak,
+        if ours_peak <= 64.0 { "met" } else { "MISSED" },
+        cput.peak,
+        cget.peak,
     );
     Ok(())
 }

@@ -185,6 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn rootfs_digests_are_validated_when_used() {
+        let a = DiffId::try_from(Digest::sha256(b"a")).unwrap();
+        let b = DiffId::try_from(Digest::sha256(b"b")).unwrap();
+        let mut rootfs = RootFs::new();
+        assert_eq!(rootfs.fs_type, RootFs::TYPE_LAYERS);
+        assert_eq!(rootfs.chain_id(), Ok(None));
+        rootfs.append(a);
+        assert_eq!(
+            rootfs.chain_id().unwrap().unwrap().to_string(),
+            a.to_string()
+        );
+        rootfs.append(b);
+        assert_eq!(rootfs.diff_ids().unwrap(), vec![a, b]);
+        assert_eq!(
+            rootfs.chain_id().unwrap().unwrap().to_string(),
+            "sha256:51c0c8ace48498d6f5fee6b0592cc06f2da0f3cbe09c5a34a97dce85c3889676"
+        );
+        // Docker's own tests use bare hex; it is kept, and refused only
+        // when a digest is needed.
+        rootfs.raw_diff_ids.push("ba5e".into());
+        let err = rootfs.diff_ids().unwrap_err();
+        assert_eq!(err.input, "ba5e");
+        assert!(rootfs.chain_id().is_err());
+    }
+
+    #[test]
     fn nil_cmd_gives_empty_created_by() {
         let mut c = child(None);
         c.container_config.cmd = None;

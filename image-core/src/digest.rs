@@ -641,9 +641,7 @@ mod tests {
 
     #[test]
     fn order_follows_hex() {
-        let mut ids: Vec<ImageId> = (0..50u8)
-            .map(|i| ImageId::of_config(&[i]))
-            .collect();
+        let mut ids: Vec<ImageId> = (0..50u8).map(|i| ImageId::of_config(&[i])).collect();
         ids.sort();
         let hexes: Vec<String> = ids.iter().map(ImageId::hex).collect();
         let mut sorted = hexes.clone();

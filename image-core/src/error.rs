@@ -247,11 +247,7 @@ fn key_suffix(key: &Option<Key>) -> String {
 
 impl Error {
     /// Shorthand for a [`Error::Backend`] that is not retryable.
-    pub fn backend(
-        backend: &'static str,
-        key: Option<Key>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn backend(backend: &'static str, key: Option<Key>, source: impl Into<BoxError>) -> Self {
         Self::Backend {
             backend,
             key,

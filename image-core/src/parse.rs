@@ -26,6 +26,12 @@
 //!   `strslice.StrSlice`), which becomes a one-element list; like that type
 //!   they are replaced, never merged, when repeated.
 //!
+//! Two deliberate differences remain, both about documents no Docker writes:
+//! a time string containing escape sequences is unescaped before parsing
+//! (Go reads the raw bytes and refuses it), and unknown values nested deeper
+//! than 128 levels are refused (serde_json's recursion limit; Go's is
+//! 10 000).
+//!
 //! The decoder streams over the document with serde visitors that write
 //! straight into the model; no intermediate JSON tree is built.
 
@@ -245,26 +251,15 @@ pub(crate) fn fold_eq(key: &[u8], name: &str) -> bool {
     name.next().is_none()
 }
 
-/// Declares a field enum's JSON names and a resolver for object keys: an
-/// exact match first (compiled to a `match`, the common case), then a
-/// folded one, as Go does. No two names of one struct fold onto each other,
-/// so the order of the two steps only matters for speed.
-macro_rules! fields {
-    ($(#[$meta:meta])* fn $resolve:ident -> $ty:ident { $($json:literal => $var:ident,)* }) => {
-        $(#[$meta])*
-        fn $resolve(key: &[u8]) -> Option<$ty> {
-            if let Ok(s) = std::str::from_utf8(key) {
-                match s {
-                    $($json => return Some($ty::$var),)*
-                    _ => {}
-                }
-            }
-            [$(($json, $ty::$var)),*]
-                .into_iter()
-                .find(|(name, _)| fold_eq(key, name))
-                .map(|(_, f)| f)
-        }
-    };
+/// Finds the field a key names: an exact match first, then a folded one (as
+/// Go does; no two names of one struct fold onto each other, so the order
+/// only matters for speed).
+fn lookup<F: Copy>(key: &[u8], table: &[(&'static str, F)]) -> Option<F> {
+    table
+        .iter()
+        .find(|(name, _)| name.as_bytes() == key)
+        .or_else(|| table.iter().find(|(name, _)| fold_eq(key, name)))
+        .map(|&(_, f)| f)
 }
 
 /// Where a value sits in the document, for error messages.
@@ -284,9 +279,9 @@ impl fmt::Display for Path {
 // ---------------------------------------------------------------------------
 // Keys.
 
-/// Reads an object key and resolves it to a field.
+/// Reads an object key and resolves it against a field table.
 struct KeySeed<F: 'static> {
-    resolve: fn(&[u8]) -> Option<F>,
+    table: &'static [(&'static str, F)],
 }
 
 impl<'de, F: Copy + 'static> DeserializeSeed<'de> for KeySeed<F> {
@@ -302,7 +297,7 @@ impl<F: Copy + 'static> Visitor<'_> for KeySeed<F> {
         f.write_str("an object key")
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        Ok((self.resolve)(v))
+        Ok(lookup(v, self.table))
     }
 }
 
@@ -753,36 +748,33 @@ enum CcField {
     Shell,
 }
 
-fields! {
-    /// The keys of `container.Config`.
-    fn cc_field -> CcField {
-        "Hostname" => Hostname,
-        "Domainname" => Domainname,
-        "User" => User,
-        "AttachStdin" => AttachStdin,
-        "AttachStdout" => AttachStdout,
-        "AttachStderr" => AttachStderr,
-        "ExposedPorts" => ExposedPorts,
-        "Tty" => Tty,
-        "OpenStdin" => OpenStdin,
-        "StdinOnce" => StdinOnce,
-        "Env" => Env,
-        "Cmd" => Cmd,
-        "Healthcheck" => Healthcheck,
-        "ArgsEscaped" => ArgsEscaped,
-        "Image" => Image,
-        "Volumes" => Volumes,
-        "WorkingDir" => WorkingDir,
-        "Entrypoint" => Entrypoint,
-        "NetworkDisabled" => NetworkDisabled,
-        "MacAddress" => MacAddress,
-        "OnBuild" => OnBuild,
-        "Labels" => Labels,
-        "StopSignal" => StopSignal,
-        "StopTimeout" => StopTimeout,
-        "Shell" => Shell,
-    }
-}
+const CC_FIELDS: &[(&str, CcField)] = &[
+    ("Hostname", CcField::Hostname),
+    ("Domainname", CcField::Domainname),
+    ("User", CcField::User),
+    ("AttachStdin", CcField::AttachStdin),
+    ("AttachStdout", CcField::AttachStdout),
+    ("AttachStderr", CcField::AttachStderr),
+    ("ExposedPorts", CcField::ExposedPorts),
+    ("Tty", CcField::Tty),
+    ("OpenStdin", CcField::OpenStdin),
+    ("StdinOnce", CcField::StdinOnce),
+    ("Env", CcField::Env),
+    ("Cmd", CcField::Cmd),
+    ("Healthcheck", CcField::Healthcheck),
+    ("ArgsEscaped", CcField::ArgsEscaped),
+    ("Image", CcField::Image),
+    ("Volumes", CcField::Volumes),
+    ("WorkingDir", CcField::WorkingDir),
+    ("Entrypoint", CcField::Entrypoint),
+    ("NetworkDisabled", CcField::NetworkDisabled),
+    ("MacAddress", CcField::MacAddress),
+    ("OnBuild", CcField::OnBuild),
+    ("Labels", CcField::Labels),
+    ("StopSignal", CcField::StopSignal),
+    ("StopTimeout", CcField::StopTimeout),
+    ("Shell", CcField::Shell),
+];
 
 /// A `container.Config` value. With `optional` it is a `*container.Config`
 /// (`null` makes it absent); otherwise `null` leaves it unchanged.
@@ -824,7 +816,7 @@ impl<'de> Visitor<'de> for ConfigSeed<'_> {
         };
         let prefix = self.prefix;
         let p = |name| Path { prefix, name };
-        while let Some(field) = map.next_key_seed(KeySeed { resolve: cc_field })? {
+        while let Some(field) = map.next_key_seed(KeySeed { table: CC_FIELDS })? {
             let Some(field) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -921,17 +913,14 @@ enum HcField {
     Retries,
 }
 
-fields! {
-    /// The keys of `HealthConfig`.
-    fn hc_field -> HcField {
-        "Test" => Test,
-        "Interval" => Interval,
-        "Timeout" => Timeout,
-        "StartPeriod" => StartPeriod,
-        "StartInterval" => StartInterval,
-        "Retries" => Retries,
-    }
-}
+const HC_FIELDS: &[(&str, HcField)] = &[
+    ("Test", HcField::Test),
+    ("Interval", HcField::Interval),
+    ("Timeout", HcField::Timeout),
+    ("StartPeriod", HcField::StartPeriod),
+    ("StartInterval", HcField::StartInterval),
+    ("Retries", HcField::Retries),
+];
 
 /// A `*HealthConfig`; `null` makes it absent.
 struct HealthSeed<'a> {
@@ -963,7 +952,7 @@ impl<'de> Visitor<'de> for HealthSeed<'_> {
         // Paths inside the health check are reported under the field's own
         // names; the prefix already says which config they belong to.
         let prefix = self.prefix;
-        while let Some(field) = map.next_key_seed(KeySeed { resolve: hc_field })? {
+        while let Some(field) = map.next_key_seed(KeySeed { table: HC_FIELDS })? {
             let int = |dst, name| IntSeed {
                 dst: IntDst::Plain(dst),
                 path: Path { prefix, name },
@@ -1010,13 +999,10 @@ enum RootFsField {
     DiffIds,
 }
 
-fields! {
-    /// The keys of `RootFS`.
-    fn rootfs_field -> RootFsField {
-        "type" => Type,
-        "diff_ids" => DiffIds,
-    }
-}
+const ROOTFS_FIELDS: &[(&str, RootFsField)] = &[
+    ("type", RootFsField::Type),
+    ("diff_ids", RootFsField::DiffIds),
+];
 
 /// The `*RootFS`; `null` makes it absent.
 struct RootFsSeed<'a> {
@@ -1049,7 +1035,7 @@ impl<'de> Visitor<'de> for RootFsSeed<'_> {
             name,
         };
         while let Some(field) = map.next_key_seed(KeySeed {
-            resolve: rootfs_field,
+            table: ROOTFS_FIELDS,
         })? {
             match field {
                 None => {
@@ -1128,16 +1114,13 @@ enum HistoryField {
     EmptyLayer,
 }
 
-fields! {
-    /// The keys of `History`.
-    fn history_field -> HistoryField {
-        "created" => Created,
-        "created_by" => CreatedBy,
-        "author" => Author,
-        "comment" => Comment,
-        "empty_layer" => EmptyLayer,
-    }
-}
+const HISTORY_FIELDS: &[(&str, HistoryField)] = &[
+    ("created", HistoryField::Created),
+    ("created_by", HistoryField::CreatedBy),
+    ("author", HistoryField::Author),
+    ("comment", HistoryField::Comment),
+    ("empty_layer", HistoryField::EmptyLayer),
+];
 
 /// One history entry; `null` leaves it unchanged.
 struct HistorySeed<'a> {
@@ -1171,7 +1154,7 @@ impl<'de> Visitor<'de> for HistorySeed<'_> {
             name,
         };
         while let Some(field) = map.next_key_seed(KeySeed {
-            resolve: history_field,
+            table: HISTORY_FIELDS,
         })? {
             match field {
                 None => {
@@ -1228,48 +1211,44 @@ enum TopField {
     OsFeatures,
 }
 
-fields! {
-    /// The keys of Go's `V1Image`.
-    fn v1_field -> TopField {
-        "id" => Id,
-        "parent" => Parent,
-        "comment" => Comment,
-        "created" => Created,
-        "container" => Container,
-        "container_config" => ContainerConfig,
-        "docker_version" => DockerVersion,
-        "author" => Author,
-        "config" => Config,
-        "architecture" => Architecture,
-        "variant" => Variant,
-        "os" => Os,
-        "Size" => Size,
-    }
-}
+/// The keys of Go's `V1Image`.
+const V1_FIELDS: &[(&str, TopField)] = &[
+    ("id", TopField::Id),
+    ("parent", TopField::Parent),
+    ("comment", TopField::Comment),
+    ("created", TopField::Created),
+    ("container", TopField::Container),
+    ("container_config", TopField::ContainerConfig),
+    ("docker_version", TopField::DockerVersion),
+    ("author", TopField::Author),
+    ("config", TopField::Config),
+    ("architecture", TopField::Architecture),
+    ("variant", TopField::Variant),
+    ("os", TopField::Os),
+    ("Size", TopField::Size),
+];
 
-fields! {
-    /// The keys of Go's `Image` (which embeds `V1Image`; its own `parent`
-    /// shadows the embedded one, and both are read into the same field).
-    fn image_field -> TopField {
-        "id" => Id,
-        "parent" => Parent,
-        "comment" => Comment,
-        "created" => Created,
-        "container" => Container,
-        "container_config" => ContainerConfig,
-        "docker_version" => DockerVersion,
-        "author" => Author,
-        "config" => Config,
-        "architecture" => Architecture,
-        "variant" => Variant,
-        "os" => Os,
-        "Size" => Size,
-        "rootfs" => RootFs,
-        "history" => History,
-        "os.version" => OsVersion,
-        "os.features" => OsFeatures,
-    }
-}
+/// The keys of Go's `Image` (which embeds `V1Image`; its own `parent`
+/// shadows the embedded one, and both are read into the same field).
+const IMAGE_FIELDS: &[(&str, TopField)] = &[
+    ("id", TopField::Id),
+    ("parent", TopField::Parent),
+    ("comment", TopField::Comment),
+    ("created", TopField::Created),
+    ("container", TopField::Container),
+    ("container_config", TopField::ContainerConfig),
+    ("docker_version", TopField::DockerVersion),
+    ("author", TopField::Author),
+    ("config", TopField::Config),
+    ("architecture", TopField::Architecture),
+    ("variant", TopField::Variant),
+    ("os", TopField::Os),
+    ("Size", TopField::Size),
+    ("rootfs", TopField::RootFs),
+    ("history", TopField::History),
+    ("os.version", TopField::OsVersion),
+    ("os.features", TopField::OsFeatures),
+];
 
 struct DocSeed<'a> {
     dst: &'a mut Decoded,
@@ -1297,14 +1276,14 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
         d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let resolve = match self.target {
-            Target::Image => image_field,
-            Target::V1Image => v1_field,
+        let table = match self.target {
+            Target::Image => IMAGE_FIELDS,
+            Target::V1Image => V1_FIELDS,
         };
         let doc = self.dst;
         let c = &mut doc.config;
         let p = |name| Path { prefix: "", name };
-        while let Some(field) = map.next_key_seed(KeySeed { resolve })? {
+        while let Some(field) = map.next_key_seed(KeySeed { table })? {
             let Some(field) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;

@@ -274,8 +274,7 @@ impl PartialOrd for Timestamp {
 
 impl Ord for Timestamp {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.cmp_instant(other)
-            .then(self.offset.cmp(&other.offset))
+        self.cmp_instant(other).then(self.offset.cmp(&other.offset))
     }
 }
 
@@ -297,7 +296,10 @@ mod tests {
     #[test]
     fn go_rfc3339nano_format() {
         assert_eq!(rt("2024-05-01T12:00:00Z"), "2024-05-01T12:00:00Z");
-        assert_eq!(rt("2024-05-01T12:00:00.100000000Z"), "2024-05-01T12:00:00.1Z");
+        assert_eq!(
+            rt("2024-05-01T12:00:00.100000000Z"),
+            "2024-05-01T12:00:00.1Z"
+        );
         assert_eq!(
             rt("2024-05-01T12:00:00.123456789+02:00"),
             "2024-05-01T12:00:00.123456789+02:00"
@@ -306,8 +308,14 @@ mod tests {
         // A zero offset is written as Z, as Go does.
         assert_eq!(rt("2024-05-01T12:00:00+00:00"), "2024-05-01T12:00:00Z");
         // Digits past nanoseconds are dropped.
-        assert_eq!(rt("2024-05-01T12:00:00.1234567891Z"), "2024-05-01T12:00:00.123456789Z");
-        assert_eq!(rt("1969-12-31T23:59:59.5-01:30"), "1969-12-31T23:59:59.5-01:30");
+        assert_eq!(
+            rt("2024-05-01T12:00:00.1234567891Z"),
+            "2024-05-01T12:00:00.123456789Z"
+        );
+        assert_eq!(
+            rt("1969-12-31T23:59:59.5-01:30"),
+            "1969-12-31T23:59:59.5-01:30"
+        );
         assert_eq!(rt("0001-01-01T00:00:00Z"), "0001-01-01T00:00:00Z");
         assert_eq!(rt("2000-02-29T00:00:00Z"), "2000-02-29T00:00:00Z");
     }

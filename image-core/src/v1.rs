@@ -223,9 +223,11 @@ fn docker_version(json: &[u8]) -> Result<String, ConfigError> {
             Some(b'"') => version = decode_string(value)?,
             Some(b'n') => {}
             _ => {
+                let (line, column) =
+                    position(json, value.as_ptr() as usize - json.as_ptr() as usize);
                 return Err(ConfigError::Malformed {
-                    line: 1,
-                    column: 1,
+                    line,
+                    column,
                     message: "invalid type: expected a string for docker_version".to_owned(),
                 });
             }
@@ -302,9 +304,10 @@ fn raw_entries(json: &[u8]) -> Result<Option<RawEntries<'_>>, ConfigError> {
         Some(b'{') => {}
         Some(b'n') => return Ok(None),
         _ => {
+            let (line, column) = position(json, i);
             return Err(ConfigError::Malformed {
-                line: 1,
-                column: i + 1,
+                line,
+                column,
                 message: "invalid type: expected a JSON object".to_owned(),
             });
         }
@@ -329,6 +332,18 @@ fn raw_entries(json: &[u8]) -> Result<Option<RawEntries<'_>>, ConfigError> {
         }
     }
     Ok(Some(entries))
+}
+
+/// The 1-based line and column of byte `offset`, counted as serde_json
+/// counts them (columns in bytes).
+fn position(json: &[u8], offset: usize) -> (usize, usize) {
+    let before = &json[..offset.min(json.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    (line, offset - line_start + 1)
 }
 
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
@@ -476,7 +491,14 @@ mod tests {
             "1.9"
         );
         assert_eq!(docker_version(br#"{"Size":"not an int"}"#).unwrap(), "");
-        assert!(docker_version(br#"{"docker_version":1}"#).is_err());
+        assert_eq!(
+            docker_version(b"{\n \"docker_version\": 1}"),
+            Err(ConfigError::Malformed {
+                line: 2,
+                column: 20,
+                message: "invalid type: expected a string for docker_version".to_owned()
+            })
+        );
         assert!(docker_version(br#"[1]"#).is_err());
     }
 

@@ -43,9 +43,11 @@ fn split_term(term: &str) -> (Option<&str>, &str) {
         // An algorithm Docker does not know still names an algorithm if the
         // whole term is shaped like a digest; it then matches nothing here.
         _ => {
-            let alg_ok = alg
-                .split(['.', '+', '_', '-'])
-                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+            let alg_ok = alg.split(['.', '+', '_', '-']).all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            });
             let hex_ok = hex
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'=' | b'_' | b'-'));
@@ -150,7 +152,10 @@ mod tests {
         // With 200 IDs some pair shares its first hex digit.
         let mut by_first: std::collections::BTreeMap<char, Vec<ImageId>> = Default::default();
         for id in &ids {
-            by_first.entry(id.hex().chars().next().unwrap()).or_default().push(*id);
+            by_first
+                .entry(id.hex().chars().next().unwrap())
+                .or_default()
+                .push(*id);
         }
         let (c, group) = by_first.iter().find(|(_, v)| v.len() > 1).unwrap();
         match search(&s, &c.to_string()) {

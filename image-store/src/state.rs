@@ -218,12 +218,15 @@ mod tests {
         let mut children: HashMap<ImageId, Vec<ImageId>> = HashMap::new();
         let mut by_key: HashMap<(Option<ImageId>, CacheKey), Vec<ImageId>> = HashMap::new();
         for (id, e) in &s.entries {
-            if let Some(p) = e.parent {
-                if s.entries.contains_key(&p) {
-                    children.entry(p).or_default().push(*id);
-                }
+            if let Some(p) = e.parent
+                && s.entries.contains_key(&p)
+            {
+                children.entry(p).or_default().push(*id);
             }
-            by_key.entry((e.parent, e.summary.cache_key)).or_default().push(*id);
+            by_key
+                .entry((e.parent, e.summary.cache_key))
+                .or_default()
+                .push(*id);
         }
         for (id, e) in &s.entries {
             let mut want = children.remove(id).unwrap_or_default();

@@ -163,7 +163,10 @@ impl fmt::Display for Problem {
                 write!(f, "image {id} metadata {key:?} ignored: {reason}")
             }
             Self::ParentCycle { id, parent } => {
-                write!(f, "image {id}: parent {parent} would close a cycle; link ignored")
+                write!(
+                    f,
+                    "image {id}: parent {parent} would close a cycle; link ignored"
+                )
             }
             Self::MissingLayer {
                 id,
@@ -436,10 +439,10 @@ impl Store {
         }
         // Summaries are derived data: failing to store them only costs a
         // re-read next time, so it must not fail the open.
-        if !write_back.is_empty() {
-            if let Err(e) = self.inner.backend.write(write_back).await {
-                tracing::warn!(error = %e, "could not store image summaries");
-            }
+        if !write_back.is_empty()
+            && let Err(e) = self.inner.backend.write(write_back).await
+        {
+            tracing::warn!(error = %e, "could not store image summaries");
         }
         if !quarantine.is_empty() {
             self.inner.backend.write(quarantine).await?;
@@ -487,10 +490,11 @@ impl Store {
         // Images that left the backend give their layer references back.
         if let Some(layers) = layers {
             for (id, (summary, _, held)) in &known {
-                if *held && !state.contains(id) {
-                    if let Some(chain) = summary.chain_id {
-                        let _ = layers.release(&chain);
-                    }
+                if *held
+                    && !state.contains(id)
+                    && let Some(chain) = summary.chain_id
+                {
+                    let _ = layers.release(&chain);
                 }
             }
         }
@@ -518,10 +522,13 @@ impl Store {
         self.check_size(config.len())?;
         let image = Image::from_bytes(config)?;
         let chain = match self.inner.options.layers {
-            Some(_) => image.rootfs.chain_id().map_err(|e| ConfigError::InvalidField {
-                field: "rootfs.diff_ids".into(),
-                reason: e.to_string(),
-            })?,
+            Some(_) => image
+                .rootfs
+                .chain_id()
+                .map_err(|e| ConfigError::InvalidField {
+                    field: "rootfs.diff_ids".into(),
+                    reason: e.to_string(),
+                })?,
             None => None,
         };
         Ok((image, chain))
@@ -552,7 +559,7 @@ impl Store {
         options: CreateOptions,
     ) -> Result<ImageId> {
         let mut ids = self.create_batch(vec![(config.into(), options)]).await?;
-        ids.pop().ok_or_else(|| unreachable_batch())
+        ids.pop().ok_or_else(unreachable_batch)
     }
 
     /// Stores many configs in one backend write: all or nothing on backends
@@ -643,21 +650,21 @@ impl Store {
         let mut ids = Vec::with_capacity(plan.len());
         for (image, new_summary, options, has_chain) in plan {
             let id = image.id();
-            if let Some(summary) = new_summary {
-                if !state.contains(&id) {
-                    let mut entry = Entry::new(summary);
-                    entry.image = Some(Arc::new(image));
-                    entry.holds_layer = has_chain && self.inner.options.layers.is_some();
-                    state.insert(id, entry);
-                }
+            if let Some(summary) = new_summary
+                && !state.contains(&id)
+            {
+                let mut entry = Entry::new(summary);
+                entry.image = Some(Arc::new(image));
+                entry.holds_layer = has_chain && self.inner.options.layers.is_some();
+                state.insert(id, entry);
             }
             if let Some(parent) = options.parent {
                 state.set_parent(&id, Some(parent));
             }
-            if options.built_locally {
-                if let Some(e) = state.entries.get_mut(&id) {
-                    e.built_locally = true;
-                }
+            if options.built_locally
+                && let Some(e) = state.entries.get_mut(&id)
+            {
+                e.built_locally = true;
             }
             ids.push(id);
         }
@@ -1062,7 +1069,8 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     // Every write to the state is a sequence of map operations that cannot
     // panic half-way in a way that breaks invariants checked by readers;
     // keep serving after a panic elsewhere rather than failing every call.
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {

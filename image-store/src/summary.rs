@@ -125,8 +125,12 @@ impl Summary {
         let cache_key = CacheKey(r.array()?);
         let chain_id = match r.u8()? {
             0 => None,
-            1 => Some(ChainId::try_from(Digest::from_bytes(Algorithm::Sha256, r.take(32)?).ok()?).ok()?),
-            2 => Some(ChainId::try_from(Digest::from_bytes(Algorithm::Sha512, r.take(64)?).ok()?).ok()?),
+            1 => Some(
+                ChainId::try_from(Digest::from_bytes(Algorithm::Sha256, r.take(32)?).ok()?).ok()?,
+            ),
+            2 => Some(
+                ChainId::try_from(Digest::from_bytes(Algorithm::Sha512, r.take(64)?).ok()?).ok()?,
+            ),
             _ => return None,
         };
         if !r.0.is_empty() {

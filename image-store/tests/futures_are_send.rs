@@ -1,7 +1,7 @@
 //! Compile-time check: every future the store returns is `Send`, so it can
 //! be spawned on a multi-thread runtime. The check is that this file builds.
-use std::sync::Arc;
 use imagecache_store::Store;
+use std::sync::Arc;
 fn assert_send<T: Send>(_: T) {}
 #[allow(dead_code)]
 fn checks(store: Store, id: imagecache_core::ImageId, b: Arc<dyn imagecache_core::StoreBackend>) {

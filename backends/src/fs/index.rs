@@ -551,15 +551,10 @@ impl std::fmt::Debug for IndexFiles {
 
 /// Reads a whole file; `None` if it does not exist.
 fn read_file(path: &Path) -> Result<Option<Bytes>, Error> {
-    match File::open(path) {
-        Ok(mut f) => {
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf)
-                .map_err(|e| Error::io("read", path, e))?;
-            Ok(Some(Bytes::from(buf)))
-        }
+    match fs::read(path) {
+        Ok(buf) => Ok(Some(Bytes::from(buf))),
         Err(e) if is_missing(&e) => Ok(None),
-        Err(source) => Err(Error::io("open", path, source)),
+        Err(source) => Err(Error::io("read", path, source)),
     }
 }
 
@@ -861,7 +856,7 @@ mod tests {
 
     #[test]
     fn replay_marks_unchained_updates_for_rereading() {
-        let mut entries = Entries::new();
+        let mut entries = Entries::default();
         apply(
             &mut entries,
             update(1, Token::Absent, stamp(1), "parent", Some(b"p")),
@@ -885,7 +880,7 @@ mod tests {
 
     #[test]
     fn snapshot_roundtrips_and_detects_damage() {
-        let mut entries = Entries::new();
+        let mut entries = Entries::default();
         entries.insert(
             id(1),
             Entry {

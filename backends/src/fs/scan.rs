@@ -32,15 +32,19 @@ const MAX_THREADS: usize = 4;
 #[derive(Debug)]
 struct Listed {
     id: ImageId,
-    /// The file name: 64 lowercase hex digits.
-    name: [u8; 64],
     kind: ListedKind,
 }
 
 impl Listed {
-    fn name(&self) -> &str {
-        // Only names that parsed as lowercase hex are listed.
-        std::str::from_utf8(&self.name).unwrap_or_default()
+    /// A sort key in ID order that compares as two integers: sorting a
+    /// hundred thousand names this way is several times faster than
+    /// comparing digests byte by byte.
+    fn order(&self) -> (u128, u128) {
+        let b = self.id.to_bytes();
+        let (hi, lo) = b.split_at(16);
+        let hi: [u8; 16] = hi.try_into().unwrap_or_default();
+        let lo: [u8; 16] = lo.try_into().unwrap_or_default();
+        (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
     }
 }
 
@@ -108,11 +112,8 @@ fn list_content(inner: &Inner) -> Result<Vec<Listed>, Error> {
             FileType::Symlink => ListedKind::Symlink,
             other => ListedKind::Other(raw_kind_name(other)),
         };
-        let mut name_buf = [0u8; 64];
-        name_buf.copy_from_slice(name);
         listed.push(Listed {
             id: ImageId::from_bytes(bytes),
-            name: name_buf,
             kind,
         });
     }
@@ -173,7 +174,8 @@ struct Dirs<'a> {
 /// Decides about one listed image.
 fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Outcome, Error> {
     let id = &listed.id;
-    let name = listed.name();
+    let hex = id.hex();
+    let name = hex.as_str();
     if let ListedKind::Other(kind) = listed.kind {
         return Ok(Outcome::Quarantine(format!(
             "a {kind} occupies the content path"
@@ -290,17 +292,21 @@ fn list_quarantine(layout: &Layout) -> Result<Vec<Quarantined>, Error> {
 
 /// Loads the store; see the module docs.
 pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
+    let t0 = std::time::Instant::now();
     // The index is decoded while the content directory is listed.
     let (loaded, listed) = thread::scope(|s| {
-        let index = s.spawn(|| inner.index.read());
+        let index = s.spawn(|| { let r = inner.index.read(); eprintln!("TIMING index {:?}", t0.elapsed()); r });
         let listed = list_content(inner);
+        eprintln!("TIMING list {:?}", t0.elapsed());
         let loaded = index.join().map_err(|_| Error::Panicked);
         Ok::<_, Error>((loaded??, listed?))
     })?;
     let mut listed = listed;
     // Sorting the small listing yields the images in ID order.
-    listed.sort_unstable_by_key(|l| l.id);
+    listed.sort_unstable_by_key(Listed::order);
+    let t1 = t0.elapsed();
     let outcomes = examine_all(inner, &loaded.entries, &listed)?;
+    let t2 = t0.elapsed();
 
     let mut entries = loaded.entries;
     let mut changed = loaded.stale;
@@ -367,6 +373,7 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
         tracing::warn!(error = %e, "cannot rewrite the index; the next load does the same work again");
     }
 
+    eprintln!("TIMING read+list+sort {t1:?} examine {t2:?} end {:?} changed {changed}", t0.elapsed());
     Ok(Snapshot {
         images: result
             .into_iter()

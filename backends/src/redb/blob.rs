@@ -22,16 +22,39 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
 use imagecache_core::{BlobInfo, BlobReader, ByteStream, Digest, Key, MetadataKey};
-use redb::{ReadableDatabase as _, ReadableTable as _};
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::task::JoinHandle;
 
-use super::{
-    BLOB_CHUNKS, BLOB_NOTES, BLOBS, Error, Inner, META, META_NEXT_UPLOAD, PENDING_UPLOADS,
-    RedbBackend, blob_not_found, with_key,
-};
+use super::{Error, Inner, META, META_NEXT_UPLOAD, RedbBackend, blob_not_found, with_key};
+
+pub(super) const BLOBS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("blobs");
+pub(super) const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> =
+    TableDefinition::new("blob_chunks");
+pub(super) const BLOB_NOTES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blob_notes");
+pub(super) const PENDING_UPLOADS: TableDefinition<'_, u64, &str> =
+    TableDefinition::new("pending_uploads");
 
 /// Size of every chunk but a blob's last.
 pub(super) const CHUNK_SIZE: usize = 1 << 20;
+
+/// Creates the blob tables if they are missing and removes the chunks of
+/// every pending upload; returns how many there were. Only called while
+/// opening, when no upload of this handle can be running.
+pub(super) fn prepare(txn: &redb::WriteTransaction) -> Result<usize, Error> {
+    txn.open_table(BLOBS)?;
+    txn.open_table(BLOB_NOTES)?;
+    let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+    let mut pending = txn.open_table(PENDING_UPLOADS)?;
+    let orphans = pending
+        .iter()?
+        .map(|entry| entry.map(|(upload, _)| upload.value()))
+        .collect::<Result<Vec<u64>, _>>()?;
+    for &upload in &orphans {
+        remove_chunks(&mut chunks, upload)?;
+        pending.remove(upload)?;
+    }
+    Ok(orphans.len())
+}
 
 /// Stores a blob from `body`; see [`StoreBackend::put_blob`].
 ///

@@ -1,12 +1,12 @@
-//! The compact per-image record kept in the `images` table, and the value
-//! kept in the `quarantine` table.
+//! Encodings of what the image tables hold: one image's record, an index
+//! block of records, and a quarantined image.
 //!
-//! An image record holds everything [`StoreBackend::load`] reports about one
-//! image (its metadata values and its summary) in a single small value, so
-//! that opening a store is one sequential scan of one table and never reads
-//! a config.
+//! A record holds everything [`StoreBackend::load`] reports about one image
+//! (its metadata values and its summary). Records live in index blocks of
+//! about [`BLOCK_TARGET`] bytes, so that opening a store reads a few
+//! thousand large values instead of one small value per image.
 //!
-//! Record layout (format 1):
+//! Record layout:
 //!
 //! ```text
 //! u8      format (1)
@@ -14,14 +14,17 @@
 //! bytes   summary
 //! varint  number of metadata values
 //! then, per value, sorted by key:
-//!   u8      key length (1..=128)
-//!   bytes   key (ASCII, a valid MetadataKey)
+//!   u8      1 = parent, 2 = builtLocally, 3 = lastUpdated,
+//!           0 = another key: u8 length (1..=128) and the key's bytes follow
 //!   varint  value length
 //!   bytes   value
 //! ```
 //!
+//! Block layout: `u8` format (1), then per image, in no particular order:
+//! the 32 bytes of its ID, a varint record length and the record.
+//!
 //! Varints are unsigned LEB128. Decoding checks every length against the
-//! bytes that remain, so a damaged record is an error, never a panic.
+//! bytes that remain, so damaged data is an error, never a panic.
 //!
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
 
@@ -33,6 +36,22 @@ use imagecache_core::MetadataKey;
 
 /// The only record format this module writes and reads.
 const FORMAT: u8 = 1;
+
+/// The only block format this module writes and reads.
+const BLOCK_FORMAT: u8 = 1;
+
+/// The size a block is filled to before a new one is started.
+pub(super) const BLOCK_TARGET: usize = 32 << 10;
+
+/// The 32 hash bytes of an image ID, as tables key them.
+pub(super) type ImageKey = [u8; 32];
+
+/// Key codes of the well-known metadata keys; 0 announces another key.
+const KNOWN_KEYS: [(u8, MetadataKey); 3] = [
+    (1, MetadataKey::PARENT),
+    (2, MetadataKey::BUILT_LOCALLY),
+    (3, MetadataKey::LAST_UPDATED),
+];
 
 /// Why a stored record could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +110,16 @@ impl Record {
         }
         put_varint(out, self.metadata.len() as u64);
         for (key, value) in &self.metadata {
-            let key = key.as_str().as_bytes();
-            // MetadataKey guarantees 1..=128 bytes, so the length fits in a u8.
-            out.push(key.len() as u8);
-            out.extend_from_slice(key);
+            match KNOWN_KEYS.iter().find(|(_, known)| known == key) {
+                Some((code, _)) => out.push(*code),
+                None => {
+                    let key = key.as_str().as_bytes();
+                    // MetadataKey guarantees 1..=128 bytes, so the length fits.
+                    out.push(0);
+                    out.push(key.len() as u8);
+                    out.extend_from_slice(key);
+                }
+            }
             put_varint(out, value.len() as u64);
             out.extend_from_slice(value);
         }
@@ -120,7 +145,18 @@ impl Record {
     /// Decodes a record. Values and the summary are slices of `data`, so
     /// decoding costs one allocation for the metadata list and none per value.
     pub(super) fn decode(data: &Bytes) -> Result<Self, RecordError> {
-        let mut r = Reader::new(data);
+        Self::decode_at(data, 0..data.len())
+    }
+
+    /// Decodes the record at `range` of `data` (an index block, say).
+    pub(super) fn decode_at(block: &Bytes, range: Range<usize>) -> Result<Self, RecordError> {
+        let data = block;
+        let within = block
+            .get(..range.end)
+            .filter(|_| range.start <= range.end)
+            .ok_or(RecordError("record lies outside its block"))?;
+        let mut r = Reader::new(within);
+        r.pos = range.start;
         if r.byte()? != FORMAT {
             return Err(RecordError("unknown record format"));
         }
@@ -129,15 +165,24 @@ impl Record {
             n => Some(data.slice(r.take(len_of(n - 1)?)?)),
         };
         let count = len_of(r.varint()?)?;
-        // Every entry takes at least three bytes, which bounds a damaged
+        // Every entry takes at least two bytes, which bounds a damaged
         // count before it becomes an allocation.
-        if count > r.remaining() / 3 {
+        if count > r.remaining() / 2 {
             return Err(RecordError("metadata count exceeds the record"));
         }
         let mut metadata: Vec<(MetadataKey, Bytes)> = Vec::with_capacity(count);
         for _ in 0..count {
-            let key_len = usize::from(r.byte()?);
-            let key = metadata_key(&data[r.take(key_len)?])?;
+            let key = match r.byte()? {
+                0 => {
+                    let len = usize::from(r.byte()?);
+                    metadata_key(&data[r.take(len)?])?
+                }
+                code => KNOWN_KEYS
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map(|(_, key)| key.clone())
+                    .ok_or(RecordError("unknown metadata key code"))?,
+            };
             if metadata.last().is_some_and(|(prev, _)| *prev >= key) {
                 return Err(RecordError("metadata keys out of order"));
             }
@@ -151,21 +196,100 @@ impl Record {
     }
 }
 
-/// A metadata key read from a record. The well-known keys reuse their
-/// constants, which borrow a static string, so the common case allocates
-/// nothing.
+/// A metadata key spelled out in a record.
 fn metadata_key(raw: &[u8]) -> Result<MetadataKey, RecordError> {
-    for known in [
-        MetadataKey::PARENT,
-        MetadataKey::BUILT_LOCALLY,
-        MetadataKey::LAST_UPDATED,
-    ] {
-        if known.as_str().as_bytes() == raw {
-            return Ok(known);
-        }
-    }
     let text = std::str::from_utf8(raw).map_err(|_| RecordError("metadata key is not UTF-8"))?;
     MetadataKey::new(text).map_err(|_| RecordError("invalid metadata key"))
+}
+
+/// Reads the entries of an index block: each image's key and where its
+/// record lies in `data`.
+pub(super) fn block_entries(
+    data: &[u8],
+) -> impl Iterator<Item = Result<(ImageKey, Range<usize>), RecordError>> + '_ {
+    let mut r = Reader::new(data);
+    let mut failed = false;
+    let mut started = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        if !started {
+            started = true;
+            match r.byte() {
+                Ok(BLOCK_FORMAT) => {}
+                Ok(_) => {
+                    failed = true;
+                    return Some(Err(RecordError("unknown block format")));
+                }
+                Err(err) => {
+                    failed = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+        if r.remaining() == 0 {
+            return None;
+        }
+        let entry = r.take(32).and_then(|id| {
+            let record = r.take_prefixed()?;
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&data[id]);
+            Ok((key, record))
+        });
+        failed = entry.is_err();
+        Some(entry)
+    })
+}
+
+/// Finds one image's record in an index block.
+pub(super) fn find_in_block<'d>(
+    data: &'d [u8],
+    key: &ImageKey,
+) -> Result<Option<&'d [u8]>, RecordError> {
+    for entry in block_entries(data) {
+        let (k, range) = entry?;
+        if k == *key {
+            return Ok(Some(&data[range]));
+        }
+    }
+    Ok(None)
+}
+
+/// Builds index blocks entry by entry.
+#[derive(Debug)]
+pub(super) struct BlockWriter {
+    out: Vec<u8>,
+    entries: usize,
+}
+
+impl BlockWriter {
+    pub(super) fn new() -> Self {
+        let mut out = Vec::with_capacity(BLOCK_TARGET + 1024);
+        out.push(BLOCK_FORMAT);
+        Self { out, entries: 0 }
+    }
+
+    pub(super) fn push(&mut self, key: &ImageKey, record: &[u8]) {
+        self.out.extend_from_slice(key);
+        put_varint(&mut self.out, record.len() as u64);
+        self.out.extend_from_slice(record);
+        self.entries += 1;
+    }
+
+    /// Number of entries pushed.
+    pub(super) fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Encoded size so far.
+    pub(super) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.out
+    }
 }
 
 /// What the `quarantine` table keeps for one image.
@@ -216,6 +340,13 @@ impl QuarantineEntry {
 
 fn len_of(n: u64) -> Result<usize, RecordError> {
     usize::try_from(n).map_err(|_| RecordError("length does not fit in memory"))
+}
+
+/// Reads a varint from the start of `data`; returns it and its length.
+pub(super) fn read_varint(data: &[u8]) -> Result<(u64, usize), RecordError> {
+    let mut r = Reader::new(data);
+    let n = r.varint()?;
+    Ok((n, r.pos))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -342,12 +473,18 @@ mod tests {
         assert!(Record::decode(&Bytes::from(trailing)).is_err());
 
         // A key with a character MetadataKey refuses.
-        let mut out = vec![FORMAT, 0, 1, 3];
+        let mut out = vec![FORMAT, 0, 1, 0, 3];
         out.extend_from_slice(b"../");
         out.push(0);
         assert_eq!(
             Record::decode(&Bytes::from(out)),
             Err(RecordError("invalid metadata key"))
+        );
+
+        // A key code nobody assigned.
+        assert_eq!(
+            Record::decode(&Bytes::from(vec![FORMAT, 0, 1, 9, 0])),
+            Err(RecordError("unknown metadata key code"))
         );
 
         // A huge count with nothing behind it.
@@ -358,7 +495,7 @@ mod tests {
         // Keys out of order.
         let mut out = vec![FORMAT, 0, 2];
         for key in [b"b", b"a"] {
-            out.push(1);
+            out.extend_from_slice(&[0, 1]);
             out.extend_from_slice(key);
             out.push(0);
         }
@@ -366,6 +503,49 @@ mod tests {
             Record::decode(&Bytes::from(out)),
             Err(RecordError("metadata keys out of order"))
         );
+    }
+
+    #[test]
+    fn well_known_keys_take_one_byte() {
+        let mut r = Record::default();
+        r.set(MetadataKey::PARENT, Bytes::from_static(b"p"));
+        // format, no summary, count, key code, value length, value
+        assert_eq!(r.encode(), [FORMAT, 0, 1, 1, 1, b'p']);
+    }
+
+    #[test]
+    fn blocks_roundtrip_and_find_records() {
+        let mut w = BlockWriter::new();
+        let keys = [[1u8; 32], [7u8; 32], [3u8; 32]];
+        for (i, key) in keys.iter().enumerate() {
+            w.push(key, &vec![i as u8; i * 200]);
+        }
+        assert_eq!(w.entries(), 3);
+        let data = w.as_bytes().to_vec();
+        let entries: Vec<_> = block_entries(&data).map(Result::unwrap).collect();
+        assert_eq!(entries.len(), 3);
+        for (i, (key, range)) in entries.iter().enumerate() {
+            assert_eq!(*key, keys[i]);
+            assert_eq!(&data[range.clone()], &vec![i as u8; i * 200][..]);
+        }
+        assert_eq!(find_in_block(&data, &[3u8; 32]).unwrap(), Some(&[2u8; 400][..]));
+        assert_eq!(find_in_block(&data, &[9u8; 32]).unwrap(), None);
+        assert_eq!(block_entries(&[BLOCK_FORMAT]).count(), 0);
+
+        // Every truncation inside an entry is an error, reported once.
+        for len in 1..data.len() {
+            let results: Vec<_> = block_entries(&data[..len]).collect();
+            // Entries end after the format byte, then at 1 + 33 and 34 + 234.
+            let boundary = [1, 34, 268];
+            if boundary.contains(&len) {
+                assert!(results.iter().all(Result::is_ok), "cut at {len}");
+            } else {
+                assert!(results.last().unwrap().is_err(), "cut at {len}");
+                assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+            }
+        }
+        assert!(block_entries(&[9u8]).next().unwrap().is_err());
+        assert!(block_entries(&[]).next().unwrap().is_err());
     }
 
     #[test]

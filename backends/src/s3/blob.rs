@@ -125,10 +125,12 @@ pub(super) async fn put(
                     .complete()
                     .await
                     .map_err(|e| Error::store("complete upload of", key.clone(), e))?,
-                None => return Err(Error::Config {
-                    reason: "multipart upload was already finished".into(),
-                    source: None,
-                }),
+                None => {
+                    return Err(Error::Config {
+                        reason: "multipart upload was already finished".into(),
+                        source: None,
+                    });
+                }
             };
             Ok(size)
         }

@@ -69,7 +69,9 @@ impl RecordName {
             return None;
         }
         if !nanos.bytes().all(|c| c.is_ascii_digit())
-            || !random.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            || !random
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
         {
             return None;
         }
@@ -205,10 +207,10 @@ impl ImageState {
         if let Some((stamp, value)) = other.summary {
             self.set_summary(stamp, value);
         }
-        if let Some((stamp, reason)) = other.quarantine {
-            if self.quarantine.as_ref().is_none_or(|(s, _)| stamp > *s) {
-                self.quarantine = Some((stamp, reason));
-            }
+        if let Some((stamp, reason)) = other.quarantine
+            && self.quarantine.as_ref().is_none_or(|(s, _)| stamp > *s)
+        {
+            self.quarantine = Some((stamp, reason));
         }
     }
 
@@ -733,12 +735,21 @@ mod tests {
         let mut want = vec![id(1), id(2)];
         want.sort();
         assert_eq!(ids, want);
-        let one = entries.iter().find(|e| e.id == id(1)).map(|e| e.metadata.clone());
+        let one = entries
+            .iter()
+            .find(|e| e.id == id(1))
+            .map(|e| e.metadata.clone());
         assert_eq!(one, Some(vec![(key("a"), Bytes::from_static(b"2"))]));
         // Re-created after its delete: the old summary stays gone.
-        let two = entries.iter().find(|e| e.id == id(2)).map(|e| e.summary.clone());
+        let two = entries
+            .iter()
+            .find(|e| e.id == id(2))
+            .map(|e| e.summary.clone());
         assert_eq!(two, Some(None));
-        assert_eq!(forward.quarantined().collect::<Vec<_>>(), vec![(id(3), "bad")]);
+        assert_eq!(
+            forward.quarantined().collect::<Vec<_>>(),
+            vec![(id(3), "bad")]
+        );
     }
 
     #[test]
@@ -781,7 +792,10 @@ mod tests {
     #[test]
     fn compaction_forgets_only_old_removals() {
         let mut state = State::default();
-        state.apply(name(10), vec![RecordOp::Put(id(1)), RecordOp::Delete(id(1))]);
+        state.apply(
+            name(10),
+            vec![RecordOp::Put(id(1)), RecordOp::Delete(id(1))],
+        );
         state.apply(name(20), vec![RecordOp::Put(id(2))]);
         state.apply(
             name(30),
@@ -795,8 +809,14 @@ mod tests {
 
     #[test]
     fn names_sort_by_time() {
-        let a = RecordName { nanos: 9, random: u64::MAX };
-        let b = RecordName { nanos: 10, random: 0 };
+        let a = RecordName {
+            nanos: 9,
+            random: u64::MAX,
+        };
+        let b = RecordName {
+            nanos: 10,
+            random: 0,
+        };
         assert!(a.to_string() < b.to_string());
         assert_eq!(RecordName::parse(&a.to_string()), Some(a));
         assert_eq!(RecordName::parse("123-abc"), None);

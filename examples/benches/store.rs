@@ -1,0 +1,146 @@
+//! Image store benchmark on the Docker-compatible `fs` backend.
+//!
+//! ```sh
+//! cargo bench -p imagecache-examples --bench store
+//! IMAGECACHE_BENCH_SIZES=10000 cargo bench -p imagecache-examples --bench store
+//! ```
+//!
+//! For each size (default 10k and 100k images: 3 bases, fan-out 4, depth
+//! 10) it builds a store with one durable create per image (config, parent,
+//! built-locally mark and summary, fsynced), then opens it in a new process
+//! (cold process, warm page cache), then times get, children, heads and
+//! search on the opened store.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imagecache_backends::fs::FsBackend;
+use imagecache_examples::{Rng, synthetic};
+use imagecache_store::{CreateOptions, Store};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // The child process of the "open" measurement.
+    if let Some(pos) = args.iter().position(|a| a == "--open-only") {
+        let dir = args.get(pos + 1).ok_or_else(|| anyhow::anyhow!("--open-only DIR"))?;
+        let secs = rt.block_on(open_once(Path::new(dir)))?;
+        println!("{secs}");
+        return Ok(());
+    }
+    let sizes: Vec<usize> = std::env::var("IMAGECACHE_BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!("image store on fs (3 bases, fan-out 4, depth <= 10)");
+    println!(
+        "{:>8} {:>14} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "images", "create us/img", "open s", "get 1st us", "get us", "children us", "heads us", "search us"
+    );
+    for n in sizes {
+        rt.block_on(run(n))?;
+    }
+    println!("targets: create <= 400 us, open 100k <= 0.5 s, get <= 1 us from memory");
+    Ok(())
+}
+
+async fn open_once(dir: &Path) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let backend = FsBackend::open(dir).await?;
+    let store = Store::open(Arc::new(backend)).await?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(store.report().configs_read == 0, "open read configs");
+    black_box(store.len());
+    Ok(secs)
+}
+
+fn per_op(total: Duration, ops: usize) -> f64 {
+    total.as_secs_f64() * 1e6 / ops as f64
+}
+
+async fn run(n: usize) -> anyhow::Result<()> {
+    let images = synthetic(n, 42);
+    let dir = tempfile::Builder::new()
+        .prefix("imagecache-bench-store-")
+        .tempdir_in(std::env::var("IMAGECACHE_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()))?;
+    let store = Store::open(Arc::new(FsBackend::open(dir.path()).await?)).await?;
+
+    let t = Instant::now();
+    for img in &images {
+        let mut o = CreateOptions::new().with_built_locally(true);
+        if let Some(p) = img.parent {
+            o = o.with_parent(p);
+        }
+        store.create_with(img.config.clone(), o).await?;
+    }
+    let create = per_op(t.elapsed(), images.len());
+    drop(store);
+
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .arg("--open-only")
+        .arg(dir.path())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "open process failed: {}", String::from_utf8_lossy(&out.stderr));
+    let open_secs: f64 = String::from_utf8(out.stdout)?.trim().parse()?;
+
+    let store = Store::open(Arc::new(FsBackend::open(dir.path()).await?)).await?;
+    let ids = store.ids();
+    let mut rng = Rng::new(7);
+    let sample: Vec<_> = (0..10_000.min(ids.len()))
+        .map(|_| ids[rng.below(ids.len())])
+        .collect();
+
+    // First read of a config: from disk, verified, parsed, then kept.
+    let t = Instant::now();
+    for id in &sample {
+        black_box(store.get(id).await?);
+    }
+    let get_first = per_op(t.elapsed(), sample.len());
+
+    let rounds = 200_000;
+    let t = Instant::now();
+    for i in 0..rounds {
+        black_box(store.get(&sample[i % sample.len()]).await?);
+    }
+    let get = per_op(t.elapsed(), rounds);
+
+    let t = Instant::now();
+    for i in 0..rounds {
+        black_box(store.children(&ids[(i * 7919) % ids.len()]));
+    }
+    let children = per_op(t.elapsed(), rounds);
+
+    let heads_rounds = 50;
+    let t = Instant::now();
+    for _ in 0..heads_rounds {
+        black_box(store.heads());
+    }
+    let heads = per_op(t.elapsed(), heads_rounds);
+
+    let terms: Vec<String> = sample.iter().map(|id| id.hex()[..12].to_owned()).collect();
+    let t = Instant::now();
+    for i in 0..rounds {
+        black_box(store.search(&terms[i % terms.len()])?);
+    }
+    let search = per_op(t.elapsed(), rounds);
+
+    println!(
+        "{:>8} {:>14.1} {:>10.3} {:>12.2} {:>12.3} {:>12.3} {:>12.1} {:>12.3}",
+        images.len(),
+        create,
+        open_secs,
+        get_first,
+        get,
+        children,
+        heads,
+        search
+    );
+    Ok(())
+}
