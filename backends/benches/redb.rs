@@ -8,7 +8,9 @@
 //!
 //! Environment: `REDB_BENCH_CACHE_MIB` sets redb's cache (default: the
 //! backend's default), `REDB_BENCH_BLOB_MIB` the blob size (default 1024,
-//! 0 skips it), `REDB_BENCH_DIR` where the stores go (default: a temp dir).
+//! 0 skips it), `REDB_BENCH_DIR` where the stores go (default: a temp dir),
+//! `REDB_BENCH_KEEP=1` keeps the stores there and, on the next run, only
+//! measures opening them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,9 +43,16 @@ fn main() -> BoxResult<()> {
         config = config.with_cache_size(mib << 20);
     }
     let blob_mib = env_usize("REDB_BENCH_BLOB_MIB").unwrap_or(1024);
-    let base = match std::env::var_os("REDB_BENCH_DIR") {
-        Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir()?,
+    let keep = std::env::var_os("REDB_BENCH_KEEP").is_some();
+    let temp = match std::env::var_os("REDB_BENCH_DIR") {
+        Some(dir) if !keep => Some(tempfile::tempdir_in(dir)?),
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let base = match (&temp, std::env::var_os("REDB_BENCH_DIR")) {
+        (Some(t), _) => t.path().to_path_buf(),
+        (None, Some(dir)) => dir.into(),
+        (None, None) => unreachable!("a temp dir is made when no directory is given"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().build()?;
     rt.block_on(async {
@@ -52,10 +61,10 @@ fn main() -> BoxResult<()> {
             config.cache_size() >> 20
         );
         if blob_mib > 0 {
-            bench_blob(base.path(), &config, blob_mib).await?;
+            bench_blob(&base, &config, blob_mib).await?;
         }
         for n in sizes {
-            bench_store(base.path(), &config, n).await?;
+            bench_store(&base, &config, n, keep).await?;
         }
         Ok(())
     })
@@ -118,8 +127,14 @@ fn summary(i: usize) -> Vec<u8> {
     (0..13).flat_map(|_| mix.next().to_le_bytes()).take(100).collect()
 }
 
-async fn bench_store(base: &Path, config: &RedbConfig, n: usize) -> BoxResult<()> {
+async fn bench_store(base: &Path, config: &RedbConfig, n: usize, keep: bool) -> BoxResult<()> {
     let path = base.join(format!("store-{n}.redb"));
+    let singles = 200;
+    if keep && path.exists() {
+        println!();
+        println!("== {n} images, kept from an earlier run");
+        return bench_open(&path, config, n + singles).await;
+    }
     let backend = RedbBackend::open_with(&path, config.clone()).await?;
     let mut in_write = Duration::ZERO;
     let mut config_bytes = 0usize;
@@ -160,7 +175,6 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize) -> BoxResult<()
     );
 
     // One image per durable batch, as a builder commits a step.
-    let singles = 200;
     let t = Instant::now();
     for j in 0..singles {
         let k = n + j;
@@ -192,16 +206,25 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize) -> BoxResult<()
         file_len(&path) as f64 / (n + singles) as f64
     );
 
+    bench_open(&path, config, n + singles).await?;
+    if !keep {
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+/// Opens the store with fresh handles and loads it, three times.
+async fn bench_open(path: &Path, config: &RedbConfig, images: usize) -> BoxResult<()> {
     for round in 1..=3 {
         let t = Instant::now();
-        let backend = RedbBackend::open_with(&path, config.clone()).await?;
+        let backend = RedbBackend::open_with(path, config.clone()).await?;
         let opened = t.elapsed();
         let cpu = cpu_time();
         let t = Instant::now();
         let snapshot = backend.load().await?;
         let loaded = t.elapsed();
         let cpu = cpu_time().saturating_sub(cpu);
-        assert_eq!(snapshot.images.len(), n + singles);
+        assert_eq!(snapshot.images.len(), images);
         println!(
             "fresh handle #{round}: open {:>6.1} ms, load() {:>6.1} ms (CPU {:>6.1} ms), total {:>6.1} ms",
             ms(opened),
@@ -212,7 +235,6 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize) -> BoxResult<()
         drop(snapshot);
         drop(backend);
     }
-    std::fs::remove_file(&path)?;
     Ok(())
 }
 

@@ -1,6 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+use std::sync::Arc;
+
+use imagecache_core::{Error, Result, StoreBackend};
+
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub mod fs;
@@ -13,3 +17,94 @@ pub mod redb;
 pub mod s3;
 
 pub use memory::MemoryBackend;
+
+/// The schemes [`open`] understands, in this build.
+pub fn schemes() -> Vec<&'static str> {
+    let mut s = Vec::new();
+    #[cfg(feature = "fs")]
+    s.push(fs::SCHEME);
+    #[cfg(feature = "redb")]
+    s.push(redb::SCHEME);
+    #[cfg(feature = "s3")]
+    s.push(s3::SCHEME);
+    s.push(memory::SCHEME);
+    s
+}
+
+fn config_error(reason: String) -> Error {
+    Error::Config {
+        backend: "imagecache",
+        reason,
+        source: None,
+    }
+}
+
+#[cfg(not(all(feature = "fs", feature = "redb", feature = "s3")))]
+fn missing_feature(scheme: &str) -> Error {
+    config_error(format!(
+        "this build has no {scheme} backend; enable the `{scheme}` feature of imagecache-backends"
+    ))
+}
+
+/// Opens the backend a URL names:
+///
+/// | URL | backend |
+/// |---|---|
+/// | `fs:///var/lib/docker/image/overlay2/imagedb`, `fs://relative/dir` | [`fs::FsBackend`] |
+/// | `redb:///var/cache/imagecache.redb` | [`redb::RedbBackend`] |
+/// | `s3://bucket/prefix?endpoint=…&region=…` | [`s3::S3Backend`] (feature `s3`) |
+/// | `memory://` | [`MemoryBackend`], empty and private to this handle |
+///
+/// # Errors
+/// [`Error::Config`] for an unknown scheme, a scheme this build lacks (say
+/// which feature to enable), or an empty path; then whatever opening the
+/// backend reports (a locked redb file, a missing bucket, bad credentials,
+/// an unreachable endpoint), each naming what to fix.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let backend = imagecache_backends::open(&format!("fs://{}", dir.path().display())).await?;
+/// assert!(backend.capabilities().persistent);
+/// assert!(imagecache_backends::open("ftp://x").await.is_err());
+/// # Ok::<(), imagecache_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub async fn open(url: &str) -> Result<Arc<dyn StoreBackend>> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(config_error(format!(
+            "{url:?} is not a store URL; write SCHEME://LOCATION with a scheme of {}",
+            schemes().join(", ")
+        )));
+    };
+    let path = || {
+        if rest.is_empty() {
+            Err(config_error(format!("{url:?} has no path after {scheme}://")))
+        } else {
+            Ok(rest)
+        }
+    };
+    match scheme {
+        "memory" => Ok(Arc::new(MemoryBackend::new())),
+        #[cfg(feature = "fs")]
+        "fs" => Ok(Arc::new(fs::FsBackend::open(path()?).await?)),
+        #[cfg(feature = "redb")]
+        "redb" => Ok(Arc::new(redb::RedbBackend::open(path()?).await?)),
+        #[cfg(feature = "s3")]
+        "s3" => Ok(Arc::new(s3::S3Backend::open(s3::S3Config::from_url(url)?).await?)),
+        #[cfg(not(feature = "fs"))]
+        "fs" => Err(missing_feature("fs")),
+        #[cfg(not(feature = "redb"))]
+        "redb" => Err(missing_feature("redb")),
+        #[cfg(not(feature = "s3"))]
+        "s3" => Err(missing_feature("s3")),
+        other => Err(config_error(format!(
+            "unknown store URL scheme {other:?} in {url:?}; use one of {}",
+            schemes()
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}

@@ -292,21 +292,17 @@ fn list_quarantine(layout: &Layout) -> Result<Vec<Quarantined>, Error> {
 
 /// Loads the store; see the module docs.
 pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
-    let t0 = std::time::Instant::now();
     // The index is decoded while the content directory is listed.
     let (loaded, listed) = thread::scope(|s| {
-        let index = s.spawn(|| { let r = inner.index.read(); eprintln!("TIMING index {:?}", t0.elapsed()); r });
+        let index = s.spawn(|| inner.index.read());
         let listed = list_content(inner);
-        eprintln!("TIMING list {:?}", t0.elapsed());
         let loaded = index.join().map_err(|_| Error::Panicked);
         Ok::<_, Error>((loaded??, listed?))
     })?;
     let mut listed = listed;
     // Sorting the small listing yields the images in ID order.
     listed.sort_unstable_by_key(Listed::order);
-    let t1 = t0.elapsed();
     let outcomes = examine_all(inner, &loaded.entries, &listed)?;
-    let t2 = t0.elapsed();
 
     let mut entries = loaded.entries;
     let mut changed = loaded.stale;
@@ -373,7 +369,6 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
         tracing::warn!(error = %e, "cannot rewrite the index; the next load does the same work again");
     }
 
-    eprintln!("TIMING read+list+sort {t1:?} examine {t2:?} end {:?} changed {changed}", t0.elapsed());
     Ok(Snapshot {
         images: result
             .into_iter()

@@ -119,19 +119,15 @@ pub(super) async fn put(
     };
     match stream_parts(&mut upload, pending, body, key, part_size).await {
         Ok(size) => {
-            let mut inner = upload.inner.take();
-            match inner.as_mut() {
-                Some(u) => u
-                    .complete()
-                    .await
-                    .map_err(|e| Error::store("complete upload of", key.clone(), e))?,
-                None => {
-                    return Err(Error::Config {
-                        reason: "multipart upload was already finished".into(),
-                        source: None,
-                    });
+            if let Some(mut inner) = upload.inner.take()
+                && let Err(e) = inner.complete().await
+            {
+                // Nothing became visible; free the parts the server holds.
+                if let Err(abort) = inner.abort().await {
+                    tracing::warn!(error = %abort, "could not abort a failed multipart upload");
                 }
-            };
+                return Err(Error::store("complete upload of", key.clone(), e));
+            }
             Ok(size)
         }
         Err(e) => {
