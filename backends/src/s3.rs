@@ -79,12 +79,6 @@
 //! tests) or the usual AWS environment variables; they are never logged or
 //! shown.
 
-// Every trait method returns the contract error, whose size image-core fixes
-// (it carries digests inline); this module's own error carries the same keys.
-// Boxing them here would add an allocation per error without shrinking the
-// results the trait hands out.
-#![allow(clippy::result_large_err)]
-
 mod blob;
 mod config;
 mod error;
