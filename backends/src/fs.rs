@@ -33,6 +33,20 @@
 //! index is a cache: when it is missing or damaged the load reads
 //! everything and rebuilds it.
 //!
+//! # Several processes
+//!
+//! Any number of handles, in one process or several, may share a
+//! directory. Each write appends journal records that carry the metadata
+//! directory's token from before and after the change; a record is applied
+//! at load only if its "before" token matches what the index holds, so
+//! writes that interleave, or records lost in a crash, cost a re-read and
+//! never a stale value. A program that does not keep the journal (Docker)
+//! is detected by the token alone. The one gap: such a program changing an
+//! image's metadata in the microseconds between this backend's own stat and
+//! rename of that same image's metadata can go unnoticed until that
+//! directory next changes. On kernels without fine-grained timestamps
+//! (before Linux 6.13) the window widens to one timestamp tick.
+//!
 //! # Durability and batches
 //!
 //! A batch is not atomic, but an image's content is durable (file and
@@ -76,7 +90,7 @@ use imagecache_core::{
     Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch,
 };
 
-use self::files::{ensure_dir, open_regular, read_regular, read_to_end, Opened};
+use self::files::{Opened, ensure_dir, open_regular, read_regular, read_to_end};
 use self::index::IndexFiles;
 
 /// The URL scheme of this backend.
@@ -413,7 +427,11 @@ impl StoreBackend for FsBackend {
                 key: Key::BlobNote { digest, key },
             }
             .into()),
-            Some(Err(found)) => Err(Error::destination(path, found, Key::BlobNote { digest, key })),
+            Some(Err(found)) => Err(Error::destination(
+                path,
+                found,
+                Key::BlobNote { digest, key },
+            )),
         })
         .await
     }

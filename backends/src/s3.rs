@@ -890,6 +890,47 @@ impl S3Backend {
         Ok(count)
     }
 
+    /// Deletes every object under this backend's prefix — configs, log
+    /// records, indexes, blobs and notes — and returns how many there were.
+    ///
+    /// Meant for throwaway prefixes such as a test run's; any handle on the
+    /// prefix sees an empty store afterwards. A backend without a prefix
+    /// refuses, so that a whole bucket is never emptied by mistake.
+    ///
+    /// # Errors
+    /// [`imagecache_core::Error::Config`] when the prefix is empty; backend
+    /// errors from listing or deleting.
+    pub async fn delete_prefix(&self) -> imagecache_core::Result<usize> {
+        let root = &self.inner.root;
+        if root.as_ref().is_empty() {
+            return Err(Error::Config {
+                reason: format!(
+                    "refusing to delete every object of {}: the backend has no prefix",
+                    self.inner.label
+                ),
+                source: None,
+            }
+            .into());
+        }
+        let key = || Key::Other(root.to_string());
+        let listed = self
+            .inner
+            .store
+            .list(Some(root))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let mut deleted = self.inner.store.delete_stream(listed);
+        let mut count = 0;
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) => count += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store("delete", key(), e).into()),
+            }
+        }
+        Ok(count)
+    }
+
     /// Checks a batch against the merged state: every `SetMetadata`,
     /// `SetSummary` and `Quarantine` must name an image that exists, or is
     /// put earlier in the batch. Returns the first image that does not.

@@ -1,6 +1,8 @@
 //! Blobs in the directory backend: streamed in and out, never half visible.
 
 #![cfg(feature = "fs")]
+// Helpers of a test crate panic on any failure: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -68,10 +70,22 @@ async fn blobs_stream_in_and_out_in_bounded_chunks() {
     let digest = sha256(&data);
     // Many small chunks and a few large ones.
     let info = b.put_blob(&digest, chunked(&data, 7000)).await.unwrap();
-    assert_eq!(info, BlobInfo { digest, size: data.len() as u64 });
-    let path = dir.path().join("imagecache/blobs/sha256").join(digest.hex());
+    assert_eq!(
+        info,
+        BlobInfo {
+            digest,
+            size: data.len() as u64
+        }
+    );
+    let path = dir
+        .path()
+        .join("imagecache/blobs/sha256")
+        .join(digest.hex());
     assert_eq!(fs::read(&path).unwrap(), data);
-    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(
         files(&dir.path().join("imagecache/blobs")),
         vec![format!("sha256/{}", digest.hex())]
@@ -80,14 +94,19 @@ async fn blobs_stream_in_and_out_in_bounded_chunks() {
     let reader = b.get_blob(&digest).await.unwrap();
     assert_eq!(reader.size, data.len() as u64);
     let chunks: Vec<Bytes> = reader.stream.map(Result::unwrap).collect().await;
-    assert!(chunks.iter().all(|c| c.len() <= 1 << 20), "chunks stay bounded");
+    assert!(
+        chunks.iter().all(|c| c.len() <= 1 << 20),
+        "chunks stay bounded"
+    );
     assert!(chunks.len() >= 5);
     assert_eq!(chunks.concat(), data);
     assert_eq!(b.head_blob(&digest).await.unwrap().size, data.len() as u64);
 
     let big_chunks = pseudo_random(3 * 1024 * 1024, 9);
     let d2 = sha256(&big_chunks);
-    b.put_blob(&d2, chunked(&big_chunks, 2 * 1024 * 1024)).await.unwrap();
+    b.put_blob(&d2, chunked(&big_chunks, 2 * 1024 * 1024))
+        .await
+        .unwrap();
     assert_eq!(b.get_blob_bytes(&d2).await.unwrap(), big_chunks);
 }
 
@@ -110,7 +129,10 @@ async fn failed_blob_stream_leaves_nothing() {
         .put_blob(&digest, Box::pin(futures::stream::iter(parts)))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::DigestMismatch { actual, .. } if actual == wrong), "{err:?}");
+    assert!(
+        matches!(err, Error::DigestMismatch { actual, .. } if actual == wrong),
+        "{err:?}"
+    );
     assert!(files(&dir.path().join("imagecache/blobs")).is_empty());
     assert!(b.head_blob(&digest).await.unwrap_err().is_not_found());
     assert!(b.list_blobs().await.unwrap().is_empty());
@@ -201,7 +223,10 @@ async fn notes_belong_to_their_blob() {
         .set_blob_note(&digest, &k, Bytes::from_static(b"sha256:x"))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NotFound { key: Key::Blob(d) } if d == digest), "{err:?}");
+    assert!(
+        matches!(err, Error::NotFound { key: Key::Blob(d) } if d == digest),
+        "{err:?}"
+    );
     assert!(!dir.path().join("imagecache/blobs/notes").exists());
 
     b.put_blob_bytes(&digest, data).await.unwrap();
@@ -211,7 +236,10 @@ async fn notes_belong_to_their_blob() {
     b.set_blob_note(&digest, &k, Bytes::from_static(b"sha256:y"))
         .await
         .unwrap();
-    assert_eq!(b.get_blob_note(&digest, &k).await.unwrap(), Bytes::from_static(b"sha256:y"));
+    assert_eq!(
+        b.get_blob_note(&digest, &k).await.unwrap(),
+        Bytes::from_static(b"sha256:y")
+    );
     let note = dir
         .path()
         .join("imagecache/blobs/notes/sha256")
@@ -220,11 +248,24 @@ async fn notes_belong_to_their_blob() {
     assert_eq!(fs::read(&note).unwrap(), b"sha256:y");
     let other = MetadataKey::new("other").unwrap();
     let err = b.get_blob_note(&digest, &other).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { key: Key::BlobNote { .. } }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                key: Key::BlobNote { .. }
+            }
+        ),
+        "{err:?}"
+    );
 
     b.delete_blob(&digest).await.unwrap();
     assert!(!note.exists());
-    assert!(b.get_blob_note(&digest, &k).await.unwrap_err().is_not_found());
+    assert!(
+        b.get_blob_note(&digest, &k)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(b.get_blob(&digest).await.unwrap_err().is_not_found());
     b.delete_blob(&digest).await.unwrap();
 }
@@ -238,14 +279,20 @@ async fn listing_reports_every_blob_sorted_with_sizes() {
         let data = Bytes::from(pseudo_random(n * 1000 + 1, n as u64));
         let digest = sha256(&data);
         b.put_blob_bytes(&digest, data).await.unwrap();
-        expected.push(BlobInfo { digest, size: (n * 1000 + 1) as u64 });
+        expected.push(BlobInfo {
+            digest,
+            size: (n * 1000 + 1) as u64,
+        });
     }
     let data = Bytes::from_static(b"sha512 blob");
     let mut h = Hasher::new(Algorithm::Sha512);
     h.update(&data);
     let d512 = h.finish();
     b.put_blob_bytes(&d512, data).await.unwrap();
-    expected.push(BlobInfo { digest: d512, size: 11 });
+    expected.push(BlobInfo {
+        digest: d512,
+        size: 11,
+    });
     let note = MetadataKey::new("n").unwrap();
     b.set_blob_note(&expected[0].digest, &note, Bytes::from_static(b"v"))
         .await

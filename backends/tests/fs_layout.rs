@@ -3,6 +3,8 @@
 //! picks up changes made behind its back.
 
 #![cfg(feature = "fs")]
+// Helpers of a test crate panic on any failure: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -169,7 +171,10 @@ async fn layout_is_byte_for_byte_dockers() {
     assert_eq!(mode(&cfile), 0o600);
     let mdir = meta_dir(root, &child);
     assert_eq!(mode(&mdir), 0o700);
-    assert_eq!(fs::read(mdir.join("parent")).unwrap(), base.to_string().as_bytes());
+    assert_eq!(
+        fs::read(mdir.join("parent")).unwrap(),
+        base.to_string().as_bytes()
+    );
     assert_eq!(fs::read(mdir.join("builtLocally")).unwrap(), [1u8]);
     assert_eq!(
         fs::read(mdir.join("lastUpdated")).unwrap(),
@@ -189,7 +194,10 @@ async fn layout_is_byte_for_byte_dockers() {
     expected_content.sort();
     assert_eq!(tree(&root.join("content")), expected_content);
     let mut expected_meta = vec!["sha256/".to_owned()];
-    for (h, keys) in [(&b1, &["builtLocally", "lastUpdated"][..]), (&b2, &["builtLocally", "lastUpdated", "parent"][..])] {
+    for (h, keys) in [
+        (&b1, &["builtLocally", "lastUpdated"][..]),
+        (&b2, &["builtLocally", "lastUpdated", "parent"][..]),
+    ] {
         expected_meta.push(format!("sha256/{h}/"));
         for k in keys {
             expected_meta.push(format!("sha256/{h}/{k}"));
@@ -213,7 +221,11 @@ async fn opens_a_store_written_by_docker() {
     for n in 0..3u32 {
         docker_write(&cdir, &ids[n as usize].hex(), &config(n));
     }
-    docker_write(&meta_dir(root, &ids[1]), "parent", ids[0].to_string().as_bytes());
+    docker_write(
+        &meta_dir(root, &ids[1]),
+        "parent",
+        ids[0].to_string().as_bytes(),
+    );
     docker_write(&meta_dir(root, &ids[1]), "builtLocally", &[1]);
     docker_write(
         &meta_dir(root, &ids[2]),
@@ -228,7 +240,11 @@ async fn opens_a_store_written_by_docker() {
     fs::write(cdir.join(".tmp-old"), b"partial").unwrap();
     set_old(&cdir.join(".tmp-old"));
     let orphan = content(99).id();
-    docker_write(&meta_dir(root, &orphan), "parent", ids[0].to_string().as_bytes());
+    docker_write(
+        &meta_dir(root, &orphan),
+        "parent",
+        ids[0].to_string().as_bytes(),
+    );
 
     let b = FsBackend::open(root).await.unwrap();
     let s = b.load().await.unwrap();
@@ -258,9 +274,18 @@ async fn opens_a_store_written_by_docker() {
 
     // Strays are left where they are, except the stale temp file.
     assert!(cdir.join("foobar").exists());
-    assert!(cdir.join(".tmp-x").exists(), "a fresh temp file may be in use");
-    assert!(!cdir.join(".tmp-old").exists(), "a stale temp file is removed");
-    assert!(meta_dir(root, &orphan).join("parent").exists(), "Docker's data is left alone");
+    assert!(
+        cdir.join(".tmp-x").exists(),
+        "a fresh temp file may be in use"
+    );
+    assert!(
+        !cdir.join(".tmp-old").exists(),
+        "a stale temp file is removed"
+    );
+    assert!(
+        meta_dir(root, &orphan).join("parent").exists(),
+        "Docker's data is left alone"
+    );
 
     // A second load, now from the index, says the same.
     let again = FsBackend::open(root).await.unwrap().load().await.unwrap();
@@ -285,17 +310,28 @@ async fn load_picks_up_changes_made_behind_its_back() {
     // a value of another — each the way Docker would.
     let added = content(100);
     docker_write(&content_dir(root), &added.id().hex(), added.data());
-    docker_write(&meta_dir(root, &added.id()), "parent", ids[0].to_string().as_bytes());
+    docker_write(
+        &meta_dir(root, &added.id()),
+        "parent",
+        ids[0].to_string().as_bytes(),
+    );
     fs::remove_dir_all(meta_dir(root, &ids[3])).unwrap();
     fs::remove_file(content_dir(root).join(ids[3].hex())).unwrap();
-    docker_write(&meta_dir(root, &ids[5]), "parent", ids[1].to_string().as_bytes());
+    docker_write(
+        &meta_dir(root, &ids[5]),
+        "parent",
+        ids[1].to_string().as_bytes(),
+    );
     fs::remove_file(meta_dir(root, &ids[2]).join("builtLocally")).unwrap();
 
     for handle in [b.clone(), FsBackend::open(root).await.unwrap()] {
         let s = assert_load_matches_disk(&handle, root).await;
         assert!(s.images.iter().all(|e| e.id != ids[3]));
         let re = s.images.iter().find(|e| e.id == ids[5]).unwrap();
-        assert_eq!(re.metadata(&MetadataKey::PARENT).unwrap(), &Bytes::from(ids[1].to_string()));
+        assert_eq!(
+            re.metadata(&MetadataKey::PARENT).unwrap(),
+            &Bytes::from(ids[1].to_string())
+        );
         // A summary lives as long as its image, even when its metadata changed.
         assert_eq!(re.summary.as_deref(), Some(&b"summary 5"[..]));
         let new = s.images.iter().find(|e| e.id == added.id()).unwrap();
@@ -316,9 +352,18 @@ async fn unchanged_metadata_directories_are_not_reread() {
     // do not change, so a load trusts its index and does not read the file.
     // (No writer does this; it is how the test observes the fast path.)
     let file = meta_dir(root, &id).join("lastUpdated");
-    let dir_times = fs::metadata(meta_dir(root, &id)).unwrap().modified().unwrap();
+    let dir_times = fs::metadata(meta_dir(root, &id))
+        .unwrap()
+        .modified()
+        .unwrap();
     fs::write(&file, b"2030-01-01T00:00:00Z").unwrap();
-    assert_eq!(fs::metadata(meta_dir(root, &id)).unwrap().modified().unwrap(), dir_times);
+    assert_eq!(
+        fs::metadata(meta_dir(root, &id))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        dir_times
+    );
     let s = b.load().await.unwrap();
     assert_eq!(
         s.images[0].metadata(&MetadataKey::LAST_UPDATED).unwrap(),
@@ -354,39 +399,62 @@ async fn damaged_index_falls_back_to_reading_the_layout() {
     let index = own.join("index");
     let journal = own.join("journal");
 
-    let damage: Vec<(&str, Box<dyn Fn()>)> = vec![
-        ("flipped snapshot byte", Box::new(|| {
-            let mut s = fs::read(&index).unwrap();
-            let mid = s.len() / 2;
-            s[mid] ^= 0x55;
-            fs::write(&index, s).unwrap();
-        })),
-        ("truncated snapshot", Box::new(|| {
-            let s = fs::read(&index).unwrap();
-            fs::write(&index, &s[..s.len() / 3]).unwrap();
-        })),
-        ("garbage journal", Box::new(|| {
-            let mut j = fs::read(&journal).unwrap();
-            j.extend_from_slice(b"\x31\x43\x45\x52 garbage that is not a record");
-            let mid = j.len() / 2;
-            j[mid] ^= 0xff;
-            fs::write(&journal, j).unwrap();
-        })),
-        ("journal with a bad header", Box::new(|| {
-            fs::write(&journal, b"not a journal at all").unwrap();
-        })),
-        ("index files removed", Box::new(|| {
-            let _ = fs::remove_file(&index);
-            let _ = fs::remove_file(&journal);
-        })),
-        ("empty index files", Box::new(|| {
-            fs::write(&index, b"").unwrap();
-            fs::write(&journal, b"").unwrap();
-        })),
+    type Harm<'a> = Box<dyn Fn() + 'a>;
+    let damage: Vec<(&str, Harm<'_>)> = vec![
+        (
+            "flipped snapshot byte",
+            Box::new(|| {
+                let mut s = fs::read(&index).unwrap();
+                let mid = s.len() / 2;
+                s[mid] ^= 0x55;
+                fs::write(&index, s).unwrap();
+            }),
+        ),
+        (
+            "truncated snapshot",
+            Box::new(|| {
+                let s = fs::read(&index).unwrap();
+                fs::write(&index, &s[..s.len() / 3]).unwrap();
+            }),
+        ),
+        (
+            "garbage journal",
+            Box::new(|| {
+                let mut j = fs::read(&journal).unwrap();
+                j.extend_from_slice(b"\x31\x43\x45\x52 garbage that is not a record");
+                let mid = j.len() / 2;
+                j[mid] ^= 0xff;
+                fs::write(&journal, j).unwrap();
+            }),
+        ),
+        (
+            "journal with a bad header",
+            Box::new(|| {
+                fs::write(&journal, b"not a journal at all").unwrap();
+            }),
+        ),
+        (
+            "index files removed",
+            Box::new(|| {
+                let _ = fs::remove_file(&index);
+                let _ = fs::remove_file(&journal);
+            }),
+        ),
+        (
+            "empty index files",
+            Box::new(|| {
+                fs::write(&index, b"").unwrap();
+                fs::write(&journal, b"").unwrap();
+            }),
+        ),
     ];
     for (what, harm) in damage {
         // Make a change that only the layout knows about, then damage.
-        docker_write(&meta_dir(root, &ids[4]), "parent", ids[0].to_string().as_bytes());
+        docker_write(
+            &meta_dir(root, &ids[4]),
+            "parent",
+            ids[0].to_string().as_bytes(),
+        );
         harm();
         let fresh = FsBackend::open(root).await.unwrap();
         let s = fresh.load().await.unwrap();
@@ -395,7 +463,11 @@ async fn damaged_index_falls_back_to_reading_the_layout() {
             .await
             .unwrap();
         assert_load_matches_disk(&fresh, root).await;
-        docker_write(&meta_dir(root, &ids[4]), "parent", ids[3].to_string().as_bytes());
+        docker_write(
+            &meta_dir(root, &ids[4]),
+            "parent",
+            ids[3].to_string().as_bytes(),
+        );
     }
 }
 
@@ -417,13 +489,22 @@ async fn a_journal_older_than_the_snapshot_is_ignored() {
     })
     .await
     .unwrap();
-    b.delete_metadata(&id, &MetadataKey::BUILT_LOCALLY).await.unwrap();
+    b.delete_metadata(&id, &MetadataKey::BUILT_LOCALLY)
+        .await
+        .unwrap();
     let s = b.load().await.unwrap();
     fs::write(&journal, &old_journal).unwrap();
     let again = FsBackend::open(root).await.unwrap().load().await.unwrap();
     assert_eq!(again, s);
-    assert_eq!(again.images[0].summary.as_deref(), Some(&b"newer summary"[..]));
-    assert!(again.images[0].metadata(&MetadataKey::BUILT_LOCALLY).is_none());
+    assert_eq!(
+        again.images[0].summary.as_deref(),
+        Some(&b"newer summary"[..])
+    );
+    assert!(
+        again.images[0]
+            .metadata(&MetadataKey::BUILT_LOCALLY)
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -457,15 +538,26 @@ async fn broken_content_paths_are_quarantined_on_load() {
     fs::write(content_dir(root).join(empty.hex()), b"").unwrap();
 
     let s = b.load().await.unwrap();
-    assert_eq!(s.images.iter().map(|e| e.id).collect::<Vec<_>>(), vec![good]);
+    assert_eq!(
+        s.images.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![good]
+    );
     let mut names: Vec<&str> = s.quarantined.iter().map(|q| q.name.as_str()).collect();
     names.sort_unstable();
     let mut expected = vec![as_dir.to_string(), empty.to_string()];
     expected.sort();
     assert_eq!(names, expected);
-    let dir_q = s.quarantined.iter().find(|q| q.name == as_dir.to_string()).unwrap();
+    let dir_q = s
+        .quarantined
+        .iter()
+        .find(|q| q.name == as_dir.to_string())
+        .unwrap();
     assert!(dir_q.reason.contains("directory"), "{}", dir_q.reason);
-    let empty_q = s.quarantined.iter().find(|q| q.name == empty.to_string()).unwrap();
+    let empty_q = s
+        .quarantined
+        .iter()
+        .find(|q| q.name == empty.to_string())
+        .unwrap();
     assert!(empty_q.reason.contains("empty"), "{}", empty_q.reason);
 
     // Moved aside, metadata too, so neither Docker nor a later put sees them.
@@ -543,8 +635,20 @@ async fn writes_refuse_a_directory_in_place_of_a_file() {
     let c = content(1);
     fs::create_dir(content_dir(root).join(c.id().hex())).unwrap();
     let err = b.put(c.data().clone()).await.unwrap_err();
-    assert!(err.to_string().contains("failed to write digest data"), "{err}");
-    assert!(matches!(err, Error::Backend { key: Some(Key::Image(_)), .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("failed to write digest data"),
+        "{err}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                key: Some(Key::Image(_)),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(tree(&content_dir(root)), vec![format!("{}/", c.id().hex())]);
 
     let id = b.put(config(2)).await.unwrap();
@@ -571,7 +675,10 @@ async fn refused_batch_writes_nothing() {
     let missing = content(2).id();
     batch.set_metadata(missing, MetadataKey::PARENT, Bytes::from(id.to_string()));
     let err = b.write(batch).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { key: Key::Image(k) } if k == missing), "{err:?}");
+    assert!(
+        matches!(err, Error::NotFound { key: Key::Image(k) } if k == missing),
+        "{err:?}"
+    );
     assert_eq!(tree(root), before);
 
     let mut batch = WriteBatch::new();
@@ -593,19 +700,35 @@ async fn reads_verify_content_but_metadata_reads_do_not() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("failed to verify"), "{err}");
     assert_eq!(
-        b.get_metadata(&id, &MetadataKey::BUILT_LOCALLY).await.unwrap(),
+        b.get_metadata(&id, &MetadataKey::BUILT_LOCALLY)
+            .await
+            .unwrap(),
         Bytes::from_static(&[1])
     );
     let err = b.get_metadata(&id, &MetadataKey::PARENT).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { key: Key::Metadata { .. } }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                key: Key::Metadata { .. }
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("failed to read metadata"), "{err}");
 
     let missing = content(2).id();
     let err = b.get(&missing).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { key: Key::Image(k) } if k == missing));
     assert!(err.to_string().contains("failed to get digest"), "{err}");
-    let err = b.get_metadata(&missing, &MetadataKey::PARENT).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { key: Key::Image(_) }), "{err:?}");
+    let err = b
+        .get_metadata(&missing, &MetadataKey::PARENT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { key: Key::Image(_) }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -626,7 +749,9 @@ async fn two_handles_see_each_others_writes() {
     b.set_metadata(&x, &key("label"), Bytes::from_static(b"from b"))
         .await
         .unwrap();
-    a.delete_metadata(&y, &MetadataKey::BUILT_LOCALLY).await.unwrap();
+    a.delete_metadata(&y, &MetadataKey::BUILT_LOCALLY)
+        .await
+        .unwrap();
     for h in [&a, &b] {
         let s = assert_load_matches_disk(h, root).await;
         assert_eq!(s.images.len(), 2);
@@ -692,6 +817,9 @@ async fn batches_apply_in_order() {
     batch.set_metadata(id, key("kept"), Bytes::from_static(b"3"));
     b.write(batch).await.unwrap();
     let s = assert_load_matches_disk(&b, root).await;
-    assert_eq!(s.images[0].metadata, vec![(key("kept"), Bytes::from_static(b"3"))]);
+    assert_eq!(
+        s.images[0].metadata,
+        vec![(key("kept"), Bytes::from_static(b"3"))]
+    );
     assert!(s.images[0].summary.is_none());
 }

@@ -215,7 +215,11 @@ async fn ours_get(root: &Path, src: &Source, digest: Digest) -> BoxResult<()> {
     let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(root).await?);
     let cache = BlobCache::new(backend)?;
     let copied = cache.copy_to(&digest, &mut tokio::io::sink()).await?;
-    assert_eq!(copied.map(|i| i.size), Some(src.total as u64), "verified read");
+    assert_eq!(
+        copied.map(|i| i.size),
+        Some(src.total as u64),
+        "verified read"
+    );
     Ok(())
 }
 
@@ -306,7 +310,10 @@ async fn run() -> BoxResult<()> {
     println!(
         "machine: {} cores, load average {} (other work on the machine slows the pipelines, which need two cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!("sha256, one core            {sha_mbps:8.0} MB/s");
     println!("disk write + fsync          {disk_mbps:8.0} MB/s");

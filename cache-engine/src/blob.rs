@@ -96,11 +96,6 @@
 //! # }).unwrap();
 //! ```
 
-// A digest is held inline (65 bytes, so that SHA-512 fits), which puts
-// errors that name two digests above clippy's size threshold for `Err`.
-// Errors are built once per failed operation, never per byte, so boxing
-// them would cost readability and buy nothing measurable.
-#![allow(clippy::result_large_err)]
 
 mod error;
 mod layer;
@@ -460,7 +455,11 @@ impl Inner {
         let value = match self.backend.get_blob_note(digest, key).await {
             Ok(value) => value,
             Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return self.lookup_failed("get_blob_note", digest, e).map(|()| None),
+            Err(e) => {
+                return self
+                    .lookup_failed("get_blob_note", digest, e)
+                    .map(|()| None);
+            }
         };
         let parsed = std::str::from_utf8(&value)
             .ok()
@@ -477,7 +476,9 @@ impl Inner {
         match self.backend.get_blob_note(digest, key).await {
             Ok(value) => Ok(String::from_utf8(value.to_vec()).ok()),
             Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => self.lookup_failed("get_blob_note", digest, e).map(|()| None),
+            Err(e) => self
+                .lookup_failed("get_blob_note", digest, e)
+                .map(|()| None),
         }
     }
 }
@@ -609,7 +610,9 @@ impl BlobCache {
                 let size = self
                     .stream_to_backend(digest, body, opts.expected_size, Origin::Caller)
                     .await?;
-                inner.note(digest, &inner.notes.size, size.to_string()).await;
+                inner
+                    .note(digest, &inner.notes.size, size.to_string())
+                    .await;
                 BlobInfo {
                     digest: *digest,
                     size,
@@ -617,7 +620,9 @@ impl BlobCache {
             }
         };
         if let Some(media_type) = opts.media_type {
-            inner.note(digest, &inner.notes.media_type, media_type).await;
+            inner
+                .note(digest, &inner.notes.media_type, media_type)
+                .await;
         }
         Ok(info)
     }
@@ -748,18 +753,16 @@ impl BlobCache {
             ),
             _ => {
                 let store_diff = known_diff.filter(|_| diff_size.is_none());
-                let (c_size, decoded) = self
-                    .layer_pass(
-                        digest,
-                        compression,
-                        body,
-                        Origin::Caller,
-                        opts.expected_size,
-                        compressed_size.is_none(),
-                        known_diff,
-                        store_diff.is_some(),
-                    )
-                    .await?;
+                let pass = LayerPass {
+                    digest: *digest,
+                    compression,
+                    origin: Origin::Caller,
+                    expected_size: opts.expected_size,
+                    store_compressed: compressed_size.is_none(),
+                    diff: known_diff,
+                    store_diff: store_diff.is_some(),
+                };
+                let (c_size, decoded) = self.layer_pass(pass, body).await?;
                 let diff = decoded.digest;
                 if store_diff.is_none() && inner.probe(&diff).await?.is_none() {
                     // The decompressed digest was unknown up front, so the
@@ -778,9 +781,13 @@ impl BlobCache {
         };
 
         let notes = &inner.notes;
-        inner.note(digest, &notes.size, compressed.size.to_string()).await;
+        inner
+            .note(digest, &notes.size, compressed.size.to_string())
+            .await;
         inner.note(digest, &notes.kind, KIND_LAYER).await;
-        inner.note(digest, &notes.compression, compression.as_str()).await;
+        inner
+            .note(digest, &notes.compression, compression.as_str())
+            .await;
         inner
             .note(digest, &notes.decompressed, decompressed.digest.to_string())
             .await;
@@ -788,9 +795,13 @@ impl BlobCache {
             inner.note(digest, &notes.media_type, media_type).await;
         }
         let diff = &decompressed.digest;
-        inner.note(diff, &notes.size, decompressed.size.to_string()).await;
+        inner
+            .note(diff, &notes.size, decompressed.size.to_string())
+            .await;
         inner.note(diff, &notes.kind, KIND_LAYER).await;
-        inner.note(diff, &notes.compressed, digest.to_string()).await;
+        inner
+            .note(diff, &notes.compressed, digest.to_string())
+            .await;
         tracing::debug!(%digest, decompressed = %diff, %compression, "layer cached in both forms");
         Ok(LayerPut {
             compression,
@@ -814,18 +825,16 @@ impl BlobCache {
             .await
             .map_err(|e| Error::backend("get_blob", Some(*digest), e))?;
         let body: ByteStream = Box::pin(pipe::ReadAhead::new(reader.stream));
-        let result = self
-            .layer_pass(
-                digest,
-                compression,
-                body,
-                Origin::Stored,
-                Some(size),
-                false,
-                Some(diff),
-                true,
-            )
-            .await;
+        let pass = LayerPass {
+            digest: *digest,
+            compression,
+            origin: Origin::Stored,
+            expected_size: Some(size),
+            store_compressed: false,
+            diff: Some(diff),
+            store_diff: true,
+        };
+        let result = self.layer_pass(pass, body).await;
         match result {
             Ok(_) => Ok(()),
             // The compressed blob verified a moment ago; if it does not now,
@@ -842,18 +851,17 @@ impl BlobCache {
     /// One pass over a compressed layer: verify it, optionally store it,
     /// decompress it, optionally store the decompressed copy under `diff`.
     /// Returns the compressed size and the decompressed blob's info.
-    #[allow(clippy::too_many_arguments)]
-    async fn layer_pass(
-        &self,
-        digest: &Digest,
-        compression: Compression,
-        body: ByteStream,
-        origin: Origin,
-        expected_size: Option<u64>,
-        store_compressed: bool,
-        diff: Option<Digest>,
-        store_diff: bool,
-    ) -> Result<(u64, BlobInfo)> {
+    async fn layer_pass(&self, pass: LayerPass, body: ByteStream) -> Result<(u64, BlobInfo)> {
+        let LayerPass {
+            digest,
+            compression,
+            origin,
+            expected_size,
+            store_compressed,
+            diff,
+            store_diff,
+        } = pass;
+        let digest = &digest;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             operation: "put_layer",
         })?;
@@ -1048,7 +1056,9 @@ impl BlobCache {
             .put_blob(digest, chunked(data))
             .await
             .map_err(|e| Error::backend("put_blob", Some(*digest), e))?;
-        inner.note(digest, &inner.notes.size, size.to_string()).await;
+        inner
+            .note(digest, &inner.notes.size, size.to_string())
+            .await;
         inner.note(digest, &inner.notes.kind, KIND_MANIFEST).await;
         if let Some(media_type) = media_type {
             inner
@@ -1229,12 +1239,11 @@ impl BlobCache {
             .list_blobs()
             .await
             .map_err(|e| Error::backend("list_blobs", None, e))?;
-        let results: Vec<(BlobInfo, imagecache_core::Result<()>)> =
-            futures::stream::iter(blobs)
-                .map(|info| async move { (info, backend.delete_blob(&info.digest).await) })
-                .buffer_unordered(8)
-                .collect()
-                .await;
+        let results: Vec<(BlobInfo, imagecache_core::Result<()>)> = futures::stream::iter(blobs)
+            .map(|info| async move { (info, backend.delete_blob(&info.digest).await) })
+            .buffer_unordered(8)
+            .collect()
+            .await;
         let mut cleared = Cleared::default();
         let mut first_error = None;
         for (info, result) in results {
@@ -1244,9 +1253,8 @@ impl BlobCache {
                     cleared.bytes += info.size;
                 }
                 Err(e) => {
-                    first_error.get_or_insert_with(|| {
-                        Error::backend("delete_blob", Some(info.digest), e)
-                    });
+                    first_error
+                        .get_or_insert_with(|| Error::backend("delete_blob", Some(info.digest), e));
                 }
             }
         }
@@ -1255,6 +1263,25 @@ impl BlobCache {
             None => Ok(cleared),
         }
     }
+}
+
+/// What one pass over a compressed layer does; see [`BlobCache::layer_pass`].
+#[derive(Debug, Clone, Copy)]
+struct LayerPass {
+    /// The compressed layer.
+    digest: Digest,
+    /// How it is compressed.
+    compression: Compression,
+    /// Where the body comes from.
+    origin: Origin,
+    /// The compressed size to insist on.
+    expected_size: Option<u64>,
+    /// Whether to store the compressed bytes.
+    store_compressed: bool,
+    /// The decompressed digest, when known: verified, and the key to store under.
+    diff: Option<Digest>,
+    /// Whether to store the decompressed bytes under `diff`.
+    store_diff: bool,
 }
 
 /// Reads the first `want` bytes of a body (fewer if it is shorter) and
@@ -1277,7 +1304,11 @@ async fn peek(mut body: ByteStream, want: usize, digest: &Digest) -> Result<(Vec
             }
         }
     }
-    let head: Vec<u8> = prefix.iter().flat_map(|c| c.iter().copied()).take(want).collect();
+    let head: Vec<u8> = prefix
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .take(want)
+        .collect();
     let replay = futures::stream::iter(prefix.into_iter().map(Ok));
     Ok((head, Box::pin(replay.chain(body))))
 }

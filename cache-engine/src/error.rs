@@ -65,4 +65,7 @@ pub enum Error {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] imagecache_core::Error),
+    /// The blob cache failed.
+    #[error(transparent)]
+    Blob(#[from] crate::blob::Error),
 }

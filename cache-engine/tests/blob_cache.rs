@@ -3,6 +3,10 @@
 //! Each case is an `async fn(Fixture)`; the macro at the bottom runs every
 //! case once per backend, so `cargo test corrupt` selects a case on both.
 
+// A panic is how a test fails, so the helpers outside `#[test]` functions
+// unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod blob_common;
 
 use std::sync::Arc;
@@ -19,9 +23,16 @@ use imagecache_engine::blob::{
 async fn put_stream_then_read_back(fx: Fixture) {
     let data = data(1, (3 << 20) + 17);
     let digest = sha(&data);
-    let info = fx.cache.put(&digest, body(data.clone(), 64 << 10)).await.unwrap();
+    let info = fx
+        .cache
+        .put(&digest, body(data.clone(), 64 << 10))
+        .await
+        .unwrap();
     assert_eq!((info.digest, info.size), (digest, data.len() as u64));
-    assert_eq!(fx.cache.has(&digest).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(
+        fx.cache.has(&digest).await.unwrap(),
+        Some(data.len() as u64)
+    );
 
     let reader = fx.cache.get(&digest).await.unwrap().expect("a hit");
     assert_eq!(reader.size(), data.len() as u64);
@@ -32,7 +43,10 @@ async fn put_stream_then_read_back(fx: Fixture) {
         .collect();
     assert_eq!(streamed, data);
 
-    assert_eq!(fx.cache.get_bytes(&digest).await.unwrap(), Some(data.clone()));
+    assert_eq!(
+        fx.cache.get_bytes(&digest).await.unwrap(),
+        Some(data.clone())
+    );
     let mut copied = Vec::new();
     let copy = fx.cache.copy_to(&digest, &mut copied).await.unwrap();
     assert_eq!(copy.map(|i| i.size), Some(data.len() as u64));
@@ -47,7 +61,10 @@ async fn empty_blob_roundtrips(fx: Fixture) {
     let digest = sha(b"");
     let info = fx.cache.put_bytes(&digest, Bytes::new()).await.unwrap();
     assert_eq!(info.size, 0);
-    assert_eq!(fx.cache.get_bytes(&digest).await.unwrap(), Some(Bytes::new()));
+    assert_eq!(
+        fx.cache.get_bytes(&digest).await.unwrap(),
+        Some(Bytes::new())
+    );
 }
 
 async fn missing_blob_is_a_miss(fx: Fixture) {
@@ -77,12 +94,10 @@ async fn wrong_digest_stores_nothing(fx: Fixture) {
         }
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
-    assert!(
-        matches!(
-            fx.cache.put_bytes(&claimed, data.clone()).await,
-            Err(Error::DigestMismatch { .. })
-        )
-    );
+    assert!(matches!(
+        fx.cache.put_bytes(&claimed, data.clone()).await,
+        Err(Error::DigestMismatch { .. })
+    ));
     assert_eq!(fx.cache.has(&claimed).await.unwrap(), None);
     assert_eq!(fx.cache.has(&sha(&data)).await.unwrap(), None);
     assert!(fx.stored().await.is_empty());
@@ -122,7 +137,10 @@ async fn truncated_body_stores_nothing(fx: Fixture) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::TooLarge { limit: 99_999, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::TooLarge { limit: 99_999, .. }),
+        "{err:?}"
+    );
     // A short body without an announced size fails on its digest instead.
     let err = fx
         .cache
@@ -141,7 +159,10 @@ async fn failing_body_stores_nothing(fx: Fixture) {
         .put(&digest, failing_body(data.slice(..100_000), 10_000))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Source { digest: d, .. } if d == digest), "{err:?}");
+    assert!(
+        matches!(err, Error::Source { digest: d, .. } if d == digest),
+        "{err:?}"
+    );
     assert!(err.is_bad_input());
     assert!(std::error::Error::source(&err).is_some());
     assert!(fx.stored().await.is_empty());
@@ -300,8 +321,14 @@ async fn assert_layer_notes(fx: &Fixture, compressed: &Digest, diff: &Digest, co
         fx.note(compressed, "decompressed").await,
         Some(diff.to_string())
     );
-    assert_eq!(fx.note(diff, "compressed").await, Some(compressed.to_string()));
-    assert_eq!(fx.note(compressed, "compression").await.as_deref(), Some(compression));
+    assert_eq!(
+        fx.note(diff, "compressed").await,
+        Some(compressed.to_string())
+    );
+    assert_eq!(
+        fx.note(compressed, "compression").await.as_deref(),
+        Some(compression)
+    );
     assert_eq!(fx.note(compressed, "kind").await.as_deref(), Some("layer"));
     assert_eq!(fx.note(diff, "kind").await.as_deref(), Some("layer"));
 }
@@ -322,8 +349,14 @@ async fn gzip_layer_is_kept_in_both_forms(fx: Fixture) {
         .await
         .unwrap();
     assert_eq!(put.compression, Compression::Gzip);
-    assert_eq!(put.compressed.map(|c| (c.digest, c.size)), Some((digest, gz.len() as u64)));
-    assert_eq!((put.decompressed.digest, put.decompressed.size), (diff, tar.len() as u64));
+    assert_eq!(
+        put.compressed.map(|c| (c.digest, c.size)),
+        Some((digest, gz.len() as u64))
+    );
+    assert_eq!(
+        (put.decompressed.digest, put.decompressed.size),
+        (diff, tar.len() as u64)
+    );
     assert_eq!(fx.cache.get_bytes(&digest).await.unwrap(), Some(gz));
     assert_eq!(fx.cache.get_bytes(&diff).await.unwrap(), Some(tar));
     assert_layer_notes(&fx, &digest, &diff, "gzip").await;
@@ -412,7 +445,10 @@ async fn layer_with_wrong_digest_stores_nothing(fx: Fixture) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::DigestMismatch { expected, .. } if expected == claimed), "{err:?}");
+    assert!(
+        matches!(err, Error::DigestMismatch { expected, .. } if expected == claimed),
+        "{err:?}"
+    );
     // Without a diff ID too (the first pass hashes only).
     let err = fx
         .cache
@@ -442,7 +478,10 @@ async fn layer_with_wrong_diff_id_stores_nothing(fx: Fixture) {
             expected,
             actual,
         } => {
-            assert_eq!((compressed, expected, actual), (sha(&gz), wrong_diff, sha(&tar)));
+            assert_eq!(
+                (compressed, expected, actual),
+                (sha(&gz), wrong_diff, sha(&tar))
+            );
         }
         other => panic!("expected DecompressedMismatch, got {other:?}"),
     }
@@ -462,7 +501,13 @@ async fn invalid_compressed_data_stores_nothing(fx: Fixture) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Decompress { compression: Compression::Gzip, .. }),
+        matches!(
+            err,
+            Error::Decompress {
+                compression: Compression::Gzip,
+                ..
+            }
+        ),
         "{err:?}"
     );
     // Declared gzip, but the bytes are a plain tar.
@@ -477,7 +522,9 @@ async fn invalid_compressed_data_stores_nothing(fx: Fixture) {
         .unwrap_err();
     assert!(matches!(err, Error::Decompress { .. }), "{err:?}");
     // Valid gzip with bytes after its end.
-    let trailing: Bytes = [gzip(&tar), Bytes::from_static(b"trailing")].concat().into();
+    let trailing: Bytes = [gzip(&tar), Bytes::from_static(b"trailing")]
+        .concat()
+        .into();
     let err = fx
         .cache
         .put_layer(&sha(&trailing), body(trailing.clone(), 8192))
@@ -502,7 +549,9 @@ async fn unsupported_compression_stores_nothing(fx: Fixture) {
         matches!(&err, Error::UnsupportedCompression { compression, .. } if compression == "bzip2"),
         "{err:?}"
     );
-    let xz: Bytes = [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], &data[..]].concat().into();
+    let xz: Bytes = [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], &data[..]]
+        .concat()
+        .into();
     let err = fx
         .cache
         .put_layer(&sha(&xz), body(xz.clone(), 3))
@@ -655,7 +704,13 @@ async fn concurrent_puts_of_one_digest_are_idempotent(fx: Fixture) {
     for r in readers {
         r.await.unwrap();
     }
-    assert_eq!(fx.stored().await, vec![imagecache_core::BlobInfo { digest, size: data.len() as u64 }]);
+    assert_eq!(
+        fx.stored().await,
+        vec![imagecache_core::BlobInfo {
+            digest,
+            size: data.len() as u64
+        }]
+    );
     assert_eq!(fx.cache.get_bytes(&digest).await.unwrap(), Some(data));
     assert_eq!(fx.cache.counters().errors, 0);
 }
@@ -700,7 +755,9 @@ async fn cancelled_put_stores_nothing(fx: Fixture) {
 }
 
 async fn stats_and_clear_report_contents(fx: Fixture) {
-    let blobs: Vec<Bytes> = (0..3).map(|i| data(50 + i, 1000 * (i as usize + 1))).collect();
+    let blobs: Vec<Bytes> = (0..3)
+        .map(|i| data(50 + i, 1000 * (i as usize + 1)))
+        .collect();
     for b in &blobs {
         fx.cache.put_bytes(&sha(b), b.clone()).await.unwrap();
     }
@@ -793,7 +850,9 @@ on_every_backend!(
 
 #[tokio::test]
 async fn lookup_failures_are_misses_unless_strict() {
-    let faulty = Arc::new(Faulty::new(Arc::new(imagecache_backends::MemoryBackend::new())));
+    let faulty = Arc::new(Faulty::new(Arc::new(
+        imagecache_backends::MemoryBackend::new(),
+    )));
     let lenient = BlobCache::new(faulty.clone()).unwrap();
     let strict =
         BlobCache::with_options(faulty.clone(), BlobCacheOptions::new().with_strict(true)).unwrap();
@@ -801,7 +860,9 @@ async fn lookup_failures_are_misses_unless_strict() {
     let digest = sha(&data);
     lenient.put_bytes(&digest, data.clone()).await.unwrap();
 
-    faulty.fail_lookups.store(true, std::sync::atomic::Ordering::SeqCst);
+    faulty
+        .fail_lookups
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(lenient.get_bytes(&digest).await.unwrap(), None);
     assert!(lenient.get(&digest).await.unwrap().is_none());
     let c = lenient.counters();
@@ -814,7 +875,9 @@ async fn lookup_failures_are_misses_unless_strict() {
     );
     assert_eq!(strict.counters().errors, 1);
 
-    faulty.fail_lookups.store(false, std::sync::atomic::Ordering::SeqCst);
+    faulty
+        .fail_lookups
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(strict.get_bytes(&digest).await.unwrap(), Some(data));
 }
 
@@ -823,16 +886,26 @@ async fn backend_without_blobs_is_refused() {
     let mut faulty = Faulty::new(Arc::new(imagecache_backends::MemoryBackend::new()));
     faulty.blobs = false;
     let err = BlobCache::new(Arc::new(faulty)).unwrap_err();
-    assert!(matches!(&err, Error::Unsupported { backend } if backend.starts_with("faulty+")), "{err:?}");
+    assert!(
+        matches!(&err, Error::Unsupported { backend } if backend.starts_with("faulty+")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn manifest_limit_is_configurable() {
     let fx = Fixture::memory_with(BlobCacheOptions::new().with_max_manifest_size(16)).await;
     let small = Bytes::from_static(b"{\"a\":1}");
-    fx.cache.put_manifest(&sha(&small), small.clone(), None).await.unwrap();
+    fx.cache
+        .put_manifest(&sha(&small), small.clone(), None)
+        .await
+        .unwrap();
     let big = Bytes::from_static(b"{\"aaaaaaaaaaaaaaaa\":1}");
-    let err = fx.cache.put_manifest(&sha(&big), big, None).await.unwrap_err();
+    let err = fx
+        .cache
+        .put_manifest(&sha(&big), big, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 16, .. }), "{err:?}");
     assert_eq!(fx.stored().await.len(), 1);
 }

@@ -1,1 +1,88 @@
-fn main() {}
+//! `imagecache`: inspect, import into, prune and certify an imagecache store.
+//!
+//! See the crate README for the commands, exit codes and definitions
+//! (dangling images, prune order, parent links on import).
+
+mod cli;
+mod cmd;
+mod error;
+mod import;
+mod progress;
+mod units;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser as _;
+
+use crate::cli::Cli;
+use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let code = runtime.block_on(async {
+        let cancel = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_interrupts(Arc::clone(&cancel)));
+        let result = match store_url(cli.store.clone()).await {
+            Ok(url) => cmd::run(cli, url, cancel).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", e.one_line());
+                e.exit_code()
+            }
+        }
+    });
+    // Blocking tasks (a reader stopped by Ctrl-C) must not hold the exit.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// The first Ctrl-C asks long work to stop between atomic steps; a second
+/// one ends the process at once.
+async fn watch_interrupts(cancel: Arc<AtomicBool>) {
+    loop {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        if cancel.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!("interrupted: stopping after the current step (press Ctrl-C again to abort)");
+    }
+}
+
+/// The store URL given, or the default redb file in the user's data
+/// directory (whose directory is created).
+async fn store_url(given: Option<String>) -> Result<String, CliError> {
+    if let Some(url) = given.filter(|u| !u.is_empty()) {
+        return Ok(url);
+    }
+    let dir = cmd::default_store_dir().ok_or(CliError::NoDefaultStore)?;
+    let created = dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&created))
+        .await
+        .map_err(|source| CliError::Join {
+            task: "creating the store directory",
+            source,
+        })?
+        .map_err(|source| CliError::Io {
+            path: dir.clone(),
+            action: "creating the store directory",
+            source,
+        })?;
+    Ok(format!("redb://{}", dir.join("store.redb").display()))
+}

@@ -63,6 +63,8 @@ macro_rules! __blob_cache_cases {
     };
 }
 
+pub(crate) const CASES: &[crate::Case] = crate::__blob_cache_cases!(__case_registry!());
+
 type Backend = Arc<dyn StoreBackend>;
 
 /// A fresh backend and a cache over it, or the skip that says why not.
@@ -144,7 +146,11 @@ fn crc32(data: &[u8]) -> u32 {
     for (i, slot) in table.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 == 1 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
         *slot = c;
     }
@@ -191,7 +197,13 @@ fn zstd(data: &[u8]) -> Bytes {
 }
 
 /// Asserts the notes that tie a compressed layer to its decompressed copy.
-async fn assert_linked(b: &Backend, compressed: &Digest, diff: &Digest, compression: &str, case: &str) {
+async fn assert_linked(
+    b: &Backend,
+    compressed: &Digest,
+    diff: &Digest,
+    compression: &str,
+    case: &str,
+) {
     assert_eq!(
         note(b, compressed, "decompressed").await,
         Some(diff.to_string()),
@@ -219,20 +231,37 @@ pub async fn blob_cache_put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome 
     let data = noise((2 << 20) + 11, 1);
     let digest = sha(&data);
     let info = must(cache.put(&digest, body(&data, 48 << 10)).await, "put");
-    assert_eq!((info.digest, info.size), (digest, data.len() as u64), "{CASE}: put info");
-    assert_eq!(must(cache.has(&digest).await, "has"), Some(data.len() as u64), "{CASE}: has");
+    assert_eq!(
+        (info.digest, info.size),
+        (digest, data.len() as u64),
+        "{CASE}: put info"
+    );
+    assert_eq!(
+        must(cache.has(&digest).await, "has"),
+        Some(data.len() as u64),
+        "{CASE}: has"
+    );
 
-    let reader = must(cache.get(&digest).await, "get").unwrap_or_else(|| panic!("{CASE}: get missed"));
+    let reader =
+        must(cache.get(&digest).await, "get").unwrap_or_else(|| panic!("{CASE}: get missed"));
     let mut streamed = Vec::new();
     let mut reader = reader;
     while let Some(chunk) = reader.next().await {
         streamed.extend_from_slice(&must(chunk, "reading the verified stream"));
     }
     assert!(streamed == data, "{CASE}: streamed bytes differ");
-    assert_eq!(must(cache.get_bytes(&digest).await, "get_bytes"), Some(data.clone()), "{CASE}: get_bytes");
+    assert_eq!(
+        must(cache.get_bytes(&digest).await, "get_bytes"),
+        Some(data.clone()),
+        "{CASE}: get_bytes"
+    );
     let mut copied: Vec<u8> = Vec::new();
     let copy = must(cache.copy_to(&digest, &mut copied).await, "copy_to");
-    assert_eq!(copy.map(|i| i.size), Some(data.len() as u64), "{CASE}: copy_to info");
+    assert_eq!(
+        copy.map(|i| i.size),
+        Some(data.len() as u64),
+        "{CASE}: copy_to info"
+    );
     assert!(copied == data, "{CASE}: copied bytes differ");
     let c = cache.counters();
     assert_eq!((c.hits, c.misses, c.errors), (3, 0, 0), "{CASE}: counters");
@@ -248,11 +277,26 @@ pub async fn blob_cache_missing_is_a_miss(h: Arc<dyn Harness>) -> Outcome {
     };
     let digest = sha(b"never cached");
     assert_eq!(must(cache.has(&digest).await, "has"), None, "{CASE}: has");
-    assert!(must(cache.get(&digest).await, "get").is_none(), "{CASE}: get");
-    assert_eq!(must(cache.get_bytes(&digest).await, "get_bytes"), None, "{CASE}: get_bytes");
-    assert_eq!(must(cache.get_manifest(&digest).await, "get_manifest"), None, "{CASE}: get_manifest");
+    assert!(
+        must(cache.get(&digest).await, "get").is_none(),
+        "{CASE}: get"
+    );
+    assert_eq!(
+        must(cache.get_bytes(&digest).await, "get_bytes"),
+        None,
+        "{CASE}: get_bytes"
+    );
+    assert_eq!(
+        must(cache.get_manifest(&digest).await, "get_manifest"),
+        None,
+        "{CASE}: get_manifest"
+    );
     let mut sink: Vec<u8> = Vec::new();
-    assert_eq!(must(cache.copy_to(&digest, &mut sink).await, "copy_to"), None, "{CASE}: copy_to");
+    assert_eq!(
+        must(cache.copy_to(&digest, &mut sink).await, "copy_to"),
+        None,
+        "{CASE}: copy_to"
+    );
     let c = cache.counters();
     assert_eq!((c.hits, c.misses, c.errors), (0, 4, 0), "{CASE}: counters");
     Outcome::Passed
@@ -269,15 +313,26 @@ pub async fn blob_cache_wrong_digest_stores_nothing(h: Arc<dyn Harness>) -> Outc
     let claimed = sha(b"another blob");
     match cache.put(&claimed, body(&data, 10_000)).await {
         Err(Error::DigestMismatch { expected, actual }) => {
-            assert_eq!((expected, actual), (claimed, sha(&data)), "{CASE}: digests in the error");
+            assert_eq!(
+                (expected, actual),
+                (claimed, sha(&data)),
+                "{CASE}: digests in the error"
+            );
         }
         other => panic!("{CASE}: expected DigestMismatch, got {other:?}"),
     }
     assert!(
-        matches!(cache.put_bytes(&claimed, data.clone()).await, Err(Error::DigestMismatch { .. })),
+        matches!(
+            cache.put_bytes(&claimed, data.clone()).await,
+            Err(Error::DigestMismatch { .. })
+        ),
         "{CASE}: put_bytes must verify too"
     );
-    assert_eq!(must(cache.has(&claimed).await, "has"), None, "{CASE}: nothing under the claimed digest");
+    assert_eq!(
+        must(cache.has(&claimed).await, "has"),
+        None,
+        "{CASE}: nothing under the claimed digest"
+    );
     assert!(stored(&b).await.is_empty(), "{CASE}: nothing stored at all");
     Outcome::Passed
 }
@@ -293,18 +348,39 @@ pub async fn blob_cache_short_or_failed_body_stores_nothing(h: Arc<dyn Harness>)
     let digest = sha(&data);
     let short = data.slice(..50_000);
     let r = cache
-        .put_opts(&digest, body(&short, 4096), PutOptions::new().with_expected_size(120_000))
+        .put_opts(
+            &digest,
+            body(&short, 4096),
+            PutOptions::new().with_expected_size(120_000),
+        )
         .await;
     assert!(
-        matches!(r, Err(Error::Truncated { expected: 120_000, actual: 50_000, .. })),
+        matches!(
+            r,
+            Err(Error::Truncated {
+                expected: 120_000,
+                actual: 50_000,
+                ..
+            })
+        ),
         "{CASE}: a cut transfer must be Truncated, got {r:?}"
     );
     let r = cache
-        .put_opts(&digest, body(&data, 4096), PutOptions::new().with_expected_size(119_999))
+        .put_opts(
+            &digest,
+            body(&data, 4096),
+            PutOptions::new().with_expected_size(119_999),
+        )
         .await;
-    assert!(matches!(r, Err(Error::TooLarge { .. })), "{CASE}: an overlong body must be TooLarge, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::TooLarge { .. })),
+        "{CASE}: an overlong body must be TooLarge, got {r:?}"
+    );
     let r = cache.put(&digest, failing_body(&short, 4096)).await;
-    assert!(matches!(r, Err(Error::Source { .. })), "{CASE}: a failing body must be Source, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::Source { .. })),
+        "{CASE}: a failing body must be Source, got {r:?}"
+    );
     assert!(stored(&b).await.is_empty(), "{CASE}: nothing stored");
     Outcome::Passed
 }
@@ -321,7 +397,11 @@ pub async fn blob_cache_bad_put_keeps_stored_blob(h: Arc<dyn Harness>) -> Outcom
     must(cache.put_bytes(&digest, good.clone()).await, "put");
     let _ = cache.put(&digest, body(&noise(64_000, 5), 4096)).await;
     let _ = cache.put_bytes(&digest, noise(10, 6)).await;
-    assert_eq!(must(cache.get_bytes(&digest).await, "get_bytes"), Some(good), "{CASE}: stored bytes");
+    assert_eq!(
+        must(cache.get_bytes(&digest).await, "get_bytes"),
+        Some(good),
+        "{CASE}: stored bytes"
+    );
     assert_eq!(stored(&b).await.len(), 1, "{CASE}: one blob");
     Outcome::Passed
 }
@@ -338,18 +418,37 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
     must(cache.put_bytes(&digest, data.clone()).await, "put");
     let mut damaged = data.to_vec();
     damaged[123_456] ^= 0x20;
-    if !h.corrupt_blob(&b, &digest, Bytes::from(damaged.clone())).await {
+    if !h
+        .corrupt_blob(&b, &digest, Bytes::from(damaged.clone()))
+        .await
+    {
         return Outcome::skipped(CASE, "hook corrupt_blob");
     }
-    assert_eq!(must(cache.get_bytes(&digest).await, "get_bytes"), None, "{CASE}: corrupt is a miss");
+    assert_eq!(
+        must(cache.get_bytes(&digest).await, "get_bytes"),
+        None,
+        "{CASE}: corrupt is a miss"
+    );
     let c = cache.counters();
-    assert_eq!((c.hits, c.misses, c.errors), (0, 1, 1), "{CASE}: counters after get_bytes");
-    assert_eq!(must(cache.has(&digest).await, "has"), None, "{CASE}: evicted");
+    assert_eq!(
+        (c.hits, c.misses, c.errors),
+        (0, 1, 1),
+        "{CASE}: counters after get_bytes"
+    );
+    assert_eq!(
+        must(cache.has(&digest).await, "has"),
+        None,
+        "{CASE}: evicted"
+    );
 
     // Again, read as a stream: the verdict is the stream's last item.
     must(cache.put_bytes(&digest, data.clone()).await, "put again");
-    assert!(h.corrupt_blob(&b, &digest, Bytes::from(damaged)).await, "{CASE}: hook");
-    let mut reader = must(cache.get(&digest).await, "get").unwrap_or_else(|| panic!("{CASE}: get missed"));
+    assert!(
+        h.corrupt_blob(&b, &digest, Bytes::from(damaged)).await,
+        "{CASE}: hook"
+    );
+    let mut reader =
+        must(cache.get(&digest).await, "get").unwrap_or_else(|| panic!("{CASE}: get missed"));
     let mut last = None;
     while let Some(item) = reader.next().await {
         last = Some(item);
@@ -358,7 +457,11 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
         matches!(last, Some(Err(Error::Corrupt { digest: d, .. })) if d == digest),
         "{CASE}: the stream must end with Corrupt, got {last:?}"
     );
-    assert_eq!(cache.counters().errors, 2, "{CASE}: errors after the stream");
+    assert_eq!(
+        cache.counters().errors,
+        2,
+        "{CASE}: errors after the stream"
+    );
     assert!(stored(&b).await.is_empty(), "{CASE}: evicted again");
     Outcome::Passed
 }
@@ -376,10 +479,18 @@ pub async fn blob_cache_truncated_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -
     if !h.corrupt_blob(&b, &digest, data.slice(..40_000)).await {
         return Outcome::skipped(CASE, "hook corrupt_blob");
     }
-    assert_eq!(must(cache.has(&digest).await, "has"), None, "{CASE}: truncated is absent");
+    assert_eq!(
+        must(cache.has(&digest).await, "has"),
+        None,
+        "{CASE}: truncated is absent"
+    );
     assert_eq!(cache.counters().errors, 1, "{CASE}: counted");
     assert!(stored(&b).await.is_empty(), "{CASE}: evicted");
-    assert_eq!(must(cache.get_bytes(&digest).await, "get_bytes"), None, "{CASE}: a miss");
+    assert_eq!(
+        must(cache.get_bytes(&digest).await, "get_bytes"),
+        None,
+        "{CASE}: a miss"
+    );
     Outcome::Passed
 }
 
@@ -393,12 +504,21 @@ pub async fn blob_cache_manifest_roundtrips(h: Arc<dyn Harness>) -> Outcome {
     let manifest = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#);
     let digest = sha(&manifest);
     let mt = "application/vnd.oci.image.manifest.v1+json";
-    must(cache.put_manifest(&digest, manifest.clone(), Some(mt)).await, "put_manifest");
+    must(
+        cache
+            .put_manifest(&digest, manifest.clone(), Some(mt))
+            .await,
+        "put_manifest",
+    );
     let got = must(cache.get_manifest(&digest).await, "get_manifest")
         .unwrap_or_else(|| panic!("{CASE}: get_manifest missed"));
     assert_eq!(got.data, manifest, "{CASE}: bytes");
     assert_eq!(got.media_type.as_deref(), Some(mt), "{CASE}: media type");
-    assert_eq!(note(&b, &digest, "kind").await.as_deref(), Some("manifest"), "{CASE}: kind note");
+    assert_eq!(
+        note(&b, &digest, "kind").await.as_deref(),
+        Some("manifest"),
+        "{CASE}: kind note"
+    );
     assert_eq!(cache.counters().hits, 1, "{CASE}: one hit");
     Outcome::Passed
 }
@@ -418,16 +538,32 @@ pub async fn blob_cache_bad_manifest_stores_nothing(h: Arc<dyn Harness>) -> Outc
         "BlobCache::with_options",
     );
     let r = cache.put_manifest(&sha(b""), Bytes::new(), None).await;
-    assert!(matches!(r, Err(Error::EmptyManifest { .. })), "{CASE}: empty, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::EmptyManifest { .. })),
+        "{CASE}: empty, got {r:?}"
+    );
     let r = cache.put_manifest(&sha(b"{}"), "{ }", None).await;
-    assert!(matches!(r, Err(Error::DigestMismatch { .. })), "{CASE}: wrong digest, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::DigestMismatch { .. })),
+        "{CASE}: wrong digest, got {r:?}"
+    );
     let big = noise(1025, 9);
     let r = cache.put_manifest(&sha(&big), big.clone(), None).await;
-    assert!(matches!(r, Err(Error::TooLarge { limit: 1024, .. })), "{CASE}: too large, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::TooLarge { limit: 1024, .. })),
+        "{CASE}: too large, got {r:?}"
+    );
     assert!(stored(&backend).await.is_empty(), "{CASE}: nothing stored");
     // A large blob is never handed out as a manifest.
-    must(cache.put_bytes(&sha(&big), big.clone()).await, "put of a large blob");
-    assert_eq!(must(cache.get_manifest(&sha(&big)).await, "get_manifest"), None, "{CASE}: large blob is no manifest");
+    must(
+        cache.put_bytes(&sha(&big), big.clone()).await,
+        "put of a large blob",
+    );
+    assert_eq!(
+        must(cache.get_manifest(&sha(&big)).await, "get_manifest"),
+        None,
+        "{CASE}: large blob is no manifest"
+    );
     Outcome::Passed
 }
 
@@ -455,21 +591,48 @@ pub async fn blob_cache_gzip_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
         "put_layer with a diff ID",
     );
     assert_eq!(put.compression, Compression::Gzip, "{CASE}: compression");
-    assert_eq!(put.compressed.map(|c| c.digest), Some(digest), "{CASE}: compressed digest");
-    assert_eq!((put.decompressed.digest, put.decompressed.size), (diff, tar.len() as u64), "{CASE}: decompressed");
-    assert_eq!(must(cache.get_bytes(&diff).await, "get decompressed"), Some(tar), "{CASE}: decompressed bytes");
-    assert_eq!(must(cache.get_bytes(&digest).await, "get compressed"), Some(gz), "{CASE}: compressed bytes");
+    assert_eq!(
+        put.compressed.map(|c| c.digest),
+        Some(digest),
+        "{CASE}: compressed digest"
+    );
+    assert_eq!(
+        (put.decompressed.digest, put.decompressed.size),
+        (diff, tar.len() as u64),
+        "{CASE}: decompressed"
+    );
+    assert_eq!(
+        must(cache.get_bytes(&diff).await, "get decompressed"),
+        Some(tar),
+        "{CASE}: decompressed bytes"
+    );
+    assert_eq!(
+        must(cache.get_bytes(&digest).await, "get compressed"),
+        Some(gz),
+        "{CASE}: compressed bytes"
+    );
     assert_linked(&b, &digest, &diff, "gzip", CASE).await;
 
     // Without either: recognised by its magic, decompressed in a second pass.
     let tar = noise(250_000, 11);
     let gz = gzip(&tar);
     let (digest, diff) = (sha(&gz), sha(&tar));
-    let put = must(cache.put_layer(&digest, body(&gz, 7000)).await, "put_layer without a diff ID");
+    let put = must(
+        cache.put_layer(&digest, body(&gz, 7000)).await,
+        "put_layer without a diff ID",
+    );
     assert_eq!(put.decompressed.digest, diff, "{CASE}: learned diff ID");
-    assert_eq!(must(cache.get_bytes(&diff).await, "get decompressed"), Some(tar), "{CASE}: decompressed bytes");
+    assert_eq!(
+        must(cache.get_bytes(&diff).await, "get decompressed"),
+        Some(tar),
+        "{CASE}: decompressed bytes"
+    );
     assert_linked(&b, &digest, &diff, "gzip", CASE).await;
-    assert_eq!(stored(&b).await.len(), 4, "{CASE}: two layers, two forms each");
+    assert_eq!(
+        stored(&b).await.len(),
+        4,
+        "{CASE}: two layers, two forms each"
+    );
     Outcome::Passed
 }
 
@@ -495,7 +658,11 @@ pub async fn blob_cache_zstd_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
     );
     assert_eq!(put.compression, Compression::Zstd, "{CASE}: compression");
     assert_eq!(put.decompressed.digest, diff, "{CASE}: decompressed digest");
-    assert_eq!(must(cache.get_bytes(&diff).await, "get decompressed"), Some(tar), "{CASE}: bytes");
+    assert_eq!(
+        must(cache.get_bytes(&diff).await, "get decompressed"),
+        Some(tar),
+        "{CASE}: bytes"
+    );
     assert_linked(&b, &digest, &diff, "zstd", CASE).await;
     Outcome::Passed
 }
@@ -510,12 +677,21 @@ pub async fn blob_cache_bad_layer_stores_nothing(h: Arc<dyn Harness>) -> Outcome
     let tar = noise(200_000, 13);
     let gz = gzip(&tar);
 
-    let r = cache.put_layer(&sha(b"not this layer"), body(&gz, 8192)).await;
-    assert!(matches!(r, Err(Error::DigestMismatch { .. })), "{CASE}: wrong digest, got {r:?}");
+    let r = cache
+        .put_layer(&sha(b"not this layer"), body(&gz, 8192))
+        .await;
+    assert!(
+        matches!(r, Err(Error::DigestMismatch { .. })),
+        "{CASE}: wrong digest, got {r:?}"
+    );
 
     let wrong_diff = sha(b"another tar");
     let r = cache
-        .put_layer_opts(&sha(&gz), body(&gz, 8192), LayerOptions::new().with_diff_id(wrong_diff))
+        .put_layer_opts(
+            &sha(&gz),
+            body(&gz, 8192),
+            LayerOptions::new().with_diff_id(wrong_diff),
+        )
         .await;
     assert!(
         matches!(r, Err(Error::DecompressedMismatch { expected, .. }) if expected == wrong_diff),
@@ -527,7 +703,10 @@ pub async fn blob_cache_bad_layer_stores_nothing(h: Arc<dyn Harness>) -> Outcome
     damaged[n - 8] ^= 0xff; // the CRC-32 in the trailer
     let damaged = Bytes::from(damaged);
     let r = cache.put_layer(&sha(&damaged), body(&damaged, 8192)).await;
-    assert!(matches!(r, Err(Error::Decompress { .. })), "{CASE}: bad checksum, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::Decompress { .. })),
+        "{CASE}: bad checksum, got {r:?}"
+    );
 
     let r = cache
         .put_layer_opts(
@@ -536,10 +715,18 @@ pub async fn blob_cache_bad_layer_stores_nothing(h: Arc<dyn Harness>) -> Outcome
             LayerOptions::new().with_media_type("application/vnd.oci.image.layer.v1.tar+bzip2"),
         )
         .await;
-    assert!(matches!(r, Err(Error::UnsupportedCompression { .. })), "{CASE}: bzip2, got {r:?}");
-    let xz: Bytes = [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], &tar[..1000]].concat().into();
+    assert!(
+        matches!(r, Err(Error::UnsupportedCompression { .. })),
+        "{CASE}: bzip2, got {r:?}"
+    );
+    let xz: Bytes = [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], &tar[..1000]]
+        .concat()
+        .into();
     let r = cache.put_layer(&sha(&xz), body(&xz, 100)).await;
-    assert!(matches!(r, Err(Error::UnsupportedCompression { .. })), "{CASE}: xz, got {r:?}");
+    assert!(
+        matches!(r, Err(Error::UnsupportedCompression { .. })),
+        "{CASE}: xz, got {r:?}"
+    );
 
     assert!(stored(&b).await.is_empty(), "{CASE}: nothing stored");
     Outcome::Passed
@@ -562,8 +749,14 @@ pub async fn blob_cache_substitution_follows_mode(h: Arc<dyn Harness>) -> Outcom
     };
     let (tar1, tar2) = (noise(100_000, 14), noise(80_000, 15));
     let (gz1, gz2) = (gzip(&tar1), gzip(&tar2));
-    must(cache.put_layer(&sha(&gz1), body(&gz1, 16_384)).await, "put_layer 1");
-    must(cache.put_layer(&sha(&gz2), body(&gz2, 16_384)).await, "put_layer 2");
+    must(
+        cache.put_layer(&sha(&gz1), body(&gz1, 16_384)).await,
+        "put_layer 1",
+    );
+    must(
+        cache.put_layer(&sha(&gz2), body(&gz2, 16_384)).await,
+        "put_layer 2",
+    );
     let elsewhere = layer(sha(b"not cached"), 3, media_type::OCI_LAYER_GZIP);
     let compressed = vec![
         layer(sha(&gz1), gz1.len(), media_type::OCI_LAYER_GZIP),
@@ -579,11 +772,31 @@ pub async fn blob_cache_substitution_follows_mode(h: Arc<dyn Harness>) -> Outcom
         let cache = cache.clone();
         async move { must(cache.substitute(&layers, mode, signed).await, "substitute") }
     };
-    assert_eq!(sub(compressed.clone(), LayerCompression::Decompress, false).await, decompressed, "{CASE}: decompress");
-    assert_eq!(sub(decompressed.clone(), LayerCompression::Compress, false).await, compressed, "{CASE}: compress");
-    assert_eq!(sub(compressed.clone(), LayerCompression::Preserve, false).await, compressed, "{CASE}: preserve");
-    assert_eq!(sub(compressed.clone(), LayerCompression::Decompress, true).await, compressed, "{CASE}: signed");
-    assert_eq!(sub(decompressed.clone(), LayerCompression::Compress, true).await, decompressed, "{CASE}: signed");
+    assert_eq!(
+        sub(compressed.clone(), LayerCompression::Decompress, false).await,
+        decompressed,
+        "{CASE}: decompress"
+    );
+    assert_eq!(
+        sub(decompressed.clone(), LayerCompression::Compress, false).await,
+        compressed,
+        "{CASE}: compress"
+    );
+    assert_eq!(
+        sub(compressed.clone(), LayerCompression::Preserve, false).await,
+        compressed,
+        "{CASE}: preserve"
+    );
+    assert_eq!(
+        sub(compressed.clone(), LayerCompression::Decompress, true).await,
+        compressed,
+        "{CASE}: signed"
+    );
+    assert_eq!(
+        sub(decompressed.clone(), LayerCompression::Compress, true).await,
+        decompressed,
+        "{CASE}: signed"
+    );
     Outcome::Passed
 }
 
@@ -618,14 +831,21 @@ pub async fn blob_cache_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> O
         .collect();
     for p in puts {
         let info = must(must(p.await, "put task"), "concurrent put");
-        assert_eq!(info.size, data.len() as u64, "{CASE}: every put reports the size");
+        assert_eq!(
+            info.size,
+            data.len() as u64,
+            "{CASE}: every put reports the size"
+        );
     }
     for r in readers {
         must(r.await, "reader task");
     }
     assert_eq!(
         stored(&b).await,
-        vec![BlobInfo { digest, size: data.len() as u64 }],
+        vec![BlobInfo {
+            digest,
+            size: data.len() as u64
+        }],
         "{CASE}: one whole blob"
     );
     assert_eq!(cache.counters().errors, 0, "{CASE}: no errors");
@@ -644,11 +864,25 @@ pub async fn blob_cache_second_handle_sees_blobs(h: Arc<dyn Harness>) -> Outcome
     };
     let tar = noise(150_000, 17);
     let gz = gzip(&tar);
-    must(cache.put_layer(&sha(&gz), body(&gz, 10_000)).await, "put_layer");
+    must(
+        cache.put_layer(&sha(&gz), body(&gz, 10_000)).await,
+        "put_layer",
+    );
     let second = must(BlobCache::new(other), "BlobCache over the second handle");
-    assert_eq!(must(second.get_bytes(&sha(&tar)).await, "get_bytes"), Some(tar), "{CASE}: decompressed copy");
-    let variant = must(second.variant(&sha(&gz), Compression::None).await, "variant");
-    assert_eq!(variant.map(|v| v.digest), Some(sha(&noise(150_000, 17))), "{CASE}: note seen by the second handle");
+    assert_eq!(
+        must(second.get_bytes(&sha(&tar)).await, "get_bytes"),
+        Some(tar),
+        "{CASE}: decompressed copy"
+    );
+    let variant = must(
+        second.variant(&sha(&gz), Compression::None).await,
+        "variant",
+    );
+    assert_eq!(
+        variant.map(|v| v.digest),
+        Some(sha(&noise(150_000, 17))),
+        "{CASE}: note seen by the second handle"
+    );
     Outcome::Passed
 }
 
@@ -670,6 +904,10 @@ pub async fn blob_cache_stats_and_clear(h: Arc<dyn Harness>) -> Outcome {
     assert_eq!((cleared.blobs, cleared.bytes), (3, 6000), "{CASE}: cleared");
     assert!(stored(&b).await.is_empty(), "{CASE}: empty after clear");
     let stats = must(cache.stats().await, "stats after clear");
-    assert_eq!((stats.blobs, stats.bytes), (0, 0), "{CASE}: stats after clear");
+    assert_eq!(
+        (stats.blobs, stats.bytes),
+        (0, 0),
+        "{CASE}: stats after clear"
+    );
     Outcome::Passed
 }

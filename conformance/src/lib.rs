@@ -10,6 +10,7 @@ mod check;
 mod runner;
 
 pub mod backend;
+pub mod blob_cache;
 pub mod cache;
 mod docker_compare;
 pub mod docker_fs;
@@ -186,6 +187,7 @@ pub fn cases() -> Vec<Case> {
     all.extend_from_slice(docker_fs::CASES);
     all.extend_from_slice(store::CASES);
     all.extend_from_slice(cache::CASES);
+    all.extend_from_slice(blob_cache::CASES);
     all.extend(pure("docker", docker_image::CASES));
     all.extend(pure("docker", docker_compare::CASES));
     all
@@ -245,6 +247,7 @@ macro_rules! __all_groups {
         $crate::__docker_cases!($then!($($args)*));
         $crate::__store_cases!($then!($($args)*));
         $crate::__cache_cases!($then!($($args)*));
+        $crate::__blob_cache_cases!($then!($($args)*));
     };
 }
 

@@ -138,6 +138,9 @@ async fn without_hooks_the_cases_that_need_them_are_skipped() {
     assert_eq!(
         skipped,
         vec![
+            "blob_cache_corrupt_blob_is_an_evicted_miss",
+            "blob_cache_second_handle_sees_blobs",
+            "blob_cache_truncated_blob_is_an_evicted_miss",
             "fs_get_invalid_data",
             "fs_walker_stop_on_error",
             "get_corrupt_is_corrupt",

@@ -91,6 +91,9 @@ pub struct CreateOptions {
     /// Mark the image as built on this machine (the classic builder cache
     /// only reuses such images).
     pub built_locally: bool,
+    /// Record this time as the image's last update (what
+    /// [`Store::set_last_updated`] records), in the same write as the config.
+    pub last_updated: Option<Timestamp>,
 }
 
 impl CreateOptions {
@@ -108,6 +111,12 @@ impl CreateOptions {
     /// Marks the image as built locally.
     pub fn with_built_locally(mut self, built_locally: bool) -> Self {
         self.built_locally = built_locally;
+        self
+    }
+
+    /// Records `time` as the image's last update.
+    pub fn with_last_updated(mut self, time: Timestamp) -> Self {
+        self.last_updated = Some(time);
         self
     }
 }
@@ -637,6 +646,9 @@ impl Store {
                 if options.built_locally {
                     batch.set_metadata(id, MetadataKey::BUILT_LOCALLY, vec![1u8]);
                 }
+                if let Some(time) = options.last_updated {
+                    batch.set_metadata(id, MetadataKey::LAST_UPDATED, time.to_string());
+                }
                 plan.push((image, new_summary, options, chain.is_some()));
             }
         }
@@ -665,6 +677,11 @@ impl Store {
                 && let Some(e) = state.entries.get_mut(&id)
             {
                 e.built_locally = true;
+            }
+            if let Some(time) = options.last_updated
+                && let Some(e) = state.entries.get_mut(&id)
+            {
+                e.last_updated = Some(time);
             }
             ids.push(id);
         }

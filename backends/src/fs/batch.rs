@@ -25,7 +25,9 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use imagecache_core::{Content, Error as CoreError, ImageId, Key, MetadataKey, WriteBatch, WriteOp};
+use imagecache_core::{
+    Content, Error as CoreError, ImageId, Key, MetadataKey, WriteBatch, WriteOp,
+};
 
 use super::files::{
     Destination, Job, TempFile, Token, check_destination, dir_token, ensure_dir, is_missing,
@@ -338,18 +340,24 @@ impl Writer<'_> {
         // right after its changes, so another writer's change squeezed in
         // between is unlikely to be folded into it), then the fsyncs.
         for (id, tmp, target) in meta_temps {
-            tmp.persist(&target).map_err(|e| e.with_key(Key::Image(id)))?;
+            tmp.persist(&target)
+                .map_err(|e| e.with_key(Key::Image(id)))?;
         }
         for (id, k, path) in removals {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if is_missing(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                    return Err(Error::destination(path, "directory", Key::Metadata { id, key: k }));
+                    return Err(Error::destination(
+                        path,
+                        "directory",
+                        Key::Metadata { id, key: k },
+                    ));
                 }
                 Err(source) => {
-                    return Err(Error::io("remove", &path, source)
-                        .with_key(Key::Metadata { id, key: k }));
+                    return Err(
+                        Error::io("remove", &path, source).with_key(Key::Metadata { id, key: k })
+                    );
                 }
             }
         }
@@ -430,8 +438,7 @@ impl Writer<'_> {
             let path = layout.content_path(&id);
             match reset {
                 Reset::Delete(_) => {
-                    content_changed |=
-                        remove_any(&path).map_err(|e| e.with_key(Key::Image(id)))?;
+                    content_changed |= remove_any(&path).map_err(|e| e.with_key(Key::Image(id)))?;
                 }
                 Reset::Quarantine(..) => {
                     if let Some(qdir) = qdirs.get(&id) {
@@ -550,5 +557,3 @@ pub(super) fn quarantine_now(inner: &Inner, id: &ImageId, reason: &str) -> Resul
     }
     Ok(())
 }
-
-

@@ -19,8 +19,8 @@ use imagecache_core::{
 use tokio::sync::mpsc;
 
 use super::files::{
-    Destination, TEMP_PREFIX, TempFile, check_destination, ensure_dir, is_missing, open_regular,
-    remove_any, remove_file_if_present, remove_if_stale, sync_dir, write_atomic, Opened,
+    Destination, Opened, TEMP_PREFIX, TempFile, check_destination, ensure_dir, is_missing,
+    open_regular, remove_any, remove_file_if_present, remove_if_stale, sync_dir, write_atomic,
 };
 use super::{Error, Inner, blocking};
 
@@ -126,7 +126,9 @@ pub(super) async fn put(
         let send = match next {
             Some(Ok(chunk)) => {
                 if chunk.len() >= PASS_THROUGH {
-                    if !pending.is_empty() && tx.send(Msg::Data(pending.split().freeze())).await.is_err() {
+                    if !pending.is_empty()
+                        && tx.send(Msg::Data(pending.split().freeze())).await.is_err()
+                    {
                         break Ok(());
                     }
                     Some(Msg::Data(chunk))
@@ -137,7 +139,9 @@ pub(super) async fn put(
             }
             Some(Err(e)) => break Err(e),
             None => {
-                if !pending.is_empty() && tx.send(Msg::Data(pending.split().freeze())).await.is_err() {
+                if !pending.is_empty()
+                    && tx.send(Msg::Data(pending.split().freeze())).await.is_err()
+                {
                     break Ok(());
                 }
                 let _ = tx.send(Msg::Commit).await;
@@ -212,9 +216,10 @@ pub(super) async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader,
             let Some(file) = state else {
                 return Ok(None);
             };
-            let (file, chunk) =
-                blocking(move || read_chunk(file, &path).map_err(|e| e.with_key(Key::Blob(digest))))
-                    .await?;
+            let (file, chunk) = blocking(move || {
+                read_chunk(file, &path).map_err(|e| e.with_key(Key::Blob(digest)))
+            })
+            .await?;
             if chunk.is_empty() {
                 Ok(None)
             } else {
@@ -254,8 +259,8 @@ pub(super) fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
     // Notes first: a crash in between leaves a blob without notes, which
     // are only hints, rather than notes without their blob.
     remove_any(&inner.layout.notes_dir(digest)).map_err(|e| e.with_key(key()))?;
-    let removed = remove_file_if_present(&inner.layout.blob_path(digest))
-        .map_err(|e| e.with_key(key()))?;
+    let removed =
+        remove_file_if_present(&inner.layout.blob_path(digest)).map_err(|e| e.with_key(key()))?;
     if removed && inner.config.fsync {
         sync_dir(&inner.layout.blob_dir(digest))?;
     }
@@ -278,7 +283,7 @@ pub(super) fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
             continue;
         };
         let dir: PathBuf = alg.path();
-        if !alg.file_type().is_ok_and(|t| t.is_dir()) {
+        if alg_name == "notes" || !alg.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
@@ -291,7 +296,7 @@ pub(super) fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
                 remove_if_stale(&entry.path(), inner.config.temp_ttl);
                 continue;
             }
-            // `notes` and anything else that is not `<alg>/<hex>` fail here.
+            // Anything that is not `<alg>/<hex>` fails to parse.
             let Ok(digest) = Digest::parse(&format!("{alg_name}:{name}")) else {
                 continue;
             };

@@ -7,9 +7,11 @@ use std::collections::hash_map::RandomState;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _,
+};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -175,12 +177,7 @@ impl Drop for TempFile {
 
 /// Writes `data` to `target` atomically: temp file, write, chmod, fsync (if
 /// `fsync`), rename. The caller fsyncs the directory.
-pub(super) fn write_atomic(
-    dir: &Path,
-    name: &str,
-    data: &[u8],
-    fsync: bool,
-) -> Result<(), Error> {
+pub(super) fn write_atomic(dir: &Path, name: &str, data: &[u8], fsync: bool) -> Result<(), Error> {
     let mut tmp = TempFile::create(dir, name)?;
     tmp.write_all(data)?;
     tmp.set_mode()?;
@@ -250,9 +247,7 @@ pub(super) fn open_regular(path: &Path) -> Result<Opened, Error> {
         Err(e) if is_missing(&e) => return Ok(Opened::Missing),
         Err(source) => return Err(Error::io("open", path, source)),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("inspect", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
     if meta.is_file() {
         Ok(Opened::File(file, meta.len()))
     } else {
@@ -322,7 +317,9 @@ pub(super) fn remove_if_stale(path: &Path, ttl: Duration) {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() && is_stale(&m, ttl) => match fs::remove_file(path) {
             Ok(()) => tracing::info!(path = %path.display(), "removed stale temp file"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temp file"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temp file")
+            }
         },
         _ => {}
     }
@@ -447,7 +444,12 @@ pub(super) fn file_at(
 ) -> Result<Found, Error> {
     use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
     use rustix::io::Errno;
-    match statx(dirfd, name, AtFlags::empty(), StatxFlags::TYPE | StatxFlags::SIZE) {
+    match statx(
+        dirfd,
+        name,
+        AtFlags::empty(),
+        StatxFlags::TYPE | StatxFlags::SIZE,
+    ) {
         Ok(st) => {
             let ft = FileType::from_raw_mode(u32::from(st.stx_mode));
             Ok(if ft == FileType::RegularFile {
@@ -577,10 +579,7 @@ pub(super) fn run_parallel(jobs: Vec<Job>) -> Result<(), Error> {
     state.work();
     let mut done = state.done.lock().unwrap_or_else(PoisonError::into_inner);
     while done.0 < total {
-        done = state
-            .cv
-            .wait(done)
-            .unwrap_or_else(PoisonError::into_inner);
+        done = state.cv.wait(done).unwrap_or_else(PoisonError::into_inner);
     }
     done.1.take().map_or(Ok(()), Err)
 }

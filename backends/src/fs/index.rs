@@ -61,10 +61,7 @@ pub(super) struct Entry {
 
 impl Entry {
     fn apply_change(&mut self, key: MetadataKey, value: Option<Bytes>) {
-        match (
-            self.metadata.binary_search_by(|(k, _)| k.cmp(&key)),
-            value,
-        ) {
+        match (self.metadata.binary_search_by(|(k, _)| k.cmp(&key)), value) {
             (Ok(i), Some(v)) => self.metadata[i].1 = v,
             (Ok(i), None) => {
                 self.metadata.remove(i);
@@ -399,8 +396,10 @@ pub(super) fn decode_snapshot(buf: Bytes) -> Option<(u64, Entries)> {
         pos: HEADER_LEN,
     };
     let count = r.u64()?;
-    let mut entries =
-        Entries::with_capacity_and_hasher(usize::try_from(count).ok()?.min(1 << 24), Default::default());
+    let mut entries = Entries::with_capacity_and_hasher(
+        usize::try_from(count).ok()?.min(1 << 24),
+        Default::default(),
+    );
     for _ in 0..count {
         let id = r.id()?;
         let flags = r.u8()?;
@@ -412,7 +411,11 @@ pub(super) fn decode_snapshot(buf: Bytes) -> Option<(u64, Entries)> {
             let v = r.bytes()?;
             metadata.push((k, v));
         }
-        let summary = if flags & 4 != 0 { Some(r.bytes()?) } else { None };
+        let summary = if flags & 4 != 0 {
+            Some(r.bytes()?)
+        } else {
+            None
+        };
         entries.insert(
             id,
             Entry {
@@ -445,7 +448,11 @@ fn decode_record_payload(buf: Bytes) -> Option<Record> {
                 };
                 changes.push((k, v));
             }
-            let summary = if flags & 2 != 0 { Some(r.bytes()?) } else { None };
+            let summary = if flags & 2 != 0 {
+                Some(r.bytes()?)
+            } else {
+                None
+            };
             Record::Update(Update {
                 id,
                 put: flags & 1 != 0,
@@ -474,8 +481,8 @@ pub(super) fn decode_records(buf: &Bytes) -> (Vec<Record>, usize) {
             if buf[pos..pos + 4] != magic {
                 return None;
             }
-            let len = usize::try_from(u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().ok()?))
-                .ok()?;
+            let len =
+                usize::try_from(u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().ok()?)).ok()?;
             let crc = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().ok()?);
             let start = pos + RECORD_HEADER_LEN;
             let end = start.checked_add(len)?;
@@ -825,7 +832,10 @@ mod tests {
             put: true,
             pre,
             post,
-            changes: vec![(MetadataKey::new(key).unwrap(), value.map(Bytes::from_static))],
+            changes: vec![(
+                MetadataKey::new(key).unwrap(),
+                value.map(Bytes::from_static),
+            )],
             summary: None,
         })
     }

@@ -103,8 +103,13 @@ fn list_content(inner: &Inner) -> Result<Vec<Listed>, Error> {
         let mut ft = entry.file_type();
         if ft == FileType::Unknown {
             // Some file systems do not report types in directory entries.
-            let st = statx(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE)
-                .map_err(|e| Error::io("inspect", &dir.join(OsStr::from_bytes(name)), e.into()))?;
+            let st = statx(
+                &fd,
+                entry.file_name(),
+                AtFlags::SYMLINK_NOFOLLOW,
+                StatxFlags::TYPE,
+            )
+            .map_err(|e| Error::io("inspect", &dir.join(OsStr::from_bytes(name)), e.into()))?;
             ft = FileType::from_raw_mode(u32::from(st.stx_mode));
         }
         let kind = match ft {

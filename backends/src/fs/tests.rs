@@ -38,7 +38,12 @@ fn large_journal_is_folded_into_a_snapshot() {
     assert!(dir.path().join("index").exists());
     let loaded = files.read().unwrap();
     assert_eq!(loaded.entries.len(), 20);
-    assert!(loaded.entries.values().all(|e| e.summary.as_ref() == Some(&big)));
+    assert!(
+        loaded
+            .entries
+            .values()
+            .all(|e| e.summary.as_ref() == Some(&big))
+    );
 }
 
 #[test]
@@ -106,7 +111,8 @@ async fn a_load_folds_the_journal_and_a_quiet_load_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let b = FsBackend::open(dir.path()).await.unwrap();
     let mut batch = WriteBatch::new();
-    let image = batch.put(imagecache_core::Content::new(Bytes::from_static(b"{\"rootfs\":{}}")).unwrap());
+    let image =
+        batch.put(imagecache_core::Content::new(Bytes::from_static(b"{\"rootfs\":{}}")).unwrap());
     batch.set_metadata(image, MetadataKey::BUILT_LOCALLY, Bytes::from_static(&[1]));
     batch.set_summary(image, "s");
     b.write(batch).await.unwrap();
@@ -115,7 +121,11 @@ async fn a_load_folds_the_journal_and_a_quiet_load_writes_nothing() {
     assert!(fs::metadata(&journal).unwrap().len() > 16);
 
     let first = b.load().await.unwrap();
-    assert_eq!(fs::metadata(&journal).unwrap().len(), 16, "only the header is left");
+    assert_eq!(
+        fs::metadata(&journal).unwrap().len(),
+        16,
+        "only the header is left"
+    );
     let written = fs::metadata(&index).unwrap().modified().unwrap();
     let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&index).unwrap());
 
@@ -123,15 +133,18 @@ async fn a_load_folds_the_journal_and_a_quiet_load_writes_nothing() {
     assert_eq!(first, second);
     let meta = fs::metadata(&index).unwrap();
     assert_eq!(meta.modified().unwrap(), written);
-    assert_eq!(std::os::unix::fs::MetadataExt::ino(&meta), ino, "a quiet load rewrites nothing");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&meta),
+        ino,
+        "a quiet load rewrites nothing"
+    );
 
     b.delete(&image).await.unwrap();
     assert!(b.load().await.unwrap().images.is_empty());
-    assert_eq!(
+    assert!(
         b.get_metadata(&image, &MetadataKey::BUILT_LOCALLY)
             .await
             .unwrap_err()
-            .is_not_found(),
-        true
+            .is_not_found()
     );
 }

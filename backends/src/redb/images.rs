@@ -18,16 +18,16 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
+use std::ops::RangeBounds;
 
 use bytes::Bytes;
 use imagecache_core::{
     Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, SnapshotEntry, WriteOp,
 };
-use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
 
 use super::record::{
-    BLOCK_TARGET, BlockWriter, ImageKey, QuarantineEntry, Record, RecordError, block_entries,
+    BLOCK_TARGET, BlockWriter, ImageKey, QuarantineEntry, Record, block_entries,
     find_in_block,
 };
 use super::{Error, Inner, NAME};
@@ -302,13 +302,9 @@ impl<'t> Batch<'t> {
         self.place(fresh)
     }
 
-    /// Adds new images' records, given in key order, to the last block
-    /// while it has room, then to new blocks.
-    ///
-    /// Every block keeps its entries sorted by key. Nothing depends on that
-    /// for correctness, but it lets [`Inner::load`], which walks all records
-    /// in key order, move forward through each block instead of jumping
-    /// around in it, which keeps it cache-friendly.
+    /// Adds new images' records to the last block while it has room, then
+    /// to new blocks. Filling the last block first keeps single-image
+    /// batches from making one block per image.
     fn place(&mut self, fresh: Vec<(ImageKey, u64, Vec<u8>)>) -> Result<(), Error> {
         if fresh.is_empty() {
             return Ok(());
@@ -317,64 +313,23 @@ impl<'t> Batch<'t> {
             .blocks
             .last()?
             .map(|(k, v)| (k.value(), Bytes::copy_from_slice(v.value())));
-        let mut fresh = fresh.into_iter().peekable();
-        let mut number = match last {
-            Some((number, data)) if data.len() < BLOCK_TARGET => {
-                // Merge the records that still fit into the last block.
-                let mut joining = Vec::new();
-                let mut size = data.len();
-                while let Some((_, _, record)) = fresh.peek() {
-                    if size + record.len() + 40 > BLOCK_TARGET {
-                        break;
-                    }
-                    size += record.len() + 40;
-                    joining.extend(fresh.next());
-                }
-                if !joining.is_empty() {
-                    self.merge_into(number, &data, joining)?;
-                }
-                number + 1
+        let (mut number, mut out) = match last {
+            // A damaged block is left as it is: records appended after the
+            // damage could not be read back.
+            Some((number, data))
+                if data.len() < BLOCK_TARGET && block_entries(&data).all(|e| e.is_ok()) =>
+            {
+                (number, BlockWriter::continuing(&data))
             }
-            Some((number, _)) => number + 1,
-            None => 0,
+            Some((number, _)) => (number + 1, BlockWriter::new()),
+            None => (0, BlockWriter::new()),
         };
-        let mut out = BlockWriter::new();
         for (key, seq, record) in fresh {
             if out.entries() > 0 && out.len() + record.len() + 40 > BLOCK_TARGET {
                 self.blocks.insert(number, out.as_bytes())?;
                 number += 1;
                 out = BlockWriter::new();
             }
-            out.push(&key, &record);
-            self.ids.insert(&key, (seq, number))?;
-        }
-        if out.entries() > 0 {
-            self.blocks.insert(number, out.as_bytes())?;
-        }
-        Ok(())
-    }
-
-    /// Rewrites block `number` (currently `data`) with `joining` merged in.
-    fn merge_into(
-        &mut self,
-        number: u64,
-        data: &[u8],
-        joining: Vec<(ImageKey, u64, Vec<u8>)>,
-    ) -> Result<(), Error> {
-        let mut out = BlockWriter::new();
-        let mut joining = joining.into_iter().peekable();
-        for entry in block_entries(data) {
-            let (key, range) = entry.map_err(|source| Error::BadBlock {
-                block: number,
-                source,
-            })?;
-            while let Some((new_key, seq, record)) = joining.next_if(|(k, _, _)| *k < key) {
-                out.push(&new_key, &record);
-                self.ids.insert(&new_key, (seq, number))?;
-            }
-            out.push(&key, &data[range]);
-        }
-        for (key, seq, record) in joining {
             out.push(&key, &record);
             self.ids.insert(&key, (seq, number))?;
         }
@@ -399,14 +354,6 @@ fn op_name(op: &WriteOp) -> &'static str {
         WriteOp::Quarantine { .. } => "quarantine",
         _ => "unknown write operation",
     }
-}
-
-/// Where one record lies during [`Inner::load`]: its block and the offset of
-/// its entry there.
-#[derive(Clone, Copy)]
-struct Loc {
-    block: u32,
-    entry: u32,
 }
 
 impl Inner {
@@ -468,101 +415,37 @@ impl Inner {
 
     /// Reads every index block, then reports the records in ID order.
     ///
-    /// Blocks are in creation order, and sorting a million snapshot entries
-    /// would cost more than reading them. So the entries' locations are
-    /// counted into buckets by the first two bytes of their IDs (which are
-    /// uniformly distributed hashes), each small bucket is sorted, and the
-    /// records are decoded once, straight into their final order.
+    /// Blocks are in creation order. Decoding them in that order reads
+    /// memory sequentially; walking the records in ID order instead would
+    /// miss the CPU cache on nearly every record of a large store. So the
+    /// records are decoded first and sorted afterwards. Two threads share
+    /// the work, each reading and sorting half of the blocks from the same
+    /// read transaction, and the sorted halves are merged.
     pub(super) fn load(&self) -> Result<Snapshot, Error> {
-        const BUCKETS: usize = 1 << 16;
         let txn = self.db.begin_read()?;
-        let mut quarantined = Vec::new();
-        let mut blocks: Vec<Bytes> = Vec::new();
-        let mut locs: Vec<Loc> = Vec::new();
-        let mut counts = vec![0u32; BUCKETS + 1];
-        for entry in txn.open_table(BLOCKS)?.iter()? {
-            let (number, value) = entry?;
-            let data = Bytes::copy_from_slice(value.value());
-            let block = blocks.len() as u32;
-            // Entries follow the block's format byte, one after another.
-            let mut pos = 1usize;
-            for item in block_entries(&data) {
-                match item {
-                    Ok((key, range)) => {
-                        counts[bucket_of(&key) + 1] += 1;
-                        locs.push(Loc {
-                            block,
-                            entry: pos as u32,
-                        });
-                        pos = range.end;
-                    }
-                    Err(err) => quarantined.push(Quarantined {
-                        name: format!("index block {}", number.value()),
-                        reason: format!(
-                            "index block cannot be decoded past byte {pos} ({err}); its images after that point are not listed"
-                        ),
-                    }),
-                }
+        let expected = usize::try_from(txn.open_table(IDS)?.len()?).unwrap_or(0);
+        let blocks = txn.open_table(BLOCKS)?;
+        let first = blocks.first()?.map(|(k, _)| k.value());
+        let last = blocks.last()?.map(|(k, _)| k.value());
+        let (lower, upper) = match (first, last) {
+            (Some(first), Some(last)) if last > first => {
+                let middle = first + (last - first) / 2 + 1;
+                let blocks = &blocks;
+                std::thread::scope(|scope| {
+                    let upper = scope.spawn(move || read_blocks(blocks, middle.., expected / 2));
+                    let lower = read_blocks(blocks, ..middle, expected / 2 + 1);
+                    let upper = upper
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (lower, upper)
+                })
             }
-            blocks.push(data);
-        }
-
-        // Counting sort of the locations by bucket, then a sort by full ID
-        // within each bucket.
-        for i in 1..counts.len() {
-            counts[i] += counts[i - 1];
-        }
-        let key_at = |loc: &Loc| -> &[u8] {
-            let start = loc.entry as usize;
-            &blocks[loc.block as usize][start..start + 32]
+            _ => (read_blocks(&blocks, .., expected), Ok(Part::default())),
         };
-        let mut next = counts.clone();
-        let mut order = vec![Loc { block: 0, entry: 0 }; locs.len()];
-        for loc in &locs {
-            let b = bucket_of(key_at(loc));
-            order[next[b] as usize] = *loc;
-            next[b] += 1;
-        }
-        drop(locs);
-        for b in 0..BUCKETS {
-            let range = counts[b] as usize..counts[b + 1] as usize;
-            if range.len() > 1 {
-                order[range].sort_unstable_by(|x, y| key_at(x).cmp(key_at(y)));
-            }
-        }
-
-        let mut images: Vec<SnapshotEntry> = Vec::with_capacity(order.len());
-        let mut previous: Option<ImageKey> = None;
-        for loc in &order {
-            let data = &blocks[loc.block as usize];
-            let (key, record) = match entry_at(data, loc.entry as usize) {
-                Ok(found) => found,
-                // The first pass read this entry, so it cannot fail here.
-                Err(_) => continue,
-            };
-            let id = ImageId::from_bytes(key);
-            if previous == Some(key) {
-                quarantined.push(Quarantined {
-                    name: id.to_string(),
-                    reason: "a second index record for this image was ignored".into(),
-                });
-                continue;
-            }
-            previous = Some(key);
-            match Record::decode_at(data, record) {
-                Ok(record) => images.push(SnapshotEntry {
-                    id,
-                    metadata: record.metadata,
-                    summary: record.summary,
-                }),
-                // A damaged record is reported, not skipped: the image stays
-                // in place until the store decides what to do with it.
-                Err(err) => quarantined.push(Quarantined {
-                    name: id.to_string(),
-                    reason: format!("index record cannot be decoded ({err}); left in place"),
-                }),
-            }
-        }
+        let (lower, upper) = (lower?, upper?);
+        let mut quarantined = lower.quarantined;
+        quarantined.extend(upper.quarantined);
+        let images = merge_by_id(lower.images, upper.images, &mut quarantined);
 
         for entry in txn.open_table(QUARANTINE)?.iter()? {
             let (key, value) = entry?;
@@ -604,22 +487,195 @@ impl Inner {
     }
 }
 
-fn bucket_of(key: &[u8]) -> usize {
-    usize::from(key[0]) << 8 | usize::from(key[1])
+/// The images of some of the blocks, sorted by ID, and what could not be
+/// read.
+#[derive(Default)]
+struct Part {
+    images: Vec<SnapshotEntry>,
+    quarantined: Vec<Quarantined>,
 }
 
-/// The key and record range of the block entry starting at `offset`.
-fn entry_at(data: &[u8], offset: usize) -> Result<(ImageKey, Range<usize>), RecordError> {
-    let tail = data
-        .get(offset..)
-        .ok_or(RecordError("entry offset past the block"))?;
-    let mut key = [0u8; 32];
-    key.copy_from_slice(tail.get(..32).ok_or(RecordError("record ends early"))?);
-    let (len, used) = super::record::read_varint(&tail[32..])?;
-    let start = offset + 32 + used;
-    let end = start
-        .checked_add(usize::try_from(len).map_err(|_| RecordError("length does not fit in memory"))?)
-        .filter(|&end| end <= data.len())
-        .ok_or(RecordError("length exceeds the record"))?;
-    Ok((key, start..end))
+/// Decodes the blocks numbered within `range`, then sorts their images.
+fn read_blocks(
+    table: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    range: impl RangeBounds<u64>,
+    capacity: usize,
+) -> Result<Part, Error> {
+    let mut part = Part {
+        images: Vec::with_capacity(capacity),
+        quarantined: Vec::new(),
+    };
+    let mut prefixes: Vec<(u64, u32)> = Vec::with_capacity(capacity);
+    let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+    for entry in table.range::<u64>(bounds)? {
+        let (number, value) = entry?;
+        let data = Bytes::copy_from_slice(value.value());
+        for item in block_entries(&data) {
+            match item {
+                Ok((key, range)) => match Record::decode_at(&data, range) {
+                    Ok(record) => {
+                        prefixes.push((id_prefix(&key), part.images.len() as u32));
+                        part.images.push(SnapshotEntry {
+                            id: ImageId::from_bytes(key),
+                            metadata: record.metadata,
+                            summary: record.summary,
+                        });
+                    }
+                    // A damaged record is reported, not skipped: the image
+                    // stays in place until the store decides what to do
+                    // with it.
+                    Err(err) => part.quarantined.push(Quarantined {
+                        name: ImageId::from_bytes(key).to_string(),
+                        reason: format!("index record cannot be decoded ({err}); left in place"),
+                    }),
+                },
+                Err(err) => part.quarantined.push(Quarantined {
+                    name: format!("index block {}", number.value()),
+                    reason: format!(
+                        "index block cannot be decoded ({err}); the images after the damage are not listed"
+                    ),
+                }),
+            }
+        }
+    }
+    part.images = sort_by_id(part.images, prefixes);
+    Ok(part)
+}
+
+fn id_prefix(key: &ImageKey) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&key[..8]);
+    u64::from_be_bytes(head)
+}
+
+/// Puts `images` in ID order, given each one's 64-bit ID prefix and index.
+///
+/// Sorting the small (prefix, index) pairs and then moving each entry into
+/// place costs far less than sorting the entries themselves.
+fn sort_by_id(mut images: Vec<SnapshotEntry>, mut order: Vec<(u64, u32)>) -> Vec<SnapshotEntry> {
+    order.sort_unstable();
+    // Apply the permutation in place: position i takes the entry first
+    // listed at order[i].1, which, if it lies before i, has since been
+    // swapped away; following the recorded indices finds where it went.
+    for i in 0..order.len() {
+        let mut from = order[i].1 as usize;
+        while from < i {
+            from = order[from].1 as usize;
+        }
+        order[i].1 = from as u32;
+        images.swap(i, from);
+    }
+    // IDs sharing a 64-bit prefix never occur by chance, but two configs can
+    // be crafted to; such a run is put in full-ID order.
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && order[end].0 == order[start].0 {
+            end += 1;
+        }
+        if end - start > 1 {
+            images[start..end].sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        start = end;
+    }
+    images
+}
+
+/// Merges two ID-sorted lists into one, dropping repeated IDs and reporting
+/// them. Two records for one image can only come from damage; the first is
+/// kept.
+fn merge_by_id(
+    lower: Vec<SnapshotEntry>,
+    upper: Vec<SnapshotEntry>,
+    quarantined: &mut Vec<Quarantined>,
+) -> Vec<SnapshotEntry> {
+    let mut out: Vec<SnapshotEntry> = Vec::with_capacity(lower.len() + upper.len());
+    let mut lower = lower.into_iter().peekable();
+    let mut upper = upper.into_iter().peekable();
+    loop {
+        let next = match (lower.peek(), upper.peek()) {
+            (Some(a), Some(b)) if a.id <= b.id => lower.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => upper.next(),
+            (Some(_), None) => lower.next(),
+            (None, None) => break,
+        };
+        let Some(entry) = next else { break };
+        if out.last().is_some_and(|last| last.id == entry.id) {
+            quarantined.push(Quarantined {
+                name: entry.id.to_string(),
+                reason: "a second index record for this image was ignored".into(),
+            });
+        } else {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: ImageKey, tag: &'static [u8]) -> SnapshotEntry {
+        SnapshotEntry {
+            id: ImageId::from_bytes(key),
+            metadata: Vec::new(),
+            summary: Some(Bytes::from_static(tag)),
+        }
+    }
+
+    fn sorted(images: Vec<SnapshotEntry>) -> Vec<SnapshotEntry> {
+        let order = images
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (id_prefix(&e.id.to_bytes()), i as u32))
+            .collect();
+        sort_by_id(images, order)
+    }
+
+    #[test]
+    fn ids_sharing_a_prefix_are_ordered_by_the_whole_id() {
+        // Keys equal in their first 8 bytes, differing later.
+        let mut keys: Vec<ImageKey> = (0..40u8)
+            .map(|i| {
+                let mut k = [7u8; 32];
+                k[31] = i.wrapping_mul(37);
+                k[20] = i % 3;
+                k
+            })
+            .collect();
+        keys.extend((0..40u8).map(|i| [i.wrapping_mul(101); 32]));
+        let images: Vec<_> = keys.iter().map(|k| entry(*k, b"")).collect();
+        let out = sorted(images);
+        let got: Vec<ImageKey> = out.iter().map(|e| e.id.to_bytes()).collect();
+        assert_eq!(got.len(), keys.len());
+        let mut want = got.clone();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn merge_keeps_order_and_reports_repeats() {
+        let lower = sorted(vec![entry([5; 32], b"a"), entry([1; 32], b"a"), entry([3; 32], b"a")]);
+        let upper = sorted(vec![entry([4; 32], b"b"), entry([3; 32], b"b"), entry([0; 32], b"b")]);
+        let mut quarantined = Vec::new();
+        let out = merge_by_id(lower, upper, &mut quarantined);
+        let got: Vec<(u8, &[u8])> = out
+            .iter()
+            .map(|e| (e.id.to_bytes()[0], &e.summary.as_ref().unwrap()[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [(0, &b"b"[..]), (1, b"a"), (3, b"a"), (4, b"b"), (5, b"a")]
+        );
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].name, ImageId::from_bytes([3; 32]).to_string());
+
+        // Repeats inside one part are dropped too.
+        let mut quarantined = Vec::new();
+        let one = sorted(vec![entry([2; 32], b"x"), entry([2; 32], b"y")]);
+        let out = merge_by_id(one, Vec::new(), &mut quarantined);
+        assert_eq!(out.len(), 1);
+        assert_eq!(quarantined.len(), 1);
+    }
 }

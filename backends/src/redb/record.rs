@@ -270,6 +270,16 @@ impl BlockWriter {
         Self { out, entries: 0 }
     }
 
+    /// A writer that appends to an existing, well-formed block.
+    pub(super) fn continuing(block: &[u8]) -> Self {
+        let mut out = Vec::with_capacity(BLOCK_TARGET + 1024);
+        out.extend_from_slice(block);
+        Self {
+            out,
+            entries: block_entries(block).count(),
+        }
+    }
+
     pub(super) fn push(&mut self, key: &ImageKey, record: &[u8]) {
         self.out.extend_from_slice(key);
         put_varint(&mut self.out, record.len() as u64);
@@ -340,13 +350,6 @@ impl QuarantineEntry {
 
 fn len_of(n: u64) -> Result<usize, RecordError> {
     usize::try_from(n).map_err(|_| RecordError("length does not fit in memory"))
-}
-
-/// Reads a varint from the start of `data`; returns it and its length.
-pub(super) fn read_varint(data: &[u8]) -> Result<(u64, usize), RecordError> {
-    let mut r = Reader::new(data);
-    let n = r.varint()?;
-    Ok((n, r.pos))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {

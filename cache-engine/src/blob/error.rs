@@ -38,7 +38,9 @@ pub enum Error {
         actual: u64,
     },
     /// The body was longer than the size announced, or than a limit of the cache.
-    #[error("blob {digest} has at least {size} bytes, over the limit of {limit}; nothing was stored")]
+    #[error(
+        "blob {digest} has at least {size} bytes, over the limit of {limit}; nothing was stored"
+    )]
     TooLarge {
         /// The blob.
         digest: Digest,
@@ -54,7 +56,9 @@ pub enum Error {
         digest: Digest,
     },
     /// A layer uses a compression the cache cannot decompress.
-    #[error("layer {digest} uses {compression} compression, which is not supported; nothing was stored")]
+    #[error(
+        "layer {digest} uses {compression} compression, which is not supported; nothing was stored"
+    )]
     UnsupportedCompression {
         /// The layer.
         digest: Digest,
@@ -73,9 +77,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A layer decompresses to something other than the diff ID the caller named.
-    #[error(
-        "layer {compressed} decompresses to {actual}, expected {expected}; nothing was stored"
-    )]
+    #[error("layer {compressed} decompresses to {actual}, expected {expected}; nothing was stored")]
     DecompressedMismatch {
         /// The compressed layer.
         compressed: Digest,

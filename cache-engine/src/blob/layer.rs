@@ -352,8 +352,10 @@ fn decode_zstd(reader: &mut ChannelReader, out: &mut Output) -> std::io::Result<
                 length,
                 ..
             })) => {
-                let skipped =
-                    std::io::copy(&mut (&mut *reader).take(u64::from(length)), &mut std::io::sink())?;
+                let skipped = std::io::copy(
+                    &mut (&mut *reader).take(u64::from(length)),
+                    &mut std::io::sink(),
+                )?;
                 if skipped != u64::from(length) {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -395,9 +397,7 @@ pub(super) fn decode_blocking(
         size: 0,
     };
     let decoded = match compression {
-        Compression::Gzip => {
-            pump(flate2::bufread::MultiGzDecoder::new(&mut reader), &mut out)
-        }
+        Compression::Gzip => pump(flate2::bufread::MultiGzDecoder::new(&mut reader), &mut out),
         Compression::Zstd => decode_zstd(&mut reader, &mut out),
         Compression::None => pump(&mut reader, &mut out),
     }
@@ -546,9 +546,18 @@ mod tests {
     fn media_types_declare_compression() {
         use media_type::*;
         assert_eq!(declared_by(OCI_LAYER), Declared::Known(Compression::None));
-        assert_eq!(declared_by(OCI_LAYER_GZIP), Declared::Known(Compression::Gzip));
-        assert_eq!(declared_by(OCI_LAYER_ZSTD), Declared::Known(Compression::Zstd));
-        assert_eq!(declared_by(DOCKER_LAYER), Declared::Known(Compression::None));
+        assert_eq!(
+            declared_by(OCI_LAYER_GZIP),
+            Declared::Known(Compression::Gzip)
+        );
+        assert_eq!(
+            declared_by(OCI_LAYER_ZSTD),
+            Declared::Known(Compression::Zstd)
+        );
+        assert_eq!(
+            declared_by(DOCKER_LAYER),
+            Declared::Known(Compression::None)
+        );
         assert_eq!(
             declared_by(DOCKER_LAYER_GZIP),
             Declared::Known(Compression::Gzip)

@@ -334,17 +334,13 @@ mod tests {
         drop(tx);
         let items: Vec<_> = receiver_stream(rx).collect().await;
         assert_eq!(items.len(), 2);
-        assert!(matches!(
-            items[1],
-            Err(imagecache_core::Error::Cancelled)
-        ));
+        assert!(matches!(items[1], Err(imagecache_core::Error::Cancelled)));
     }
 
     #[tokio::test]
     async fn read_ahead_keeps_order() {
-        let chunks: Vec<imagecache_core::Result<Bytes>> = (0..20u8)
-            .map(|i| Ok(Bytes::from(vec![i; 3])))
-            .collect();
+        let chunks: Vec<imagecache_core::Result<Bytes>> =
+            (0..20u8).map(|i| Ok(Bytes::from(vec![i; 3]))).collect();
         let out: Vec<Bytes> = ReadAhead::new(Box::pin(futures::stream::iter(chunks)))
             .map(|r| r.unwrap())
             .collect()

@@ -121,7 +121,10 @@ impl VerifiedReader {
     /// corrupt blob then ends the body with an error and is not published
     /// there either.
     pub fn into_byte_stream(self) -> ByteStream {
-        Box::pin(self.stream.map(|item| item.map_err(imagecache_core::Error::from)))
+        Box::pin(
+            self.stream
+                .map(|item| item.map_err(imagecache_core::Error::from)),
+        )
     }
 }
 

@@ -1,7 +1,16 @@
 //! Fixtures shared by the blob cache tests: backends, data, streams, and a
 //! fault-injecting wrapper backend.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+// Not every test binary uses every helper, a panic is how a test fails, and
+// the fault-injecting backend returns the contract's (large) error type.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err
+)]
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -211,13 +220,21 @@ impl StoreBackend for Faulty {
     async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
         self.inner.get(id).await
     }
-    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> imagecache_core::Result<Bytes> {
+    async fn get_metadata(
+        &self,
+        id: &ImageId,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
         self.inner.get_metadata(id, key).await
     }
     async fn load(&self) -> imagecache_core::Result<Snapshot> {
         self.inner.load().await
     }
-    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> imagecache_core::Result<BlobInfo> {
+    async fn put_blob(
+        &self,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> imagecache_core::Result<BlobInfo> {
         self.inner.put_blob(digest, body).await
     }
     async fn get_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobReader> {
@@ -242,7 +259,11 @@ impl StoreBackend for Faulty {
     ) -> imagecache_core::Result<()> {
         self.inner.set_blob_note(digest, key, value).await
     }
-    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> imagecache_core::Result<Bytes> {
+    async fn get_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
         self.check()?;
         self.inner.get_blob_note(digest, key).await
     }

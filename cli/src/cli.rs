@@ -1,0 +1,215 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use imagecache_core::Digest;
+
+use crate::units::{ByteSize, Until};
+
+/// Inspect, import into and prune an imagecache store.
+#[derive(Debug, Parser)]
+#[command(name = "imagecache", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// The store: fs://DIR, redb://FILE, s3://BUCKET/PREFIX?…, memory://
+    /// [default: a redb file in the user's data directory]
+    #[arg(long, global = true, env = "IMAGECACHE_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+
+    /// Output format of listings and reports.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub(crate) format: Format,
+
+    /// No progress output on stderr.
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Tables and lines for people.
+    Human,
+    /// JSON for programs.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Import docker-archive tarballs and OCI image layouts (directories or tars).
+    Import {
+        /// Archives (`docker save`, `skopeo copy … docker-archive:`, plain or
+        /// gzip) and OCI layouts (`skopeo copy … oci:`, umoci), as directories or tars.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// List images: those without children, or all with -a.
+    Ls {
+        /// Show every image, intermediate ones included.
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show images' configs as stored, with what the store knows about them.
+    Inspect {
+        /// Image IDs or unique ID prefixes.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Show an image's history, newest first.
+    History {
+        /// Image ID or unique ID prefix.
+        id: String,
+    },
+    /// List the images whose ID starts with PREFIX.
+    Search {
+        /// Hex digits, with or without `sha256:`.
+        prefix: String,
+    },
+    /// Remove images. Refuses images with children unless --force.
+    Rm {
+        /// Image IDs or unique ID prefixes.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Remove images with children too; the children are orphaned.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Show or set an image's parent.
+    Parent {
+        /// Image ID or unique ID prefix.
+        id: String,
+        /// The new parent (ID or unique prefix).
+        #[arg(long, value_name = "PARENT")]
+        set: Option<String>,
+    },
+    /// Remove dangling images, or evict least recently used ones to a size.
+    Prune(PruneArgs),
+    /// The classic builder cache.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// The blob cache.
+    Blob {
+        /// What to do.
+        #[command(subcommand)]
+        command: BlobCommand,
+    },
+    /// Sizes and counts of the store and the blob cache.
+    Stats,
+    /// Where the store is and what it holds.
+    Info,
+    /// Run the conformance suite against the store's backend, in fresh namespaces.
+    Conformance(ConformanceArgs),
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Only images created before this time: RFC 3339, Unix seconds, or a
+    /// duration ago (`90m`, `24h`, `7d`).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub(crate) until: Option<Until>,
+    /// Instead of dangling images, evict the least recently used images
+    /// until configs plus blobs fit in SIZE (`10GiB`, `512M`, bytes).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) keep_storage: Option<ByteSize>,
+    /// Show what would be removed, remove nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// `cache …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Ask the builder cache for a step; exits 1 on a miss.
+    Lookup(LookupArgs),
+}
+
+/// `cache lookup`.
+#[derive(Debug, Args)]
+pub(crate) struct LookupArgs {
+    /// The image the step runs on (ID or unique prefix); none for FROM scratch.
+    #[arg(long, value_name = "ID")]
+    pub(crate) parent: Option<String>,
+    /// The probe as a container config JSON file (`{"Cmd": [...], "Env": [...]}`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["cmd", "env", "label", "workdir", "user", "expose", "entrypoint"])]
+    pub(crate) config: Option<PathBuf>,
+    /// One element of the probe's Cmd (repeat for each).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) cmd: Vec<String>,
+    /// One element of the probe's Entrypoint (repeat for each).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) entrypoint: Vec<String>,
+    /// KEY=VALUE for the probe's Env (repeat for each).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// KEY=VALUE for the probe's Labels (repeat for each).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
+    /// The probe's WorkingDir.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// The probe's User.
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// PORT[/PROTO] for the probe's ExposedPorts (repeat for each).
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    pub(crate) expose: Vec<String>,
+    /// The builder's platform.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
+    pub(crate) platform: String,
+    /// Images to match by history, as `docker build --cache-from` (IDs or unique prefixes).
+    #[arg(long, value_name = "REF", num_args = 1..)]
+    pub(crate) cache_from: Vec<String>,
+}
+
+/// `blob …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BlobCommand {
+    /// Whether a blob is cached (and looks whole); exits 1 if not.
+    Has {
+        /// The blob's digest.
+        digest: Digest,
+    },
+    /// Write a cached blob, verified, to a file or stdout; exits 1 if not cached.
+    Get {
+        /// The blob's digest.
+        digest: Digest,
+        /// The file to write; stdout when absent.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Store a file as a blob; gzip and zstd layers are also kept decompressed.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// The digest the file must have; computed from the file when absent.
+        #[arg(long)]
+        digest: Option<Digest>,
+        /// A media type to note beside the blob.
+        #[arg(long, value_name = "TYPE")]
+        media_type: Option<String>,
+    },
+    /// List cached blobs with their notes.
+    Ls,
+    /// Remove every cached blob.
+    Clear,
+}
+
+/// `conformance`.
+#[derive(Debug, Args)]
+pub(crate) struct ConformanceArgs {
+    /// Run only cases whose `group::name` contains this.
+    #[arg(long, value_name = "SUBSTR")]
+    pub(crate) filter: Option<String>,
+    /// Seconds one case may run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub(crate) timeout: u64,
+}

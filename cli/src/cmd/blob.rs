@@ -1,0 +1,324 @@
+//! `blob has|get|put|ls|clear`.
+
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use futures::StreamExt as _;
+use imagecache_core::{ByteStream, Digest, Hasher, MetadataKey};
+use imagecache_engine::blob::{BlobCache, LayerOptions, PutOptions};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{BlobOut, Ctx, print_json, print_lines, print_table};
+use crate::cli::BlobCommand;
+use crate::error::{CliError, EXIT_NOT_FOUND, EXIT_OK, Result};
+use crate::units::human_size;
+
+/// Size of the chunks read from files.
+const CHUNK: usize = 1 << 20;
+
+pub(super) async fn run(ctx: &Ctx, command: BlobCommand) -> Result<u8> {
+    match command {
+        BlobCommand::Has { digest } => has(ctx, &digest).await,
+        BlobCommand::Get { digest, output } => get(ctx, &digest, output.as_deref()).await,
+        BlobCommand::Put {
+            file,
+            digest,
+            media_type,
+        } => put(ctx, &file, digest, media_type).await,
+        BlobCommand::Ls => ls(ctx).await,
+        BlobCommand::Clear => clear(ctx).await,
+    }
+}
+
+async fn has(ctx: &Ctx, digest: &Digest) -> Result<u8> {
+    let size = ctx.blobs().await?.has(digest).await?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            digest: &'a Digest,
+            cached: bool,
+            size: Option<u64>,
+        }
+        print_json(&Out {
+            digest,
+            cached: size.is_some(),
+            size,
+        })?;
+    } else if let Some(size) = size {
+        print_lines([size.to_string()])?;
+    } else {
+        eprintln!("blob {digest} is not cached");
+    }
+    Ok(if size.is_some() { EXIT_OK } else { EXIT_NOT_FOUND })
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> CliError {
+    let path = path.to_owned();
+    move |source| CliError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
+    let cache = ctx.blobs().await?;
+    let Some(path) = output else {
+        // To stdout: streamed and verified as it goes; damage found at the
+        // end is reported after the bytes were written, as with any pipe.
+        let Some(reader) = cache.get(digest).await? else {
+            eprintln!("blob {digest} is not cached");
+            return Ok(EXIT_NOT_FOUND);
+        };
+        let mut out = tokio::io::stdout();
+        let mut stream = reader;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            out.write_all(&chunk).await.map_err(CliError::Output)?;
+        }
+        out.flush().await.map_err(CliError::Output)?;
+        return Ok(EXIT_OK);
+    };
+    // To a file: written beside it, renamed only once every byte verified.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.imagecache-{}", std::process::id()));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(io_error(&tmp, "creating the output file"))?;
+    let copied = cache.copy_to(digest, &mut file).await;
+    let flushed = match &copied {
+        Ok(Some(_)) => file.sync_all().await.map_err(io_error(&tmp, "writing the output file")),
+        _ => Ok(()),
+    };
+    drop(file);
+    match (copied, flushed) {
+        (Ok(Some(info)), Ok(())) => {
+            tokio::fs::rename(&tmp, path)
+                .await
+                .map_err(io_error(path, "renaming the output file into place"))?;
+            if ctx.json() {
+                print_json(&BlobOut::from(info))?;
+            }
+            Ok(EXIT_OK)
+        }
+        (copied, flushed) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            flushed?;
+            copied?;
+            eprintln!("blob {digest} is not cached");
+            Ok(EXIT_NOT_FOUND)
+        }
+    }
+}
+
+/// Reads a file in chunks as a blob body.
+fn file_body(file: tokio::fs::File) -> ByteStream {
+    Box::pin(futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = BytesMut::zeroed(CHUNK);
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf.freeze()), Some(file)))
+            }
+            Err(e) => Some((
+                Err(imagecache_core::Error::backend("file", None, e)),
+                None,
+            )),
+        }
+    }))
+}
+
+/// The SHA-256 of a file, read on a blocking thread.
+async fn hash_file(path: &Path) -> Result<Digest> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut hasher = Hasher::new(imagecache_core::Algorithm::Sha256);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|source| CliError::Join {
+        task: "hashing the file",
+        source,
+    })?
+    .map_err(io_error(path, "reading the file"))
+}
+
+/// What `blob put` stored.
+#[derive(Debug, Serialize)]
+struct Stored {
+    digest: Digest,
+    size: u64,
+    compression: &'static str,
+    /// The decompressed copy kept beside a compressed layer.
+    decompressed: Option<Digest>,
+    decompressed_size: Option<u64>,
+}
+
+async fn put(ctx: &Ctx, path: &PathBuf, digest: Option<Digest>, media_type: Option<String>) -> Result<u8> {
+    let cache = ctx.blobs().await?;
+    let digest = match digest {
+        Some(d) => d,
+        None => hash_file(path).await?,
+    };
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(io_error(path, "opening the file"))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(io_error(path, "reading the file's size"))?
+        .len();
+    let mut head = [0u8; 4];
+    let mut have = 0;
+    while have < head.len() {
+        let n = file
+            .read(&mut head[have..])
+            .await
+            .map_err(io_error(path, "reading the file"))?;
+        if n == 0 {
+            break;
+        }
+        have += n;
+    }
+    let compressed = head[..have].starts_with(&[0x1f, 0x8b]) || head[..have] == [0x28, 0xb5, 0x2f, 0xfd];
+    let file = {
+        use tokio::io::AsyncSeekExt as _;
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(io_error(path, "reading the file"))?;
+        file
+    };
+    let stored = if compressed {
+        // A compressed layer goes through the layer path, which keeps a
+        // decompressed copy and notes each copy against the other.
+        let mut options = LayerOptions::new().with_expected_size(size);
+        if let Some(mt) = media_type {
+            options = options.with_media_type(mt);
+        }
+        let put = cache.put_layer_opts(&digest, file_body(file), options).await?;
+        Stored {
+            digest,
+            size: put.compressed.map_or(size, |c| c.size),
+            compression: put.compression.as_str(),
+            decompressed: put.compressed.map(|_| put.decompressed.digest),
+            decompressed_size: put.compressed.map(|_| put.decompressed.size),
+        }
+    } else {
+        let mut options = PutOptions::new().with_expected_size(size);
+        if let Some(mt) = media_type {
+            options = options.with_media_type(mt);
+        }
+        let info = cache.put_opts(&digest, file_body(file), options).await?;
+        Stored {
+            digest,
+            size: info.size,
+            compression: "none",
+            decompressed: None,
+            decompressed_size: None,
+        }
+    };
+    if ctx.json() {
+        return print_json(&stored);
+    }
+    let mut lines = vec![stored.digest.to_string()];
+    if let Some(d) = &stored.decompressed {
+        lines.push(format!("decompressed: {d}"));
+    }
+    print_lines(lines)?;
+    Ok(EXIT_OK)
+}
+
+/// One blob as `blob ls` shows it.
+#[derive(Debug, Serialize)]
+struct Listed {
+    digest: Digest,
+    size: u64,
+    kind: Option<String>,
+    compression: Option<String>,
+    media_type: Option<String>,
+    /// On a compressed layer: its decompressed copy.
+    decompressed: Option<String>,
+    /// On a decompressed layer: its compressed copy.
+    compressed: Option<String>,
+}
+
+async fn note(cache: &BlobCache, digest: &Digest, key: &str) -> Result<Option<String>> {
+    let key = MetadataKey::new(key)?;
+    match cache.backend().get_blob_note(digest, &key).await {
+        Ok(v) => Ok(Some(String::from_utf8_lossy(&v).trim().to_owned())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn ls(ctx: &Ctx) -> Result<u8> {
+    let cache = ctx.blobs().await?;
+    let mut listed = Vec::new();
+    for info in cache.backend().list_blobs().await? {
+        let d = &info.digest;
+        listed.push(Listed {
+            digest: info.digest,
+            size: info.size,
+            kind: note(&cache, d, "kind").await?,
+            compression: note(&cache, d, "compression").await?,
+            media_type: note(&cache, d, "media-type").await?,
+            decompressed: note(&cache, d, "decompressed").await?,
+            compressed: note(&cache, d, "compressed").await?,
+        });
+    }
+    if ctx.json() {
+        return print_json(&listed);
+    }
+    let short = |d: &str| d.chars().take(19).collect::<String>();
+    let rows: Vec<Vec<String>> = listed
+        .iter()
+        .map(|b| {
+            vec![
+                short(&b.digest.to_string()),
+                human_size(b.size),
+                b.kind.clone().unwrap_or_default(),
+                b.compression.clone().unwrap_or_else(|| "none".to_owned()),
+                match (&b.decompressed, &b.compressed) {
+                    (Some(d), _) => format!("decompressed {}", short(d)),
+                    (None, Some(c)) => format!("compressed {}", short(c)),
+                    (None, None) => String::new(),
+                },
+            ]
+        })
+        .collect();
+    print_table(&["DIGEST", "SIZE", "KIND", "COMPRESSION", "OTHER COPY"], &rows)?;
+    Ok(EXIT_OK)
+}
+
+async fn clear(ctx: &Ctx) -> Result<u8> {
+    let cleared = ctx.blobs().await?.clear().await?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Out {
+            blobs: u64,
+            bytes: u64,
+        }
+        return print_json(&Out {
+            blobs: cleared.blobs,
+            bytes: cleared.bytes,
+        });
+    }
+    print_lines([format!(
+        "removed {} blob(s), {}",
+        cleared.blobs,
+        human_size(cleared.bytes)
+    )])?;
+    Ok(EXIT_OK)
+}

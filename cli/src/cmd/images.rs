@@ -1,0 +1,441 @@
+//! `import`, `ls`, `inspect`, `history`, `search`, `rm` and `parent`.
+
+use std::path::PathBuf;
+
+use imagecache_core::{ChainId, DiffId, ImageId, Platform, Timestamp};
+use imagecache_engine::blob::BlobCache;
+use imagecache_store::{ImageInfo, Store};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{Ctx, print_json, print_lines, print_table};
+use crate::error::{CliError, EXIT_NOT_FOUND, EXIT_OK, Result, short};
+use crate::import;
+use crate::units::{human_ago, human_size};
+
+/// `os/architecture[/variant]`.
+pub(super) fn platform_text(p: &Platform) -> String {
+    let mut s = format!("{}/{}", p.os, p.architecture);
+    if !p.variant.is_empty() {
+        s.push('/');
+        s.push_str(&p.variant);
+    }
+    if s == "/" { String::new() } else { s }
+}
+
+pub(super) async fn import(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8> {
+    let store = ctx.store().await?;
+    let cache = ctx.blobs().await?;
+    let summary = import::import(&store, &cache, paths, ctx.cancel.clone(), ctx.ui).await?;
+    if ctx.json() {
+        return print_json(&summary);
+    }
+    let rows: Vec<Vec<String>> = summary
+        .images
+        .iter()
+        .map(|i| {
+            vec![
+                short(&i.id),
+                if i.new { "imported" } else { "already present" }.to_owned(),
+                i.layers.to_string(),
+                i.parent
+                    .as_ref()
+                    .map(|p| format!("{} ({})", short(p), i.parent_from.unwrap_or("")))
+                    .unwrap_or_default(),
+                i.tags.join(", "),
+            ]
+        })
+        .collect();
+    print_table(&["IMAGE ID", "STATUS", "LAYERS", "PARENT", "TAGS"], &rows)?;
+    print_lines([format!(
+        "{} image(s) from {} path(s); {} layer(s) stored, {} blob(s) added",
+        summary.images.len(),
+        summary.archives.len(),
+        summary.layers,
+        summary.blobs_added
+    )])?;
+    Ok(EXIT_OK)
+}
+
+/// One image as `ls` shows it.
+#[derive(Debug, Serialize)]
+struct Listed {
+    id: ImageId,
+    created: Option<String>,
+    platform: String,
+    layers: u32,
+    parent: Option<ImageId>,
+    children: usize,
+    built_locally: bool,
+    last_updated: Option<String>,
+    config_size: u64,
+}
+
+impl From<&ImageInfo> for Listed {
+    fn from(i: &ImageInfo) -> Self {
+        Self {
+            id: i.id,
+            created: i.created.map(|t| t.to_string()),
+            platform: platform_text(&i.platform),
+            layers: i.layers,
+            parent: i.parent,
+            children: i.children.len(),
+            built_locally: i.built_locally,
+            last_updated: i.last_updated.map(|t| t.to_string()),
+            config_size: i.config_len,
+        }
+    }
+}
+
+/// Newest first, as Docker lists images; equal times by ID.
+fn newest_first(a: &ImageInfo, b: &ImageInfo) -> std::cmp::Ordering {
+    let key = |i: &ImageInfo| i.created.map_or(i128::MIN, |t| t.unix_nanos());
+    key(b).cmp(&key(a)).then_with(|| a.id.cmp(&b.id))
+}
+
+pub(super) async fn ls(ctx: &Ctx, all: bool) -> Result<u8> {
+    let store = ctx.store().await?;
+    let ids = if all { store.ids() } else { store.heads() };
+    let mut infos: Vec<ImageInfo> = ids.iter().filter_map(|id| store.info(id)).collect();
+    infos.sort_by(newest_first);
+    if ctx.json() {
+        let listed: Vec<Listed> = infos.iter().map(Listed::from).collect();
+        return print_json(&listed);
+    }
+    let now = Timestamp::now_utc();
+    let rows: Vec<Vec<String>> = infos
+        .iter()
+        .map(|i| {
+            vec![
+                short(&i.id),
+                human_ago(i.created.as_ref(), now),
+                platform_text(&i.platform),
+                i.layers.to_string(),
+                i.parent.as_ref().map(short).unwrap_or_default(),
+                if i.built_locally { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["IMAGE ID", "CREATED", "PLATFORM", "LAYERS", "PARENT", "BUILT LOCALLY"],
+        &rows,
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// An image as `inspect` shows it.
+#[derive(Debug, Serialize)]
+struct Inspected {
+    id: ImageId,
+    parent: Option<ImageId>,
+    children: Vec<ImageId>,
+    built_locally: bool,
+    last_updated: Option<String>,
+    created: Option<String>,
+    platform: PlatformOut,
+    layers: u32,
+    chain_id: Option<ChainId>,
+    config_size: u64,
+    /// The config exactly as stored.
+    config: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlatformOut {
+    os: String,
+    architecture: String,
+    variant: String,
+    os_version: String,
+    os_features: Vec<String>,
+}
+
+/// The stored bytes as a JSON value, byte for byte when they are UTF-8
+/// (Go accepts other bytes in strings; those are shown as a string).
+fn raw_config(raw: &[u8]) -> Result<Box<RawValue>> {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    RawValue::from_string(text.clone())
+        .or_else(|_| serde_json::value::to_raw_value(&text))
+        .map_err(|e| CliError::Output(std::io::Error::other(e)))
+}
+
+pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
+    let store = ctx.store().await?;
+    let mut found = Vec::new();
+    let mut first_error: Option<CliError> = None;
+    for term in terms {
+        let looked_up = match store.search(term) {
+            Ok(id) => match (store.get(&id).await, store.info(&id)) {
+                (Ok(image), Some(info)) => Ok((image, info)),
+                (Err(e), _) => Err(CliError::from(e)),
+                (Ok(_), None) => Err(CliError::NotFound {
+                    what: format!("No such image: {term}"),
+                }),
+            },
+            Err(e) => Err(CliError::from(e)),
+        };
+        match looked_up {
+            Ok(pair) => found.push(pair),
+            Err(e) => {
+                eprintln!("error: {}", e.one_line());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let shown: Vec<Inspected> = found
+        .iter()
+        .map(|(image, info)| -> Result<Inspected> {
+            Ok(Inspected {
+            id: info.id,
+            parent: info.parent,
+            children: info.children.clone(),
+            built_locally: info.built_locally,
+            last_updated: info.last_updated.map(|t| t.to_string()),
+            created: info.created.map(|t| t.to_string()),
+            platform: PlatformOut {
+                os: info.platform.os.clone(),
+                architecture: info.platform.architecture.clone(),
+                variant: info.platform.variant.clone(),
+                os_version: info.platform.os_version.clone(),
+                os_features: info.platform.os_features.clone(),
+            },
+            layers: info.layers,
+            chain_id: info.chain_id,
+            config_size: info.config_len,
+            config: raw_config(image.raw_json())?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if ctx.json() {
+        print_json(&shown)?;
+    } else {
+        let mut lines = Vec::new();
+        for (n, (image, info)) in found.iter().enumerate() {
+            if n > 0 {
+                lines.push(String::new());
+            }
+            let ids = |v: &[ImageId]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            lines.push(format!("ID:             {}", info.id));
+            lines.push(format!(
+                "Parent:         {}",
+                info.parent.map(|p| p.to_string()).unwrap_or_default()
+            ));
+            lines.push(format!("Children:       {}", ids(&info.children)));
+            lines.push(format!("Built locally:  {}", info.built_locally));
+            lines.push(format!(
+                "Last updated:   {}",
+                info.last_updated.map(|t| t.to_string()).unwrap_or_default()
+            ));
+            lines.push(format!(
+                "Created:        {}",
+                info.created.map(|t| t.to_string()).unwrap_or_default()
+            ));
+            lines.push(format!("Platform:       {}", platform_text(&info.platform)));
+            lines.push(format!("Layers:         {}", info.layers));
+            lines.push(format!(
+                "Chain ID:       {}",
+                info.chain_id.map(|c| c.to_string()).unwrap_or_default()
+            ));
+            lines.push(format!("Config:         {} bytes, as stored:", info.config_len));
+            let value: Option<serde_json::Value> = serde_json::from_slice(image.raw_json()).ok();
+            match value.and_then(|v| serde_json::to_string_pretty(&v).ok()) {
+                Some(pretty) => lines.extend(pretty.lines().map(str::to_owned)),
+                None => lines.push(String::from_utf8_lossy(image.raw_json()).into_owned()),
+            }
+        }
+        print_lines(lines)?;
+    }
+    match first_error {
+        Some(e) => Ok(e.exit_code()),
+        None => Ok(EXIT_OK),
+    }
+}
+
+/// One history entry as `history` shows it.
+#[derive(Debug, Serialize)]
+struct HistoryEntry {
+    created: Option<String>,
+    created_by: String,
+    author: String,
+    comment: String,
+    empty_layer: bool,
+    /// The layer the entry added.
+    layer: Option<String>,
+    /// The layer's size, when the blob cache holds it uncompressed.
+    size: Option<u64>,
+}
+
+pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
+    let store = ctx.store().await?;
+    let id = store.search(term)?;
+    let image = store.get(&id).await?;
+    // Sizes come from the blob cache; a backend without blobs has none.
+    let cache: Option<BlobCache> = ctx.blobs().await.ok();
+    let mut layer = 0usize;
+    let mut entries = Vec::with_capacity(image.history.len());
+    for h in &image.history {
+        let diff = if h.empty_layer {
+            None
+        } else {
+            let d = image.rootfs.raw_diff_ids.get(layer).cloned();
+            layer += 1;
+            d
+        };
+        let size = match (&cache, diff.as_deref().map(DiffId::parse)) {
+            (Some(cache), Some(Ok(d))) => cache.has(d.digest()).await.ok().flatten(),
+            _ => None,
+        };
+        entries.push(HistoryEntry {
+            created: h.created.map(|t| t.to_string()),
+            created_by: h.created_by.clone(),
+            author: h.author.clone(),
+            comment: h.comment.clone(),
+            empty_layer: h.empty_layer,
+            layer: diff,
+            size,
+        });
+    }
+    entries.reverse();
+    if ctx.json() {
+        return print_json(&entries);
+    }
+    let now = Timestamp::now_utc();
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .zip(image.history.iter().rev())
+        .map(|(e, h)| {
+            let mut by = e.created_by.replace(['\n', '\t'], " ");
+            if by.chars().count() > 60 {
+                by = by.chars().take(59).collect::<String>() + "…";
+            }
+            vec![
+                human_ago(h.created.as_ref(), now),
+                by,
+                match (e.empty_layer, e.size) {
+                    (true, _) => "0 B".to_owned(),
+                    (false, Some(s)) => human_size(s),
+                    (false, None) => "?".to_owned(),
+                },
+                e.layer.as_deref().map(|l| l.chars().take(19).collect()).unwrap_or_default(),
+                e.comment.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["CREATED", "CREATED BY", "SIZE", "LAYER", "COMMENT"], &rows)?;
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn search(ctx: &Ctx, prefix: &str) -> Result<u8> {
+    let term = prefix.trim();
+    let hex = term.strip_prefix("sha256:").unwrap_or(term);
+    if hex.is_empty() {
+        return Err(CliError::Usage {
+            what: "search prefix".to_owned(),
+            reason: "give at least one hex digit of an image ID".to_owned(),
+        });
+    }
+    let store = ctx.store().await?;
+    let matches: Vec<ImageId> = store
+        .ids()
+        .into_iter()
+        .filter(|id| id.hex().starts_with(hex))
+        .collect();
+    if ctx.json() {
+        print_json(&matches)?;
+    } else {
+        print_lines(matches.iter().map(ToString::to_string))?;
+    }
+    if matches.is_empty() {
+        eprintln!("No such image: {prefix}");
+        return Ok(EXIT_NOT_FOUND);
+    }
+    Ok(EXIT_OK)
+}
+
+/// What `rm` did to one image.
+#[derive(Debug, Serialize)]
+struct Removed {
+    id: ImageId,
+    orphaned: Vec<ImageId>,
+}
+
+pub(super) async fn rm(ctx: &Ctx, terms: &[String], force: bool) -> Result<u8> {
+    let store = ctx.store().await?;
+    let mut removed = Vec::new();
+    let mut configs = Vec::new();
+    let mut code = EXIT_OK;
+    for term in terms {
+        ctx.check_cancel()?;
+        let outcome = remove_one(&store, term, force).await;
+        match outcome {
+            Ok((r, image)) => {
+                configs.push(image);
+                removed.push(r);
+            }
+            Err(e) => {
+                eprintln!("error: {}", e.one_line());
+                code = code.max(e.exit_code());
+            }
+        }
+    }
+    let blobs = match ctx.blobs().await {
+        Ok(cache) => super::prune::release_blobs(&store, &cache, &configs, false).await?,
+        Err(_) => Vec::new(),
+    };
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            removed: &'a [Removed],
+            blobs_removed: Vec<String>,
+        }
+        print_json(&Out {
+            removed: &removed,
+            blobs_removed: blobs.iter().map(|b| b.digest.to_string()).collect(),
+        })?;
+    } else {
+        let mut lines: Vec<String> = removed.iter().map(|r| format!("Deleted: {}", r.id)).collect();
+        lines.extend(blobs.iter().map(|b| format!("Deleted blob: {}", b.digest)));
+        print_lines(lines)?;
+    }
+    Ok(code)
+}
+
+async fn remove_one(
+    store: &Store,
+    term: &str,
+    force: bool,
+) -> Result<(Removed, std::sync::Arc<imagecache_core::Image>)> {
+    let id = store.search(term)?;
+    let children = store.children(&id);
+    if !children.is_empty() && !force {
+        return Err(CliError::HasChildren { id, children });
+    }
+    let image = store.get(&id).await?;
+    store.delete(&id).await?;
+    Ok((
+        Removed {
+            id,
+            orphaned: children,
+        },
+        image,
+    ))
+}
+
+pub(super) async fn parent(ctx: &Ctx, term: &str, set: Option<&str>) -> Result<u8> {
+    let store = ctx.store().await?;
+    let id = store.search(term)?;
+    if let Some(new) = set {
+        let parent = store.search(new)?;
+        store.set_parent(&id, &parent).await?;
+    }
+    let parent = store.parent(&id)?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Out {
+            id: ImageId,
+            parent: Option<ImageId>,
+        }
+        return print_json(&Out { id, parent });
+    }
+    print_lines(parent.map(|p| p.to_string()))?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,157 @@
+//! `info` and `stats`.
+
+use serde::Serialize;
+
+use super::{Ctx, print_json, print_lines};
+use crate::error::{EXIT_OK, Result};
+use crate::units::human_size;
+
+/// What `info` reports.
+#[derive(Debug, Serialize)]
+struct Info {
+    store: String,
+    backend: String,
+    capabilities: Caps,
+    images: usize,
+    config_bytes: u64,
+    /// Configs read while opening (no summary was stored for them).
+    configs_read: usize,
+    blobs: Option<u64>,
+    blob_bytes: Option<u64>,
+    /// What opening the store found wrong.
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Caps {
+    persistent: bool,
+    atomic_batch: bool,
+    shared: bool,
+    blobs: bool,
+    conditional_writes: bool,
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
+    let backend = ctx.backend().await?;
+    let store = ctx.store().await?;
+    let caps = backend.capabilities();
+    let (blobs, blob_bytes) = if caps.blobs {
+        let stats = ctx.blobs().await?.stats().await?;
+        (Some(stats.blobs), Some(stats.bytes))
+    } else {
+        (None, None)
+    };
+    let report = store.report();
+    let config_bytes = store
+        .ids()
+        .iter()
+        .filter_map(|id| store.info(id))
+        .map(|i| i.config_len)
+        .sum();
+    let info = Info {
+        store: ctx.url.clone(),
+        backend: backend.to_string(),
+        capabilities: Caps {
+            persistent: caps.persistent,
+            atomic_batch: caps.atomic_batch,
+            shared: caps.shared,
+            blobs: caps.blobs,
+            conditional_writes: caps.conditional_writes,
+        },
+        images: store.len(),
+        config_bytes,
+        configs_read: report.configs_read,
+        blobs,
+        blob_bytes,
+        problems: report.problems.iter().map(ToString::to_string).collect(),
+    };
+    if ctx.json() {
+        return print_json(&info);
+    }
+    let c = &info.capabilities;
+    let mut lines = vec![
+        format!("Store:         {}", info.store),
+        format!("Backend:       {}", info.backend),
+        format!(
+            "Capabilities:  persistent={} atomic_batch={} shared={} blobs={} conditional_writes={}",
+            yes(c.persistent),
+            yes(c.atomic_batch),
+            yes(c.shared),
+            yes(c.blobs),
+            yes(c.conditional_writes)
+        ),
+        format!("Images:        {} ({} of configs)", info.images, human_size(info.config_bytes)),
+        match (info.blobs, info.blob_bytes) {
+            (Some(n), Some(b)) => format!("Blobs:         {n} ({})", human_size(b)),
+            _ => "Blobs:         not supported by this backend".to_owned(),
+        },
+        format!("Problems:      {}", info.problems.len()),
+    ];
+    lines.extend(info.problems.iter().map(|p| format!("  {p}")));
+    print_lines(lines)?;
+    Ok(EXIT_OK)
+}
+
+/// What `stats` reports.
+#[derive(Debug, Serialize)]
+struct Stats {
+    images: usize,
+    heads: usize,
+    built_locally: usize,
+    config_bytes: u64,
+    blobs: Option<u64>,
+    blob_bytes: Option<u64>,
+    /// The blob cache's hit, miss and error counters. The library keeps
+    /// them per process and does not persist them, so these count only
+    /// this command's own lookups.
+    hits: u64,
+    misses: u64,
+    errors: u64,
+}
+
+pub(super) async fn stats(ctx: &Ctx) -> Result<u8> {
+    let store = ctx.store().await?;
+    let infos: Vec<_> = store.ids().iter().filter_map(|id| store.info(id)).collect();
+    let cache = if ctx.backend().await?.capabilities().blobs {
+        Some(ctx.blobs().await?)
+    } else {
+        None
+    };
+    let blob_stats = match &cache {
+        Some(c) => Some(c.stats().await?),
+        None => None,
+    };
+    let stats = Stats {
+        images: infos.len(),
+        heads: store.heads().len(),
+        built_locally: infos.iter().filter(|i| i.built_locally).count(),
+        config_bytes: infos.iter().map(|i| i.config_len).sum(),
+        blobs: blob_stats.as_ref().map(|s| s.blobs),
+        blob_bytes: blob_stats.as_ref().map(|s| s.bytes),
+        hits: blob_stats.as_ref().map_or(0, |s| s.hits),
+        misses: blob_stats.as_ref().map_or(0, |s| s.misses),
+        errors: blob_stats.as_ref().map_or(0, |s| s.errors),
+    };
+    if ctx.json() {
+        return print_json(&stats);
+    }
+    print_lines([
+        format!("Images:         {}", stats.images),
+        format!("  without children: {}", stats.heads),
+        format!("  built locally:    {}", stats.built_locally),
+        format!("Config bytes:   {}", human_size(stats.config_bytes)),
+        match (stats.blobs, stats.blob_bytes) {
+            (Some(n), Some(b)) => format!("Blobs:          {n} ({})", human_size(b)),
+            _ => "Blobs:          not supported by this backend".to_owned(),
+        },
+        format!(
+            "Blob lookups:   {} hit(s), {} miss(es), {} error(s) (this process; the library does not persist counters)",
+            stats.hits, stats.misses, stats.errors
+        ),
+    ])?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,195 @@
+//! The commands, and what they share: the store, output, cancellation.
+
+mod blob;
+mod cache;
+mod conformance;
+mod images;
+mod info;
+mod prune;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use imagecache_core::StoreBackend;
+use imagecache_engine::blob::{BlobCache, BlobCacheOptions};
+use imagecache_store::Store;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::cli::{Cli, Command, Format};
+use crate::error::{CliError, EXIT_OK, Result};
+use crate::progress::Ui;
+
+/// What every command runs with.
+pub(crate) struct Ctx {
+    /// The store URL.
+    pub(crate) url: String,
+    /// The output format.
+    pub(crate) format: Format,
+    /// Where progress goes.
+    pub(crate) ui: Ui,
+    /// Set by Ctrl-C; long work stops between atomic steps.
+    pub(crate) cancel: Arc<AtomicBool>,
+    backend: OnceCell<Arc<dyn StoreBackend>>,
+    store: OnceCell<Store>,
+}
+
+impl Ctx {
+    /// The backend, opened on first use.
+    pub(crate) async fn backend(&self) -> Result<Arc<dyn StoreBackend>> {
+        self.backend
+            .get_or_try_init(|| async {
+                imagecache_backends::open(&self.url)
+                    .await
+                    .map_err(|source| CliError::OpenStore {
+                        url: self.url.clone(),
+                        source,
+                    })
+            })
+            .await
+            .cloned()
+    }
+
+    /// The image store, opened on first use.
+    pub(crate) async fn store(&self) -> Result<Store> {
+        let backend = self.backend().await?;
+        self.store
+            .get_or_try_init(|| async { Ok::<_, CliError>(Store::open(backend).await?) })
+            .await
+            .cloned()
+    }
+
+    /// The blob cache over the store's backend, in strict mode: a command
+    /// line reports backend failures rather than counting them as misses.
+    pub(crate) async fn blobs(&self) -> Result<BlobCache> {
+        let options = BlobCacheOptions::new().with_strict(true);
+        Ok(BlobCache::with_options(self.backend().await?, options)?)
+    }
+
+    /// Whether Ctrl-C was pressed.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Fails with [`CliError::Interrupted`] once Ctrl-C was pressed.
+    pub(crate) fn check_cancel(&self) -> Result<()> {
+        if self.cancelled() {
+            Err(CliError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether output is JSON.
+    pub(crate) fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+}
+
+/// Runs the command line; returns the exit code.
+///
+/// # Errors
+/// The command's error; `main` prints it and exits with its code.
+pub(crate) async fn run(cli: Cli, url: String, cancel: Arc<AtomicBool>) -> Result<u8> {
+    let ctx = Ctx {
+        url,
+        format: cli.format,
+        ui: Ui::new(cli.quiet),
+        cancel,
+        backend: OnceCell::new(),
+        store: OnceCell::new(),
+    };
+    match cli.command {
+        Command::Import { paths } => images::import(&ctx, &paths).await,
+        Command::Ls { all } => images::ls(&ctx, all).await,
+        Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
+        Command::History { id } => images::history(&ctx, &id).await,
+        Command::Search { prefix } => images::search(&ctx, &prefix).await,
+        Command::Rm { ids, force } => images::rm(&ctx, &ids, force).await,
+        Command::Parent { id, set } => images::parent(&ctx, &id, set.as_deref()).await,
+        Command::Prune(args) => prune::prune(&ctx, &args).await,
+        Command::Cache { command } => cache::run(&ctx, command).await,
+        Command::Blob { command } => blob::run(&ctx, command).await,
+        Command::Stats => info::stats(&ctx).await,
+        Command::Info => info::info(&ctx).await,
+        Command::Conformance(args) => conformance::run(&ctx, &args).await,
+    }
+}
+
+/// A blob and its size, as commands print them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct BlobOut {
+    /// The digest.
+    pub(crate) digest: imagecache_core::Digest,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+}
+
+impl From<imagecache_core::BlobInfo> for BlobOut {
+    fn from(b: imagecache_core::BlobInfo) -> Self {
+        Self {
+            digest: b.digest,
+            size: b.size,
+        }
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json(value: &impl Serialize) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)
+        .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+    writeln!(out).map_err(CliError::Output)?;
+    Ok(EXIT_OK)
+}
+
+/// Prints lines on stdout.
+pub(crate) fn print_lines<I, S>(lines: I) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{}", line.as_ref()).map_err(CliError::Output)?;
+    }
+    out.flush().map_err(CliError::Output)
+}
+
+/// Prints a table with a header row, columns padded to their widest cell.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let render = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut line = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                line.push_str("   ");
+            }
+            line.push_str(cell);
+            let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        line.trim_end().to_owned()
+    };
+    let mut lines = vec![render(&mut header.iter().copied())];
+    lines.extend(rows.iter().map(|r| render(&mut r.iter().map(String::as_str))));
+    print_lines(lines)
+}
+
+/// The directory the default store lives in: `$XDG_DATA_HOME/imagecache`,
+/// else `$HOME/.local/share/imagecache`.
+pub(crate) fn default_store_dir() -> Option<PathBuf> {
+    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    from("XDG_DATA_HOME")
+        .or_else(|| from("HOME").map(|h| h.join(".local").join("share")))
+        .map(|d| d.join("imagecache"))
+}

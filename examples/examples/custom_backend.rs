@@ -1,0 +1,365 @@
+//! Writing your own backend and certifying it with the conformance suite.
+//!
+//! `LoggingMap` below is a complete `StoreBackend` built on a `HashMap`
+//! that counts every call it receives. It uses nothing but the public API
+//! of `imagecache-core`, exactly as a backend in your own crate would (on
+//! Postgres, SQLite, GCS, …). `main` runs every conformance case against it
+//! and prints the per-case table; the same harness drives the test below,
+//! so `cargo test --example custom_backend` certifies it too.
+//!
+//! ```sh
+//! cargo run --example custom_backend
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt as _;
+use imagecache_conformance::{CaseStatus, Harness, RunOptions};
+use imagecache_core::{
+    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, Error, ImageId, Key,
+    MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend, WriteBatch, WriteOp,
+};
+
+#[derive(Default)]
+struct Image {
+    content: Bytes,
+    metadata: BTreeMap<MetadataKey, Bytes>,
+    summary: Option<Bytes>,
+}
+
+#[derive(Default)]
+struct Data {
+    images: HashMap<ImageId, Image>,
+    quarantined: BTreeMap<ImageId, String>,
+    blobs: HashMap<Digest, (Bytes, BTreeMap<MetadataKey, Bytes>)>,
+}
+
+/// A backend on a `HashMap`, counting the calls it serves.
+#[derive(Clone, Default)]
+struct LoggingMap {
+    data: Arc<Mutex<Data>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for LoggingMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LoggingMap({} calls)", self.calls.load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for LoggingMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("logging-map://")
+    }
+}
+
+impl LoggingMap {
+    fn data(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn missing(id: ImageId) -> Error {
+    Error::NotFound {
+        key: Key::Image(id),
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreBackend for LoggingMap {
+    fn capabilities(&self) -> Capabilities {
+        // Batches are applied under one lock after validation, so they are
+        // atomic; nothing is persistent.
+        Capabilities::none().with_atomic_batch(true).with_blobs(true)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut data = self.data();
+        // Validate the whole batch first: an image must exist (before, or
+        // earlier in the batch) for metadata, summaries and quarantine.
+        let mut exists: HashMap<ImageId, bool> = HashMap::new();
+        for op in batch.ops() {
+            let id = op.id();
+            let now = *exists
+                .get(&id)
+                .unwrap_or(&data.images.contains_key(&id));
+            match op {
+                WriteOp::Put(_) => {
+                    exists.insert(id, true);
+                }
+                WriteOp::Delete { .. } => {
+                    exists.insert(id, false);
+                }
+                WriteOp::Quarantine { .. } => {
+                    if !now {
+                        return Err(missing(id));
+                    }
+                    exists.insert(id, false);
+                }
+                WriteOp::DeleteMetadata { .. } => {}
+                WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } if now => {}
+                WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
+                    return Err(missing(id));
+                }
+                _ => {
+                    return Err(Error::Unsupported {
+                        operation: "unknown write operation",
+                        backend: "logging-map",
+                    });
+                }
+            }
+        }
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put(c) => {
+                    let id = c.id();
+                    data.images.entry(id).or_default().content = c.into_data();
+                }
+                WriteOp::SetMetadata { id, key, value } => {
+                    if let Some(i) = data.images.get_mut(&id) {
+                        i.metadata.insert(key, value);
+                    }
+                }
+                WriteOp::DeleteMetadata { id, key } => {
+                    if let Some(i) = data.images.get_mut(&id) {
+                        i.metadata.remove(&key);
+                    }
+                }
+                WriteOp::SetSummary { id, summary } => {
+                    if let Some(i) = data.images.get_mut(&id) {
+                        i.summary = Some(summary);
+                    }
+                }
+                WriteOp::Delete { id } => {
+                    data.images.remove(&id);
+                }
+                WriteOp::Quarantine { id, reason } => {
+                    data.images.remove(&id);
+                    data.quarantined.insert(id, reason);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &ImageId) -> Result<Bytes> {
+        let bytes = self
+            .data()
+            .images
+            .get(id)
+            .map(|i| i.content.clone())
+            .ok_or_else(|| missing(*id))?;
+        Ok(Content::verify(*id, bytes)?.into_data())
+    }
+
+    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
+        let data = self.data();
+        let image = data.images.get(id).ok_or_else(|| missing(*id))?;
+        image.metadata.get(key).cloned().ok_or_else(|| Error::NotFound {
+            key: Key::Metadata {
+                id: *id,
+                key: key.clone(),
+            },
+        })
+    }
+
+    async fn load(&self) -> Result<Snapshot> {
+        let data = self.data();
+        let mut images: Vec<SnapshotEntry> = data
+            .images
+            .iter()
+            .map(|(id, i)| SnapshotEntry {
+                id: *id,
+                metadata: i.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                summary: i.summary.clone(),
+            })
+            .collect();
+        images.sort_by_key(|e| e.id);
+        Ok(Snapshot {
+            images,
+            quarantined: data
+                .quarantined
+                .iter()
+                .map(|(id, reason)| Quarantined {
+                    name: id.to_string(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
+        let mut buf = BytesMut::new();
+        let mut body = body;
+        while let Some(chunk) = body.try_next().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        let size = buf.len() as u64;
+        let mut data = self.data();
+        let entry = data.blobs.entry(*digest).or_default();
+        entry.0 = buf.freeze();
+        Ok(BlobInfo {
+            digest: *digest,
+            size,
+        })
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        let bytes = self
+            .data()
+            .blobs
+            .get(digest)
+            .map(|b| b.0.clone())
+            .ok_or(Error::NotFound {
+                key: Key::Blob(*digest),
+            })?;
+        Ok(BlobReader {
+            size: bytes.len() as u64,
+            stream: Box::pin(futures::stream::iter([Ok(bytes)])),
+        })
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        self.data()
+            .blobs
+            .get(digest)
+            .map(|b| BlobInfo {
+                digest: *digest,
+                size: b.0.len() as u64,
+            })
+            .ok_or(Error::NotFound {
+                key: Key::Blob(*digest),
+            })
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        self.data().blobs.remove(digest);
+        Ok(())
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        let mut all: Vec<BlobInfo> = self
+            .data()
+            .blobs
+            .iter()
+            .map(|(d, b)| BlobInfo {
+                digest: *d,
+                size: b.0.len() as u64,
+            })
+            .collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+        let mut data = self.data();
+        let blob = data.blobs.get_mut(digest).ok_or(Error::NotFound {
+            key: Key::Blob(*digest),
+        })?;
+        blob.1.insert(key.clone(), value);
+        Ok(())
+    }
+
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
+        self.data()
+            .blobs
+            .get(digest)
+            .and_then(|b| b.1.get(key).cloned())
+            .ok_or_else(|| Error::NotFound {
+                key: Key::BlobNote {
+                    digest: *digest,
+                    key: key.clone(),
+                },
+            })
+    }
+}
+
+/// How the suite gets fresh `LoggingMap`s. A "second handle" on the same
+/// data is a clone; damage is done by writing the maps directly.
+struct MapHarness;
+
+fn map_of(backend: &Arc<dyn StoreBackend>) -> Option<LoggingMap> {
+    // The harness made every backend it is handed, so it can keep a
+    // registry of them; this example keeps it simple with a process-wide one.
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(b, _)| Arc::ptr_eq(b, backend))
+        .map(|(_, m)| m.clone())
+}
+
+type Registry = Mutex<Vec<(Arc<dyn StoreBackend>, LoggingMap)>>;
+static REGISTRY: Registry = Mutex::new(Vec::new());
+
+#[async_trait::async_trait]
+impl Harness for MapHarness {
+    async fn backend(&self) -> Arc<dyn StoreBackend> {
+        let map = LoggingMap::default();
+        let backend: Arc<dyn StoreBackend> = Arc::new(map.clone());
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((backend.clone(), map));
+        backend
+    }
+
+    async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
+        let map = map_of(backend)?;
+        let again: Arc<dyn StoreBackend> = Arc::new(map.clone());
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((again.clone(), map));
+        Some(again)
+    }
+
+    async fn corrupt_content(&self, backend: &Arc<dyn StoreBackend>, id: &ImageId, data: Bytes) -> bool {
+        let Some(map) = map_of(backend) else { return false };
+        map.data().images.entry(*id).or_default().content = data;
+        true
+    }
+
+    async fn corrupt_blob(&self, backend: &Arc<dyn StoreBackend>, digest: &Digest, data: Bytes) -> bool {
+        let Some(map) = map_of(backend) else { return false };
+        map.data().blobs.entry(*digest).or_default().0 = data;
+        true
+    }
+}
+
+async fn certify() -> imagecache_conformance::Report {
+    imagecache_conformance::run_with(Arc::new(MapHarness), &RunOptions::new()).await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let report = certify().await;
+    for r in &report.results {
+        let status = match &r.status {
+            CaseStatus::Passed => "pass".to_owned(),
+            CaseStatus::Failed { reason } => format!("FAIL  {reason}"),
+            CaseStatus::Skipped { reason } => format!("skip  ({reason})"),
+            _ => "?".to_owned(),
+        };
+        println!("{:<8} {:<48} {status}", r.group, r.name);
+    }
+    println!("{}", report.summary_line());
+    anyhow::ensure!(report.failed() == 0, "the backend is not conformant");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logging_map_passes_the_whole_suite() {
+        let report = super::certify().await;
+        assert_eq!(report.failed(), 0, "{:?}", report.failures());
+        assert_eq!(report.skipped(), 0, "every hook is implemented");
+    }
+}
