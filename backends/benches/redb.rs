@@ -164,6 +164,7 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize, keep: bool) -> 
         let t = Instant::now();
         backend.write(batch).await?;
         in_write += t.elapsed();
+        if (i / BATCH) % 10 == 0 { eprintln!("TMP batch ending at {i}: {:?}", t.elapsed()); }
     }
     let total = start.elapsed();
     println!();
