@@ -10,7 +10,8 @@
 //! backend's default), `REDB_BENCH_BLOB_MIB` the blob size (default 1024,
 //! 0 skips it), `REDB_BENCH_DIR` where the stores go (default: a temp dir),
 //! `REDB_BENCH_KEEP=1` keeps the stores there and, on the next run, only
-//! measures opening them.
+//! measures opening them, `REDB_BENCH_BATCH` sets the images per batch
+//! (default 10000).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,7 +26,6 @@ use imagecache_core::{
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-const BATCH: usize = 10_000;
 const CHAIN_DEPTH: usize = 10;
 
 fn main() -> BoxResult<()> {
@@ -43,6 +43,7 @@ fn main() -> BoxResult<()> {
         config = config.with_cache_size(mib << 20);
     }
     let blob_mib = env_usize("REDB_BENCH_BLOB_MIB").unwrap_or(1024);
+    let batch = env_usize("REDB_BENCH_BATCH").unwrap_or(10_000).max(1);
     let keep = std::env::var_os("REDB_BENCH_KEEP").is_some();
     let temp = match std::env::var_os("REDB_BENCH_DIR") {
         Some(dir) if !keep => Some(tempfile::tempdir_in(dir)?),
@@ -57,14 +58,14 @@ fn main() -> BoxResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().build()?;
     rt.block_on(async {
         println!(
-            "redb backend, cache {} MiB, batches of {BATCH} images",
+            "redb backend, cache {} MiB, batches of {batch} images",
             config.cache_size() >> 20
         );
         if blob_mib > 0 {
             bench_blob(&base, &config, blob_mib).await?;
         }
         for n in sizes {
-            bench_store(&base, &config, n, keep).await?;
+            bench_store(&base, &config, n, batch, keep).await?;
         }
         Ok(())
     })
@@ -127,7 +128,13 @@ fn summary(i: usize) -> Vec<u8> {
     (0..13).flat_map(|_| mix.next().to_le_bytes()).take(100).collect()
 }
 
-async fn bench_store(base: &Path, config: &RedbConfig, n: usize, keep: bool) -> BoxResult<()> {
+async fn bench_store(
+    base: &Path,
+    config: &RedbConfig,
+    n: usize,
+    batch_size: usize,
+    keep: bool,
+) -> BoxResult<()> {
     let path = base.join(format!("store-{n}.redb"));
     let singles = 200;
     if keep && path.exists() {
@@ -145,7 +152,7 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize, keep: bool) -> 
     let mut i = 0;
     while i < n {
         let mut batch = WriteBatch::new();
-        for _ in 0..BATCH.min(n - i) {
+        for _ in 0..batch_size.min(n - i) {
             let parent = (i % CHAIN_DEPTH != 0).then_some(prev).flatten();
             let content = image_config(i, parent);
             config_bytes += content.data().len();
@@ -164,7 +171,6 @@ async fn bench_store(base: &Path, config: &RedbConfig, n: usize, keep: bool) -> 
         let t = Instant::now();
         backend.write(batch).await?;
         in_write += t.elapsed();
-        if (i / BATCH) % 10 == 0 { eprintln!("TMP batch ending at {i}: {:?}", t.elapsed()); }
     }
     let total = start.elapsed();
     println!();
