@@ -84,7 +84,11 @@ fn write_archive(path: &Path, layers: u64, layer_bytes: u64) -> io::Result<(u64,
             inner: body,
             hasher: Hasher::new(Algorithm::Sha256),
         };
-        out.append_data(&mut header(inner_size), format!("layer{n}/layer.tar"), &mut hashing)?;
+        out.append_data(
+            &mut header(inner_size),
+            format!("layer{n}/layer.tar"),
+            &mut hashing,
+        )?;
         diff_ids.push(hashing.hasher.finish());
     }
     let history: Vec<serde_json::Value> = (0..layers)
@@ -99,13 +103,21 @@ fn write_archive(path: &Path, layers: u64, layer_bytes: u64) -> io::Result<(u64,
     }))?;
     let id = Digest::sha256(&config);
     let config_name = format!("{}.json", id.hex());
-    out.append_data(&mut header(config.len() as u64), &config_name, config.as_slice())?;
+    out.append_data(
+        &mut header(config.len() as u64),
+        &config_name,
+        config.as_slice(),
+    )?;
     let manifest = serde_json::to_vec(&serde_json::json!([{
         "Config": config_name,
         "RepoTags": ["bench:latest"],
         "Layers": (0..layers).map(|n| format!("layer{n}/layer.tar")).collect::<Vec<_>>(),
     }]))?;
-    out.append_data(&mut header(manifest.len() as u64), "manifest.json", manifest.as_slice())?;
+    out.append_data(
+        &mut header(manifest.len() as u64),
+        "manifest.json",
+        manifest.as_slice(),
+    )?;
     let mut file = out.into_inner()?;
     file.flush()?;
     let size = file.get_ref().metadata()?.len();
@@ -113,7 +125,10 @@ fn write_archive(path: &Path, layers: u64, layer_bytes: u64) -> io::Result<(u64,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -166,7 +181,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "import peak RSS: {peak_mib:.1} MiB (target <= {TARGET_MIB:.0} MiB): {}",
-        if peak_mib <= TARGET_MIB { "ok" } else { "OVER TARGET" }
+        if peak_mib <= TARGET_MIB {
+            "ok"
+        } else {
+            "OVER TARGET"
+        }
     );
     Ok(())
 }

@@ -1,7 +1,4 @@
-//! `imagecache`: inspect, import into, prune and certify an imagecache store.
-//!
-//! See the crate README for the commands, exit codes and definitions
-//! (dangling images, prune order, parent links on import).
+#![doc = include_str!("../README.md")]
 
 mod cli;
 mod cmd;

@@ -98,7 +98,13 @@ impl Step {
     /// Ends the step, leaving `text` as its last word.
     pub(crate) fn finish(&self, ui: &Ui, text: impl AsRef<str>) {
         match &self.bar {
-            Some(bar) => bar.finish_with_message(text.as_ref().to_owned()),
+            Some(bar) => {
+                // The last word replaces the bar rather than sitting beside it.
+                if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                    bar.set_style(style);
+                }
+                bar.finish_with_message(text.as_ref().to_owned());
+            }
             None => ui.line(text),
         }
     }

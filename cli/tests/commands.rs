@@ -1,5 +1,8 @@
 //! Every command run as the built binary, with good and bad input.
 
+// Helpers outside #[test] functions panic on failed setup, as tests do.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use assert_cmd::Command;
@@ -12,7 +15,10 @@ fn with_chain() -> (Env, ArchiveImage, ArchiveImage) {
     let env = Env::fs();
     let (base, child) = chain(true);
     let archive = env.path("chain.tar");
-    write(&archive, &docker_archive(&[base, child], ArchiveOptions::default()));
+    write(
+        &archive,
+        &docker_archive(&[base, child], ArchiveOptions::default()),
+    );
     env.import(&archive);
     let (base, child) = chain(true);
     (env, base, child)
@@ -35,11 +41,18 @@ fn usage_errors_exit_with_two() {
     let env = Env::fs();
     env.cmd(&["frobnicate"]).assert().code(2);
     env.cmd(&["inspect"]).assert().code(2);
-    env.cmd(&["blob", "has", "sha256:abc"]).assert().code(2).stderr(predicate::str::contains("invalid digest"));
+    env.cmd(&["blob", "has", "sha256:abc"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid digest"));
     env.cmd(&["prune", "--until", "yesterday"]).assert().code(2);
-    env.cmd(&["prune", "--keep-storage", "5 parsecs"]).assert().code(2);
+    env.cmd(&["prune", "--keep-storage", "5 parsecs"])
+        .assert()
+        .code(2);
     env.cmd(&["search", ""]).assert().code(2);
-    env.cmd(&["cache", "lookup", "--platform", "linux"]).assert().code(2);
+    env.cmd(&["cache", "lookup", "--platform", "linux"])
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -52,10 +65,17 @@ fn default_store_is_a_redb_file_in_the_data_directory() {
         .args(["info", "--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let expected = dir.path().join("home/.local/share/imagecache/store.redb");
-    assert_eq!(info["store"], json!(format!("redb://{}", expected.display())));
+    assert_eq!(
+        info["store"],
+        json!(format!("redb://{}", expected.display()))
+    );
     assert!(expected.exists());
 
     let out = Command::cargo_bin("imagecache")
@@ -92,8 +112,14 @@ fn info_and_stats_count_images_and_blobs() {
     assert_eq!(stats["heads"], json!(1));
     assert_eq!(stats["built_locally"], json!(0));
     assert_eq!(stats["blob_bytes"], json!(layer_bytes));
-    env.cmd(&["info"]).assert().success().stdout(predicate::str::contains("Images:        2"));
-    env.cmd(&["stats"]).assert().success().stdout(predicate::str::contains("Blobs:          2"));
+    env.cmd(&["info"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Images:        2"));
+    env.cmd(&["stats"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Blobs:          2"));
 }
 
 #[test]
@@ -123,14 +149,22 @@ fn inspect_shows_config_as_stored_and_reports_unknown_ids() {
     assert_eq!(out[0]["children"], json!([child.id()]));
     assert_eq!(out[1]["chain_id"].as_str().map(|s| s.len()), Some(71));
     // The config is embedded byte for byte.
-    let text = String::from_utf8(env.cmd(&["inspect", &child.id(), "--format", "json"]).output().unwrap().stdout).unwrap();
+    let text = String::from_utf8(
+        env.cmd(&["inspect", &child.id(), "--format", "json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert!(text.contains(std::str::from_utf8(&child.config).unwrap()));
 
     let missing = "f".repeat(64);
     env.cmd(&["inspect", &missing])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains(format!("No such image: {missing}")));
+        .stderr(predicate::str::contains(format!(
+            "No such image: {missing}"
+        )));
     // Known and unknown together: the known one is shown, the exit code says not found.
     env.cmd(&["inspect", &child.id(), "ffff"])
         .assert()
@@ -173,16 +207,34 @@ fn ambiguous_prefixes_are_errors_naming_both_images() {
         .code(3)
         .stderr(predicate::str::contains("ambiguous"));
     let found = env.json(&["search", prefix]);
-    let found: Vec<&str> = found.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(found.contains(&format!("sha256:{a}").as_str()) && found.contains(&format!("sha256:{b}").as_str()));
-    env.cmd(&["search", &a[..12]]).assert().success().stdout(format!("sha256:{a}\n"));
+    let found: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        found.contains(&format!("sha256:{a}").as_str())
+            && found.contains(&format!("sha256:{b}").as_str())
+    );
+    env.cmd(&["search", &a[..12]])
+        .assert()
+        .success()
+        .stdout(format!("sha256:{a}\n"));
 }
 
 #[test]
 fn search_without_match_exits_one() {
     let (env, _, child) = with_chain();
-    env.cmd(&["search", &child.id()[7..12]]).assert().success().stdout(format!("{}\n", child.id()));
-    let absent = if child.id().as_bytes()[7] == b'0' { "1" } else { "0" };
+    env.cmd(&["search", &child.id()[7..12]])
+        .assert()
+        .success()
+        .stdout(format!("{}\n", child.id()));
+    let absent = if child.id().as_bytes()[7] == b'0' {
+        "1"
+    } else {
+        "0"
+    };
     let absent = format!("{absent}{}", &child.id()[8..20]);
     env.cmd(&["search", &absent]).assert().code(1).stdout("");
     env.cmd(&["search", "xyz"]).assert().code(1);
@@ -229,19 +281,30 @@ fn rm_refuses_parents_unless_forced() {
     let out = env.json(&["rm", &child.id()]);
     assert_eq!(out["blobs_removed"].as_array().unwrap().len(), 2);
     assert!(env.blob_digests().is_empty());
-    env.cmd(&["rm", &child.id()]).assert().code(1).stderr(predicate::str::contains("No such image"));
+    env.cmd(&["rm", &child.id()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("No such image"));
 }
 
 #[test]
 fn parent_shows_and_sets_links_and_refuses_cycles() {
     let (env, base, child) = with_chain();
-    env.cmd(&["parent", &child.id()]).assert().success().stdout(format!("{}\n", base.id()));
-    env.cmd(&["parent", &base.id()]).assert().success().stdout("");
+    env.cmd(&["parent", &child.id()])
+        .assert()
+        .success()
+        .stdout(format!("{}\n", base.id()));
+    env.cmd(&["parent", &base.id()])
+        .assert()
+        .success()
+        .stdout("");
     env.cmd(&["parent", &base.id(), "--set", &child.id()])
         .assert()
         .code(3)
         .stderr(predicate::str::contains("cycle"));
-    env.cmd(&["parent", &base.id(), "--set", "fffffffff"]).assert().code(1);
+    env.cmd(&["parent", &base.id(), "--set", "fffffffff"])
+        .assert()
+        .code(1);
     env.cmd(&["rm", "--force", &base.id()]).assert().success();
     assert_eq!(env.json(&["parent", &child.id()])["parent"], json!(null));
 }
@@ -263,7 +326,10 @@ fn prune_removes_untagged_chains_and_keeps_tagged_images() {
     let kept_id = kept.id();
     let (base_id, child_id) = (base.id(), child.id());
     let archive = env.path("all.tar");
-    write(&archive, &docker_archive(&[base, child, kept], ArchiveOptions::default()));
+    write(
+        &archive,
+        &docker_archive(&[base, child, kept], ArchiveOptions::default()),
+    );
     env.import(&archive);
     assert_eq!(env.blob_digests().len(), 3);
 
@@ -288,7 +354,11 @@ fn prune_keep_storage_evicts_least_recently_used_heads() {
     let mut images = Vec::new();
     for n in 0..3u8 {
         let l = layer(&[("data", &vec![n; 10_000])]);
-        let cfg = config(&[sha(&l)], &[&format!("ADD {n} /")], json!({"created": format!("2024-02-0{}T00:00:00Z", n + 1)}));
+        let cfg = config(
+            &[sha(&l)],
+            &[&format!("ADD {n} /")],
+            json!({"created": format!("2024-02-0{}T00:00:00Z", n + 1)}),
+        );
         images.push(ArchiveImage {
             config: cfg,
             layers: vec![l],
@@ -298,7 +368,10 @@ fn prune_keep_storage_evicts_least_recently_used_heads() {
     }
     let ids: Vec<String> = images.iter().map(ArchiveImage::id).collect();
     let archive = env.path("three.tar");
-    write(&archive, &docker_archive(&images, ArchiveOptions::default()));
+    write(
+        &archive,
+        &docker_archive(&images, ArchiveOptions::default()),
+    );
     env.import(&archive);
     let before = env.json(&["info"]);
     let total = before["config_bytes"].as_u64().unwrap() + before["blob_bytes"].as_u64().unwrap();
@@ -321,22 +394,52 @@ fn prune_keep_storage_evicts_least_recently_used_heads() {
 fn cache_lookup_answers_misses_and_cache_from_hits() {
     let (env, base, child) = with_chain();
     // Imported images are never local cache hits (CVE-2024-24557).
-    env.cmd(&["cache", "lookup", "--parent", &base.id(), "--cmd", "COPY app /app"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("cache miss"));
+    env.cmd(&[
+        "cache",
+        "lookup",
+        "--parent",
+        &base.id(),
+        "--cmd",
+        "COPY app /app",
+    ])
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("cache miss"));
     // With the child as a cache-from source, its history answers.
     let hit = env.json(&[
-        "cache", "lookup", "--parent", &base.id(), "--cmd", "COPY app /app", "--cache-from", &child.id(),
+        "cache",
+        "lookup",
+        "--parent",
+        &base.id(),
+        "--cmd",
+        "COPY app /app",
+        "--cache-from",
+        &child.id(),
     ]);
     assert_eq!(hit["hit"], json!(true));
     assert_eq!(hit["id"], json!(child.id()));
     // From scratch, the base's first step.
-    let hit = env.json(&["cache", "lookup", "--cmd", "ADD rootfs /", "--cache-from", &base.id()]);
+    let hit = env.json(&[
+        "cache",
+        "lookup",
+        "--cmd",
+        "ADD rootfs /",
+        "--cache-from",
+        &base.id(),
+    ]);
     assert_eq!(hit["id"], json!(base.id()));
     // A source that does not exist is skipped, saying why.
     let out = env
-        .cmd(&["cache", "lookup", "--cmd", "nothing", "--cache-from", "fffffff", "--format", "json"])
+        .cmd(&[
+            "cache",
+            "lookup",
+            "--cmd",
+            "nothing",
+            "--cache-from",
+            "fffffff",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -345,7 +448,14 @@ fn cache_lookup_answers_misses_and_cache_from_hits() {
 
     let probe = env.path("probe.json");
     write(&probe, br#"{"Cmd": ["ADD rootfs /"]}"#);
-    let hit = env.json(&["cache", "lookup", "--config", probe.to_str().unwrap(), "--cache-from", &base.id()]);
+    let hit = env.json(&[
+        "cache",
+        "lookup",
+        "--config",
+        probe.to_str().unwrap(),
+        "--cache-from",
+        &base.id(),
+    ]);
     assert_eq!(hit["id"], json!(base.id()));
 }
 
@@ -357,18 +467,29 @@ fn cache_lookup_refuses_bad_probes() {
     env.cmd(&["cache", "lookup", "--config", probe.to_str().unwrap()])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("probe.json: not a JSON container config (line 1"));
+        .stderr(predicate::str::contains(
+            "probe.json: not a JSON container config (line 1",
+        ));
     write(&probe, br#"{"Cmd": 5}"#);
     env.cmd(&["cache", "lookup", "--config", probe.to_str().unwrap()])
         .assert()
         .code(3)
         .stderr(predicate::str::contains("invalid container config"));
-    env.cmd(&["cache", "lookup", "--config", env.path("absent.json").to_str().unwrap()])
+    env.cmd(&[
+        "cache",
+        "lookup",
+        "--config",
+        env.path("absent.json").to_str().unwrap(),
+    ])
+    .assert()
+    .code(3)
+    .stderr(predicate::str::contains("absent.json"));
+    env.cmd(&["cache", "lookup", "--parent", "ffffffff", "--cmd", "x"])
         .assert()
-        .code(3)
-        .stderr(predicate::str::contains("absent.json"));
-    env.cmd(&["cache", "lookup", "--parent", "ffffffff", "--cmd", "x"]).assert().code(1);
-    env.cmd(&["cache", "lookup", "--env", "NOEQUALS", "--cmd", "x"]).assert().code(2);
+        .code(1);
+    env.cmd(&["cache", "lookup", "--env", "NOEQUALS", "--cmd", "x"])
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -381,15 +502,29 @@ fn blob_put_get_has_ls_clear() {
     env.cmd(&["blob", "has", &digest]).assert().code(1);
     let put = env.json(&["blob", "put", file.to_str().unwrap()]);
     assert_eq!(put["digest"], json!(digest));
-    env.cmd(&["blob", "has", &digest]).assert().success().stdout(format!("{}\n", data.len()));
-    // To stdout and to a file, byte for byte.
-    env.cmd(&["blob", "get", &digest]).assert().success().stdout(predicate::eq(data.clone()));
-    let out = env.path("out.tar");
-    env.cmd(&["blob", "get", &digest, "-o", out.to_str().unwrap()]).assert().success();
-    assert_eq!(std::fs::read(&out).unwrap(), data);
-    env.cmd(&["blob", "get", &sha(b"nope").to_string(), "-o", env.path("none").to_str().unwrap()])
+    env.cmd(&["blob", "has", &digest])
         .assert()
-        .code(1);
+        .success()
+        .stdout(format!("{}\n", data.len()));
+    // To stdout and to a file, byte for byte.
+    env.cmd(&["blob", "get", &digest])
+        .assert()
+        .success()
+        .stdout(predicate::eq(data.clone()));
+    let out = env.path("out.tar");
+    env.cmd(&["blob", "get", &digest, "-o", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    env.cmd(&[
+        "blob",
+        "get",
+        &sha(b"nope").to_string(),
+        "-o",
+        env.path("none").to_str().unwrap(),
+    ])
+    .assert()
+    .code(1);
     assert!(!env.path("none").exists());
 
     // A wrong --digest stores nothing.
@@ -397,7 +532,9 @@ fn blob_put_get_has_ls_clear() {
     env.cmd(&["blob", "put", file.to_str().unwrap(), "--digest", &wrong])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains(format!("failed to verify blob {wrong}")));
+        .stderr(predicate::str::contains(format!(
+            "failed to verify blob {wrong}"
+        )));
     env.cmd(&["blob", "has", &wrong]).assert().code(1);
 
     // A gzip layer keeps its decompressed copy too.
@@ -408,7 +545,10 @@ fn blob_put_get_has_ls_clear() {
     assert_eq!(put["compression"], json!("gzip"));
     let listed = env.json(&["blob", "ls"]);
     assert_eq!(listed.as_array().unwrap().len(), 2);
-    env.cmd(&["blob", "ls"]).assert().success().stdout(predicate::str::contains("gzip"));
+    env.cmd(&["blob", "ls"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("gzip"));
 
     let cleared = env.json(&["blob", "clear"]);
     assert_eq!(cleared["blobs"], json!(2));
@@ -435,7 +575,10 @@ fn conformance_passes_on_fs_and_cleans_up() {
     assert!(out["passed"].as_u64().unwrap() > 10, "{out}");
     assert_eq!(out["failed"], json!(0));
     // Only the user's file is left.
-    let left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("keep-me")]);
 }
 
@@ -448,14 +591,19 @@ fn conformance_runs_everything_on_redb_and_memory() {
             store: "memory://".into(),
         },
     ] {
-        let out = env
-            .cmd(&["conformance"])
-            .output()
-            .unwrap();
+        let out = env.cmd(&["conformance"]).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}: {stdout}\n{}", env.store, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {stdout}\n{}",
+            env.store,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let summary = stdout.lines().last().unwrap();
-        assert!(summary.ends_with("skipped") && summary.contains(" passed, 0 failed, "), "{summary}");
+        assert!(
+            summary.ends_with("skipped") && summary.contains(" passed, 0 failed, "),
+            "{summary}"
+        );
         // Nothing is left beside the redb path.
         let left: Vec<_> = std::fs::read_dir(env.dir.path())
             .unwrap()
@@ -483,13 +631,18 @@ fn conformance_filter_selecting_nothing_and_bad_urls() {
 #[cfg(feature = "s3")]
 #[test]
 fn conformance_on_s3_touches_only_its_prefix_and_removes_it() {
-    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         assert_ne!(
             std::env::var("IMAGECACHE_REQUIRE_S3").as_deref(),
             Ok("1"),
             "IMAGECACHE_TEST_S3_URL is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
         );
-        eprintln!("skipped: conformance_on_s3_touches_only_its_prefix_and_removes_it (IMAGECACHE_TEST_S3_URL not set)");
+        eprintln!(
+            "skipped: conformance_on_s3_touches_only_its_prefix_and_removes_it (IMAGECACHE_TEST_S3_URL not set)"
+        );
         return;
     };
     let nanos = std::time::SystemTime::now()

@@ -6,6 +6,9 @@
 //! Without umoci or skopeo the tests print `skipped: …` and pass, unless
 //! `IMAGECACHE_REQUIRE_TOOLS=1` (CI) makes that a failure.
 
+// Helpers outside #[test] functions panic on failed setup, as tests do.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
@@ -30,7 +33,11 @@ fn have(tool: &str, test: &str) -> bool {
 }
 
 fn run(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Process::new(program).current_dir(dir).args(args).output().unwrap();
+    let out = Process::new(program)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}",
@@ -43,7 +50,11 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
 fn build_layout(dir: &Path) {
     run(dir, "umoci", &["init", "--layout", "oci"]);
     run(dir, "umoci", &["new", "--image", "oci:base"]);
-    run(dir, "umoci", &["unpack", "--rootless", "--image", "oci:base", "bundle"]);
+    run(
+        dir,
+        "umoci",
+        &["unpack", "--rootless", "--image", "oci:base", "bundle"],
+    );
     std::fs::create_dir_all(dir.join("bundle/rootfs/etc")).unwrap();
     std::fs::write(dir.join("bundle/rootfs/etc/greeting"), b"hello\n").unwrap();
     run(
@@ -87,15 +98,22 @@ fn skopeo_config(dir: &Path, reference: &str) -> (String, Value) {
 
 /// The config digest the OCI layout's manifest names for `tag`.
 fn manifest_config(dir: &Path, tag: &str) -> String {
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("oci/index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("oci/index.json")).unwrap()).unwrap();
     let desc = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == json!(tag))
         .unwrap();
-    let hex = desc["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("oci/blobs/sha256").join(hex)).unwrap()).unwrap();
+    let hex = desc["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("oci/blobs/sha256").join(hex)).unwrap())
+            .unwrap();
     manifest["config"]["digest"].as_str().unwrap().to_owned()
 }
 
@@ -108,8 +126,14 @@ fn assert_history_matches(env: &Env, id: &str, config: &Value) {
     assert_eq!(ours.len(), theirs.len());
     for (o, t) in ours.iter().zip(theirs) {
         assert_eq!(o["created_by"], t["created_by"]);
-        assert_eq!(o["comment"].as_str().unwrap_or(""), t["comment"].as_str().unwrap_or(""));
-        assert_eq!(o["author"].as_str().unwrap_or(""), t["author"].as_str().unwrap_or(""));
+        assert_eq!(
+            o["comment"].as_str().unwrap_or(""),
+            t["comment"].as_str().unwrap_or("")
+        );
+        assert_eq!(
+            o["author"].as_str().unwrap_or(""),
+            t["author"].as_str().unwrap_or("")
+        );
         assert_eq!(o["created"], t["created"]);
     }
 }
@@ -125,16 +149,36 @@ fn umoci_layout_and_skopeo_archives_import_with_the_tools_ids() {
     build_layout(dir);
     let app_tar = dir.join("app.tar");
     let app_oci_tar = dir.join("app-oci.tar");
-    run(dir, "skopeo", &["copy", "oci:oci:app", &format!("docker-archive:{}", app_tar.display())]);
-    run(dir, "skopeo", &["copy", "oci:oci:app", &format!("oci-archive:{}", app_oci_tar.display())]);
+    run(
+        dir,
+        "skopeo",
+        &[
+            "copy",
+            "oci:oci:app",
+            &format!("docker-archive:{}", app_tar.display()),
+        ],
+    );
+    run(
+        dir,
+        "skopeo",
+        &[
+            "copy",
+            "oci:oci:app",
+            &format!("oci-archive:{}", app_oci_tar.display()),
+        ],
+    );
 
     let base_id = manifest_config(dir, "base");
     let app_id = manifest_config(dir, "app");
-    let (skopeo_app, app_config) = skopeo_config(dir, &format!("docker-archive:{}", app_tar.display()));
+    let (skopeo_app, app_config) =
+        skopeo_config(dir, &format!("docker-archive:{}", app_tar.display()));
     assert_eq!(skopeo_app, app_id, "skopeo keeps the config bytes");
     let (skopeo_base, base_config) = skopeo_config(dir, "oci:oci:base");
     assert_eq!(skopeo_base, base_id);
-    assert_eq!(app_config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app_config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        2
+    );
 
     // The OCI layout: both images, the app linked to the base by history.
     let env = Env::fs();
@@ -146,8 +190,16 @@ fn umoci_layout_and_skopeo_archives_import_with_the_tools_ids() {
     assert_eq!(env.json(&["parent", &app_id])["parent"], json!(base_id));
     assert_history_matches(&env, &app_id, &app_config);
     assert_history_matches(&env, &base_id, &base_config);
-    let tags: Vec<Value> = summary["images"].as_array().unwrap().iter().map(|i| i["tags"].clone()).collect();
-    assert!(tags.contains(&json!(["app"])) && tags.contains(&json!(["base"])), "{tags:?}");
+    let tags: Vec<Value> = summary["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["tags"].clone())
+        .collect();
+    assert!(
+        tags.contains(&json!(["app"])) && tags.contains(&json!(["base"])),
+        "{tags:?}"
+    );
 
     // The docker-archive (uncompressed layers behind symlinks) and the
     // oci-archive, each into a fresh store: the same ID and layers.
@@ -183,7 +235,15 @@ fn damaged_real_archives_leave_the_store_unchanged() {
     let dir = work.path();
     build_layout(dir);
     let app_tar = dir.join("app.tar");
-    run(dir, "skopeo", &["copy", "oci:oci:app", &format!("docker-archive:{}", app_tar.display())]);
+    run(
+        dir,
+        "skopeo",
+        &[
+            "copy",
+            "oci:oci:app",
+            &format!("docker-archive:{}", app_tar.display()),
+        ],
+    );
     let bytes = std::fs::read(&app_tar).unwrap();
 
     let env = Env::fs();
@@ -211,7 +271,9 @@ fn damaged_real_archives_leave_the_store_unchanged() {
         e.cmd(&["import", "-q", bad.to_str().unwrap()])
             .assert()
             .code(3)
-            .stderr(predicates::str::contains("does not match the config: expected diff ID"));
+            .stderr(predicates::str::contains(
+                "does not match the config: expected diff ID",
+            ));
     }
     assert_eq!((env.image_ids(), env.blob_digests()), before);
     assert!(fresh.image_ids().is_empty() && fresh.blob_digests().is_empty());

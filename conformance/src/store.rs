@@ -11,7 +11,7 @@
 //! `store_bad_input_changes_nothing`, `store_parent_cycle_is_refused`,
 //! `store_delete_orphans_children`, `store_corrupt_config_is_quarantined`,
 //! `store_foreign_entries_are_summarised_once`, `store_batch_create_with_chain`,
-//! `store_concurrent_handles_stay_consistent`.
+//! `store_concurrent_handles_stay_consistent`, `store_concurrent_creates_agree`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use imagecache_core::{
     BlobInfo, BlobReader, ByteStream, Capabilities, ConfigError, Digest, ImageId, MetadataKey,
     Result as CoreResult, Snapshot, StoreBackend, StoreBackendExt, WriteBatch,
 };
-use imagecache_store::{CreateOptions, Error, Problem, Store, StoreOptions};
+use imagecache_store::{CreateOptions, Error, Problem, RefCountLayers, Store, StoreOptions};
 
 use crate::{Harness, Outcome};
 
@@ -50,6 +50,7 @@ macro_rules! __store_cases {
             store_foreign_entries_are_summarised_once,
             store_batch_create_with_chain,
             store_concurrent_handles_stay_consistent,
+            store_concurrent_creates_agree,
         ] }
     };
 }
@@ -728,5 +729,48 @@ pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Ou
     }
     assert_eq!(observe(&s1), observe(&fresh));
     assert_eq!(observe(&s2), observe(&fresh));
+    Outcome::Passed
+}
+
+/// Sixteen tasks create the same images at once, half of them naming one
+/// parent and half another: each image ends up once in the store, holding
+/// one layer reference, with a parent that a fresh open of the backend
+/// agrees with.
+pub async fn store_concurrent_creates_agree(h: Arc<dyn Harness>) -> Outcome {
+    let backend = h.backend().await;
+    let layers = Arc::new(RefCountLayers::new());
+    let store = Store::open_with(backend.clone(), StoreOptions::new().with_layers(layers.clone()))
+        .await
+        .expect("open");
+    let a = store.create(config(0)).await.expect("create");
+    let b = store.create(config(1)).await.expect("create");
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = store.clone();
+        let parent = if t % 2 == 0 { a } else { b };
+        tasks.push(tokio::spawn(async move {
+            for n in 2..10 {
+                store
+                    .create_with(config(n), CreateOptions::new().with_parent(parent))
+                    .await
+                    .expect("create");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(store.len(), 10);
+    for id in store.ids() {
+        let chain = store
+            .info(&id)
+            .and_then(|i| i.chain_id)
+            .expect("every test config has a layer");
+        assert_eq!(layers.references(&chain), 1, "layer references of {id}");
+        let parent = store.parent(&id).expect("parent");
+        assert!(parent.is_none() || parent == Some(a) || parent == Some(b));
+    }
+    let fresh = Store::open(backend).await.expect("open");
+    assert_eq!(observe(&fresh), observe(&store));
     Outcome::Passed
 }

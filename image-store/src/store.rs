@@ -248,9 +248,16 @@ struct Inner {
     backend: Arc<dyn StoreBackend>,
     options: StoreOptions,
     state: RwLock<State>,
-    /// Serialises changes to parent links and membership, so that the
-    /// backend and the indexes change in the same order. Reads never take it.
-    mutation: tokio::sync::Mutex<()>,
+    /// Orders changes so that the backend and the indexes change in the
+    /// same order. Creates of new images share it (they cannot conflict:
+    /// no cycle can pass through an image that does not exist yet, and no
+    /// parent can be deleted while they run); deletes, re-parenting,
+    /// metadata changes and refreshes take it alone. Reads never take it.
+    mutation: tokio::sync::RwLock<()>,
+    /// Creates sharing `mutation` that touch the same image are serialised
+    /// by these, picked by the image ID, so the backend and the indexes see
+    /// their writes in the same order.
+    stripes: Vec<tokio::sync::Mutex<()>>,
     report: RwLock<OpenReport>,
 }
 
@@ -295,6 +302,13 @@ impl fmt::Debug for Store {
     }
 }
 
+/// Number of per-image locks that serialise concurrent creates of one image.
+const STRIPES: usize = 64;
+
+fn stripe_of(id: &ImageId) -> usize {
+    usize::from(id.to_bytes()[0]) % STRIPES
+}
+
 fn not_found(id: &ImageId) -> Error {
     Error::NotFound { id: *id }
 }
@@ -319,7 +333,8 @@ impl Store {
                 backend,
                 options,
                 state: RwLock::new(State::default()),
-                mutation: tokio::sync::Mutex::new(()),
+                mutation: tokio::sync::RwLock::new(()),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 report: RwLock::new(OpenReport::default()),
             }),
         };
@@ -351,7 +366,7 @@ impl Store {
     /// # Errors
     /// Backend failures while loading.
     pub async fn refresh(&self) -> Result<OpenReport> {
-        let _guard = self.inner.mutation.lock().await;
+        let _guard = self.inner.mutation.write().await;
         let snapshot = self.inner.backend.load().await?;
         let report = self.rebuild(snapshot).await?;
         *write(&self.inner.report) = report.clone();
@@ -585,7 +600,29 @@ impl Store {
             parsed.push((image, chain, options));
         }
         let mut interner = Interner::default();
-        let _guard = self.inner.mutation.lock().await;
+        // Re-creating an image that exists with a parent can close a cycle,
+        // so it needs the store alone; anything else shares it.
+        let exclusive = {
+            let state = self.state();
+            parsed
+                .iter()
+                .any(|(image, _, o)| o.parent.is_some() && state.contains(&image.id()))
+        };
+        let (_exclusive, _shared) = if exclusive {
+            (Some(self.inner.mutation.write().await), None)
+        } else {
+            (None, Some(self.inner.mutation.read().await))
+        };
+        let mut stripes: Vec<usize> = parsed
+            .iter()
+            .map(|(image, _, _)| stripe_of(&image.id()))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut _stripe_guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            _stripe_guards.push(self.inner.stripes[i].lock().await);
+        }
 
         // Validate against memory plus what this batch adds, in order.
         let mut batch = WriteBatch::new();
@@ -662,13 +699,20 @@ impl Store {
         let mut ids = Vec::with_capacity(plan.len());
         for (image, new_summary, options, has_chain) in plan {
             let id = image.id();
-            if let Some(summary) = new_summary
-                && !state.contains(&id)
-            {
-                let mut entry = Entry::new(summary);
-                entry.image = Some(Arc::new(image));
-                entry.holds_layer = has_chain && self.inner.options.layers.is_some();
-                state.insert(id, entry);
+            if let Some(summary) = new_summary {
+                if state.contains(&id) {
+                    // Another create stored the same image while this one
+                    // ran; its entry holds the layer reference, so give
+                    // back the one taken here.
+                    if let (true, Some(chain)) = (has_chain, summary.chain_id) {
+                        release_all(&self.inner.options.layers, &[chain]);
+                    }
+                } else {
+                    let mut entry = Entry::new(summary);
+                    entry.image = Some(Arc::new(image));
+                    entry.holds_layer = has_chain && self.inner.options.layers.is_some();
+                    state.insert(id, entry);
+                }
             }
             if let Some(parent) = options.parent {
                 state.set_parent(&id, Some(parent));
@@ -726,7 +770,7 @@ impl Store {
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(image = %id, error = %reason, "stored config is corrupt");
-                let _guard = self.inner.mutation.lock().await;
+                let _guard = self.inner.mutation.write().await;
                 if self.inner.options.quarantine {
                     let mut batch = WriteBatch::new();
                     batch.quarantine(*id, reason.clone());
@@ -782,7 +826,7 @@ impl Store {
     /// [`Error::UnknownImage`] for an unknown ID; backend failures, in
     /// which case nothing changed.
     pub async fn delete(&self, id: &ImageId) -> Result<Vec<ChainId>> {
-        let _guard = self.inner.mutation.lock().await;
+        let _guard = self.inner.mutation.write().await;
         let mut batch = WriteBatch::new();
         {
             let state = self.state();
@@ -829,7 +873,7 @@ impl Store {
     /// [`Error::NotFound`] for an unknown image, [`Error::UnknownParent`],
     /// [`Error::ParentCycle`] when `parent` is the image or descends from it.
     pub async fn set_parent(&self, id: &ImageId, parent: &ImageId) -> Result<()> {
-        let _guard = self.inner.mutation.lock().await;
+        let _guard = self.inner.mutation.write().await;
         {
             let state = self.state();
             if !state.contains(id) {
@@ -923,7 +967,7 @@ impl Store {
         value: Bytes,
         apply: impl FnOnce(&mut Entry),
     ) -> Result<()> {
-        let _guard = self.inner.mutation.lock().await;
+        let _guard = self.inner.mutation.write().await;
         if !self.contains(id) {
             return Err(not_found(id));
         }

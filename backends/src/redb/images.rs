@@ -16,7 +16,7 @@
 //!
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
 
-use std::collections::btree_map::Entry;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeBounds;
 
@@ -100,8 +100,8 @@ struct Batch<'t> {
     blocks: redb::Table<'t, u64, &'static [u8]>,
     quarantine: redb::Table<'t, &'static ImageKey, &'static [u8]>,
     next_seq: u64,
-    /// Every image an operation has looked at, by key, in key order.
-    touched: BTreeMap<ImageKey, Touched>,
+    /// Every image an operation has looked at, by key.
+    touched: HashMap<ImageKey, Touched>,
     /// Blocks read during the batch, so each is read once.
     block_cache: HashMap<u64, Bytes>,
 }
@@ -116,7 +116,7 @@ impl<'t> Batch<'t> {
             blocks: txn.open_table(BLOCKS)?,
             quarantine: txn.open_table(QUARANTINE)?,
             next_seq,
-            touched: BTreeMap::new(),
+            touched: HashMap::new(),
             block_cache: HashMap::new(),
         })
     }

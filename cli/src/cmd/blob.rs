@@ -50,7 +50,11 @@ async fn has(ctx: &Ctx, digest: &Digest) -> Result<u8> {
     } else {
         eprintln!("blob {digest} is not cached");
     }
-    Ok(if size.is_some() { EXIT_OK } else { EXIT_NOT_FOUND })
+    Ok(if size.is_some() {
+        EXIT_OK
+    } else {
+        EXIT_NOT_FOUND
+    })
 }
 
 fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> CliError {
@@ -81,14 +85,20 @@ async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
         return Ok(EXIT_OK);
     };
     // To a file: written beside it, renamed only once every byte verified.
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.imagecache-{}", std::process::id()));
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .map_err(io_error(&tmp, "creating the output file"))?;
     let copied = cache.copy_to(digest, &mut file).await;
     let flushed = match &copied {
-        Ok(Some(_)) => file.sync_all().await.map_err(io_error(&tmp, "writing the output file")),
+        Ok(Some(_)) => file
+            .sync_all()
+            .await
+            .map_err(io_error(&tmp, "writing the output file")),
         _ => Ok(()),
     };
     drop(file);
@@ -123,10 +133,7 @@ fn file_body(file: tokio::fs::File) -> ByteStream {
                 buf.truncate(n);
                 Some((Ok(buf.freeze()), Some(file)))
             }
-            Err(e) => Some((
-                Err(imagecache_core::Error::backend("file", None, e)),
-                None,
-            )),
+            Err(e) => Some((Err(imagecache_core::Error::backend("file", None, e)), None)),
         }
     }))
 }
@@ -166,7 +173,12 @@ struct Stored {
     decompressed_size: Option<u64>,
 }
 
-async fn put(ctx: &Ctx, path: &PathBuf, digest: Option<Digest>, media_type: Option<String>) -> Result<u8> {
+async fn put(
+    ctx: &Ctx,
+    path: &PathBuf,
+    digest: Option<Digest>,
+    media_type: Option<String>,
+) -> Result<u8> {
     let cache = ctx.blobs().await?;
     let digest = match digest {
         Some(d) => d,
@@ -192,7 +204,8 @@ async fn put(ctx: &Ctx, path: &PathBuf, digest: Option<Digest>, media_type: Opti
         }
         have += n;
     }
-    let compressed = head[..have].starts_with(&[0x1f, 0x8b]) || head[..have] == [0x28, 0xb5, 0x2f, 0xfd];
+    let compressed =
+        head[..have].starts_with(&[0x1f, 0x8b]) || head[..have] == [0x28, 0xb5, 0x2f, 0xfd];
     let file = {
         use tokio::io::AsyncSeekExt as _;
         file.seek(std::io::SeekFrom::Start(0))
@@ -207,7 +220,9 @@ async fn put(ctx: &Ctx, path: &PathBuf, digest: Option<Digest>, media_type: Opti
         if let Some(mt) = media_type {
             options = options.with_media_type(mt);
         }
-        let put = cache.put_layer_opts(&digest, file_body(file), options).await?;
+        let put = cache
+            .put_layer_opts(&digest, file_body(file), options)
+            .await?;
         Stored {
             digest,
             size: put.compressed.map_or(size, |c| c.size),
@@ -298,7 +313,10 @@ async fn ls(ctx: &Ctx) -> Result<u8> {
             ]
         })
         .collect();
-    print_table(&["DIGEST", "SIZE", "KIND", "COMPRESSION", "OTHER COPY"], &rows)?;
+    print_table(
+        &["DIGEST", "SIZE", "KIND", "COMPRESSION", "OTHER COPY"],
+        &rows,
+    )?;
     Ok(EXIT_OK)
 }
 

@@ -62,13 +62,18 @@ fn parse_container_config(path: &Path, bytes: &[u8]) -> Result<ContainerConfig> 
     // Strict JSON first, so that positions in errors are the file's own.
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         bad(
-            format!("not a JSON container config (line {}, column {})", e.line(), e.column()),
+            format!(
+                "not a JSON container config (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
             Some(Box::new(e)),
         )
     })?;
     if !value.is_object() {
         return Err(bad(
-            "a container config is a JSON object, e.g. {\"Cmd\": [\"/bin/sh\", \"-c\", \"make\"]}".to_owned(),
+            "a container config is a JSON object, e.g. {\"Cmd\": [\"/bin/sh\", \"-c\", \"make\"]}"
+                .to_owned(),
             None,
         ));
     }
@@ -92,7 +97,10 @@ fn parse_container_config(path: &Path, bytes: &[u8]) -> Result<ContainerConfig> 
             ),
             None,
         )),
-        Err(e) => Err(bad("invalid container config".to_owned(), Some(Box::new(e)))),
+        Err(e) => Err(bad(
+            "invalid container config".to_owned(),
+            Some(Box::new(e)),
+        )),
     }
 }
 
@@ -194,7 +202,12 @@ async fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<u8> {
     };
     let (hit, skipped) = if args.cache_from.is_empty() {
         let cache = LocalCache::new(store.clone());
-        (cache.lookup(parent.as_ref(), Some(&probe), &platform).await?, Vec::new())
+        (
+            cache
+                .lookup(parent.as_ref(), Some(&probe), &platform)
+                .await?,
+            Vec::new(),
+        )
     } else {
         let cache = CacheFrom::new(store.clone(), &args.cache_from, &IdResolver).await?;
         let skipped = cache
@@ -205,7 +218,12 @@ async fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<u8> {
                 reason: reason.clone(),
             })
             .collect();
-        (cache.get_cache(parent.as_ref(), Some(&probe), &platform).await?, skipped)
+        (
+            cache
+                .get_cache(parent.as_ref(), Some(&probe), &platform)
+                .await?,
+            skipped,
+        )
     };
     let answer = Answer {
         hit: hit.is_some(),
@@ -218,7 +236,10 @@ async fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<u8> {
         print_json(&answer)?;
     } else {
         for s in &answer.skipped {
-            eprintln!("warning: --cache-from {} skipped: {}", s.reference, s.reason);
+            eprintln!(
+                "warning: --cache-from {} skipped: {}",
+                s.reference, s.reason
+            );
         }
         match &answer.id {
             Some(id) => print_lines([id.to_string()])?,
@@ -235,7 +256,10 @@ mod tests {
     #[test]
     fn platforms_parse() {
         let p = parse_platform("linux/arm64/v8").unwrap();
-        assert_eq!((p.os.as_str(), p.architecture.as_str(), p.variant.as_str()), ("linux", "arm64", "v8"));
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str(), p.variant.as_str()),
+            ("linux", "arm64", "v8")
+        );
         assert!(parse_platform("linux").is_err());
         assert!(parse_platform("linux//v7").is_err());
         assert!(parse_platform("a/b/c/d").is_err());
@@ -243,8 +267,11 @@ mod tests {
 
     #[test]
     fn container_configs_parse_leniently_and_refuse_garbage() {
-        let c = parse_container_config(Path::new("p.json"), br#"{"cmd": "echo hi", "Env": ["A=1"]}"#)
-            .unwrap();
+        let c = parse_container_config(
+            Path::new("p.json"),
+            br#"{"cmd": "echo hi", "Env": ["A=1"]}"#,
+        )
+        .unwrap();
         assert_eq!(c.cmd, Some(vec!["echo hi".to_owned()]));
         assert_eq!(c.env, Some(vec!["A=1".to_owned()]));
         assert!(parse_container_config(Path::new("p.json"), b"{\"Cmd\": [").is_err());

@@ -64,11 +64,17 @@ fn url_with_segment(url: &str, segment: &str) -> String {
 /// Which kind of namespaces a run hands out, and where.
 #[derive(Debug, Clone)]
 enum Kind {
-    Fs { run_dir: PathBuf },
-    Redb { run_dir: PathBuf },
+    Fs {
+        run_dir: PathBuf,
+    },
+    Redb {
+        run_dir: PathBuf,
+    },
     Memory,
     #[cfg(feature = "s3")]
-    S3 { run_url: String },
+    S3 {
+        run_url: String,
+    },
 }
 
 impl Kind {
@@ -229,9 +235,16 @@ impl Harness for CliHarness {
         }
     }
 
-    async fn corrupt_content(&self, backend: &Arc<dyn StoreBackend>, id: &ImageId, data: Bytes) -> bool {
+    async fn corrupt_content(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        id: &ImageId,
+        data: Bytes,
+    ) -> bool {
         match self.find(backend) {
-            Some(Handle::Fs(dir)) => overwrite(dir.join("content/sha256").join(id.hex()), data).await,
+            Some(Handle::Fs(dir)) => {
+                overwrite(dir.join("content/sha256").join(id.hex()), data).await
+            }
             Some(Handle::Redb(r)) => r.insert_raw_content(*id, data).await.is_ok(),
             Some(Handle::Memory(m)) => {
                 m.insert_raw_content(*id, data);
@@ -241,7 +254,12 @@ impl Harness for CliHarness {
         }
     }
 
-    async fn corrupt_blob(&self, backend: &Arc<dyn StoreBackend>, digest: &Digest, data: Bytes) -> bool {
+    async fn corrupt_blob(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        digest: &Digest,
+        data: Bytes,
+    ) -> bool {
         match self.find(backend) {
             Some(Handle::Fs(dir)) => {
                 let path = dir
@@ -265,15 +283,16 @@ async fn clean_up(kind: &Kind) -> Result<()> {
     match kind {
         Kind::Fs { run_dir } | Kind::Redb { run_dir } => {
             let dir = run_dir.clone();
-            let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            })
-            .await
-            .map_err(|source| CliError::Join {
-                task: "removing the conformance run",
-                source,
-            })?;
+            let removed =
+                tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+                .await
+                .map_err(|source| CliError::Join {
+                    task: "removing the conformance run",
+                    source,
+                })?;
             removed.map_err(|source| CliError::Io {
                 path: run_dir.clone(),
                 action: "removing the conformance run",
@@ -323,8 +342,16 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
         options = options.with_filter(filter.clone());
     }
     let step = ctx.ui.step(
-        format!("conformance against {} (run {run_name})", ctx.url.split('?').next().unwrap_or_default()),
-        Some(imagecache_conformance::cases().iter().filter(|c| options.selects(c)).count() as u64),
+        format!(
+            "conformance against {} (run {run_name})",
+            ctx.url.split('?').next().unwrap_or_default()
+        ),
+        Some(
+            imagecache_conformance::cases()
+                .iter()
+                .filter(|c| options.selects(c))
+                .count() as u64,
+        ),
         false,
     );
     {
@@ -332,12 +359,23 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
         let ui = ctx.ui;
         let json = ctx.json();
         options = options.with_progress(move |p| {
-            if let Progress::Finished { result, index, total } = p {
+            if let Progress::Finished {
+                result,
+                index,
+                total,
+            } = p
+            {
                 step.inc(1);
                 // In line mode the table comes at the end; failures are
                 // worth seeing as they happen.
                 if !json && matches!(result.status, CaseStatus::Failed { .. }) {
-                    ui.line(format!("[{}/{total}] {}::{} {}", index + 1, result.group, result.name, result.status));
+                    ui.line(format!(
+                        "[{}/{total}] {}::{} {}",
+                        index + 1,
+                        result.group,
+                        result.name,
+                        result.status
+                    ));
                 }
             }
         });
@@ -431,7 +469,10 @@ mod tests {
         let Kind::Fs { run_dir } = Kind::from_url("fs:///data/store", "abc").unwrap() else {
             panic!("not fs");
         };
-        assert_eq!(run_dir, Path::new("/data/store/.imagecache-conformance-abc"));
+        assert_eq!(
+            run_dir,
+            Path::new("/data/store/.imagecache-conformance-abc")
+        );
         let Kind::Redb { run_dir } = Kind::from_url("redb:///data/x.redb", "abc").unwrap() else {
             panic!("not redb");
         };

@@ -117,7 +117,14 @@ pub(super) async fn ls(ctx: &Ctx, all: bool) -> Result<u8> {
         })
         .collect();
     print_table(
-        &["IMAGE ID", "CREATED", "PLATFORM", "LAYERS", "PARENT", "BUILT LOCALLY"],
+        &[
+            "IMAGE ID",
+            "CREATED",
+            "PLATFORM",
+            "LAYERS",
+            "PARENT",
+            "BUILT LOCALLY",
+        ],
         &rows,
     )?;
     Ok(EXIT_OK)
@@ -185,23 +192,23 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
         .iter()
         .map(|(image, info)| -> Result<Inspected> {
             Ok(Inspected {
-            id: info.id,
-            parent: info.parent,
-            children: info.children.clone(),
-            built_locally: info.built_locally,
-            last_updated: info.last_updated.map(|t| t.to_string()),
-            created: info.created.map(|t| t.to_string()),
-            platform: PlatformOut {
-                os: info.platform.os.clone(),
-                architecture: info.platform.architecture.clone(),
-                variant: info.platform.variant.clone(),
-                os_version: info.platform.os_version.clone(),
-                os_features: info.platform.os_features.clone(),
-            },
-            layers: info.layers,
-            chain_id: info.chain_id,
-            config_size: info.config_len,
-            config: raw_config(image.raw_json())?,
+                id: info.id,
+                parent: info.parent,
+                children: info.children.clone(),
+                built_locally: info.built_locally,
+                last_updated: info.last_updated.map(|t| t.to_string()),
+                created: info.created.map(|t| t.to_string()),
+                platform: PlatformOut {
+                    os: info.platform.os.clone(),
+                    architecture: info.platform.architecture.clone(),
+                    variant: info.platform.variant.clone(),
+                    os_version: info.platform.os_version.clone(),
+                    os_features: info.platform.os_features.clone(),
+                },
+                layers: info.layers,
+                chain_id: info.chain_id,
+                config_size: info.config_len,
+                config: raw_config(image.raw_json())?,
             })
         })
         .collect::<Result<_>>()?;
@@ -213,7 +220,12 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
             if n > 0 {
                 lines.push(String::new());
             }
-            let ids = |v: &[ImageId]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let ids = |v: &[ImageId]| {
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             lines.push(format!("ID:             {}", info.id));
             lines.push(format!(
                 "Parent:         {}",
@@ -235,7 +247,10 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
                 "Chain ID:       {}",
                 info.chain_id.map(|c| c.to_string()).unwrap_or_default()
             ));
-            lines.push(format!("Config:         {} bytes, as stored:", info.config_len));
+            lines.push(format!(
+                "Config:         {} bytes, as stored:",
+                info.config_len
+            ));
             let value: Option<serde_json::Value> = serde_json::from_slice(image.raw_json()).ok();
             match value.and_then(|v| serde_json::to_string_pretty(&v).ok()) {
                 Some(pretty) => lines.extend(pretty.lines().map(str::to_owned)),
@@ -315,12 +330,18 @@ pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
                     (false, Some(s)) => human_size(s),
                     (false, None) => "?".to_owned(),
                 },
-                e.layer.as_deref().map(|l| l.chars().take(19).collect()).unwrap_or_default(),
+                e.layer
+                    .as_deref()
+                    .map(|l| l.chars().take(19).collect())
+                    .unwrap_or_default(),
                 e.comment.clone(),
             ]
         })
         .collect();
-    print_table(&["CREATED", "CREATED BY", "SIZE", "LAYER", "COMMENT"], &rows)?;
+    print_table(
+        &["CREATED", "CREATED BY", "SIZE", "LAYER", "COMMENT"],
+        &rows,
+    )?;
     Ok(EXIT_OK)
 }
 
@@ -392,7 +413,10 @@ pub(super) async fn rm(ctx: &Ctx, terms: &[String], force: bool) -> Result<u8> {
             blobs_removed: blobs.iter().map(|b| b.digest.to_string()).collect(),
         })?;
     } else {
-        let mut lines: Vec<String> = removed.iter().map(|r| format!("Deleted: {}", r.id)).collect();
+        let mut lines: Vec<String> = removed
+            .iter()
+            .map(|r| format!("Deleted: {}", r.id))
+            .collect();
         lines.extend(blobs.iter().map(|b| format!("Deleted blob: {}", b.digest)));
         print_lines(lines)?;
     }

@@ -84,7 +84,11 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
             yes(c.blobs),
             yes(c.conditional_writes)
         ),
-        format!("Images:        {} ({} of configs)", info.images, human_size(info.config_bytes)),
+        format!(
+            "Images:        {} ({} of configs)",
+            info.images,
+            human_size(info.config_bytes)
+        ),
         match (info.blobs, info.blob_bytes) {
             (Some(n), Some(b)) => format!("Blobs:         {n} ({})", human_size(b)),
             _ => "Blobs:         not supported by this backend".to_owned(),

@@ -175,20 +175,31 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
                 line.push_str("   ");
             }
             line.push_str(cell);
-            let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(cell.chars().count());
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
             line.extend(std::iter::repeat_n(' ', pad));
         }
         line.trim_end().to_owned()
     };
     let mut lines = vec![render(&mut header.iter().copied())];
-    lines.extend(rows.iter().map(|r| render(&mut r.iter().map(String::as_str))));
+    lines.extend(
+        rows.iter()
+            .map(|r| render(&mut r.iter().map(String::as_str))),
+    );
     print_lines(lines)
 }
 
 /// The directory the default store lives in: `$XDG_DATA_HOME/imagecache`,
 /// else `$HOME/.local/share/imagecache`.
 pub(crate) fn default_store_dir() -> Option<PathBuf> {
-    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     from("XDG_DATA_HOME")
         .or_else(|| from("HOME").map(|h| h.join(".local").join("share")))
         .map(|d| d.join("imagecache"))

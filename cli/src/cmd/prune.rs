@@ -28,7 +28,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use imagecache_core::{Digest, DiffId, Image, ImageId, Timestamp};
+use imagecache_core::{DiffId, Digest, Image, ImageId, Timestamp};
 use imagecache_engine::blob::{BlobCache, Compression};
 use imagecache_store::{ImageInfo, Store};
 use serde::Serialize;
@@ -126,8 +126,10 @@ pub(super) async fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<u8> {
         (Some(c), Some(created)) => created.unix_nanos() < c.unix_nanos(),
         (Some(_), None) => true,
     };
-    let mut children: HashMap<ImageId, usize> =
-        infos.iter().map(|(id, i)| (*id, i.children.len())).collect();
+    let mut children: HashMap<ImageId, usize> = infos
+        .iter()
+        .map(|(id, i)| (*id, i.children.len()))
+        .collect();
 
     let step = ctx.ui.step("pruning", None, false);
     let mut pruned = Pruned {
@@ -165,33 +167,69 @@ pub(super) async fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<u8> {
             if let Some(cache) = &cache {
                 pruned.blobs = release_blobs(&store, cache, &removed, args.dry_run).await?;
             }
-            pruned.reclaimed = removed.iter().map(|i| i.raw_json().len() as u64).sum::<u64>()
+            pruned.reclaimed = removed
+                .iter()
+                .map(|i| i.raw_json().len() as u64)
+                .sum::<u64>()
                 + pruned.blobs.iter().map(|b| b.size).sum::<u64>();
         }
         Some(limit) => {
-            keep_storage(ctx, &store, cache.as_ref(), &infos, &mut children, &old_enough, limit.0, &mut pruned, &step)
-                .await?;
+            keep_storage(
+                ctx,
+                &store,
+                cache.as_ref(),
+                &infos,
+                &mut children,
+                &old_enough,
+                limit.0,
+                &mut pruned,
+                &step,
+            )
+            .await?;
         }
     }
-    step.finish(&ctx.ui, format!(
-        "{} {} image(s) and {} blob(s), {}",
-        if args.dry_run { "would remove" } else { "removed" },
-        pruned.images.len(),
-        pruned.blobs.len(),
-        human_size(pruned.reclaimed)
-    ));
+    step.finish(
+        &ctx.ui,
+        format!(
+            "{} {} image(s) and {} blob(s), {}",
+            if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            pruned.images.len(),
+            pruned.blobs.len(),
+            human_size(pruned.reclaimed)
+        ),
+    );
     if ctx.json() {
         return print_json(&pruned);
     }
-    let verb = if args.dry_run { "Would delete" } else { "Deleted" };
-    let mut lines: Vec<String> = pruned.images.iter().map(|id| format!("{verb}: {id}")).collect();
-    lines.extend(pruned.blobs.iter().map(|b| format!("{verb} blob: {}", b.digest)));
+    let verb = if args.dry_run {
+        "Would delete"
+    } else {
+        "Deleted"
+    };
+    let mut lines: Vec<String> = pruned
+        .images
+        .iter()
+        .map(|id| format!("{verb}: {id}"))
+        .collect();
+    lines.extend(
+        pruned
+            .blobs
+            .iter()
+            .map(|b| format!("{verb} blob: {}", b.digest)),
+    );
     lines.push(format!(
         "Total reclaimed space: {}{}",
         human_size(pruned.reclaimed),
         match (pruned.size_after, pruned.limit) {
-            (Some(after), Some(limit)) =>
-                format!(" (store now {}, limit {})", human_size(after), human_size(limit)),
+            (Some(after), Some(limit)) => format!(
+                " (store now {}, limit {})",
+                human_size(after),
+                human_size(limit)
+            ),
             _ => String::new(),
         }
     ));
@@ -253,7 +291,8 @@ async fn keep_storage(
             uses.insert(id, blobs);
         }
     }
-    let mut total: u64 = infos.values().map(|i| i.config_len).sum::<u64>() + sizes.values().sum::<u64>();
+    let mut total: u64 =
+        infos.values().map(|i| i.config_len).sum::<u64>() + sizes.values().sum::<u64>();
     pruned.size_before = Some(total);
 
     let mut doomed_blobs: Vec<Digest> = Vec::new();
@@ -285,7 +324,9 @@ async fn keep_storage(
         for d in uses.get(&id).into_iter().flatten() {
             if let Some(n) = refs.get_mut(d) {
                 *n = n.saturating_sub(1);
-                if *n == 0 && let Some(size) = sizes.get(d) {
+                if *n == 0
+                    && let Some(size) = sizes.get(d)
+                {
                     doomed_blobs.push(*d);
                     total = total.saturating_sub(*size);
                 }

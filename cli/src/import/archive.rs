@@ -210,7 +210,11 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn open(path: &Path, wrapping: Wrapping, count: Arc<AtomicU64>) -> Result<tar::Archive<Box<dyn Read>>> {
+fn open(
+    path: &Path,
+    wrapping: Wrapping,
+    count: Arc<AtomicU64>,
+) -> Result<tar::Archive<Box<dyn Read>>> {
     let file = File::open(path).map_err(|source| ImportError::Open {
         path: path.to_owned(),
         source,
@@ -260,9 +264,7 @@ fn walk(
     mut visit: impl FnMut(usize, &str, &mut tar::Entry<'_, Box<dyn Read>>) -> Result<Flow>,
 ) -> Result<()> {
     let mut archive = open(path, wrapping, count)?;
-    let entries = archive
-        .entries()
-        .map_err(|e| read_error(path, None, e))?;
+    let entries = archive.entries().map_err(|e| read_error(path, None, e))?;
     let mut last: Option<String> = None;
     for (index, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|source| ImportError::Read {
@@ -388,11 +390,13 @@ pub(crate) fn scan(
 /// Whether an entry may be metadata worth keeping: the names image
 /// archives use for it, or anything whose first byte opens a JSON document.
 fn looks_like_json(name: &str, first: &[u8]) -> bool {
-    matches!(name, "manifest.json" | "index.json" | "oci-layout" | "repositories")
-        || first
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'{' || *b == b'[')
+    matches!(
+        name,
+        "manifest.json" | "index.json" | "oci-layout" | "repositories"
+    ) || first
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
 }
 
 /// Pass 2 (rare): reads the entries at `wanted` whole; each must be at most
@@ -418,7 +422,8 @@ pub(crate) fn fetch(
                 return Err(ImportError::Interrupted);
             }
             let expected = entry.size();
-            let mut data = Vec::with_capacity(usize::try_from(expected.min(SMALL_MAX)).unwrap_or(0));
+            let mut data =
+                Vec::with_capacity(usize::try_from(expected.min(SMALL_MAX)).unwrap_or(0));
             entry
                 .take(SMALL_MAX + 1)
                 .read_to_end(&mut data)
@@ -560,7 +565,11 @@ pub(crate) fn stream(
             };
             let expected = entry.size();
             pump.send(name, entry, Some(expected), &body)?;
-            Ok(if remaining == 0 { Flow::Stop } else { Flow::Next })
+            Ok(if remaining == 0 {
+                Flow::Stop
+            } else {
+                Flow::Next
+            })
         },
     );
     walked?;

@@ -47,8 +47,8 @@ use imagecache_store::{CreateOptions, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub(crate) use self::error::ImportError;
 use self::archive::{Outgoing, Pump};
+pub(crate) use self::error::ImportError;
 use self::error::Result;
 use self::plan::{ArchivePlan, Location, Source};
 use crate::progress::Ui;
@@ -125,7 +125,10 @@ pub(crate) async fn import(
     };
     let stored = importer.store_layers(&plans).await;
     let created = match stored {
-        Ok(layers) => importer.create(store, &plans, &parents).await.map(|c| (layers, c)),
+        Ok(layers) => importer
+            .create(store, &plans, &parents)
+            .await
+            .map(|c| (layers, c)),
         Err(e) => Err(e),
     };
     match created {
@@ -159,14 +162,13 @@ async fn read_plan(path: PathBuf, cancel: Arc<AtomicBool>, ui: Ui) -> Result<Arc
         .map(|m| m.len());
     let step = ui.step(format!("reading {}", path.display()), size, true);
     let bar = step.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        plan::plan(&path, &cancel, &move |read| bar.set(read))
-    })
-    .await
-    .map_err(|source| ImportError::Join {
-        task: "reading the archive",
-        source,
-    })?;
+    let result =
+        tokio::task::spawn_blocking(move || plan::plan(&path, &cancel, &move |read| bar.set(read)))
+            .await
+            .map_err(|source| ImportError::Join {
+                task: "reading the archive",
+                source,
+            })?;
     match &result {
         Ok(plan) => step.finish(
             &ui,
@@ -195,7 +197,11 @@ fn valid_parent(image: &ImageConfig, parent: &ImageConfig) -> bool {
     if parent.rootfs.raw_diff_ids.len() > image.rootfs.raw_diff_ids.len() {
         return false;
     }
-    parent.history.iter().zip(&image.history).all(|(a, b)| a == b)
+    parent
+        .history
+        .iter()
+        .zip(&image.history)
+        .all(|(a, b)| a == b)
         && parent
             .rootfs
             .raw_diff_ids
@@ -308,7 +314,11 @@ impl Importer<'_> {
         }
         let total: u64 = plan.jobs.iter().map(|j| j.size).sum();
         let step = self.ui.step(
-            format!("storing {} layer(s) of {}", plan.jobs.len(), plan.path.display()),
+            format!(
+                "storing {} layer(s) of {}",
+                plan.jobs.len(),
+                plan.path.display()
+            ),
             Some(total),
             true,
         );
@@ -387,14 +397,22 @@ impl Importer<'_> {
             (Ok(()), None) => Ok(stored),
         };
         match &result {
-            Ok(n) => step.finish(&self.ui, format!("stored {n} layer(s) of {}", plan.path.display())),
+            Ok(n) => step.finish(
+                &self.ui,
+                format!("stored {n} layer(s) of {}", plan.path.display()),
+            ),
             Err(_) => step.abandon(),
         }
         result
     }
 
     /// Stores one layer, noting what it adds so that a failure can undo it.
-    async fn put(&mut self, plan: &ArchivePlan, job: &plan::LayerJob, body: ByteStream) -> Result<()> {
+    async fn put(
+        &mut self,
+        plan: &ArchivePlan,
+        job: &plan::LayerJob,
+        body: ByteStream,
+    ) -> Result<()> {
         let cache = self.cache;
         let had = |d: Digest| async move { cache.has(&d).await.map(|s| s.is_some()) };
         let compressed = job.compression != Compression::None;
@@ -430,16 +448,16 @@ impl Importer<'_> {
                     expected,
                     actual,
                 },
-                BlobError::DecompressedMismatch { expected, actual, .. } => {
-                    ImportError::DiffIdMismatch {
-                        path: plan.path.clone(),
-                        entry: job.entry.clone(),
-                        image: job.image,
-                        index: job.index,
-                        expected,
-                        actual,
-                    }
-                }
+                BlobError::DecompressedMismatch {
+                    expected, actual, ..
+                } => ImportError::DiffIdMismatch {
+                    path: plan.path.clone(),
+                    entry: job.entry.clone(),
+                    image: job.image,
+                    index: job.index,
+                    expected,
+                    actual,
+                },
                 BlobError::Truncated {
                     expected, actual, ..
                 } => ImportError::BlobSizeMismatch {
@@ -481,7 +499,9 @@ impl Importer<'_> {
         let mut pending: BTreeMap<ImageId, (&PathBuf, &plan::ImagePlan)> = BTreeMap::new();
         for plan in plans {
             for image in &plan.images {
-                pending.entry(image.image.id()).or_insert((&plan.path, image));
+                pending
+                    .entry(image.image.id())
+                    .or_insert((&plan.path, image));
             }
         }
         // Parents first: the batch may only name parents stored before.

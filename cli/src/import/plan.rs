@@ -414,7 +414,10 @@ const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Annotations that name an image in an OCI index.
-const NAME_ANNOTATIONS: [&str; 2] = ["io.containerd.image.name", "org.opencontainers.image.ref.name"];
+const NAME_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.image.name",
+    "org.opencontainers.image.ref.name",
+];
 
 struct Builder<'a> {
     reader: Reader<'a>,
@@ -443,7 +446,12 @@ impl Builder<'_> {
         })
     }
 
-    fn bad_digest(&self, entry: &str, field: String, source: imagecache_core::DigestError) -> ImportError {
+    fn bad_digest(
+        &self,
+        entry: &str,
+        field: String,
+        source: imagecache_core::DigestError,
+    ) -> ImportError {
         ImportError::BadDigest {
             path: self.path(),
             entry: entry.to_owned(),
@@ -535,12 +543,13 @@ impl Builder<'_> {
                     diff_ids: diff_ids.len(),
                 });
             }
-            let parent = match m.parent.as_deref().filter(|p| !p.is_empty()) {
-                Some(p) => Some(ImageId::parse(p).map_err(|e| {
-                    self.bad_digest("manifest.json", format!("[{n}].Parent"), e)
-                })?),
-                None => None,
-            };
+            let parent =
+                match m.parent.as_deref().filter(|p| !p.is_empty()) {
+                    Some(p) => Some(ImageId::parse(p).map_err(|e| {
+                        self.bad_digest("manifest.json", format!("[{n}].Parent"), e)
+                    })?),
+                    None => None,
+                };
             let mut positions = Vec::with_capacity(layers.len());
             for (index, (name, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
                 let found = self
@@ -560,14 +569,24 @@ impl Builder<'_> {
                         actual: digest,
                     });
                 }
-                let compression = sniff(found.head.as_deref().unwrap_or_default()).map_err(
-                    |compression| ImportError::UnsupportedCompression {
-                        path: self.path(),
-                        entry: found.name.clone(),
-                        compression,
-                    },
+                let compression =
+                    sniff(found.head.as_deref().unwrap_or_default()).map_err(|compression| {
+                        ImportError::UnsupportedCompression {
+                            path: self.path(),
+                            entry: found.name.clone(),
+                            compression,
+                        }
+                    })?;
+                let job = self.checked_job(
+                    found,
+                    digest,
+                    size,
+                    *diff_id,
+                    compression,
+                    None,
+                    &image,
+                    index,
                 )?;
-                let job = self.checked_job(found, digest, size, *diff_id, compression, None, &image, index)?;
                 positions.push(self.add_job(job));
             }
             self.add_image(ImagePlan {
@@ -634,7 +653,13 @@ impl Builder<'_> {
         self.oci_index(index, "index.json", 0, &[])
     }
 
-    fn oci_index(&mut self, index: OciIndex, entry: &str, depth: usize, names: &[String]) -> Result<()> {
+    fn oci_index(
+        &mut self,
+        index: OciIndex,
+        entry: &str,
+        depth: usize,
+        names: &[String],
+    ) -> Result<()> {
         if depth >= MAX_INDEX_DEPTH {
             return Err(ImportError::IndexTooDeep {
                 path: self.path(),
@@ -660,7 +685,8 @@ impl Builder<'_> {
                 Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
                 // Without a media type, the document says what it is.
                 None => {
-                    let probe: serde_json::Value = self.json(&bytes, &name, "OCI manifest or index")?;
+                    let probe: serde_json::Value =
+                        self.json(&bytes, &name, "OCI manifest or index")?;
                     probe.get("manifests").is_some()
                 }
                 Some(other) => {
@@ -682,14 +708,20 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn oci_manifest(&mut self, manifest: OciManifest, entry: &str, tags: Vec<String>) -> Result<()> {
+    fn oci_manifest(
+        &mut self,
+        manifest: OciManifest,
+        entry: &str,
+        tags: Vec<String>,
+    ) -> Result<()> {
         match manifest.config.media_type.as_deref() {
             None | Some(OCI_CONFIG | DOCKER_CONFIG) => {}
             // Attestations, signatures and other artifacts are stored as
             // manifests beside the images; they are not images.
             Some(_) => return Ok(()),
         }
-        let (config_entry, config_bytes) = self.blob(&manifest.config, &format!("{entry} config"), true)?;
+        let (config_entry, config_bytes) =
+            self.blob(&manifest.config, &format!("{entry} config"), true)?;
         let (image, diff_ids) = self.config(config_bytes, &config_entry)?;
         if manifest.layers.len() != diff_ids.len() {
             return Err(ImportError::LayerCount {

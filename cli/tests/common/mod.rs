@@ -2,7 +2,9 @@
 //! test, and builders of real archives (docker-archive tarballs and OCI
 //! layouts) made of real layer tars.
 
-#![allow(dead_code, unreachable_pub)]
+// Each test file uses a part of these helpers, and they panic on failed
+// setup as tests do.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -68,7 +70,10 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "{args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -220,14 +225,24 @@ pub fn docker_archive(images: &[ArchiveImage], opts: ArchiveOptions) -> Vec<u8> 
         }
         manifest.push(m);
     }
-    append(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    append(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
     let tar = b.into_inner().unwrap();
     if opts.gzip_archive { gzip(&tar) } else { tar }
 }
 
 /// Writes an OCI image layout directory with one image (layers gzipped or
 /// not) and returns the manifest digest.
-pub fn oci_layout(dir: &Path, config: &[u8], layers: &[Vec<u8>], gzip_layers: bool, tag: &str) -> Digest {
+pub fn oci_layout(
+    dir: &Path,
+    config: &[u8],
+    layers: &[Vec<u8>],
+    gzip_layers: bool,
+    tag: &str,
+) -> Digest {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| {
@@ -290,7 +305,11 @@ pub fn chain(with_parent: bool) -> (ArchiveImage, ArchiveImage) {
         parent: None,
     };
     let child = ArchiveImage {
-        config: config(&[sha(&l1), sha(&l2)], &["ADD rootfs /", "COPY app /app"], json!({})),
+        config: config(
+            &[sha(&l1), sha(&l2)],
+            &["ADD rootfs /", "COPY app /app"],
+            json!({}),
+        ),
         layers: vec![l1, l2],
         tags: vec!["example/app:1".into()],
         parent: with_parent.then(|| sha(&base_config).to_string()),
@@ -309,9 +328,7 @@ pub struct Noise {
 
 impl Noise {
     pub fn new(seed: u64) -> Self {
-        Self {
-            state: seed | 1,
-        }
+        Self { state: seed | 1 }
     }
 }
 
