@@ -62,6 +62,8 @@ start_servers() {
 }
 
 install_tools
+# skopeo and umoci are installed now: the real-image tests must not skip.
+export IMAGECACHE_REQUIRE_TOOLS=1
 start_servers
 
 log "cargo fmt --check"

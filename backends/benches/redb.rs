@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p imagecache-backends --bench redb --features redb            # 100k and 1M images
 //! cargo bench -p imagecache-backends --bench redb --features redb -- 100000   # chosen sizes
+//! cargo bench -p imagecache-backends --bench redb --features redb -- 0        # the blob only
 //! ```
 //!
 //! Environment: `REDB_BENCH_CACHE_MIB` sets redb's cache (default: the
@@ -20,8 +21,8 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use imagecache_backends::redb::{RedbBackend, RedbConfig};
 use imagecache_core::{
-    Algorithm, ByteStream, Content, Digest, Hasher, ImageId, MetadataKey, StoreBackend,
-    WriteBatch, hex_encode,
+    Algorithm, ByteStream, Content, Digest, Hasher, ImageId, MetadataKey, StoreBackend, WriteBatch,
+    hex_encode,
 };
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -29,15 +30,15 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 const CHAIN_DEPTH: usize = 10;
 
 fn main() -> BoxResult<()> {
-    let sizes: Vec<usize> = std::env::args()
+    // Store sizes from the command line; `0` alone runs only the blob bench.
+    let mut sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() {
-        vec![100_000, 1_000_000]
-    } else {
-        sizes
-    };
+    if sizes.is_empty() {
+        sizes = vec![100_000, 1_000_000];
+    }
+    sizes.retain(|&n| n > 0);
     let mut config = RedbConfig::new();
     if let Some(mib) = env_usize("REDB_BENCH_CACHE_MIB") {
         config = config.with_cache_size(mib << 20);
@@ -125,7 +126,10 @@ fn image_config(i: usize, parent: Option<ImageId>) -> Content {
 
 fn summary(i: usize) -> Vec<u8> {
     let mut mix = Mix(!(i as u64));
-    (0..13).flat_map(|_| mix.next().to_le_bytes()).take(100).collect()
+    (0..13)
+        .flat_map(|_| mix.next().to_le_bytes())
+        .take(100)
+        .collect()
 }
 
 async fn bench_store(
@@ -187,7 +191,11 @@ async fn bench_store(
         let k = n + j;
         let mut batch = WriteBatch::new();
         let id = batch.put(image_config(k, prev));
-        batch.set_metadata(id, MetadataKey::PARENT, prev.map(|p| p.to_string()).unwrap_or_default());
+        batch.set_metadata(
+            id,
+            MetadataKey::PARENT,
+            prev.map(|p| p.to_string()).unwrap_or_default(),
+        );
         batch.set_metadata(id, MetadataKey::BUILT_LOCALLY, vec![1u8]);
         batch.set_summary(id, summary(k));
         backend.write(batch).await?;
@@ -255,7 +263,9 @@ async fn bench_blob(base: &Path, config: &RedbConfig, mib: usize) -> BoxResult<(
     let mut mix = Mix(42);
     let patterns: Vec<Bytes> = (0..16)
         .map(|_| {
-            let raw: Vec<u8> = (0..piece / 8).flat_map(|_| mix.next().to_le_bytes()).collect();
+            let raw: Vec<u8> = (0..piece / 8)
+                .flat_map(|_| mix.next().to_le_bytes())
+                .collect();
             Bytes::from(raw)
         })
         .collect();

@@ -65,9 +65,11 @@ const NAME: &str = "redb";
 /// The layout version this module writes, kept in `meta` under `format`.
 const FORMAT: u64 = 1;
 
-/// The cache redb keeps by default. The operating system caches the file as
-/// well, so a modest cache serves opens and batched writes as fast as a
-/// large one while keeping the process small.
+/// The cache redb keeps by default. It bounds what the process holds while
+/// blobs stream through, and the operating system caches the file as well.
+/// Writes slow down once one batch dirties more than about half the cache,
+/// so stores written in very large batches want a larger one (see
+/// [`RedbConfig::with_cache_size`]).
 const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -128,7 +130,14 @@ impl RedbConfig {
         Self::default()
     }
 
-    /// Sets how many bytes of the file redb caches in memory.
+    /// Sets how many bytes of the file redb caches in memory (default
+    /// 64 MiB).
+    ///
+    /// The process grows to about this size when it writes or reads that
+    /// much, blobs included. A batch whose pages do not fit in about half of
+    /// the cache is written more slowly: pages are written out, then read
+    /// back to be checksummed at commit. As a guide, batches of 50,000
+    /// images into a store of a million want 512 MiB.
     pub fn with_cache_size(mut self, bytes: usize) -> Self {
         self.cache_size = bytes;
         self
@@ -249,7 +258,11 @@ impl RedbBackend {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn insert_raw_content(&self, id: ImageId, data: Bytes) -> imagecache_core::Result<()> {
+    pub async fn insert_raw_content(
+        &self,
+        id: ImageId,
+        data: Bytes,
+    ) -> imagecache_core::Result<()> {
         self.run(Some(Key::Image(id)), move |inner| {
             inner.insert_raw_content(&id, &data)
         })
@@ -261,7 +274,11 @@ impl RedbBackend {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn insert_raw_blob(&self, digest: Digest, data: Bytes) -> imagecache_core::Result<()> {
+    pub async fn insert_raw_blob(
+        &self,
+        digest: Digest,
+        data: Bytes,
+    ) -> imagecache_core::Result<()> {
         self.run(Some(Key::Blob(digest)), move |inner| {
             inner.insert_raw_blob(&digest, &data)
         })
@@ -382,7 +399,6 @@ impl Inner {
     fn durability(&self) -> redb::Durability {
         self.config.durability.to_redb()
     }
-
 }
 
 #[async_trait]
@@ -428,7 +444,11 @@ impl StoreBackend for RedbBackend {
         self.run(None, Inner::load).await
     }
 
-    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> imagecache_core::Result<BlobInfo> {
+    async fn put_blob(
+        &self,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> imagecache_core::Result<BlobInfo> {
         blob::put(self, *digest, body).await
     }
 
@@ -439,7 +459,9 @@ impl StoreBackend for RedbBackend {
     async fn head_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobInfo> {
         let digest = *digest;
         self.run(Some(Key::Blob(digest)), move |inner| {
-            inner.blob_info(&digest)?.ok_or_else(|| blob_not_found(digest))
+            inner
+                .blob_info(&digest)?
+                .ok_or_else(|| blob_not_found(digest))
         })
         .await
     }
@@ -661,7 +683,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, CoreError::NotFound { key: Key::Metadata { .. } }),
+            matches!(
+                &err,
+                CoreError::NotFound {
+                    key: Key::Metadata { .. }
+                }
+            ),
             "{err:?}"
         );
     }
@@ -747,7 +774,10 @@ mod tests {
             .get_metadata(&bad, &MetadataKey::PARENT)
             .await
             .unwrap_err();
-        assert!(matches!(&err, CoreError::Corrupt { key: Key::Image(i), .. } if *i == bad), "{err:?}");
+        assert!(
+            matches!(&err, CoreError::Corrupt { key: Key::Image(i), .. } if *i == bad),
+            "{err:?}"
+        );
         let mut batch = WriteBatch::new();
         batch.set_metadata(bad, MetadataKey::PARENT, "p");
         let err = backend.write(batch).await.unwrap_err();
@@ -817,7 +847,10 @@ mod tests {
         assert_eq!(snap.images.len(), kept.len());
         for (e, (id, n)) in snap.images.iter().zip(&kept) {
             assert_eq!(e.id, *id);
-            assert_eq!(e.metadata(&MetadataKey::PARENT).unwrap(), &format!("parent {n}"));
+            assert_eq!(
+                e.metadata(&MetadataKey::PARENT).unwrap(),
+                &format!("parent {n}")
+            );
         }
         for (id, _) in ids.iter().step_by(3) {
             assert!(backend.get(id).await.unwrap_err().is_not_found());
@@ -867,7 +900,10 @@ mod tests {
             .collect();
         let sizes: Vec<usize> = blocks.iter().map(Vec::len).collect();
         let total: usize = sizes.iter().sum();
-        assert!(sizes.iter().all(|&s| s <= record::BLOCK_TARGET), "{sizes:?}");
+        assert!(
+            sizes.iter().all(|&s| s <= record::BLOCK_TARGET),
+            "{sizes:?}"
+        );
         // Every block but the last is more than three quarters full.
         assert!(
             sizes[..sizes.len() - 1]
@@ -892,7 +928,16 @@ mod tests {
             txn.commit().unwrap();
         }
         let err = RedbBackend::open(&path).await.unwrap_err();
-        assert!(matches!(&err, CoreError::Config { backend: "redb", .. }), "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                CoreError::Config {
+                    backend: "redb",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("version 2"), "{err}");
     }
 
@@ -902,7 +947,16 @@ mod tests {
         let path = dir.path().join("db.redb");
         std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
         let err = RedbBackend::open(&path).await.unwrap_err();
-        assert!(matches!(&err, CoreError::Config { backend: "redb", .. }), "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                CoreError::Config {
+                    backend: "redb",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("db.redb"), "{err}");
         // It was not overwritten.
         assert_eq!(std::fs::read(&path).unwrap(), vec![0x5au8; 8192]);

@@ -432,6 +432,14 @@ impl S3Backend {
         Ok(backend)
     }
 
+    /// The object store this backend writes to and the path of its prefix,
+    /// for tools that must reach the objects themselves (inspection, or
+    /// tests that damage objects on purpose). Writing there bypasses every
+    /// guarantee of this backend.
+    pub fn object_store(&self) -> (&Arc<dyn ObjectStore>, &object_store::path::Path) {
+        (&self.inner.store, &self.inner.root)
+    }
+
     /// A backend over any [`ObjectStore`], with objects under `prefix`, for
     /// example `object_store::memory::InMemory` in tests.
     ///

@@ -1,5 +1,7 @@
 //! Blobs on the redb backend: streaming, failures, notes, races.
 #![cfg(feature = "redb")]
+// Helpers outside #[test] functions unwrap too; a failure is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +13,9 @@ use imagecache_core::{
     Algorithm, BlobInfo, ByteStream, Digest, Error, Hasher, Key, MetadataKey, StoreBackend,
     StoreBackendExt,
 };
-use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
+use redb::{
+    ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition,
+};
 
 /// Tables as the module documentation describes them.
 const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("blob_chunks");
@@ -57,14 +61,18 @@ fn body_of(pieces: impl Iterator<Item = Bytes> + Send + 'static) -> ByteStream {
 }
 
 /// A body that yields `pieces` and then fails.
-fn failing_body(pieces: impl Iterator<Item = Bytes> + Send + 'static, digest: Digest) -> ByteStream {
+fn failing_body(
+    pieces: impl Iterator<Item = Bytes> + Send + 'static,
+    digest: Digest,
+) -> ByteStream {
     let failure = Error::DigestMismatch {
         expected: digest,
         actual: Digest::sha256(b"something else"),
     };
-    Box::pin(futures::stream::iter(pieces.map(Ok)).chain(futures::stream::once(async move {
-        Err(failure)
-    })))
+    Box::pin(
+        futures::stream::iter(pieces.map(Ok))
+            .chain(futures::stream::once(async move { Err(failure) })),
+    )
 }
 
 /// Counts rows of the chunk and pending tables, opening the file directly.
@@ -228,12 +236,13 @@ async fn cancelled_upload_leaves_nothing() {
     let digest = Digest::sha256(b"never finished");
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
     let body: ByteStream = Box::pin(
-        futures::stream::iter(generated(3 * MIB, &[MIB]).map(Ok))
-            .chain(futures::stream::once(async move {
+        futures::stream::iter(generated(3 * MIB, &[MIB]).map(Ok)).chain(futures::stream::once(
+            async move {
                 let _ = sent_tx.send(());
                 futures::future::pending::<()>().await;
                 Ok(Bytes::new())
-            })),
+            },
+        )),
     );
     let task = {
         let backend = backend.clone();
@@ -264,7 +273,10 @@ async fn notes_follow_their_blob() {
         .set_blob_note(&d, &k, Bytes::from_static(b"v"))
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::NotFound { key: Key::Blob(x) } if *x == d), "{err:?}");
+    assert!(
+        matches!(&err, Error::NotFound { key: Key::Blob(x) } if *x == d),
+        "{err:?}"
+    );
 
     backend
         .put_blob_bytes(&d, Bytes::from_static(b"layer"))
@@ -286,7 +298,10 @@ async fn notes_follow_their_blob() {
         .set_blob_note(&other, &k, Bytes::from_static(b"sha256:2"))
         .await
         .unwrap();
-    assert_eq!(&backend.get_blob_note(&d, &k).await.unwrap()[..], b"sha256:1");
+    assert_eq!(
+        &backend.get_blob_note(&d, &k).await.unwrap()[..],
+        b"sha256:1"
+    );
     assert_eq!(&backend.get_blob_note(&d, &k2).await.unwrap()[..], b"tar");
     let err = backend.get_blob_note(&other, &k2).await.unwrap_err();
     assert!(
@@ -297,16 +312,31 @@ async fn notes_follow_their_blob() {
     backend.delete_blob(&d).await.unwrap();
     backend.delete_blob(&d).await.unwrap();
     assert!(backend.head_blob(&d).await.unwrap_err().is_not_found());
-    assert!(backend.get_blob_note(&d, &k).await.unwrap_err().is_not_found());
+    assert!(
+        backend
+            .get_blob_note(&d, &k)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     // The other blob's note stays.
-    assert_eq!(&backend.get_blob_note(&other, &k).await.unwrap()[..], b"sha256:2");
+    assert_eq!(
+        &backend.get_blob_note(&other, &k).await.unwrap()[..],
+        b"sha256:2"
+    );
 
     // Storing the blob again does not bring old notes back.
     backend
         .put_blob_bytes(&d, Bytes::from_static(b"layer"))
         .await
         .unwrap();
-    assert!(backend.get_blob_note(&d, &k).await.unwrap_err().is_not_found());
+    assert!(
+        backend
+            .get_blob_note(&d, &k)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -430,6 +460,9 @@ async fn insert_raw_blob_replaces_bytes_unverified() {
         .unwrap();
     let damaged = Bytes::from(vec![0xee; 2 * MIB + 1]);
     backend.insert_raw_blob(d, damaged.clone()).await.unwrap();
-    assert_eq!(backend.head_blob(&d).await.unwrap().size, damaged.len() as u64);
+    assert_eq!(
+        backend.head_blob(&d).await.unwrap().size,
+        damaged.len() as u64
+    );
     assert_eq!(backend.get_blob_bytes(&d).await.unwrap(), damaged);
 }

@@ -1,5 +1,7 @@
 //! Image configs, metadata and batches on the redb backend, seen from outside.
 #![cfg(feature = "redb")]
+// Helpers outside #[test] functions unwrap too; a failure is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
@@ -44,7 +46,10 @@ async fn put_get_and_metadata_roundtrip() {
         .await
         .unwrap();
     assert_eq!(
-        &backend.get_metadata(&id, &MetadataKey::PARENT).await.unwrap()[..],
+        &backend
+            .get_metadata(&id, &MetadataKey::PARENT)
+            .await
+            .unwrap()[..],
         b"sha256:ab"
     );
     assert!(backend.get_metadata(&id, &custom).await.unwrap().is_empty());
@@ -109,7 +114,8 @@ async fn failing_op_anywhere_in_a_batch_writes_nothing() {
     let fresh = config(11);
     let fresh_id = fresh.id();
     let never_stored = config(12).id();
-    let bad_ops: Vec<Box<dyn Fn(&mut WriteBatch)>> = vec![
+    type AddOp = Box<dyn Fn(&mut WriteBatch)>;
+    let bad_ops: Vec<AddOp> = vec![
         Box::new(move |b| b.set_metadata(never_stored, MetadataKey::PARENT, "x")),
         Box::new(move |b| b.set_summary(never_stored, "s")),
         Box::new(move |b| b.quarantine(never_stored, "why")),
@@ -129,11 +135,20 @@ async fn failing_op_anywhere_in_a_batch_writes_nothing() {
         add_bad(&mut batch);
         batch.put(config(13));
         let err = backend.write(batch).await.unwrap_err();
-        assert!(matches!(&err, Error::NotFound { key: Key::Image(_) }), "{err:?}");
+        assert!(
+            matches!(&err, Error::NotFound { key: Key::Image(_) }),
+            "{err:?}"
+        );
 
         assert_eq!(backend.load().await.unwrap(), before);
         assert!(backend.get(&fresh_id).await.unwrap_err().is_not_found());
-        assert!(backend.get(&config(13).id()).await.unwrap_err().is_not_found());
+        assert!(
+            backend
+                .get(&config(13).id())
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
         assert_eq!(backend.get(&kept_id).await.unwrap(), kept.data());
         assert_eq!(
             &backend
@@ -214,10 +229,7 @@ async fn reopen_after_drop_sees_everything() {
         assert_eq!(after.quarantined.len(), 1);
         assert_eq!(after.quarantined[0].reason, "bad bytes");
         assert_eq!(backend.get(&b).await.unwrap(), config(2).data());
-        assert_eq!(
-            &backend.get_blob_bytes(&digest).await.unwrap()[..],
-            b"blob"
-        );
+        assert_eq!(&backend.get_blob_bytes(&digest).await.unwrap()[..], b"blob");
     }
 }
 

@@ -3,6 +3,8 @@
 //! Each test runs this test binary again as the other process, selecting
 //! itself by name and saying what to do through an environment variable.
 #![cfg(feature = "redb")]
+// Helpers outside #[test] functions unwrap too; a failure is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -54,7 +56,10 @@ fn child_report(mut child: Child) -> Vec<String> {
         // The test harness may have started the line with its own text.
         .filter_map(|l| l.split_once("CHILD:").map(|(_, rest)| rest.to_owned()))
         .collect();
-    assert!(status.success(), "child failed ({status}); it said {lines:?}");
+    assert!(
+        status.success(),
+        "child failed ({status}); it said {lines:?}"
+    );
     lines
 }
 
@@ -67,11 +72,14 @@ async fn second_process_gets_locked_naming_file_and_holder() {
     const TEST: &str = "second_process_gets_locked_naming_file_and_holder";
     if let Some((role, path)) = child_role() {
         match (role.as_str(), RedbBackend::open(&path).await) {
-            ("refused", Err(Error::Locked {
-                backend,
-                resource,
-                holder,
-            })) => {
+            (
+                "refused",
+                Err(Error::Locked {
+                    backend,
+                    resource,
+                    holder,
+                }),
+            ) => {
                 println!("CHILD:locked");
                 println!("CHILD:{backend}");
                 println!("CHILD:{resource}");

@@ -434,3 +434,34 @@ fn ctrl_c_stops_an_import_and_leaves_the_store_unchanged() {
     );
     assert_eq!((env.image_ids(), env.blob_digests()), before);
 }
+
+#[test]
+fn one_blob_with_two_diff_ids_is_refused() {
+    let env = seeded();
+    let l = layer(&[("shared", b"shared layer")]);
+    let a = ArchiveImage {
+        config: config(&[sha(&l)], &["ADD shared /"], json!({})),
+        layers: vec![l.clone()],
+        tags: vec![],
+        parent: None,
+    };
+    // The same (gzip) blob, claimed to decompress to something else.
+    let b = ArchiveImage {
+        config: config(&[sha(b"not the layer")], &["ADD other /"], json!({})),
+        layers: vec![l],
+        tags: vec![],
+        parent: None,
+    };
+    let archive = env.path("conflict.tar");
+    write(
+        &archive,
+        &docker_archive(
+            &[a, b],
+            ArchiveOptions {
+                gzip_layers: true,
+                ..ArchiveOptions::default()
+            },
+        ),
+    );
+    refused(&env, &archive, "is listed with diff ID");
+}

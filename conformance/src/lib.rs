@@ -127,6 +127,30 @@ impl std::fmt::Debug for CaseFn {
     }
 }
 
+/// What [`backend_tests!`] accepts as its harness: any [`Harness`], or a
+/// `Result` whose error says why no backend is available here (an S3
+/// server that is not configured, say), in which case every case prints
+/// `skipped: <case> (<reason>)` and passes.
+pub trait IntoHarness {
+    /// The harness, or why there is none.
+    ///
+    /// # Errors
+    /// The reason no harness is available.
+    fn into_harness(self) -> Result<Arc<dyn Harness>, String>;
+}
+
+impl<H: Harness> IntoHarness for H {
+    fn into_harness(self) -> Result<Arc<dyn Harness>, String> {
+        Ok(Arc::new(self))
+    }
+}
+
+impl<H: Harness> IntoHarness for Result<H, String> {
+    fn into_harness(self) -> Result<Arc<dyn Harness>, String> {
+        self.map(|h| Arc::new(h) as Arc<dyn Harness>)
+    }
+}
+
 /// One named case of the suite.
 #[derive(Clone, Copy)]
 pub struct Case {
@@ -332,15 +356,15 @@ pub mod __private {
 
     use crate::{CaseStatus, DEFAULT_TIMEOUT, Harness};
 
-    /// Puts a harness behind an `Arc`.
-    pub fn into_harness<H: Harness>(harness: H) -> Arc<dyn Harness> {
-        Arc::new(harness)
+    /// Puts a harness behind an `Arc`, or says why there is none.
+    pub fn into_harness<H: crate::IntoHarness>(harness: H) -> Result<Arc<dyn Harness>, String> {
+        harness.into_harness()
     }
 
     /// The body of one generated test: a runtime, the harness, the case.
     pub fn run_test<F>(group: &str, name: &str, harness: F)
     where
-        F: Future<Output = Arc<dyn Harness>>,
+        F: Future<Output = Result<Arc<dyn Harness>, String>>,
     {
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -356,9 +380,17 @@ pub mod __private {
             panic!("{group}::{name} is listed by the test macro but not registered");
         };
         let result = runtime.block_on(async {
-            let harness = harness.await;
-            crate::runner::run_one(&case, harness, DEFAULT_TIMEOUT).await
+            match harness.await {
+                Ok(harness) => Some(crate::runner::run_one(&case, harness, DEFAULT_TIMEOUT).await),
+                Err(reason) => {
+                    crate::Outcome::skipped(name, reason);
+                    None
+                }
+            }
         });
+        let Some(result) = result else {
+            return;
+        };
         if let CaseStatus::Failed { reason } = result.status {
             panic!("{group}::{name} failed: {reason}");
         }

@@ -92,19 +92,20 @@ pub(super) async fn put(
     let result = match (streamed, landed) {
         (Ok(size), Ok(())) => {
             backend
-                .run(key.clone(), move |inner| inner.publish(&digest, upload, size))
+                .run(key.clone(), move |inner| {
+                    inner.publish(&digest, upload, size)
+                })
                 .await
         }
         (Err(err), _) | (Ok(_), Err(err)) => Err(err),
     };
     guard.armed = false;
-    if result.is_err() {
-        if let Err(err) = backend
+    if result.is_err()
+        && let Err(err) = backend
             .run(key, move |inner| inner.discard_upload(upload))
             .await
-        {
-            tracing::warn!(%digest, upload, error = %err, "cannot remove the chunks of a failed upload; the next open removes them");
-        }
+    {
+        tracing::warn!(%digest, upload, error = %err, "cannot remove the chunks of a failed upload; the next open removes them");
     }
     result
 }
@@ -229,11 +230,13 @@ impl ChunkWriter {
     async fn push(&mut self, chunk: Bytes) -> imagecache_core::Result<()> {
         self.finish().await?;
         let index = self.index;
-        self.index = index.checked_add(1).ok_or(imagecache_core::Error::TooLarge {
-            key: Key::Other(format!("blob upload {}", self.upload)),
-            size: u64::from(u32::MAX) * CHUNK_SIZE as u64,
-            limit: u64::from(u32::MAX) * CHUNK_SIZE as u64,
-        })?;
+        self.index = index
+            .checked_add(1)
+            .ok_or(imagecache_core::Error::TooLarge {
+                key: Key::Other(format!("blob upload {}", self.upload)),
+                size: u64::from(u32::MAX) * CHUNK_SIZE as u64,
+                limit: u64::from(u32::MAX) * CHUNK_SIZE as u64,
+            })?;
         let inner = Arc::clone(&self.inner);
         let upload = self.upload;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
@@ -373,7 +376,10 @@ impl Inner {
         let txn = self.begin_write(self.durability())?;
         {
             let name = digest.to_string();
-            let removed = txn.open_table(BLOBS)?.remove(name.as_str())?.map(|g| g.value());
+            let removed = txn
+                .open_table(BLOBS)?
+                .remove(name.as_str())?
+                .map(|g| g.value());
             let Some((upload, _)) = removed else {
                 // Nothing to remove; dropping the transaction aborts it.
                 return Ok(());

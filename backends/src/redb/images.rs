@@ -24,11 +24,12 @@ use bytes::Bytes;
 use imagecache_core::{
     Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, SnapshotEntry, WriteOp,
 };
-use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
+use redb::{
+    ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition,
+};
 
 use super::record::{
-    BLOCK_TARGET, BlockWriter, ImageKey, QuarantineEntry, Record, block_entries,
-    find_in_block,
+    BLOCK_TARGET, BlockWriter, ImageKey, QuarantineEntry, Record, block_entries, find_in_block,
 };
 use super::{Error, Inner, NAME};
 
@@ -66,8 +67,8 @@ impl Live {
             Some(record) => Ok(record),
             slot => {
                 let raw = self.raw.take().unwrap_or_default();
-                let record = Record::decode(&raw)
-                    .map_err(|source| Error::BadRecord { id: *id, source })?;
+                let record =
+                    Record::decode(&raw).map_err(|source| Error::BadRecord { id: *id, source })?;
                 Ok(slot.insert(record))
             }
         }
@@ -82,6 +83,16 @@ impl Live {
         }
     }
 }
+
+/// A removed image: its config bytes and its record as stored.
+struct Removed {
+    data: Vec<u8>,
+    record: Vec<u8>,
+}
+
+/// Changes to one index block: per image, its new record, or `None` to
+/// drop it.
+type BlockEdits = Vec<(ImageKey, Option<Vec<u8>>)>;
 
 /// What a batch has done to one image.
 struct Touched {
@@ -208,8 +219,8 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    /// Removes an image, returning its config bytes and record.
-    fn remove(&mut self, id: &ImageId) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+    /// Removes an image, returning what it held.
+    fn remove(&mut self, id: &ImageId) -> Result<Option<Removed>, Error> {
         let Some(live) = self.touch(id)?.now.take() else {
             return Ok(None);
         };
@@ -218,7 +229,10 @@ impl<'t> Batch<'t> {
             .remove(live.seq)?
             .map(|g| g.value().to_vec())
             .unwrap_or_default();
-        Ok(Some((data, live.encoded())))
+        Ok(Some(Removed {
+            data,
+            record: live.encoded(),
+        }))
     }
 
     fn apply(&mut self, op: WriteOp) -> Result<(), Error> {
@@ -239,8 +253,8 @@ impl<'t> Batch<'t> {
                 self.remove(&id)?;
             }
             WriteOp::Quarantine { id, reason } => {
-                let (data, record) = self.remove(&id)?.ok_or_else(|| not_found(id))?;
-                let entry = QuarantineEntry::encode(&reason, &record, &data);
+                let removed = self.remove(&id)?.ok_or_else(|| not_found(id))?;
+                let entry = QuarantineEntry::encode(&reason, &removed.record, &removed.data);
                 self.quarantine.insert(&id.to_bytes(), entry.as_slice())?;
             }
             other => {
@@ -256,7 +270,7 @@ impl<'t> Batch<'t> {
     /// Writes the records and index entries of every touched image.
     fn finish(mut self) -> Result<(), Error> {
         // Changes to existing blocks, by block: a new record, or removal.
-        let mut changes: BTreeMap<u64, Vec<(ImageKey, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut changes: BTreeMap<u64, BlockEdits> = BTreeMap::new();
         let mut fresh: Vec<(ImageKey, u64, Vec<u8>)> = Vec::new();
         for (key, t) in std::mem::take(&mut self.touched) {
             match (t.old_block, t.now) {
@@ -400,7 +414,9 @@ impl Inner {
             let data = guard.as_ref().map(|g| g.value()).unwrap_or_default();
             let found =
                 find_in_block(data, &image).map_err(|source| Error::BadBlock { block, source })?;
-            found.map(Bytes::copy_from_slice).ok_or(Error::MissingRecord { id: *id, block })?
+            found
+                .map(Bytes::copy_from_slice)
+                .ok_or(Error::MissingRecord { id: *id, block })?
         };
         let record = Record::decode(&raw).map_err(|source| Error::BadRecord { id: *id, source })?;
         record.get(key).cloned().ok_or_else(|| {
@@ -574,7 +590,7 @@ fn sort_by_id(mut images: Vec<SnapshotEntry>, mut order: Vec<(u64, u32)>) -> Vec
             end += 1;
         }
         if end - start > 1 {
-            images[start..end].sort_by(|a, b| a.id.cmp(&b.id));
+            images[start..end].sort_by_key(|e| e.id);
         }
         start = end;
     }
@@ -656,8 +672,16 @@ mod tests {
 
     #[test]
     fn merge_keeps_order_and_reports_repeats() {
-        let lower = sorted(vec![entry([5; 32], b"a"), entry([1; 32], b"a"), entry([3; 32], b"a")]);
-        let upper = sorted(vec![entry([4; 32], b"b"), entry([3; 32], b"b"), entry([0; 32], b"b")]);
+        let lower = sorted(vec![
+            entry([5; 32], b"a"),
+            entry([1; 32], b"a"),
+            entry([3; 32], b"a"),
+        ]);
+        let upper = sorted(vec![
+            entry([4; 32], b"b"),
+            entry([3; 32], b"b"),
+            entry([0; 32], b"b"),
+        ]);
         let mut quarantined = Vec::new();
         let out = merge_by_id(lower, upper, &mut quarantined);
         let got: Vec<(u8, &[u8])> = out
@@ -669,7 +693,10 @@ mod tests {
             [(0, &b"b"[..]), (1, b"a"), (3, b"a"), (4, b"b"), (5, b"a")]
         );
         assert_eq!(quarantined.len(), 1);
-        assert_eq!(quarantined[0].name, ImageId::from_bytes([3; 32]).to_string());
+        assert_eq!(
+            quarantined[0].name,
+            ImageId::from_bytes([3; 32]).to_string()
+        );
 
         // Repeats inside one part are dropped too.
         let mut quarantined = Vec::new();

@@ -48,10 +48,8 @@ impl LockInfo {
     /// Removes the sidecar unless another process has replaced it since.
     pub(super) fn remove(&self) {
         let ours = fs::read_to_string(&self.path).is_ok_and(|now| now == self.text);
-        if ours {
-            if let Err(err) = fs::remove_file(&self.path) {
-                tracing::debug!(path = %self.path.display(), error = %err, "cannot remove lock information");
-            }
+        if ours && let Err(err) = fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), error = %err, "cannot remove lock information");
         }
     }
 }

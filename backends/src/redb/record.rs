@@ -461,7 +461,10 @@ mod tests {
         let encoded = sample().encode();
         for len in 0..encoded.len() {
             let cut = Bytes::copy_from_slice(&encoded[..len]);
-            assert!(Record::decode(&cut).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                Record::decode(&cut).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 
@@ -531,7 +534,10 @@ mod tests {
             assert_eq!(*key, keys[i]);
             assert_eq!(&data[range.clone()], &vec![i as u8; i * 200][..]);
         }
-        assert_eq!(find_in_block(&data, &[3u8; 32]).unwrap(), Some(&[2u8; 400][..]));
+        assert_eq!(
+            find_in_block(&data, &[3u8; 32]).unwrap(),
+            Some(&[2u8; 400][..])
+        );
         assert_eq!(find_in_block(&data, &[9u8; 32]).unwrap(), None);
         assert_eq!(block_entries(&[BLOCK_FORMAT]).count(), 0);
 
@@ -558,6 +564,9 @@ mod tests {
         assert_eq!(e.reason, "bad hash");
         assert_eq!(&e.record[..], b"rec");
         assert_eq!(&e.content[..], b"{\"a\":1}");
-        assert_eq!(QuarantineEntry::decode_reason(&encoded).unwrap(), "bad hash");
+        assert_eq!(
+            QuarantineEntry::decode_reason(&encoded).unwrap(),
+            "bad hash"
+        );
     }
 }

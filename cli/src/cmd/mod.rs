@@ -41,7 +41,7 @@ impl Ctx {
     pub(crate) async fn backend(&self) -> Result<Arc<dyn StoreBackend>> {
         self.backend
             .get_or_try_init(|| async {
-                imagecache_backends::open(&self.url)
+                open_backend(&self.url)
                     .await
                     .map_err(|source| CliError::OpenStore {
                         url: self.url.clone(),
@@ -85,6 +85,30 @@ impl Ctx {
     /// Whether output is JSON.
     pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
+    }
+}
+
+/// Page cache of a redb store opened by the command line.
+///
+/// The library's default (64 MiB) serves long-lived processes that read the
+/// same pages again and again. One command reads each page about once, and
+/// redb bounds its write buffer by the same figure, so a small cache costs
+/// a command nothing and keeps an import of gigabytes of layers small.
+const REDB_CACHE: usize = 16 << 20;
+
+/// Opens the backend a URL names; redb stores with [`REDB_CACHE`].
+async fn open_backend(url: &str) -> imagecache_core::Result<Arc<dyn StoreBackend>> {
+    use imagecache_backends::redb::{RedbBackend, RedbConfig, SCHEME};
+    match url
+        .strip_prefix(SCHEME)
+        .and_then(|rest| rest.strip_prefix("://"))
+        .filter(|path| !path.is_empty())
+    {
+        Some(path) => {
+            let config = RedbConfig::new().with_cache_size(REDB_CACHE);
+            Ok(Arc::new(RedbBackend::open_with(path, config).await?))
+        }
+        None => imagecache_backends::open(url).await,
     }
 }
 

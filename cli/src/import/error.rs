@@ -180,6 +180,26 @@ pub(crate) enum ImportError {
         /// The digest of the uncompressed layer.
         actual: Digest,
     },
+    /// Two configs list the same layer blob with different diff IDs; a blob
+    /// has only one uncompressed form, so one of them is wrong.
+    #[error(
+        "{}: layer {entry} is listed with diff ID {first} by image {first_image} and with {second} by image {second_image}",
+        path.display()
+    )]
+    ConflictingDiffIds {
+        /// The archive.
+        path: PathBuf,
+        /// The layer's entry.
+        entry: String,
+        /// The diff ID one config gives.
+        first: Digest,
+        /// The image whose config gives it.
+        first_image: ImageId,
+        /// The diff ID another config gives.
+        second: Digest,
+        /// The image whose config gives it.
+        second_image: ImageId,
+    },
     /// A manifest lists another number of layers than its config's diff IDs.
     #[error(
         "{}: image {image} lists {layers} layer(s) in {entry} but its config has {diff_ids} diff ID(s)",

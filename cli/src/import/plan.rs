@@ -114,7 +114,7 @@ pub(crate) struct ArchivePlan {
     pub(crate) source: Source,
     /// Its images, each once.
     pub(crate) images: Vec<ImagePlan>,
-    /// Its layers, each (digest, diff ID) once.
+    /// Its layers, each blob once.
     pub(crate) jobs: Vec<LayerJob>,
 }
 
@@ -424,7 +424,7 @@ struct Builder<'a> {
     images: Vec<ImagePlan>,
     jobs: Vec<LayerJob>,
     seen_images: HashMap<ImageId, usize>,
-    seen_jobs: HashMap<(Digest, Digest), usize>,
+    seen_jobs: HashMap<Digest, usize>,
 }
 
 impl Builder<'_> {
@@ -502,16 +502,30 @@ impl Builder<'_> {
         }
     }
 
-    /// Records a layer job, once per (digest, diff ID); returns its position.
-    fn add_job(&mut self, job: LayerJob) -> usize {
-        let key = (job.digest, job.diff_id);
-        if let Some(&at) = self.seen_jobs.get(&key) {
-            return at;
+    /// Records a layer job, once per blob; returns its position.
+    ///
+    /// # Errors
+    /// [`ImportError::ConflictingDiffIds`] when the blob was listed before
+    /// with another diff ID.
+    fn add_job(&mut self, job: LayerJob) -> Result<usize> {
+        if let Some(&at) = self.seen_jobs.get(&job.digest) {
+            let known = &self.jobs[at];
+            if known.diff_id != job.diff_id {
+                return Err(ImportError::ConflictingDiffIds {
+                    path: self.path(),
+                    entry: job.entry,
+                    first: known.diff_id,
+                    first_image: known.image,
+                    second: job.diff_id,
+                    second_image: job.image,
+                });
+            }
+            return Ok(at);
         }
         let at = self.jobs.len();
-        self.seen_jobs.insert(key, at);
+        self.seen_jobs.insert(job.digest, at);
         self.jobs.push(job);
-        at
+        Ok(at)
     }
 
     fn docker_archive(&mut self) -> Result<()> {
@@ -587,7 +601,7 @@ impl Builder<'_> {
                     &image,
                     index,
                 )?;
-                positions.push(self.add_job(job));
+                positions.push(self.add_job(job)?);
             }
             self.add_image(ImagePlan {
                 image,
@@ -775,7 +789,7 @@ impl Builder<'_> {
                 &image,
                 index,
             )?;
-            positions.push(self.add_job(job));
+            positions.push(self.add_job(job)?);
         }
         self.add_image(ImagePlan {
             image,
