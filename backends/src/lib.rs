@@ -81,7 +81,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn StoreBackend>> {
     };
     let path = || {
         if rest.is_empty() {
-            Err(config_error(format!("{url:?} has no path after {scheme}://")))
+            Err(config_error(format!(
+                "{url:?} has no path after {scheme}://"
+            )))
         } else {
             Ok(rest)
         }
@@ -93,7 +95,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn StoreBackend>> {
         #[cfg(feature = "redb")]
         "redb" => Ok(Arc::new(redb::RedbBackend::open(path()?).await?)),
         #[cfg(feature = "s3")]
-        "s3" => Ok(Arc::new(s3::S3Backend::open(s3::S3Config::from_url(url)?).await?)),
+        "s3" => Ok(Arc::new(
+            s3::S3Backend::open(s3::S3Config::from_url(url)?).await?,
+        )),
         #[cfg(not(feature = "fs"))]
         "fs" => Err(missing_feature("fs")),
         #[cfg(not(feature = "redb"))]

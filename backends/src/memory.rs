@@ -109,9 +109,7 @@ fn check_batch(state: &State, ops: &[WriteOp]) -> Result<()> {
     let mut overlay: BTreeMap<ImageId, bool> = BTreeMap::new();
     for op in ops {
         let id = op.id();
-        let exists = *overlay
-            .get(&id)
-            .unwrap_or(&state.images.contains_key(&id));
+        let exists = *overlay.get(&id).unwrap_or(&state.images.contains_key(&id));
         match op {
             WriteOp::Put(_) => {
                 overlay.insert(id, true);
@@ -121,13 +119,17 @@ fn check_batch(state: &State, ops: &[WriteOp]) -> Result<()> {
             }
             WriteOp::Quarantine { .. } => {
                 if !exists {
-                    return Err(Error::NotFound { key: Key::Image(id) });
+                    return Err(Error::NotFound {
+                        key: Key::Image(id),
+                    });
                 }
                 overlay.insert(id, false);
             }
             WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
                 if !exists {
-                    return Err(Error::NotFound { key: Key::Image(id) });
+                    return Err(Error::NotFound {
+                        key: Key::Image(id),
+                    });
                 }
             }
             WriteOp::DeleteMetadata { .. } => {}
@@ -208,16 +210,17 @@ impl StoreBackend for MemoryBackend {
             .images
             .get(id)
             .map(|e| e.content.clone())
-            .ok_or(Error::NotFound { key: Key::Image(*id) })?;
+            .ok_or(Error::NotFound {
+                key: Key::Image(*id),
+            })?;
         Ok(Content::verify(*id, data)?.into_data())
     }
 
     async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
         let state = self.lock();
-        let entry = state
-            .images
-            .get(id)
-            .ok_or(Error::NotFound { key: Key::Image(*id) })?;
+        let entry = state.images.get(id).ok_or(Error::NotFound {
+            key: Key::Image(*id),
+        })?;
         entry
             .metadata
             .get(key)

@@ -3,6 +3,8 @@
 //! Every case gets its own temporary directory. A second handle is a new
 //! `FsBackend` opened on the same directory, as a second process would;
 //! damage is done by overwriting files in Docker's layout directly.
+// Test support code fails the test by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 #![cfg(feature = "fs")]
 
 use std::path::PathBuf;
@@ -13,11 +15,14 @@ use imagecache_backends::fs::FsBackend;
 use imagecache_conformance::Harness;
 use imagecache_core::{Digest, ImageId, StoreBackend};
 
+/// A case's directory and every handle opened on it.
+type CaseDir = (tempfile::TempDir, Vec<Arc<dyn StoreBackend>>);
+
 /// Keeps every case's directory alive until the harness is dropped, and
 /// remembers which directory each backend handle was opened on.
 #[derive(Default)]
 struct FsHarness {
-    dirs: Mutex<Vec<(tempfile::TempDir, Vec<Arc<dyn StoreBackend>>)>>,
+    dirs: Mutex<Vec<CaseDir>>,
 }
 
 impl FsHarness {
@@ -63,9 +68,8 @@ impl Harness for FsHarness {
         id: &ImageId,
         data: Bytes,
     ) -> bool {
-        self.root_of(backend).is_some_and(|root| {
-            Self::overwrite(root.join("content/sha256").join(id.hex()), &data)
-        })
+        self.root_of(backend)
+            .is_some_and(|root| Self::overwrite(root.join("content/sha256").join(id.hex()), &data))
     }
 
     async fn corrupt_blob(

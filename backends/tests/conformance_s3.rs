@@ -11,6 +11,8 @@
 //! `IMAGECACHE_REQUIRE_S3=1`, which makes a missing server a failure.
 //! Every case gets a fresh random prefix; nothing else in the bucket is
 //! touched, and each prefix is deleted when the harness is dropped.
+// Test support code fails the test by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 #![cfg(feature = "s3")]
 
 use std::sync::{Arc, Mutex};
@@ -100,14 +102,19 @@ impl S3Harness {
             .map(|(_, b)| b.clone())
     }
 
-    async fn overwrite(&self, backend: &Arc<dyn StoreBackend>, parts: &[&str], data: Bytes) -> bool {
+    async fn overwrite(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        parts: &[&str],
+        data: Bytes,
+    ) -> bool {
         let Some(b) = self.concrete(backend) else {
             return false;
         };
         let (store, root) = b.object_store();
         let mut path = root.clone();
         for p in parts {
-            path = path.child(*p);
+            path = path.join(*p);
         }
         store.put(&path, PutPayload::from(data)).await.is_ok()
     }
@@ -164,13 +171,28 @@ impl Harness for S3Harness {
         Some(self.remember(again))
     }
 
-    async fn corrupt_content(&self, backend: &Arc<dyn StoreBackend>, id: &ImageId, data: Bytes) -> bool {
-        self.overwrite(backend, &["content", "sha256", &id.hex()], data).await
+    async fn corrupt_content(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        id: &ImageId,
+        data: Bytes,
+    ) -> bool {
+        self.overwrite(backend, &["content", "sha256", &id.hex()], data)
+            .await
     }
 
-    async fn corrupt_blob(&self, backend: &Arc<dyn StoreBackend>, digest: &Digest, data: Bytes) -> bool {
-        self.overwrite(backend, &["blobs", digest.algorithm().as_str(), &digest.hex()], data)
-            .await
+    async fn corrupt_blob(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        digest: &Digest,
+        data: Bytes,
+    ) -> bool {
+        self.overwrite(
+            backend,
+            &["blobs", digest.algorithm().as_str(), &digest.hex()],
+            data,
+        )
+        .await
     }
 }
 
@@ -191,5 +213,7 @@ mod garage {
 mod moto {
     use super::*;
 
-    imagecache_conformance::backend_tests!(S3Harness::from_env("IMAGECACHE_TEST_S3_CONDITIONAL_URL"));
+    imagecache_conformance::backend_tests!(S3Harness::from_env(
+        "IMAGECACHE_TEST_S3_CONDITIONAL_URL"
+    ));
 }

@@ -96,7 +96,6 @@
 //! # }).unwrap();
 //! ```
 
-
 mod error;
 mod layer;
 mod pipe;

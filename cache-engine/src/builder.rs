@@ -45,7 +45,11 @@ pub fn nop_cmd_joined(shell: &[String], instruction: &str) -> Vec<String> {
 /// The probe `Cmd` of a shell-form RUN. When build arguments are used, it
 /// is prefixed with `|<n>` and the sorted `KEY=value` pairs, which is how a
 /// changed build argument invalidates the step.
-pub fn run_cmd(shell: &[String], command: &str, build_args: &BTreeMap<String, String>) -> Vec<String> {
+pub fn run_cmd(
+    shell: &[String],
+    command: &str,
+    build_args: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut cmd = Vec::with_capacity(build_args.len() + shell.len() + 2);
     if !build_args.is_empty() {
         cmd.push(format!("|{}", build_args.len()));
@@ -247,16 +251,23 @@ impl Stage {
             }
             Step::Cmd(cmd) => {
                 next.cmd = Some(cmd.clone());
-                (nop_cmd(&self.shell, &format!("CMD {}", go_quoted(cmd))), None)
+                (
+                    nop_cmd(&self.shell, &format!("CMD {}", go_quoted(cmd))),
+                    None,
+                )
             }
             Step::Entrypoint(ep) => {
                 next.entrypoint = Some(ep.clone());
-                (nop_cmd(&self.shell, &format!("ENTRYPOINT {}", go_quoted(ep))), None)
+                (
+                    nop_cmd(&self.shell, &format!("ENTRYPOINT {}", go_quoted(ep))),
+                    None,
+                )
             }
             Step::Maintainer(name) => (nop_cmd(&self.shell, &format!("MAINTAINER {name}")), None),
-            Step::Copy { source, diff_id } => {
-                (nop_cmd_joined(&self.shell, &format!("COPY {source}")), *diff_id)
-            }
+            Step::Copy { source, diff_id } => (
+                nop_cmd_joined(&self.shell, &format!("COPY {source}")),
+                *diff_id,
+            ),
             Step::Run {
                 command,
                 build_args,

@@ -82,10 +82,10 @@ impl LocalCache {
         let Some(config) = config else {
             return Ok(None);
         };
-        if let Some(p) = parent {
-            if !self.store.contains(p) {
-                return Ok(None);
-            }
+        if let Some(p) = parent
+            && !self.store.contains(p)
+        {
+            return Ok(None);
         }
         let key = config.cache_key();
         let mut best: Option<(ImageId, imagecache_core::Timestamp)> = None;
@@ -104,10 +104,10 @@ impl LocalCache {
             let Some(created) = cand.created else {
                 continue;
             };
-            if let Some((_, best_created)) = &best {
-                if created.cmp_instant(best_created) != std::cmp::Ordering::Greater {
-                    continue;
-                }
+            if let Some((_, best_created)) = &best
+                && created.cmp_instant(best_created) != std::cmp::Ordering::Greater
+            {
+                continue;
             }
             let image = match cand.image {
                 Some(image) => image,
@@ -115,7 +115,10 @@ impl LocalCache {
                     Ok(image) => image,
                     // Deleted meanwhile, or found corrupt and quarantined:
                     // either way it is no longer a candidate.
-                    Err(e) if e.is_not_found() || matches!(e, imagecache_store::Error::Corrupt { .. }) => {
+                    Err(e)
+                        if e.is_not_found()
+                            || matches!(e, imagecache_store::Error::Corrupt { .. }) =>
+                    {
                         tracing::warn!(image = %cand.id, error = %e, "cache candidate unavailable");
                         continue;
                     }
@@ -275,7 +278,11 @@ fn is_valid_parent(target: &ImageConfig, parent: Option<&ImageConfig>) -> bool {
     if parent.rootfs.raw_diff_ids.len() > target.rootfs.raw_diff_ids.len() {
         return false;
     }
-    parent.history.iter().zip(&target.history).all(|(a, b)| a == b)
+    parent
+        .history
+        .iter()
+        .zip(&target.history)
+        .all(|(a, b)| a == b)
         && parent
             .rootfs
             .raw_diff_ids
@@ -380,10 +387,12 @@ impl ImageCache for CacheFrom {
             }
         }
         let parent_image = match parent {
-            Some(p) => Some(store.get(p).await.map_err(|source| Error::UnknownImage {
-                id: *p,
-                source,
-            })?),
+            Some(p) => Some(
+                store
+                    .get(p)
+                    .await
+                    .map_err(|source| Error::UnknownImage { id: *p, source })?,
+            ),
             None => None,
         };
         let len_history = parent_image.as_ref().map_or(0, |p| p.history.len());

@@ -40,7 +40,7 @@ pub enum Error {
         target: ImageId,
         /// Why.
         #[source]
-        source: Box<Error>,
+        source: Box<Self>,
     },
     /// An image's history names more layers than its `rootfs` has.
     #[error(

@@ -21,13 +21,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use imagecache_core::{
-    ContainerConfig, DiffId, History, ImageConfig, ImageId, Platform, RootFs, Timestamp,
-    compare, compare_platform,
+    ContainerConfig, DiffId, History, ImageConfig, ImageId, Platform, RootFs, Timestamp, compare,
+    compare_platform,
 };
 use imagecache_engine::builder::{Stage, Step, StepOutcome, default_shell, nop_cmd};
 use imagecache_engine::{CacheFrom, IdResolver, ImageCache, LocalCache};
 use imagecache_store::{CreateOptions, Store};
 
+use crate::check::Must as _;
 use crate::{Harness, Outcome};
 
 /// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
@@ -76,7 +77,7 @@ fn linux_amd64() -> Platform {
 }
 
 fn time(secs: i64) -> Timestamp {
-    Timestamp::from_parts(1_700_000_000 + secs, 0, 0).expect("valid time")
+    Timestamp::from_parts(1_700_000_000 + secs, 0, 0).must("valid time")
 }
 
 fn probe(instruction: &str) -> ContainerConfig {
@@ -88,7 +89,7 @@ fn probe(instruction: &str) -> ContainerConfig {
 }
 
 fn diff(n: u64) -> DiffId {
-    DiffId::parse(&format!("sha256:{n:064x}")).expect("valid diff id")
+    DiffId::parse(&format!("sha256:{n:064x}")).must("valid diff id")
 }
 
 /// A config committed on `parent` with `container_config = cc`.
@@ -142,14 +143,9 @@ impl Spec {
     }
 }
 
-async fn add(
-    store: &Store,
-    parent: Option<ImageId>,
-    spec: &Spec,
-    built_locally: bool,
-) -> ImageId {
+async fn add(store: &Store, parent: Option<ImageId>, spec: &Spec, built_locally: bool) -> ImageId {
     let parent_config = match parent {
-        Some(p) => Some(store.get(&p).await.expect("parent")),
+        Some(p) => Some(store.get(&p).await.must("parent")),
         None => None,
     };
     let mut o = CreateOptions::new().with_built_locally(built_locally);
@@ -159,11 +155,11 @@ async fn add(
     store
         .create_with(spec.bytes(parent_config.as_deref().map(|i| &**i)), o)
         .await
-        .expect("create")
+        .must("create")
 }
 
 async fn fresh(h: &Arc<dyn Harness>) -> (Store, LocalCache) {
-    let store = Store::open(h.backend().await).await.expect("open");
+    let store = Store::open(h.backend().await).await.must("open");
     (store.clone(), LocalCache::new(store))
 }
 
@@ -176,7 +172,7 @@ async fn lookup(
     cache
         .get_cache(parent.as_ref(), Some(cc), platform)
         .await
-        .expect("lookup")
+        .must("lookup")
 }
 
 /// A step built on a parent is found again for the same probe.
@@ -197,10 +193,13 @@ pub async fn cache_miss_is_not_an_error(h: Arc<dyn Harness>) -> Outcome {
     let base = add(&store, None, &Spec::new(probe("base"), 0), false).await;
     add(&store, Some(base), &Spec::new(probe("ENV A=1"), 1), true).await;
     let p = linux_amd64();
-    assert_eq!(lookup(&cache, Some(base), &probe("ENV A=2"), &p).await, None);
+    assert_eq!(
+        lookup(&cache, Some(base), &probe("ENV A=2"), &p).await,
+        None
+    );
     assert_eq!(lookup(&cache, None, &probe("ENV A=1"), &p).await, None);
     assert_eq!(
-        cache.get_cache(Some(&base), None, &p).await.expect("lookup"),
+        cache.get_cache(Some(&base), None, &p).await.must("lookup"),
         None
     );
     Outcome::Passed
@@ -212,7 +211,13 @@ pub async fn cache_from_scratch_hit(h: Arc<dyn Harness>) -> Outcome {
     let step = add(&store, None, &Spec::new(probe("MAINTAINER me"), 1), true).await;
     // The same step on a parent is no FROM-scratch answer.
     let base = add(&store, None, &Spec::new(probe("base"), 0), true).await;
-    add(&store, Some(base), &Spec::new(probe("MAINTAINER me"), 5), true).await;
+    add(
+        &store,
+        Some(base),
+        &Spec::new(probe("MAINTAINER me"), 5),
+        true,
+    )
+    .await;
     assert_eq!(
         lookup(&cache, None, &probe("MAINTAINER me"), &linux_amd64()).await,
         Some(step)
@@ -226,10 +231,16 @@ pub async fn cache_requires_built_locally(h: Arc<dyn Harness>) -> Outcome {
     let (store, cache) = fresh(&h).await;
     let base = add(&store, None, &Spec::new(probe("base"), 0), false).await;
     let pulled = add(&store, Some(base), &Spec::new(probe("RUN x"), 1), false).await;
-    assert_eq!(lookup(&cache, Some(base), &probe("RUN x"), &linux_amd64()).await, None);
+    assert_eq!(
+        lookup(&cache, Some(base), &probe("RUN x"), &linux_amd64()).await,
+        None
+    );
     add(&store, None, &Spec::new(probe("RUN y"), 1), false).await;
-    assert_eq!(lookup(&cache, None, &probe("RUN y"), &linux_amd64()).await, None);
-    store.set_built_locally(&pulled).await.expect("mark");
+    assert_eq!(
+        lookup(&cache, None, &probe("RUN y"), &linux_amd64()).await,
+        None
+    );
+    store.set_built_locally(&pulled).await.must("mark");
     assert_eq!(
         lookup(&cache, Some(base), &probe("RUN x"), &linux_amd64()).await,
         Some(pulled)
@@ -243,7 +254,10 @@ pub async fn cache_skips_images_without_platform(h: Arc<dyn Harness>) -> Outcome
     let mut spec = Spec::new(probe("RUN x"), 1);
     spec.platform = Platform::default();
     add(&store, None, &spec, true).await;
-    assert_eq!(lookup(&cache, None, &probe("RUN x"), &linux_amd64()).await, None);
+    assert_eq!(
+        lookup(&cache, None, &probe("RUN x"), &linux_amd64()).await,
+        None
+    );
     Outcome::Passed
 }
 
@@ -259,9 +273,18 @@ pub async fn cache_platform_must_match(h: Arc<dyn Harness>) -> Outcome {
     let mut spec = Spec::new(probe("RUN v7"), 1);
     spec.platform = arm("v7");
     let v7 = add(&store, None, &spec, true).await;
-    assert_eq!(lookup(&cache, None, &probe("RUN v7"), &linux_amd64()).await, None);
-    assert_eq!(lookup(&cache, None, &probe("RUN v7"), &arm("v8")).await, Some(v7));
-    assert_eq!(lookup(&cache, None, &probe("RUN v7"), &arm("v6")).await, None);
+    assert_eq!(
+        lookup(&cache, None, &probe("RUN v7"), &linux_amd64()).await,
+        None
+    );
+    assert_eq!(
+        lookup(&cache, None, &probe("RUN v7"), &arm("v8")).await,
+        Some(v7)
+    );
+    assert_eq!(
+        lookup(&cache, None, &probe("RUN v7"), &arm("v6")).await,
+        None
+    );
     Outcome::Passed
 }
 
@@ -295,7 +318,7 @@ pub async fn cache_tie_goes_to_smallest_id(h: Arc<dyn Harness>) -> Outcome {
         s.comment = format!("twin {i}");
         ids.push(add(&store, None, &s, true).await);
     }
-    let min = *ids.iter().min().expect("ids");
+    let min = *ids.iter().min().must("ids");
     for _ in 0..3 {
         assert_eq!(
             lookup(&cache, None, &probe("RUN same"), &linux_amd64()).await,
@@ -309,7 +332,7 @@ pub async fn cache_tie_goes_to_smallest_id(h: Arc<dyn Harness>) -> Outcome {
 pub async fn cache_compares_container_config(h: Arc<dyn Harness>) -> Outcome {
     let (store, cache) = fresh(&h).await;
     let spec = Spec::new(probe("RUN x"), 1);
-    let mut cfg = ImageConfig::from_json(&spec.bytes(None)).expect("parse");
+    let mut cfg = ImageConfig::from_json(&spec.bytes(None)).must("parse");
     cfg.config = Some(probe("something else"));
     let id = store
         .create_with(
@@ -317,7 +340,7 @@ pub async fn cache_compares_container_config(h: Arc<dyn Harness>) -> Outcome {
             CreateOptions::new().with_built_locally(true),
         )
         .await
-        .expect("create");
+        .must("create");
     assert_eq!(
         lookup(&cache, None, &probe("RUN x"), &linux_amd64()).await,
         Some(id)
@@ -404,7 +427,7 @@ async fn linear_scan(
         if !store.is_built_locally(&id).unwrap_or(false) {
             continue;
         }
-        let img = store.get(&id).await.expect("candidate");
+        let img = store.get(&id).await.must("candidate");
         let ip = img.platform();
         if ip.os.is_empty() && ip.architecture.is_empty() {
             continue;
@@ -559,9 +582,16 @@ async fn chain(store: &Store, steps: &[(&str, Option<DiffId>)], t0: i64) -> Vec<
 /// An unknown cache-from source is skipped and named; the others still work.
 pub async fn cache_from_unknown_source_is_skipped(h: Arc<dyn Harness>) -> Outcome {
     let (store, _) = fresh(&h).await;
-    let ids = chain(&store, &[("FROM", Some(diff(1))), ("RUN a", Some(diff(2)))], 0).await;
+    let ids = chain(
+        &store,
+        &[("FROM", Some(diff(1))), ("RUN a", Some(diff(2)))],
+        0,
+    )
+    .await;
     let refs = vec!["nope".to_owned(), ids[1].to_string()];
-    let cf = CacheFrom::new(store, &refs, &IdResolver).await.expect("cache-from");
+    let cf = CacheFrom::new(store, &refs, &IdResolver)
+        .await
+        .must("cache-from");
     assert_eq!(cf.skipped().len(), 1);
     assert_eq!(cf.skipped()[0].0, "nope");
     assert_eq!(cf.sources(), vec![ids[1]]);
@@ -575,19 +605,25 @@ pub async fn cache_from_local_hit_needs_ancestry(h: Arc<dyn Harness>) -> Outcome
     let base = add(&store, None, &Spec::new(probe("base"), 0), false).await;
     let local = add(&store, Some(base), &Spec::new(probe("RUN a"), 1), true).await;
     let p = linux_amd64();
-    assert_eq!(lookup(&cache, Some(base), &probe("RUN a"), &p).await, Some(local));
+    assert_eq!(
+        lookup(&cache, Some(base), &probe("RUN a"), &p).await,
+        Some(local)
+    );
     // A source that does not descend from `local`: the local hit is dropped.
     let other = add(&store, None, &Spec::new(probe("other"), 2), false).await;
     let cf = CacheFrom::new(store.clone(), &[other.to_string()], &IdResolver)
         .await
-        .expect("cache-from");
+        .must("cache-from");
     assert_eq!(lookup(&cf, Some(base), &probe("RUN a"), &p).await, None);
     // A source below `local`: the local hit stands.
     let below = add(&store, Some(local), &Spec::new(probe("RUN b"), 3), true).await;
     let cf = CacheFrom::new(store.clone(), &[below.to_string()], &IdResolver)
         .await
-        .expect("cache-from");
-    assert_eq!(lookup(&cf, Some(base), &probe("RUN a"), &p).await, Some(local));
+        .must("cache-from");
+    assert_eq!(
+        lookup(&cf, Some(base), &probe("RUN a"), &p).await,
+        Some(local)
+    );
     Outcome::Passed
 }
 
@@ -595,26 +631,31 @@ pub async fn cache_from_local_hit_needs_ancestry(h: Arc<dyn Harness>) -> Outcome
 /// linked under the build's parent.
 pub async fn cache_from_source_at_end_of_history(h: Arc<dyn Harness>) -> Outcome {
     let (store, _) = fresh(&h).await;
-    let ids = chain(&store, &[("FROM", Some(diff(1))), ("RUN a", Some(diff(2)))], 0).await;
+    let ids = chain(
+        &store,
+        &[("FROM", Some(diff(1))), ("RUN a", Some(diff(2)))],
+        0,
+    )
+    .await;
     // Loaded elsewhere: the same bytes, no parent link.
     let (other, _) = fresh(&h).await;
     let base = other
-        .create(store.get(&ids[0]).await.expect("get").raw_json().clone())
+        .create(store.get(&ids[0]).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let top = other
-        .create(store.get(&ids[1]).await.expect("get").raw_json().clone())
+        .create(store.get(&ids[1]).await.must("get").raw_json().clone())
         .await
-        .expect("create");
-    assert_eq!(other.parent(&top).expect("parent"), None);
+        .must("create");
+    assert_eq!(other.parent(&top).must("parent"), None);
     let cf = CacheFrom::new(other.clone(), &[top.to_string()], &IdResolver)
         .await
-        .expect("cache-from");
+        .must("cache-from");
     assert_eq!(
         lookup(&cf, Some(base), &probe("RUN a"), &linux_amd64()).await,
         Some(top)
     );
-    assert_eq!(other.parent(&top).expect("parent"), Some(base));
+    assert_eq!(other.parent(&top).must("parent"), Some(base));
     Outcome::Passed
 }
 
@@ -637,27 +678,31 @@ pub async fn cache_from_restores_intermediate_image(h: Arc<dyn Harness>) -> Outc
     .await;
     let (other, _) = fresh(&h).await;
     let base = other
-        .create(store.get(&ids[0]).await.expect("get").raw_json().clone())
+        .create(store.get(&ids[0]).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let source = other
-        .create(store.get(&ids[3]).await.expect("get").raw_json().clone())
+        .create(store.get(&ids[3]).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let decoy = add(&other, None, &Spec::new(probe("decoy"), 9), false).await;
-    let cf = CacheFrom::new(other.clone(), &[source.to_string(), decoy.to_string()], &IdResolver)
-        .await
-        .expect("cache-from");
+    let cf = CacheFrom::new(
+        other.clone(),
+        &[source.to_string(), decoy.to_string()],
+        &IdResolver,
+    )
+    .await
+    .must("cache-from");
     let p = linux_amd64();
     let restored = lookup(&cf, Some(base), &probe("RUN a"), &p)
         .await
-        .expect("a hit");
+        .must("a hit");
     assert_ne!(restored, source);
-    assert_eq!(other.parent(&restored).expect("parent"), Some(base));
-    assert!(!other.is_built_locally(&restored).expect("flag"));
+    assert_eq!(other.parent(&restored).must("parent"), Some(base));
+    assert!(!other.is_built_locally(&restored).must("flag"));
     assert_eq!(cf.sources(), vec![source]);
-    let img = other.get(&restored).await.expect("restored");
-    let src = other.get(&source).await.expect("source");
+    let img = other.get(&restored).await.must("restored");
+    let src = other.get(&source).await.must("source");
     assert_eq!(img.history.len(), 2);
     assert_eq!(img.history[1], src.history[1]);
     assert_eq!(
@@ -673,9 +718,9 @@ pub async fn cache_from_restores_intermediate_image(h: Arc<dyn Harness>) -> Outc
             r#"{{"created":"{created}","container_config":{empty},"config":{cfg},"architecture":"amd64","os":"linux","#,
             r#""rootfs":{{"type":"layers","diff_ids":["{d1}","{d2}"]}},"history":[{h0},{h1}]}}"#
         ),
-        created = src.history[1].created.expect("time"),
-        empty = String::from_utf8(ContainerConfig::default().to_json()).expect("utf8"),
-        cfg = String::from_utf8(probe("RUN a").to_json()).expect("utf8"),
+        created = src.history[1].created.must("time"),
+        empty = String::from_utf8(ContainerConfig::default().to_json()).must("utf8"),
+        cfg = String::from_utf8(probe("RUN a").to_json()).must("utf8"),
         d1 = diff(1),
         d2 = diff(2),
         h0 = history_json(&src.history[0]),
@@ -689,8 +734,8 @@ pub async fn cache_from_restores_intermediate_image(h: Arc<dyn Harness>) -> Outc
     // The next step continues from the restored image on the same source.
     let next = lookup(&cf, Some(restored), &probe("ENV X=1"), &p)
         .await
-        .expect("second hit");
-    assert_eq!(other.get(&next).await.expect("get").history.len(), 3);
+        .must("second hit");
+    assert_eq!(other.get(&next).await.must("get").history.len(), 3);
     Outcome::Passed
 }
 
@@ -733,26 +778,30 @@ pub async fn cache_from_empty_layer_step(h: Arc<dyn Harness>) -> Outcome {
     let (store, _) = fresh(&h).await;
     let ids = chain(
         &store,
-        &[("FROM", Some(diff(1))), ("ENV X=1", None), ("RUN b", Some(diff(3)))],
+        &[
+            ("FROM", Some(diff(1))),
+            ("ENV X=1", None),
+            ("RUN b", Some(diff(3))),
+        ],
         0,
     )
     .await;
     let (other, _) = fresh(&h).await;
     let base = other
-        .create(store.get(&ids[0]).await.expect("get").raw_json().clone())
+        .create(store.get(&ids[0]).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let source = other
-        .create(store.get(&ids[2]).await.expect("get").raw_json().clone())
+        .create(store.get(&ids[2]).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let cf = CacheFrom::new(other.clone(), &[source.to_string()], &IdResolver)
         .await
-        .expect("cache-from");
+        .must("cache-from");
     let restored = lookup(&cf, Some(base), &probe("ENV X=1"), &linux_amd64())
         .await
-        .expect("hit");
-    let img = other.get(&restored).await.expect("get");
+        .must("hit");
+    let img = other.get(&restored).await.must("get");
     assert_eq!(img.rootfs.raw_diff_ids, vec![diff(1).to_string()]);
     assert!(img.history[1].empty_layer);
     Outcome::Passed
@@ -782,10 +831,10 @@ async fn build(
 ) -> (Vec<StepOutcome>, Option<ImageId>) {
     let mut stage = Stage::from(store.clone(), cache, base, linux_amd64())
         .await
-        .expect("stage");
+        .must("stage");
     let mut outcomes = Vec::new();
     for s in steps {
-        outcomes.push(stage.step(s).await.expect("step"));
+        outcomes.push(stage.step(s).await.must("step"));
     }
     (outcomes, stage.image())
 }
@@ -801,23 +850,23 @@ pub async fn builder_cache_from(h: Arc<dyn Harness>) -> Outcome {
     let (store, local) = fresh(&h).await;
     let base = add(&store, None, &Spec::new(probe("base"), 0), false).await;
     let (_, first) = build(&store, Arc::new(local), Some(base), dockerfile()).await;
-    let first = first.expect("image");
+    let first = first.must("image");
     // Another machine: only the base and the final image, pulled (no
     // parents, not built locally).
     let (other, other_local) = fresh(&h).await;
     let base2 = other
-        .create(store.get(&base).await.expect("get").raw_json().clone())
+        .create(store.get(&base).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let pulled = other
-        .create(store.get(&first).await.expect("get").raw_json().clone())
+        .create(store.get(&first).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     assert_eq!(base2, base);
     let cf: Arc<dyn ImageCache> = Arc::new(
         CacheFrom::new(other.clone(), &[pulled.to_string()], &IdResolver)
             .await
-            .expect("cache-from"),
+            .must("cache-from"),
     );
     let (out, image) = build(&other, cf, Some(base2), dockerfile()).await;
     assert_eq!(hits(&out), 4, "{out:?}");
@@ -827,7 +876,7 @@ pub async fn builder_cache_from(h: Arc<dyn Harness>) -> Outcome {
     let cf: Arc<dyn ImageCache> = Arc::new(
         CacheFrom::new(other.clone(), &["unknown".to_owned()], &IdResolver)
             .await
-            .expect("cache-from"),
+            .must("cache-from"),
     );
     let (out, _) = build(&other, cf, Some(base2), dockerfile()).await;
     assert_eq!(hits(&out), 0, "{out:?}");
@@ -837,7 +886,7 @@ pub async fn builder_cache_from(h: Arc<dyn Harness>) -> Outcome {
     let cf: Arc<dyn ImageCache> = Arc::new(
         CacheFrom::new(other.clone(), &[pulled.to_string()], &IdResolver)
             .await
-            .expect("cache-from"),
+            .must("cache-from"),
     );
     let (out, image) = build(&other, cf, Some(base2), changed).await;
     assert_eq!(hits(&out), 3, "{out:?}");
@@ -852,17 +901,17 @@ pub async fn builder_cache_from(h: Arc<dyn Harness>) -> Outcome {
 pub async fn builder_cache_from_after_save_and_load(h: Arc<dyn Harness>) -> Outcome {
     let (store, local) = fresh(&h).await;
     let (_, first) = build(&store, Arc::new(local), None, dockerfile()).await;
-    let first = first.expect("image");
+    let first = first.must("image");
     let (other, _) = fresh(&h).await;
     let loaded = other
-        .create(store.get(&first).await.expect("get").raw_json().clone())
+        .create(store.get(&first).await.must("get").raw_json().clone())
         .await
-        .expect("create");
+        .must("create");
     let cf = || async {
         let c: Arc<dyn ImageCache> = Arc::new(
             CacheFrom::new(other.clone(), &[loaded.to_string()], &IdResolver)
                 .await
-                .expect("cache-from"),
+                .must("cache-from"),
         );
         c
     };
@@ -898,13 +947,20 @@ pub async fn builder_cache_from_equal_diff_ids_length(h: Arc<dyn Harness>) -> Ou
     let (_, first) = build(&store, Arc::new(local), None, steps()).await;
     let (other, _) = fresh(&h).await;
     let loaded = other
-        .create(store.get(&first.expect("image")).await.expect("get").raw_json().clone())
+        .create(
+            store
+                .get(&first.must("image"))
+                .await
+                .must("get")
+                .raw_json()
+                .clone(),
+        )
         .await
-        .expect("create");
+        .must("create");
     let cf: Arc<dyn ImageCache> = Arc::new(
         CacheFrom::new(other.clone(), &[loaded.to_string()], &IdResolver)
             .await
-            .expect("cache-from"),
+            .must("cache-from"),
     );
     let (out, _) = build(&other, cf, None, steps()).await;
     assert_eq!(hits(&out), 2, "{out:?}");
@@ -936,7 +992,12 @@ pub async fn builder_labels_cache(h: Arc<dyn Harness>) -> Outcome {
     assert_eq!((hits(&out), a), (1, b));
     let (out, _) = build(&store, local.clone(), None, label("Acme1")).await;
     assert_eq!(hits(&out), 0);
-    let two = |x: &str, y: &str| vec![Step::Label(vec![(x.into(), "b1".into()), (y.into(), "b2".into())])];
+    let two = |x: &str, y: &str| {
+        vec![Step::Label(vec![
+            (x.into(), "b1".into()),
+            (y.into(), "b2".into()),
+        ])]
+    };
     build(&store, local.clone(), None, two("f1", "f2")).await;
     let (out, _) = build(&store, local.clone(), None, two("f1", "f2")).await;
     assert_eq!(hits(&out), 1);
@@ -961,10 +1022,10 @@ pub async fn builder_from_scratch_with_and_without_cache(h: Arc<dyn Harness>) ->
     assert_eq!(a, b);
     let mut stage = Stage::from(store.clone(), local, None, linux_amd64())
         .await
-        .expect("stage")
+        .must("stage")
         .with_no_cache(true);
     for s in steps() {
-        assert!(!stage.step(s).await.expect("step").is_cached());
+        assert!(!stage.step(s).await.must("step").is_cached());
     }
     assert_ne!(stage.image(), a);
     Outcome::Passed
@@ -988,7 +1049,13 @@ pub async fn builder_build_args(h: Arc<dyn Harness>) -> Outcome {
     let (_, a) = build(&store, local.clone(), None, run(&[("FOO", "bar")])).await;
     let (out, b) = build(&store, local.clone(), None, run(&[("FOO", "bar")])).await;
     assert_eq!((hits(&out), a), (1, b));
-    let (out, _) = build(&store, local.clone(), None, run(&[("FOO", "bar"), ("X", "y")])).await;
+    let (out, _) = build(
+        &store,
+        local.clone(),
+        None,
+        run(&[("FOO", "bar"), ("X", "y")]),
+    )
+    .await;
     assert_eq!(hits(&out), 0);
     let (out, _) = build(&store, local.clone(), None, run(&[("FOO", "baz")])).await;
     assert_eq!(hits(&out), 0);
@@ -999,7 +1066,13 @@ pub async fn builder_build_args(h: Arc<dyn Harness>) -> Outcome {
 pub async fn builder_workdir_no_cache_miss(h: Arc<dyn Harness>) -> Outcome {
     let (store, local) = fresh(&h).await;
     let local: Arc<dyn ImageCache> = Arc::new(local);
-    let (_, a) = build(&store, local.clone(), None, vec![Step::Workdir("/foo/".into())]).await;
+    let (_, a) = build(
+        &store,
+        local.clone(),
+        None,
+        vec![Step::Workdir("/foo/".into())],
+    )
+    .await;
     let (out, b) = build(&store, local, None, vec![Step::Workdir("/foo".into())]).await;
     assert_eq!((hits(&out), a), (1, b));
     Outcome::Passed

@@ -37,6 +37,23 @@ impl<T> Must<T> for Option<T> {
     }
 }
 
+/// Unwraps the error of a result that must fail, failing the case with
+/// `what` when it succeeded.
+pub(crate) trait MustFail<E> {
+    /// The error, or a panic naming `what` and the value.
+    fn must_fail(self, what: impl fmt::Display) -> E;
+}
+
+impl<T: fmt::Debug, E> MustFail<E> for Result<T, E> {
+    #[track_caller]
+    fn must_fail(self, what: impl fmt::Display) -> E {
+        match self {
+            Ok(v) => panic!("{what}: expected an error, got {v:?}"),
+            Err(e) => e,
+        }
+    }
+}
+
 /// Fails the case unless `result` is an error matching the pattern; returns
 /// the error so the case can look at its text.
 macro_rules! assert_err {

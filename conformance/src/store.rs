@@ -24,6 +24,7 @@ use imagecache_core::{
 };
 use imagecache_store::{CreateOptions, Error, Problem, RefCountLayers, Store, StoreOptions};
 
+use crate::check::{Must as _, MustFail as _};
 use crate::{Harness, Outcome};
 
 /// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
@@ -95,7 +96,10 @@ fn observe(store: &Store) -> BTreeMap<ImageId, (Option<ImageId>, Vec<ImageId>, b
 /// Docker `TestCreate`: `{}` is refused with `invalid image JSON, no RootFS key`.
 pub async fn docker_store_create(h: Arc<dyn Harness>) -> Outcome {
     let (_, store) = open(&h).await;
-    let err = store.create(Bytes::from_static(b"{}")).await.unwrap_err();
+    let err = store
+        .create(Bytes::from_static(b"{}"))
+        .await
+        .must_fail("an error");
     assert!(
         matches!(err, Error::InvalidConfig(ConfigError::NoRootFs)),
         "{err:?}"
@@ -116,17 +120,17 @@ pub async fn docker_store_restore(h: Arc<dyn Harness>) -> Outcome {
             br#"{"comment": "abc", "rootfs": {"type": "layers"}}"#,
         ))
         .await
-        .expect("put id1");
+        .must("put id1");
     let id2 = backend
         .put(Bytes::from_static(
             br#"{"comment": "def", "rootfs": {"type": "layers", "diff_ids": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}"#,
         ))
         .await
-        .expect("put id2");
+        .must("put id2");
     let invalid = backend
         .put(Bytes::from_static(b"invalid"))
         .await
-        .expect("put invalid");
+        .must("put invalid");
     assert_eq!(
         invalid.to_string(),
         "sha256:f1234d75178d892a133a410355a5a990cf75d2f33eba25d575943d4df632f3a4"
@@ -134,11 +138,11 @@ pub async fn docker_store_restore(h: Arc<dyn Harness>) -> Outcome {
     backend
         .set_metadata(&id2, &MetadataKey::PARENT, id1.to_string().into())
         .await
-        .expect("set parent");
+        .must("set parent");
 
     let store = Store::open_with(backend.clone(), StoreOptions::new().without_layers())
         .await
-        .expect("open");
+        .must("open");
     assert_eq!(store.len(), 2);
     assert!(!store.contains(&invalid));
     assert!(
@@ -147,10 +151,10 @@ pub async fn docker_store_restore(h: Arc<dyn Harness>) -> Outcome {
         "the invalid config must be reported: {:?}",
         store.report()
     );
-    assert_eq!(store.get(&id1).await.expect("get id1").comment, "abc");
-    assert_eq!(store.get(&id1).await.expect("get id1").id(), id1);
-    assert_eq!(store.parent(&id1).expect("parent id1"), None);
-    assert_eq!(store.parent(&id2).expect("parent id2"), Some(id1));
+    assert_eq!(store.get(&id1).await.must("get id1").comment, "abc");
+    assert_eq!(store.get(&id1).await.must("get id1").id(), id1);
+    assert_eq!(store.parent(&id1).must("parent id1"), None);
+    assert_eq!(store.parent(&id2).must("parent id2"), Some(id1));
     assert_eq!(store.children(&id1), vec![id2]);
     assert_eq!(store.heads(), vec![id2]);
 
@@ -162,9 +166,12 @@ pub async fn docker_store_restore(h: Arc<dyn Harness>) -> Outcome {
         .take_while(|(a, b)| a == b)
         .count();
     let short = &hex[..(common + 1).max(3)];
-    assert_eq!(store.search(&format!("sha256:{short}")).expect("search"), id1);
-    assert_eq!(store.search(&hex[..(common + 1).max(6)]).expect("search"), id1);
-    let err = store.search(&hex[1..6]).unwrap_err();
+    assert_eq!(store.search(&format!("sha256:{short}")).must("search"), id1);
+    assert_eq!(
+        store.search(&hex[..(common + 1).max(6)]).must("search"),
+        id1
+    );
+    let err = store.search(&hex[1..6]).must_fail("an error");
     assert!(err.to_string().contains(&hex[1..6]), "{err}");
     assert!(err.is_not_found());
     Outcome::Passed
@@ -178,36 +185,39 @@ pub async fn docker_store_add_delete(h: Arc<dyn Harness>) -> Outcome {
     // diff ID; a store without layer references behaves the same.
     let store = Store::open_with(backend, StoreOptions::new().without_layers())
         .await
-        .expect("open");
+        .must("open");
     let id1 = store
         .create(Bytes::from_static(
             br#"{"comment": "abc", "rootfs": {"type": "layers", "diff_ids": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}"#,
         ))
         .await
-        .expect("create");
+        .must("create");
     assert_eq!(
         id1.to_string(),
         "sha256:8d25a9c45df515f9d0fe8e4a6b1c64dd3b965a84790ddbcc7954bb9bc89eb993"
     );
-    assert_eq!(store.get(&id1).await.expect("get").comment, "abc");
+    assert_eq!(store.get(&id1).await.must("get").comment, "abc");
     let id2 = store
         .create(Bytes::from_static(
             br#"{"comment": "def", "rootfs": {"type": "layers", "diff_ids": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}"#,
         ))
         .await
-        .expect("create");
-    store.set_parent(&id2, &id1).await.expect("set parent");
-    assert_eq!(store.parent(&id2).expect("parent"), Some(id1));
-    store.delete(&id1).await.expect("delete");
-    let err = store.get(&id1).await.unwrap_err();
+        .must("create");
+    store.set_parent(&id2, &id1).await.must("set parent");
+    assert_eq!(store.parent(&id2).must("parent"), Some(id1));
+    store.delete(&id1).await.must("delete");
+    let err = store.get(&id1).await.must_fail("an error");
     assert!(err.to_string().contains("failed to get digest"), "{err}");
-    assert_eq!(store.get(&id2).await.expect("get id2").comment, "def");
-    assert_eq!(store.parent(&id2).expect("parent"), None);
+    assert_eq!(store.get(&id2).await.must("get id2").comment, "def");
+    assert_eq!(store.parent(&id2).must("parent"), None);
     // The orphaning reached the backend too.
-    let again = Store::open_with(store.backend().clone(), StoreOptions::new().without_layers())
-        .await
-        .expect("reopen");
-    assert_eq!(again.parent(&id2).expect("parent"), None);
+    let again = Store::open_with(
+        store.backend().clone(),
+        StoreOptions::new().without_layers(),
+    )
+    .await
+    .must("reopen");
+    assert_eq!(again.parent(&id2).must("parent"), None);
     assert!(!again.contains(&id1));
     Outcome::Passed
 }
@@ -216,11 +226,11 @@ pub async fn docker_store_add_delete(h: Arc<dyn Harness>) -> Outcome {
 /// and after delete says `No such image`.
 pub async fn docker_store_search_after_delete(h: Arc<dyn Harness>) -> Outcome {
     let (_, store) = open(&h).await;
-    let id = store.create(config(1)).await.expect("create");
+    let id = store.create(config(1)).await.must("create");
     let term = &id.to_string()[..15];
-    assert_eq!(store.search(term).expect("search"), id);
-    store.delete(&id).await.expect("delete");
-    let err = store.search(term).unwrap_err();
+    assert_eq!(store.search(term).must("search"), id);
+    store.delete(&id).await.must("delete");
+    let err = store.search(term).must_fail("an error");
     assert!(err.to_string().contains("No such image"), "{err}");
     Outcome::Passed
 }
@@ -229,7 +239,7 @@ pub async fn docker_store_search_after_delete(h: Arc<dyn Harness>) -> Outcome {
 pub async fn docker_store_delete_not_existing(h: Arc<dyn Harness>) -> Outcome {
     let (_, store) = open(&h).await;
     let unknown = ImageId::of_config(b"i_dont_exists");
-    let err = store.delete(&unknown).await.unwrap_err();
+    let err = store.delete(&unknown).await.must_fail("an error");
     assert!(matches!(err, Error::UnknownImage { .. }), "{err:?}");
     assert!(err.is_not_found());
     assert!(err.to_string().contains("unrecognized image ID"), "{err}");
@@ -239,12 +249,12 @@ pub async fn docker_store_delete_not_existing(h: Arc<dyn Harness>) -> Outcome {
 /// Docker `TestParentReset`: a new parent replaces the old one in both children lists.
 pub async fn docker_store_parent_reset(h: Arc<dyn Harness>) -> Outcome {
     let (_, store) = open(&h).await;
-    let id = store.create(config(1)).await.expect("create");
-    let id2 = store.create(config(2)).await.expect("create");
-    let id3 = store.create(config(3)).await.expect("create");
-    store.set_parent(&id, &id2).await.expect("set parent");
+    let id = store.create(config(1)).await.must("create");
+    let id2 = store.create(config(2)).await.must("create");
+    let id3 = store.create(config(3)).await.must("create");
+    store.set_parent(&id, &id2).await.must("set parent");
     assert_eq!(store.children(&id2).len(), 1);
-    store.set_parent(&id, &id3).await.expect("set parent");
+    store.set_parent(&id, &id3).await.must("set parent");
     assert_eq!(store.children(&id2).len(), 0);
     assert_eq!(store.children(&id3), vec![id]);
     Outcome::Passed
@@ -253,20 +263,20 @@ pub async fn docker_store_parent_reset(h: Arc<dyn Harness>) -> Outcome {
 /// Docker `TestGetAndSetLastUpdated`: unset is `None` (not an error); set is now.
 pub async fn docker_store_get_and_set_last_updated(h: Arc<dyn Harness>) -> Outcome {
     let (backend, store) = open(&h).await;
-    let id = store.create(config(1)).await.expect("create");
-    assert_eq!(store.last_updated(&id).expect("last updated"), None);
+    let id = store.create(config(1)).await.must("create");
+    assert_eq!(store.last_updated(&id).must("last updated"), None);
     let before = imagecache_core::Timestamp::now_utc();
-    let set = store.set_last_updated(&id).await.expect("set");
-    assert_eq!(store.last_updated(&id).expect("last updated"), Some(set));
+    let set = store.set_last_updated(&id).await.must("set");
+    assert_eq!(store.last_updated(&id).must("last updated"), Some(set));
     assert_ne!(set.cmp_instant(&before), std::cmp::Ordering::Less);
     // Stored as RFC 3339 with nanoseconds, as Docker writes it.
     let raw = backend
         .get_metadata(&id, &MetadataKey::LAST_UPDATED)
         .await
-        .expect("metadata");
+        .must("metadata");
     assert_eq!(
-        imagecache_core::Timestamp::parse_rfc3339(std::str::from_utf8(&raw).expect("utf8"))
-            .expect("rfc3339"),
+        imagecache_core::Timestamp::parse_rfc3339(std::str::from_utf8(&raw).must("utf8"))
+            .must("rfc3339"),
         set
     );
     Outcome::Passed
@@ -276,10 +286,10 @@ pub async fn docker_store_get_and_set_last_updated(h: Arc<dyn Harness>) -> Outco
 pub async fn docker_store_len(h: Arc<dyn Harness>) -> Outcome {
     let (_, store) = open(&h).await;
     for n in 0..10 {
-        store.create(config(n)).await.expect("create");
+        store.create(config(n)).await.must("create");
     }
     assert_eq!(store.len(), 10);
-    assert_eq!(store.map().await.expect("map").len(), 10);
+    assert_eq!(store.map().await.must("map").len(), 10);
     Outcome::Passed
 }
 
@@ -287,31 +297,31 @@ pub async fn docker_store_len(h: Arc<dyn Harness>) -> Outcome {
 /// children, heads, built-locally marks and last-updated times.
 pub async fn store_reopen_keeps_everything(h: Arc<dyn Harness>) -> Outcome {
     let (backend, store) = open(&h).await;
-    let a = store.create(config(1)).await.expect("create");
+    let a = store.create(config(1)).await.must("create");
     let b = store
         .create_with(
             config(2),
             CreateOptions::new().with_parent(a).with_built_locally(true),
         )
         .await
-        .expect("create");
+        .must("create");
     let c = store
         .create_with(config(3), CreateOptions::new().with_parent(a))
         .await
-        .expect("create");
-    let t = store.set_last_updated(&c).await.expect("last updated");
+        .must("create");
+    let t = store.set_last_updated(&c).await.must("last updated");
     let Some(other) = h.reopen(&backend).await else {
         return Outcome::skipped("store_reopen_keeps_everything", "harness cannot reopen");
     };
-    let again = Store::open(other).await.expect("reopen");
+    let again = Store::open(other).await.must("reopen");
     assert_eq!(observe(&again), observe(&store));
     assert_eq!(again.heads(), {
         let mut v = vec![b, c];
         v.sort();
         v
     });
-    assert_eq!(again.last_updated(&c).expect("last updated"), Some(t));
-    assert_eq!(again.get(&b).await.expect("get").comment, "image 2");
+    assert_eq!(again.last_updated(&c).must("last updated"), Some(t));
+    assert_eq!(again.get(&b).await.must("get").comment, "image 2");
     Outcome::Passed
 }
 
@@ -362,7 +372,12 @@ impl StoreBackend for CountingBackend {
     async fn list_blobs(&self) -> CoreResult<Vec<BlobInfo>> {
         self.inner.list_blobs().await
     }
-    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> CoreResult<()> {
+    async fn set_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+        value: Bytes,
+    ) -> CoreResult<()> {
         self.inner.set_blob_note(digest, key, value).await
     }
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> CoreResult<Bytes> {
@@ -387,13 +402,13 @@ pub async fn store_open_reads_no_config(h: Arc<dyn Harness>) -> Outcome {
         if let Some(p) = parent {
             o = o.with_parent(p);
         }
-        parent = Some(store.create_with(config(n), o).await.expect("create"));
+        parent = Some(store.create_with(config(n), o).await.must("create"));
     }
     let Some(other) = h.reopen(&backend).await else {
         return Outcome::skipped("store_open_reads_no_config", "harness cannot reopen");
     };
     let counted = counting(other);
-    let again = Store::open(counted.clone()).await.expect("reopen");
+    let again = Store::open(counted.clone()).await.must("reopen");
     assert_eq!(counted.gets.load(Ordering::SeqCst), 0, "open read configs");
     assert_eq!(again.report().configs_read, 0);
     assert_eq!(observe(&again), observe(&store));
@@ -403,15 +418,15 @@ pub async fn store_open_reads_no_config(h: Arc<dyn Harness>) -> Outcome {
 /// A config is read and verified once; later gets are served from memory.
 pub async fn store_reads_each_config_once(h: Arc<dyn Harness>) -> Outcome {
     let backend = h.backend().await;
-    let id = backend.put(config(7)).await.expect("put");
+    let id = backend.put(config(7)).await.must("put");
     let counted = counting(backend);
-    let store = Store::open(counted.clone()).await.expect("open");
+    let store = Store::open(counted.clone()).await.must("open");
     // The entry had no summary, so opening read it once to build one.
     assert_eq!(counted.gets.load(Ordering::SeqCst), 1);
     for _ in 0..5 {
-        assert_eq!(store.get(&id).await.expect("get").comment, "image 7");
+        assert_eq!(store.get(&id).await.must("get").comment, "image 7");
     }
-    assert_eq!(store.map().await.expect("map").len(), 1);
+    assert_eq!(store.map().await.must("map").len(), 1);
     assert_eq!(counted.gets.load(Ordering::SeqCst), 1, "configs re-read");
     Outcome::Passed
 }
@@ -420,18 +435,22 @@ pub async fn store_reads_each_config_once(h: Arc<dyn Harness>) -> Outcome {
 /// neither the store nor the backend changes.
 pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
     let backend = h.backend().await;
-    let store = Store::open_with(backend.clone(), StoreOptions::new().with_max_config_size(4096))
-        .await
-        .expect("open");
-    let a = store.create(config(1)).await.expect("create");
+    let store = Store::open_with(
+        backend.clone(),
+        StoreOptions::new().with_max_config_size(4096),
+    )
+    .await
+    .must("open");
+    let a = store.create(config(1)).await.must("create");
     let b = store
         .create_with(config(2), CreateOptions::new().with_parent(a))
         .await
-        .expect("create");
+        .must("create");
     let before = observe(&store);
-    let before_backend = backend.load().await.expect("load");
+    let before_backend = backend.load().await.must("load");
 
-    let bad_configs: Vec<(&str, Bytes, fn(&Error) -> bool)> = vec![
+    type Expect = fn(&Error) -> bool;
+    let bad_configs: Vec<(&str, Bytes, Expect)> = vec![
         ("malformed JSON", Bytes::from_static(b"{\"rootfs\": "), |e| {
             matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
         }),
@@ -467,7 +486,7 @@ pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
         ),
     ];
     for (what, bytes, expected) in bad_configs {
-        let err = store.create(bytes).await.expect_err(what);
+        let err = store.create(bytes).await.must_fail(what);
         assert!(expected(&err), "{what}: unexpected error {err:?}");
         assert!(!err.to_string().is_empty());
     }
@@ -475,19 +494,22 @@ pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
     let err = store
         .create_with(config(3), CreateOptions::new().with_parent(unknown))
         .await
-        .unwrap_err();
-    assert!(matches!(err, Error::UnknownParent { parent } if parent == unknown), "{err:?}");
+        .must_fail("an error");
+    assert!(
+        matches!(err, Error::UnknownParent { parent } if parent == unknown),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("unknown parent image ID"), "{err}");
-    let err = store.set_parent(&a, &b).await.unwrap_err();
+    let err = store.set_parent(&a, &b).await.must_fail("an error");
     assert!(matches!(err, Error::ParentCycle { .. }), "{err:?}");
-    let err = store.set_parent(&a, &a).await.unwrap_err();
+    let err = store.set_parent(&a, &a).await.must_fail("an error");
     assert!(matches!(err, Error::ParentCycle { .. }), "{err:?}");
-    let err = store.set_parent(&unknown, &a).await.unwrap_err();
+    let err = store.set_parent(&unknown, &a).await.must_fail("an error");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
     assert!(matches!(store.search(""), Err(Error::EmptySearch)));
-    let err = store.search("sha256:").unwrap_err();
+    let err = store.search("sha256:").must_fail("an error");
     assert!(matches!(err, Error::NoSuchImage { .. }), "{err:?}");
-    let err = store.delete(&unknown).await.unwrap_err();
+    let err = store.delete(&unknown).await.must_fail("an error");
     assert!(matches!(err, Error::UnknownImage { .. }), "{err:?}");
     // An ambiguous prefix: "sha256:" plus nothing of the hex is refused
     // above; every ID matches the empty hex prefix written with a digit set.
@@ -499,42 +521,48 @@ pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
         .take_while(|(x, y)| x == y)
         .count();
     if common > 0 {
-        let err = store.search(&ids[0].hex()[..common]).unwrap_err();
+        let err = store.search(&ids[0].hex()[..common]).must_fail("an error");
         assert!(matches!(err, Error::Ambiguous { .. }), "{err:?}");
         assert!(err.to_string().contains("ambiguous digest string"), "{err}");
     }
 
     assert_eq!(observe(&store), before);
-    assert_eq!(backend.load().await.expect("load"), before_backend);
+    assert_eq!(backend.load().await.must("load"), before_backend);
     Outcome::Passed
 }
 
 /// Parent links never form a cycle, however they are attempted.
 pub async fn store_parent_cycle_is_refused(h: Arc<dyn Harness>) -> Outcome {
     let (_, store) = open(&h).await;
-    let mut chain = vec![store.create(config(0)).await.expect("create")];
+    let mut chain = vec![store.create(config(0)).await.must("create")];
     for n in 1..6 {
         let id = store
             .create_with(config(n), CreateOptions::new().with_parent(chain[n - 1]))
             .await
-            .expect("create");
+            .must("create");
         chain.push(id);
     }
     for i in 0..chain.len() {
         for j in i..chain.len() {
-            let err = store.set_parent(&chain[i], &chain[j]).await.unwrap_err();
-            assert!(matches!(err, Error::ParentCycle { .. }), "{i}->{j}: {err:?}");
+            let err = store
+                .set_parent(&chain[i], &chain[j])
+                .await
+                .must_fail("an error");
+            assert!(
+                matches!(err, Error::ParentCycle { .. }),
+                "{i}->{j}: {err:?}"
+            );
         }
     }
     // Re-creating an ancestor with its descendant as parent is refused too.
     let err = store
         .create_with(config(0), CreateOptions::new().with_parent(chain[5]))
         .await
-        .unwrap_err();
+        .must_fail("an error");
     assert!(matches!(err, Error::ParentCycle { .. }), "{err:?}");
     // Moving a subtree sideways is fine.
-    let side = store.create(config(99)).await.expect("create");
-    store.set_parent(&chain[3], &side).await.expect("set parent");
+    let side = store.create(config(99)).await.must("create");
+    store.set_parent(&chain[3], &side).await.must("set parent");
     assert_eq!(store.children(&side), vec![chain[3]]);
     assert!(store.children(&chain[2]).is_empty());
     Outcome::Passed
@@ -544,26 +572,26 @@ pub async fn store_parent_cycle_is_refused(h: Arc<dyn Harness>) -> Outcome {
 /// and never deletes them.
 pub async fn store_delete_orphans_children(h: Arc<dyn Harness>) -> Outcome {
     let (backend, store) = open(&h).await;
-    let p = store.create(config(0)).await.expect("create");
+    let p = store.create(config(0)).await.must("create");
     let mut kids = Vec::new();
     for n in 1..4 {
         kids.push(
             store
                 .create_with(config(n), CreateOptions::new().with_parent(p))
                 .await
-                .expect("create"),
+                .must("create"),
         );
     }
     kids.sort();
     assert_eq!(store.children(&p), kids);
     assert!(!store.heads().contains(&p));
-    store.delete(&p).await.expect("delete");
+    store.delete(&p).await.must("delete");
     for k in &kids {
-        assert_eq!(store.parent(k).expect("parent"), None);
+        assert_eq!(store.parent(k).must("parent"), None);
         let err = backend
             .get_metadata(k, &MetadataKey::PARENT)
             .await
-            .unwrap_err();
+            .must_fail("an error");
         assert!(err.is_not_found(), "{err:?}");
     }
     assert_eq!(store.heads(), kids);
@@ -576,31 +604,46 @@ pub async fn store_delete_orphans_children(h: Arc<dyn Harness>) -> Outcome {
 /// no longer lists it.
 pub async fn store_corrupt_config_is_quarantined(h: Arc<dyn Harness>) -> Outcome {
     let (backend, store) = open(&h).await;
-    let good = store.create(config(1)).await.expect("create");
-    let bad = store.create(config(2)).await.expect("create");
+    let good = store.create(config(1)).await.must("create");
+    let bad = store.create(config(2)).await.must("create");
     // Reopen so the config is no longer in memory.
-    let store = Store::open(backend.clone()).await.expect("reopen");
+    let store = Store::open(backend.clone()).await.must("reopen");
     if !h
-        .corrupt_content(&backend, &bad, Bytes::from_static(b"{\"rootfs\":{}} damaged"))
+        .corrupt_content(
+            &backend,
+            &bad,
+            Bytes::from_static(b"{\"rootfs\":{}} damaged"),
+        )
         .await
     {
-        return Outcome::skipped("store_corrupt_config_is_quarantined", "harness cannot corrupt content");
+        return Outcome::skipped(
+            "store_corrupt_config_is_quarantined",
+            "harness cannot corrupt content",
+        );
     }
-    let err = store.get(&bad).await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt { id, .. } if id == bad), "{err:?}");
+    let err = store.get(&bad).await.must_fail("an error");
+    assert!(
+        matches!(err, Error::Corrupt { id, .. } if id == bad),
+        "{err:?}"
+    );
     assert!(!store.contains(&bad));
-    assert!(store
-        .report()
-        .problems
-        .iter()
-        .any(|p| matches!(p, Problem::Unreadable { id, .. } if *id == bad)));
-    let snapshot = backend.load().await.expect("load");
+    assert!(
+        store
+            .report()
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::Unreadable { id, .. } if *id == bad))
+    );
+    let snapshot = backend.load().await.must("load");
     assert!(snapshot.images.iter().all(|e| e.id != bad));
     assert!(
-        snapshot.quarantined.iter().any(|q| q.name == bad.to_string()),
+        snapshot
+            .quarantined
+            .iter()
+            .any(|q| q.name == bad.to_string()),
         "{snapshot:?}"
     );
-    let again = Store::open(backend).await.expect("reopen");
+    let again = Store::open(backend).await.must("reopen");
     assert_eq!(again.ids(), vec![good]);
     Outcome::Passed
 }
@@ -611,10 +654,10 @@ pub async fn store_foreign_entries_are_summarised_once(h: Arc<dyn Harness>) -> O
     let backend = h.backend().await;
     let mut ids = BTreeSet::new();
     for n in 0..5 {
-        ids.insert(backend.put(config(n)).await.expect("put"));
+        ids.insert(backend.put(config(n)).await.must("put"));
     }
     let first = counting(backend.clone());
-    let store = Store::open(first.clone()).await.expect("open");
+    let store = Store::open(first.clone()).await.must("open");
     assert_eq!(store.report().configs_read, 5);
     assert_eq!(first.gets.load(Ordering::SeqCst), 5);
     assert_eq!(store.ids().into_iter().collect::<BTreeSet<_>>(), ids);
@@ -625,7 +668,7 @@ pub async fn store_foreign_entries_are_summarised_once(h: Arc<dyn Harness>) -> O
         );
     };
     let second = counting(other);
-    let again = Store::open(second.clone()).await.expect("reopen");
+    let again = Store::open(second.clone()).await.must("reopen");
     assert_eq!(second.gets.load(Ordering::SeqCst), 0);
     assert_eq!(again.len(), 5);
     Outcome::Passed
@@ -645,22 +688,25 @@ pub async fn store_batch_create_with_chain(h: Arc<dyn Harness>) -> Outcome {
             (config(n), o)
         })
         .collect();
-    assert_eq!(store.create_batch(items).await.expect("batch"), ids);
+    assert_eq!(store.create_batch(items).await.must("batch"), ids);
     for n in 1..5 {
-        assert_eq!(store.parent(&ids[n]).expect("parent"), Some(ids[n - 1]));
+        assert_eq!(store.parent(&ids[n]).must("parent"), Some(ids[n - 1]));
     }
     assert_eq!(store.heads(), vec![ids[4]]);
-    let before = backend.load().await.expect("load");
+    let before = backend.load().await.must("load");
     let err = store
         .create_batch(vec![
             (config(10), CreateOptions::new()),
             (Bytes::from_static(b"{}"), CreateOptions::new()),
         ])
         .await
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(ConfigError::NoRootFs)), "{err:?}");
+        .must_fail("an error");
+    assert!(
+        matches!(err, Error::InvalidConfig(ConfigError::NoRootFs)),
+        "{err:?}"
+    );
     assert_eq!(store.len(), 5);
-    assert_eq!(backend.load().await.expect("load"), before);
+    assert_eq!(backend.load().await.must("load"), before);
     Outcome::Passed
 }
 
@@ -675,11 +721,11 @@ pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Ou
             "harness cannot open a second handle",
         );
     };
-    let s1 = Store::open(backend.clone()).await.expect("open");
-    let s2 = Store::open(other).await.expect("open");
+    let s1 = Store::open(backend.clone()).await.must("open");
+    let s2 = Store::open(other).await.must("open");
     // A shared base every handle knows about.
-    let base = s1.create(config(0)).await.expect("create");
-    s2.refresh().await.expect("refresh");
+    let base = s1.create(config(0)).await.must("create");
+    s2.refresh().await.must("refresh");
     let mut tasks = Vec::new();
     for (h_idx, store) in [s1.clone(), s2.clone()].into_iter().enumerate() {
         for t in 0..4 {
@@ -692,15 +738,15 @@ pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Ou
                     let id = store
                         .create_with(config(n), CreateOptions::new().with_parent(parent))
                         .await
-                        .expect("create");
+                        .must("create");
                     mine.push(id);
                     if i % 3 == 2 {
                         // Re-parent the newest image onto the base.
-                        store.set_parent(&id, &base).await.expect("re-parent");
+                        store.set_parent(&id, &base).await.must("re-parent");
                     }
                     if i % 4 == 3 {
                         let victim = mine.remove(0);
-                        store.delete(&victim).await.expect("delete");
+                        store.delete(&victim).await.must("delete");
                     }
                 }
                 mine
@@ -709,21 +755,21 @@ pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Ou
     }
     let mut survivors = BTreeSet::new();
     for t in tasks {
-        survivors.extend(t.await.expect("task"));
+        survivors.extend(t.await.must("task"));
     }
-    s1.refresh().await.expect("refresh");
-    s2.refresh().await.expect("refresh");
-    let fresh = Store::open(backend).await.expect("open");
+    s1.refresh().await.must("refresh");
+    s2.refresh().await.must("refresh");
+    let fresh = Store::open(backend).await.must("open");
     for store in [&s1, &s2, &fresh] {
         let ids: BTreeSet<ImageId> = store.ids().into_iter().collect();
         assert!(survivors.is_subset(&ids), "an image was lost");
         for id in &ids {
-            if let Some(p) = store.parent(id).expect("parent") {
+            if let Some(p) = store.parent(id).must("parent") {
                 assert!(ids.contains(&p), "{id} has a parent {p} that is gone");
                 assert!(store.children(&p).contains(id));
             }
             for c in store.children(id) {
-                assert_eq!(store.parent(&c).expect("parent"), Some(*id));
+                assert_eq!(store.parent(&c).must("parent"), Some(*id));
             }
         }
     }
@@ -739,11 +785,14 @@ pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Ou
 pub async fn store_concurrent_creates_agree(h: Arc<dyn Harness>) -> Outcome {
     let backend = h.backend().await;
     let layers = Arc::new(RefCountLayers::new());
-    let store = Store::open_with(backend.clone(), StoreOptions::new().with_layers(layers.clone()))
-        .await
-        .expect("open");
-    let a = store.create(config(0)).await.expect("create");
-    let b = store.create(config(1)).await.expect("create");
+    let store = Store::open_with(
+        backend.clone(),
+        StoreOptions::new().with_layers(layers.clone()),
+    )
+    .await
+    .must("open");
+    let a = store.create(config(0)).await.must("create");
+    let b = store.create(config(1)).await.must("create");
     let mut tasks = Vec::new();
     for t in 0..16 {
         let store = store.clone();
@@ -753,24 +802,24 @@ pub async fn store_concurrent_creates_agree(h: Arc<dyn Harness>) -> Outcome {
                 store
                     .create_with(config(n), CreateOptions::new().with_parent(parent))
                     .await
-                    .expect("create");
+                    .must("create");
             }
         }));
     }
     for t in tasks {
-        t.await.expect("task");
+        t.await.must("task");
     }
     assert_eq!(store.len(), 10);
     for id in store.ids() {
         let chain = store
             .info(&id)
             .and_then(|i| i.chain_id)
-            .expect("every test config has a layer");
+            .must("every test config has a layer");
         assert_eq!(layers.references(&chain), 1, "layer references of {id}");
-        let parent = store.parent(&id).expect("parent");
+        let parent = store.parent(&id).must("parent");
         assert!(parent.is_none() || parent == Some(a) || parent == Some(b));
     }
-    let fresh = Store::open(backend).await.expect("open");
+    let fresh = Store::open(backend).await.must("open");
     assert_eq!(observe(&fresh), observe(&store));
     Outcome::Passed
 }

@@ -69,21 +69,28 @@ async fn run(n: usize) -> anyhow::Result<()> {
 
     let mut rng = Rng::new(9);
     let children: Vec<usize> = (0..20_000)
-        .map(|_| loop {
-            let i = rng.below(images.len());
-            if images[i].parent.is_some() {
-                break i;
+        .map(|_| {
+            loop {
+                let i = rng.below(images.len());
+                if images[i].parent.is_some() {
+                    break i;
+                }
             }
         })
         .collect();
-    let bases: Vec<usize> = (0..images.len()).filter(|&i| images[i].parent.is_none()).collect();
+    let bases: Vec<usize> = (0..images.len())
+        .filter(|&i| images[i].parent.is_none())
+        .collect();
 
     // One pass to read the candidates' configs (the first lookup of an
     // image reads it once), then the timed passes from memory.
     for &i in &children {
         let img = &images[i];
         anyhow::ensure!(
-            cache.lookup(img.parent.as_ref(), Some(&img.probe), &p).await? == Some(img.id),
+            cache
+                .lookup(img.parent.as_ref(), Some(&img.probe), &p)
+                .await?
+                == Some(img.id),
             "child lookup missed"
         );
     }
@@ -93,7 +100,9 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let (_, t) = time("child hit");
     for r in 0..rounds {
         let img = &images[children[r % children.len()]];
-        let hit = cache.lookup(img.parent.as_ref(), Some(&img.probe), &p).await?;
+        let hit = cache
+            .lookup(img.parent.as_ref(), Some(&img.probe), &p)
+            .await?;
         debug_assert_eq!(hit, Some(img.id));
         black_box(hit);
     }
@@ -103,7 +112,9 @@ async fn run(n: usize) -> anyhow::Result<()> {
     for r in 0..rounds {
         let img = &images[children[r % children.len()]];
         let other = &images[children[(r + 1) % children.len()]];
-        let miss = cache.lookup(img.parent.as_ref(), Some(&other.probe), &p).await?;
+        let miss = cache
+            .lookup(img.parent.as_ref(), Some(&other.probe), &p)
+            .await?;
         black_box(miss);
     }
     let child_miss = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
@@ -127,8 +138,19 @@ async fn run(n: usize) -> anyhow::Result<()> {
 
     // Check the answers once more outside the timed loops.
     let img = &images[children[0]];
-    anyhow::ensure!(cache.lookup(img.parent.as_ref(), Some(&images[children[1]].probe), &p).await?.is_none() || images[children[1]].parent == img.parent);
-    anyhow::ensure!(cache.lookup(None, Some(&images[bases[0]].probe), &p).await? == Some(images[bases[0]].id));
+    anyhow::ensure!(
+        cache
+            .lookup(img.parent.as_ref(), Some(&images[children[1]].probe), &p)
+            .await?
+            .is_none()
+            || images[children[1]].parent == img.parent
+    );
+    anyhow::ensure!(
+        cache
+            .lookup(None, Some(&images[bases[0]].probe), &p)
+            .await?
+            == Some(images[bases[0]].id)
+    );
     anyhow::ensure!(cache.lookup(None, Some(&img.probe), &p).await?.is_none());
 
     println!(

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imagecache_backends::fs::FsBackend;
 use futures::{StreamExt as _, TryStreamExt as _};
+use imagecache_backends::fs::FsBackend;
 use imagecache_examples::{Rng, SyntheticImage, synthetic};
 use imagecache_store::{CreateOptions, Store};
 
@@ -29,7 +29,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     // The child process of the "open" measurement.
     if let Some(pos) = args.iter().position(|a| a == "--open-only") {
-        let dir = args.get(pos + 1).ok_or_else(|| anyhow::anyhow!("--open-only DIR"))?;
+        let dir = args
+            .get(pos + 1)
+            .ok_or_else(|| anyhow::anyhow!("--open-only DIR"))?;
         let secs = rt.block_on(open_once(Path::new(dir)))?;
         println!("{secs}");
         return Ok(());
@@ -42,14 +44,29 @@ fn main() -> anyhow::Result<()> {
     println!("image store on fs (3 bases, fan-out 4, depth <= 10)");
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>11} {:>9} {:>9}",
-        "images", "create us", "8-way us", "batch us", "open s", "get 1st us", "get us", "children us", "heads us", "search us"
+        "images",
+        "create us",
+        "8-way us",
+        "batch us",
+        "open s",
+        "get 1st us",
+        "get us",
+        "children us",
+        "heads us",
+        "search us"
     );
     for n in sizes {
         rt.block_on(run(n))?;
     }
-    println!("create: durable (fsynced) create of config + parent + builtLocally + summary; one at a time,");
-    println!("        8 in flight, and in batches of 64 (create_batch); sample of up to 3000 images for the first and last");
-    println!("targets: create <= 400 us, open 100k <= 0.5 s (cold process), get <= 1 us from memory");
+    println!(
+        "create: durable (fsynced) create of config + parent + builtLocally + summary; one at a time,"
+    );
+    println!(
+        "        8 in flight, and in batches of 64 (create_batch); sample of up to 3000 images for the first and last"
+    );
+    println!(
+        "targets: create <= 400 us, open 100k <= 0.5 s (cold process), get <= 1 us from memory"
+    );
     Ok(())
 }
 
@@ -84,14 +101,21 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let images = synthetic(n, 42);
     let dir = tempfile::Builder::new()
         .prefix("imagecache-bench-store-")
-        .tempdir_in(std::env::var("IMAGECACHE_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()))?;
+        .tempdir_in(
+            std::env::var("IMAGECACHE_BENCH_DIR")
+                .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+        )?;
     // The store is built with 8 creates in flight, wave by wave (every
     // image's parent is in an earlier wave), as busy build hosts do.
     let store = Store::open(Arc::new(FsBackend::open(dir.path()).await?)).await?;
     let t = Instant::now();
     let max_depth = images.iter().map(|i| i.depth).max().unwrap_or(0);
     for depth in 0..=max_depth {
-        let wave: Vec<_> = images.iter().filter(|i| i.depth == depth).cloned().collect();
+        let wave: Vec<_> = images
+            .iter()
+            .filter(|i| i.depth == depth)
+            .cloned()
+            .collect();
         futures::stream::iter(wave.into_iter().map(|img| {
             let store = store.clone();
             async move { create(&store, &img).await }
@@ -117,7 +141,12 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     for chunk in sample.chunks(64) {
         batched
-            .create_batch(chunk.iter().map(|img| (img.config.clone(), options(img))).collect())
+            .create_batch(
+                chunk
+                    .iter()
+                    .map(|img| (img.config.clone(), options(img)))
+                    .collect(),
+            )
             .await?;
     }
     let create_batched = per_op(t.elapsed(), sample.len());
@@ -128,7 +157,11 @@ async fn run(n: usize) -> anyhow::Result<()> {
         .arg("--open-only")
         .arg(dir.path())
         .output()?;
-    anyhow::ensure!(out.status.success(), "open process failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "open process failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let open_secs: f64 = String::from_utf8(out.stdout)?.trim().parse()?;
 
     let store = Store::open(Arc::new(FsBackend::open(dir.path()).await?)).await?;

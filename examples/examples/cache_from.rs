@@ -50,7 +50,12 @@ fn platform() -> Platform {
     }
 }
 
-async fn build(name: &str, store: &Store, cache: Arc<dyn ImageCache>, base: ImageId) -> anyhow::Result<ImageId> {
+async fn build(
+    name: &str,
+    store: &Store,
+    cache: Arc<dyn ImageCache>,
+    base: ImageId,
+) -> anyhow::Result<ImageId> {
     let mut stage = Stage::from(store.clone(), cache, Some(base), platform()).await?;
     let mut hits = 0;
     let steps = dockerfile();
@@ -60,12 +65,18 @@ async fn build(name: &str, store: &Store, cache: Arc<dyn ImageCache>, base: Imag
         hits += usize::from(outcome.is_cached());
         println!(
             "  {name}: {} {}",
-            if outcome.is_cached() { "Using cache ->" } else { "built       ->" },
+            if outcome.is_cached() {
+                "Using cache ->"
+            } else {
+                "built       ->"
+            },
             &outcome.id().hex()[..12]
         );
     }
     println!("  {name}: {hits}/{total} steps from cache");
-    stage.image().ok_or_else(|| anyhow::anyhow!("nothing built"))
+    stage
+        .image()
+        .ok_or_else(|| anyhow::anyhow!("nothing built"))
 }
 
 const BASE: &[u8] = br#"{"architecture":"amd64","os":"linux","created":"2024-02-01T00:00:00Z","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"]},"history":[{"created":"2024-02-01T00:00:00Z","created_by":"/bin/sh -c #(nop) ADD file:alpine in / "}]}"#;

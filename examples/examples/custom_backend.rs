@@ -47,7 +47,11 @@ struct LoggingMap {
 
 impl fmt::Debug for LoggingMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LoggingMap({} calls)", self.calls.load(Ordering::Relaxed))
+        write!(
+            f,
+            "LoggingMap({} calls)",
+            self.calls.load(Ordering::Relaxed)
+        )
     }
 }
 
@@ -75,7 +79,9 @@ impl StoreBackend for LoggingMap {
     fn capabilities(&self) -> Capabilities {
         // Batches are applied under one lock after validation, so they are
         // atomic; nothing is persistent.
-        Capabilities::none().with_atomic_batch(true).with_blobs(true)
+        Capabilities::none()
+            .with_atomic_batch(true)
+            .with_blobs(true)
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -85,9 +91,7 @@ impl StoreBackend for LoggingMap {
         let mut exists: HashMap<ImageId, bool> = HashMap::new();
         for op in batch.ops() {
             let id = op.id();
-            let now = *exists
-                .get(&id)
-                .unwrap_or(&data.images.contains_key(&id));
+            let now = *exists.get(&id).unwrap_or(&data.images.contains_key(&id));
             match op {
                 WriteOp::Put(_) => {
                     exists.insert(id, true);
@@ -161,12 +165,16 @@ impl StoreBackend for LoggingMap {
     async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
         let data = self.data();
         let image = data.images.get(id).ok_or_else(|| missing(*id))?;
-        image.metadata.get(key).cloned().ok_or_else(|| Error::NotFound {
-            key: Key::Metadata {
-                id: *id,
-                key: key.clone(),
-            },
-        })
+        image
+            .metadata
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                key: Key::Metadata {
+                    id: *id,
+                    key: key.clone(),
+                },
+            })
     }
 
     async fn load(&self) -> Result<Snapshot> {
@@ -176,7 +184,11 @@ impl StoreBackend for LoggingMap {
             .iter()
             .map(|(id, i)| SnapshotEntry {
                 id: *id,
-                metadata: i.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                metadata: i
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 summary: i.summary.clone(),
             })
             .collect();
@@ -320,14 +332,28 @@ impl Harness for MapHarness {
         Some(again)
     }
 
-    async fn corrupt_content(&self, backend: &Arc<dyn StoreBackend>, id: &ImageId, data: Bytes) -> bool {
-        let Some(map) = map_of(backend) else { return false };
+    async fn corrupt_content(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        id: &ImageId,
+        data: Bytes,
+    ) -> bool {
+        let Some(map) = map_of(backend) else {
+            return false;
+        };
         map.data().images.entry(*id).or_default().content = data;
         true
     }
 
-    async fn corrupt_blob(&self, backend: &Arc<dyn StoreBackend>, digest: &Digest, data: Bytes) -> bool {
-        let Some(map) = map_of(backend) else { return false };
+    async fn corrupt_blob(
+        &self,
+        backend: &Arc<dyn StoreBackend>,
+        digest: &Digest,
+        data: Bytes,
+    ) -> bool {
+        let Some(map) = map_of(backend) else {
+            return false;
+        };
         map.data().blobs.entry(*digest).or_default().0 = data;
         true
     }
@@ -359,7 +385,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn logging_map_passes_the_whole_suite() {
         let report = super::certify().await;
-        assert_eq!(report.failed(), 0, "{:?}", report.failures());
+        assert_eq!(
+            report.failed(),
+            0,
+            "{:?}",
+            report.failures().collect::<Vec<_>>()
+        );
         assert_eq!(report.skipped(), 0, "every hook is implemented");
     }
 }

@@ -43,7 +43,10 @@ impl ImageCache for Timed {
 fn dockerfile() -> Vec<(&'static str, Step)> {
     let layer = |n: u8| DiffId::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).ok();
     vec![
-        ("ENV APP_HOME=/srv/app", Step::Env("APP_HOME".into(), "/srv/app".into())),
+        (
+            "ENV APP_HOME=/srv/app",
+            Step::Env("APP_HOME".into(), "/srv/app".into()),
+        ),
         (
             "RUN apt-get update && apt-get install -y curl",
             Step::Run {
@@ -93,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
 
     for build in 1..=2 {
         println!("\nbuild {build}: FROM {}", &base.hex()[..12]);
-        let mut stage = Stage::from(store.clone(), cache.clone(), Some(base), platform.clone()).await?;
+        let mut stage =
+            Stage::from(store.clone(), cache.clone(), Some(base), platform.clone()).await?;
         let steps = dockerfile();
         let total = steps.len();
         for (i, (text, step)) in steps.into_iter().enumerate() {

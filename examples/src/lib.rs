@@ -146,10 +146,10 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SyntheticImage> {
         children.push(0usize);
         if let Some(p) = parent {
             children[p] += 1;
-            if children[p] >= FAN_OUT {
-                if let Some(pos) = open.iter().position(|&x| x == p) {
-                    open.swap_remove(pos);
-                }
+            if children[p] >= FAN_OUT
+                && let Some(pos) = open.iter().position(|&x| x == p)
+            {
+                open.swap_remove(pos);
             }
         }
         if depth < MAX_DEPTH {
