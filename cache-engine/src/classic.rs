@@ -50,7 +50,7 @@ pub trait ImageCache: fmt::Debug + Send + Sync {
 /// parent), be marked built locally (images pulled or loaded never count,
 /// which closes CVE-2024-24557), declare a platform, match the builder's
 /// platform, and have a `container_config` that
-/// [`compare`](imagecache_core::compare) accepts. Among those the newest
+/// [`compare`] accepts. Among those the newest
 /// `created` wins; equal times go to the smallest ID, so answers never
 /// depend on map order.
 #[derive(Debug, Clone)]
