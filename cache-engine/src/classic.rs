@@ -150,6 +150,58 @@ impl ImageCache for LocalCache {
     }
 }
 
+/// Docker's local lookup as Docker runs it: scan every child of `parent`
+/// (for `FROM scratch`, every parentless image in the store) and keep the
+/// newest match. It reads every candidate's config and costs time in
+/// proportion to the store; it exists to check that [`LocalCache::lookup`],
+/// which answers from an index, gives the same answers (the tie-break is
+/// the same: equal times go to the smallest ID).
+///
+/// # Errors
+/// Failures reading a candidate's config.
+pub async fn linear_lookup(
+    store: &Store,
+    parent: Option<&ImageId>,
+    config: Option<&ContainerConfig>,
+    platform: &Platform,
+) -> Result<Option<ImageId>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let candidates: Vec<ImageId> = match parent {
+        Some(p) => store.children(p),
+        None => store
+            .ids()
+            .into_iter()
+            .filter(|id| matches!(store.parent(id), Ok(None)))
+            .collect(),
+    };
+    let mut best: Option<(ImageId, imagecache_core::Timestamp)> = None;
+    for id in candidates {
+        if !store.is_built_locally(&id).unwrap_or(false) {
+            continue;
+        }
+        let image = store.get(&id).await?;
+        let p = image.platform();
+        if p.os.is_empty() && p.architecture.is_empty() {
+            continue;
+        }
+        if !compare_platform(platform, &p) || !compare(Some(&image.container_config), Some(config)) {
+            continue;
+        }
+        let Some(created) = image.created else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(_, t)| t.cmp_instant(&created) == std::cmp::Ordering::Less)
+        {
+            best = Some((id, created));
+        }
+    }
+    Ok(best.map(|(id, _)| id))
+}
+
 /// Turns a `--cache-from` reference into an image of the store.
 #[async_trait::async_trait]
 pub trait SourceResolver: fmt::Debug + Send + Sync {

@@ -5,5 +5,5 @@ pub mod builder;
 pub mod classic;
 mod error;
 
-pub use classic::{CacheFrom, IdResolver, ImageCache, LocalCache, SourceResolver};
+pub use classic::{CacheFrom, IdResolver, ImageCache, LocalCache, SourceResolver, linear_lookup};
 pub use error::{Error, Result};

@@ -22,10 +22,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use imagecache_core::{
     ContainerConfig, DiffId, History, ImageConfig, ImageId, Platform, RootFs, Timestamp, compare,
-    compare_platform,
 };
 use imagecache_engine::builder::{Stage, Step, StepOutcome, default_shell, nop_cmd};
-use imagecache_engine::{CacheFrom, IdResolver, ImageCache, LocalCache};
+use imagecache_engine::{CacheFrom, IdResolver, ImageCache, LocalCache, linear_lookup};
 use imagecache_store::{CreateOptions, Store};
 
 use crate::check::Must as _;
@@ -406,46 +405,6 @@ pub async fn cache_unknown_parent_is_a_miss(h: Arc<dyn Harness>) -> Outcome {
     Outcome::Passed
 }
 
-/// Docker's algorithm, verbatim in spirit: scan every candidate (children,
-/// or for scratch every parentless image) and keep the newest match.
-async fn linear_scan(
-    store: &Store,
-    parent: Option<ImageId>,
-    cc: &ContainerConfig,
-    platform: &Platform,
-) -> Option<ImageId> {
-    let candidates: Vec<ImageId> = match parent {
-        Some(p) => store.children(&p),
-        None => store
-            .ids()
-            .into_iter()
-            .filter(|id| store.parent(id).ok().flatten().is_none())
-            .collect(),
-    };
-    let mut best: Option<(ImageId, Timestamp)> = None;
-    for id in candidates {
-        if !store.is_built_locally(&id).unwrap_or(false) {
-            continue;
-        }
-        let img = store.get(&id).await.must("candidate");
-        let ip = img.platform();
-        if ip.os.is_empty() && ip.architecture.is_empty() {
-            continue;
-        }
-        if !compare_platform(platform, &ip) || !compare(Some(&img.container_config), Some(cc)) {
-            continue;
-        }
-        let Some(created) = img.created else { continue };
-        if best
-            .as_ref()
-            .is_none_or(|(_, t)| t.cmp_instant(&created) == std::cmp::Ordering::Less)
-        {
-            best = Some((id, created));
-        }
-    }
-    best.map(|(id, _)| id)
-}
-
 /// A small deterministic generator (xorshift), so the case needs no crate
 /// and replays identically.
 struct Rng(u64);
@@ -555,7 +514,9 @@ pub async fn cache_index_matches_linear_scan(h: Arc<dyn Harness>) -> Outcome {
             };
             let probe = random_config(&mut rng);
             let platform = rng.pick(&platforms[..2]).clone();
-            let want = linear_scan(&store, parent, &probe, &platform).await;
+            let want = linear_lookup(&store, parent.as_ref(), Some(&probe), &platform)
+                .await
+                .must("linear scan");
             let got = lookup(&cache, parent, &probe, &platform).await;
             assert_eq!(
                 got, want,

@@ -9,12 +9,24 @@
 //! locally) on the embedded default backend (redb) in a temporary file,
 //! reopens it, and times lookups: a child hit, a child miss, a FROM-scratch
 //! hit and a FROM-scratch miss. Every answer is checked as it is timed.
+//!
+//! `IMAGECACHE_BENCH_STORE=URL` builds the store at any other location
+//! instead, for example a fresh prefix on S3, where the open time is the
+//! interesting figure (lookups never touch the network):
+//!
+//! ```sh
+//! eval "$(scripts/garage-start.sh)"
+//! IMAGECACHE_BENCH_SIZES=10000 \
+//! IMAGECACHE_BENCH_STORE="${IMAGECACHE_TEST_S3_URL/\/?/\/bench-$RANDOM?}" \
+//!   cargo bench -p imagecache-examples --features s3 --bench cache
+//! ```
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
 use imagecache_backends::redb::RedbBackend;
+use imagecache_core::StoreBackend;
 use imagecache_engine::LocalCache;
 use imagecache_examples::{Rng, platform, synthetic};
 use imagecache_store::{CreateOptions, Store};
@@ -29,7 +41,9 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("classic builder cache lookups (redb store; 3 bases, fan-out 4, depth <= 10)");
+    let location = std::env::var("IMAGECACHE_BENCH_STORE").unwrap_or_else(|_| "redb".into());
+    let location = location.split('?').next().unwrap_or_default().to_owned();
+    println!("classic builder cache lookups ({location}; 3 bases, fan-out 4, depth <= 10)");
     println!(
         "{:>8} {:>10} {:>14} {:>12} {:>14} {:>15}",
         "images", "open s", "child hit us", "child miss us", "scratch hit us", "scratch miss us"
@@ -45,8 +59,16 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let images = synthetic(n, 42);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("store.redb");
+    let url = std::env::var("IMAGECACHE_BENCH_STORE").ok();
+    let open = || async {
+        let backend: Arc<dyn StoreBackend> = match &url {
+            Some(url) => imagecache_backends::open(url).await?,
+            None => Arc::new(RedbBackend::open(&path).await?),
+        };
+        anyhow::Ok(backend)
+    };
     {
-        let store = Store::open(Arc::new(RedbBackend::open(&path).await?)).await?;
+        let store = Store::open(open().await?).await?;
         for chunk in images.chunks(10_000) {
             let batch = chunk
                 .iter()
@@ -62,8 +84,9 @@ async fn run(n: usize) -> anyhow::Result<()> {
         }
     }
     let t = Instant::now();
-    let store = Store::open(Arc::new(RedbBackend::open(&path).await?)).await?;
+    let store = Store::open(open().await?).await?;
     let open_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(store.report().configs_read == 0, "open read configs");
     let cache = LocalCache::new(store.clone());
     let p = platform();
 
