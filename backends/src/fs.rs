@@ -36,16 +36,28 @@
 //! # Several processes
 //!
 //! Any number of handles, in one process or several, may share a
-//! directory. Each write appends journal records that carry the metadata
-//! directory's token from before and after the change; a record is applied
-//! at load only if its "before" token matches what the index holds, so
-//! writes that interleave, or records lost in a crash, cost a re-read and
-//! never a stale value. A program that does not keep the journal (Docker)
-//! is detected by the token alone. The one gap: such a program changing an
-//! image's metadata in the microseconds between this backend's own stat and
-//! rename of that same image's metadata can go unnoticed until that
-//! directory next changes. On kernels without fine-grained timestamps
-//! (before Linux 6.13) the window widens to one timestamp tick.
+//! directory. Every change a handle makes to metadata (a value renamed into
+//! place or removed, a metadata directory removed or set aside) is made
+//! while holding the index lock (`imagecache/lock`), and its journal record
+//! is appended before the lock is released. The journal thus lists the
+//! changes of all handles in the order they reached the disk, and replaying
+//! it yields exactly what is on disk, however the writes interleave and
+//! however coarse the file system's timestamps are. A load reads the index
+//! and examines the directory without the lock, then takes it briefly to
+//! re-read the images named by records appended meanwhile, so it reports
+//! every write that finished before it returned.
+//!
+//! Records also carry the metadata directory's change token from before
+//! and after the change, and apply only on top of the state they were made
+//! from; otherwise the image is re-read. That catches changes that leave no
+//! record, a program that does not keep the journal (Docker) or a record
+//! lost in a crash, as long as the timestamps tell the states apart. The
+//! gap: such a change landing within one timestamp tick of this backend's
+//! own stat of the same directory can go unnoticed until that directory
+//! next changes. Linux 6.13 and later give a directory a fresh timestamp
+//! for any change after it was observed, which narrows the tick to the
+//! microseconds between this backend's rename and its stat; on older
+//! kernels it is a clock tick of a few milliseconds.
 //!
 //! # Durability and batches
 //!
@@ -90,7 +102,7 @@ use imagecache_core::{
     Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch,
 };
 
-use self::files::{Opened, ensure_dir, open_regular, read_regular, read_to_end};
+use self::files::{Opened, Token, ensure_dir, open_regular, read_regular, read_to_end};
 use self::index::IndexFiles;
 
 /// The URL scheme of this backend.
@@ -223,6 +235,28 @@ struct Inner {
     config: FsConfig,
     layout: Layout,
     index: IndexFiles,
+    /// Lets this module's tests coarsen change tokens and pause writers.
+    #[cfg(test)]
+    seams: tests::Seams,
+}
+
+impl Inner {
+    /// The change token of a metadata directory.
+    fn dir_token(&self, dir: &Path) -> Result<Token, Error> {
+        files::dir_token(dir).map(|t| self.seen(t))
+    }
+
+    /// A token as this handle sees it: as read, except in tests that
+    /// simulate a coarse clock.
+    #[cfg(not(test))]
+    fn seen(&self, token: Token) -> Token {
+        token
+    }
+
+    #[cfg(test)]
+    fn seen(&self, token: Token) -> Token {
+        self.seams.seen(token)
+    }
 }
 
 /// A store in a directory laid out as Docker's image database.
@@ -280,6 +314,8 @@ impl FsBackend {
                     config,
                     layout,
                     index,
+                    #[cfg(test)]
+                    seams: tests::Seams::default(),
                 }),
             })
         })

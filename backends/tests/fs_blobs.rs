@@ -110,6 +110,34 @@ async fn blobs_stream_in_and_out_in_bounded_chunks() {
     assert_eq!(b.get_blob_bytes(&d2).await.unwrap(), big_chunks);
 }
 
+/// A blob larger than the stretch after which a put starts flushing its
+/// data early, on a runtime with few threads for the flushing helper to
+/// share: it lands whole, and reads back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_large_blob_flushed_while_written_lands_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = FsBackend::open(dir.path()).await.unwrap();
+    let data = pseudo_random(37 * 1024 * 1024 + 5, 11);
+    let digest = sha256(&data);
+    let info = b.put_blob(&digest, chunked(&data, 1 << 20)).await.unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(
+        files(&dir.path().join("imagecache/blobs")),
+        vec![format!("sha256/{}", digest.hex())],
+        "no temp file is left behind"
+    );
+    let back: Vec<Bytes> = b
+        .get_blob(&digest)
+        .await
+        .unwrap()
+        .stream
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(back.iter().all(|c| c.len() == 1 << 20 || c.len() == 5));
+    assert_eq!(back.concat(), data);
+}
+
 #[tokio::test]
 async fn failed_blob_stream_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();

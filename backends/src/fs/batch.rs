@@ -11,12 +11,27 @@
 //! 2. configs are renamed into place, and `content/sha256` is fsynced (with
 //!    `metadata/sha256` if an image's metadata directory was created), so
 //!    content is durable before any metadata naming it;
-//! 3. metadata values are renamed into place or removed, and each changed
-//!    metadata directory is fsynced.
+//! 3. holding the index lock, metadata values are renamed into place or
+//!    removed, each image's directory token is taken, and one journal
+//!    record per image is appended; then, with the lock released, each
+//!    changed metadata directory is fsynced.
+//!
+//! Doing the renames, the tokens and the append under one hold of the lock
+//! is what keeps the index exact when handles in several processes write
+//! the same image at once: the journal lists every change of this
+//! backend's in the order it reached the directory, so replaying it never
+//! lets an older value win or drops a value another writer added, however
+//! coarse the file system's timestamps are. Deletes and quarantines remove
+//! or move metadata directories under the lock too, each with its record.
+//! The directory fsyncs come after the lock is released, so that
+//! concurrent batches still share device flushes; a record may therefore
+//! be written before the rename it describes is durable, which is harmless
+//! where metadata is journalled in order (ext4, XFS): the journal's append
+//! cannot outlive the earlier rename.
 //!
 //! A failure before a rename removes every temp file; what was renamed
-//! stays, as the contract allows for a backend without atomic batches.
-//! Finally one journal record per image goes to the index.
+//! stays, as the contract allows for a backend without atomic batches, and
+//! the images it touched are recorded as needing a re-read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -30,43 +45,36 @@ use imagecache_core::{
 };
 
 use super::files::{
-    Destination, Job, TempFile, Token, check_destination, dir_token, ensure_dir, is_missing,
-    remove_any, run_parallel, sync_dir_job, write_atomic,
+    Destination, Job, TempFile, Token, check_destination, ensure_dir, is_missing, remove_any,
+    run_parallel, sync_dir_job, write_atomic,
 };
-use super::index::{Record, Update};
+use super::index::{IndexLock, Record, Update};
 use super::{Error, Inner, Layout, NAME, content_present};
 
 /// Applies a batch; see the module docs.
 pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
     let ops = batch.into_ops();
     validate(inner, &ops)?;
-    let mut w = Writer {
-        inner,
-        touches: HashMap::new(),
-        order: Vec::new(),
-    };
     let mut run = Run::default();
     let mut resets = Vec::new();
     for op in ops {
         match op {
             WriteOp::Delete { id } => {
-                w.flush_run(&mut run)?;
+                flush_run(inner, &mut run)?;
                 resets.push(Reset::Delete(id));
             }
             WriteOp::Quarantine { id, reason } => {
-                w.flush_run(&mut run)?;
+                flush_run(inner, &mut run)?;
                 resets.push(Reset::Quarantine(id, reason));
             }
             other => {
-                w.flush_resets(&mut resets)?;
+                flush_resets(inner, &mut resets)?;
                 run.add(other);
             }
         }
     }
-    w.flush_run(&mut run)?;
-    w.flush_resets(&mut resets)?;
-    w.finish();
-    Ok(())
+    flush_run(inner, &mut run)?;
+    flush_resets(inner, &mut resets)
 }
 
 fn op_name(op: &WriteOp) -> &'static str {
@@ -197,102 +205,94 @@ impl Reset {
     }
 }
 
-/// What the batch did to one image, for its journal record.
-#[derive(Debug, Default)]
-struct Touch {
-    /// The image was deleted or quarantined (before any later writes).
-    removed: bool,
-    /// Something was written after the last removal.
-    active: bool,
-    pre: Option<Token>,
-    post: Option<Token>,
+/// One image's share of a run, ready for phase 3.
+#[derive(Debug)]
+struct Staged {
+    id: ImageId,
+    /// Token of the metadata directory before the run touched it.
+    pre: Token,
     put: bool,
-    changes: BTreeMap<MetadataKey, Option<Bytes>>,
     summary: Option<Bytes>,
+    /// What the journal record says changed.
+    changes: Vec<(MetadataKey, Option<Bytes>)>,
+    /// New values, written and (if asked) fsynced, with their destinations.
+    values: Vec<(TempFile, PathBuf)>,
+    /// Values to remove.
+    removals: Vec<(MetadataKey, PathBuf)>,
 }
 
-struct Writer<'a> {
-    inner: &'a Inner,
-    touches: HashMap<ImageId, Touch>,
-    order: Vec<ImageId>,
-}
+/// Applies one run; see the module docs.
+fn flush_run(inner: &Inner, run: &mut Run) -> Result<(), Error> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let mut run = std::mem::take(run);
+    let fsync = inner.config.fsync;
+    let layout = &inner.layout;
 
-impl Writer<'_> {
-    fn layout(&self) -> &Layout {
-        &self.inner.layout
+    // Tokens before anything in the run changes a metadata directory (its
+    // own temp files included), so that when nobody else wrote in between,
+    // the record chains onto the previous record of the same image.
+    let mut pre = Vec::with_capacity(run.order.len());
+    for id in &run.order {
+        let token = inner
+            .dir_token(&layout.metadata_dir(id))
+            .map_err(|e| e.with_key(Key::Image(*id)))?;
+        #[cfg(test)]
+        inner.seams.reached(super::tests::Point::PreToken, id);
+        pre.push(token);
     }
 
-    fn touch(&mut self, id: ImageId) -> &mut Touch {
-        let order = &mut self.order;
-        self.touches.entry(id).or_insert_with(|| {
-            order.push(id);
-            Touch::default()
-        })
-    }
-
-    fn flush_run(&mut self, run: &mut Run) -> Result<(), Error> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        let run = std::mem::take(run);
-        let fsync = self.inner.config.fsync;
-
-        // Tokens before anything in the run changes a metadata directory.
-        for id in &run.order {
-            if self.touches.get(id).and_then(|t| t.pre).is_none() {
-                let dir = self.layout().metadata_dir(id);
-                let pre = dir_token(&dir).map_err(|e| e.with_key(Key::Image(*id)))?;
-                self.touch(*id).pre = Some(pre);
-            }
-        }
-
-        // Phase 1: temp files, fsynced together.
-        let inner = self.inner;
-        let layout = &inner.layout;
-        let mut content_temps: Vec<(TempFile, PathBuf)> = Vec::new();
-        let mut meta_temps: Vec<(ImageId, TempFile, PathBuf)> = Vec::new();
-        let mut removals: Vec<(ImageId, MetadataKey, PathBuf)> = Vec::new();
-        let mut changed_dirs: Vec<(ImageId, PathBuf)> = Vec::new();
-        let mut new_meta_dir = false;
-        for id in &run.order {
-            let Some(img) = run.images.get(id) else {
-                continue;
-            };
-            let key = || Key::Image(*id);
-            if let Some(content) = &img.put {
-                let target = layout.content_path(id);
-                match check_destination(&target).map_err(|e| e.with_key(key()))? {
-                    Err(found) => {
-                        return Err(Error::destination(target, found, key()));
-                    }
-                    // The same ID and length means the same bytes, short of
-                    // damage that reads detect; storing existing content is
-                    // a no-op.
-                    Ok(Destination::File(len)) if len == content.data().len() as u64 => {}
-                    Ok(_) => {
-                        let mut tmp = TempFile::create(&layout.content, &id.hex())
-                            .map_err(|e| e.with_key(key()))?;
-                        tmp.write_all(content.data())
-                            .and_then(|()| tmp.set_mode())
-                            .map_err(|e| e.with_key(key()))?;
-                        content_temps.push((tmp, target));
-                    }
+    // Phase 1: temp files, fsynced together.
+    let mut content_temps: Vec<(TempFile, PathBuf)> = Vec::new();
+    let mut staged: Vec<Staged> = Vec::with_capacity(run.order.len());
+    let mut new_meta_dir = false;
+    for (id, pre) in run.order.iter().zip(pre) {
+        let Some(img) = run.images.remove(id) else {
+            continue;
+        };
+        let key = || Key::Image(*id);
+        if let Some(content) = &img.put {
+            let target = layout.content_path(id);
+            match check_destination(&target).map_err(|e| e.with_key(key()))? {
+                Err(found) => {
+                    return Err(Error::destination(target, found, key()));
+                }
+                // The same ID and length means the same bytes, short of
+                // damage that reads detect; storing existing content is a
+                // no-op.
+                Ok(Destination::File(len)) if len == content.data().len() as u64 => {}
+                Ok(_) => {
+                    let mut tmp = TempFile::create(&layout.content, &id.hex())
+                        .map_err(|e| e.with_key(key()))?;
+                    tmp.write_all(content.data())
+                        .and_then(|()| tmp.set_mode())
+                        .map_err(|e| e.with_key(key()))?;
+                    content_temps.push((tmp, target));
                 }
             }
-            if img.changes.is_empty() {
-                continue;
-            }
+        }
+        let mut stage = Staged {
+            id: *id,
+            pre,
+            put: img.put.is_some(),
+            summary: img.summary,
+            changes: Vec::with_capacity(img.changes.len()),
+            values: Vec::new(),
+            removals: Vec::new(),
+        };
+        if !img.changes.is_empty() {
             let dir = layout.metadata_dir(id);
             if img.changes.values().any(Option::is_some) {
                 new_meta_dir |= ensure_dir(&dir).map_err(|e| e.with_key(key()))?;
             }
-            for (k, value) in &img.changes {
+            for (k, value) in img.changes {
                 let target = dir.join(k.as_str());
                 let meta_key = || Key::Metadata {
                     id: *id,
                     key: k.clone(),
                 };
-                match value {
+                match &value {
                     Some(value) => {
                         if let Err(found) =
                             check_destination(&target).map_err(|e| e.with_key(meta_key()))?
@@ -304,199 +304,222 @@ impl Writer<'_> {
                         tmp.write_all(value)
                             .and_then(|()| tmp.set_mode())
                             .map_err(|e| e.with_key(meta_key()))?;
-                        meta_temps.push((*id, tmp, target));
+                        stage.values.push((tmp, target));
                     }
-                    None => removals.push((*id, k.clone(), target)),
+                    None => stage.removals.push((k.clone(), target)),
                 }
-            }
-            changed_dirs.push((*id, dir));
-        }
-        if fsync {
-            let jobs = content_temps
-                .iter()
-                .map(|(t, _)| t.sync_job())
-                .chain(meta_temps.iter().map(|(_, t, _)| t.sync_job()))
-                .collect::<Result<Vec<Job>, Error>>()?;
-            run_parallel(jobs)?;
-        }
-
-        // Phase 2: configs into place, durably, before any metadata.
-        let any_content = !content_temps.is_empty();
-        for (tmp, target) in content_temps {
-            tmp.persist(&target)?;
-        }
-        if fsync {
-            let mut jobs = Vec::new();
-            if any_content {
-                jobs.push(sync_dir_job(layout.content.clone()));
-            }
-            if new_meta_dir {
-                jobs.push(sync_dir_job(layout.metadata.clone()));
-            }
-            run_parallel(jobs)?;
-        }
-
-        // Phase 3: metadata into place, then each directory's token (taken
-        // right after its changes, so another writer's change squeezed in
-        // between is unlikely to be folded into it), then the fsyncs.
-        for (id, tmp, target) in meta_temps {
-            tmp.persist(&target)
-                .map_err(|e| e.with_key(Key::Image(id)))?;
-        }
-        for (id, k, path) in removals {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if is_missing(&e) => {}
-                Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                    return Err(Error::destination(
-                        path,
-                        "directory",
-                        Key::Metadata { id, key: k },
-                    ));
-                }
-                Err(source) => {
-                    return Err(
-                        Error::io("remove", &path, source).with_key(Key::Metadata { id, key: k })
-                    );
-                }
+                stage.changes.push((k, value));
             }
         }
-        let mut dir_jobs = Vec::new();
-        for id in &run.order {
-            let dir = layout.metadata_dir(id);
-            let post = dir_token(&dir).map_err(|e| e.with_key(Key::Image(*id)))?;
-            if fsync
-                && matches!(post, Token::Dir(_))
-                && changed_dirs.iter().any(|(changed, _)| changed == id)
-            {
-                dir_jobs.push(sync_dir_job(dir));
-            }
-            let Some(img) = run.images.get(id) else {
-                continue;
-            };
-            let t = self.touch(*id);
-            t.post = Some(post);
-            t.active = true;
-            t.put |= img.put.is_some();
-            for (k, v) in &img.changes {
-                t.changes.insert(k.clone(), v.clone());
-            }
-            if let Some(s) = &img.summary {
-                t.summary = Some(s.clone());
-            }
-        }
-        run_parallel(dir_jobs)?;
-        Ok(())
+        staged.push(stage);
+    }
+    if fsync {
+        let jobs = content_temps
+            .iter()
+            .map(|(t, _)| t.sync_job())
+            .chain(
+                staged
+                    .iter()
+                    .flat_map(|s| s.values.iter().map(|(t, _)| t.sync_job())),
+            )
+            .collect::<Result<Vec<Job>, Error>>()?;
+        run_parallel(jobs)?;
     }
 
-    fn flush_resets(&mut self, resets: &mut Vec<Reset>) -> Result<(), Error> {
-        if resets.is_empty() {
-            return Ok(());
+    // Phase 2: configs into place, durably, before any metadata.
+    let any_content = !content_temps.is_empty();
+    for (tmp, target) in content_temps {
+        tmp.persist(&target)?;
+    }
+    if fsync {
+        let mut jobs = Vec::new();
+        if any_content {
+            jobs.push(sync_dir_job(layout.content.clone()));
         }
-        let resets = std::mem::take(resets);
-        let fsync = self.inner.config.fsync;
-        let inner = self.inner;
-        let layout = &inner.layout;
-
-        // Metadata first, durably: a metadata directory left behind by a
-        // crash would attach itself to the image if its content came back
-        // (a stale `builtLocally` is a cache-poisoning risk).
-        let mut meta_changed = false;
-        let mut qdirs: HashMap<ImageId, PathBuf> = HashMap::new();
-        for reset in &resets {
-            let id = reset.id();
-            let dir = layout.metadata_dir(&id);
-            let key = || Key::Image(id);
-            match reset {
-                Reset::Delete(_) => {
-                    meta_changed |= remove_any(&dir).map_err(|e| e.with_key(key()))?;
-                }
-                Reset::Quarantine(_, reason) => {
-                    let qdir = quarantine_dir(layout, &id).map_err(|e| e.with_key(key()))?;
-                    write_atomic(&qdir, "reason", reason.as_bytes(), fsync)
-                        .map_err(|e| e.with_key(key()))?;
-                    meta_changed |= move_if_present(&dir, &qdir.join("metadata"))
-                        .map_err(|e| e.with_key(key()))?;
-                    qdirs.insert(id, qdir);
-                }
-            }
+        if new_meta_dir {
+            jobs.push(sync_dir_job(layout.metadata.clone()));
         }
-        if fsync {
-            let mut jobs: Vec<Job> = qdirs.values().cloned().map(sync_dir_job).collect();
-            if meta_changed {
-                jobs.push(sync_dir_job(layout.metadata.clone()));
-            }
-            if !qdirs.is_empty() {
-                jobs.push(sync_dir_job(layout.quarantine.clone()));
-            }
-            run_parallel(jobs)?;
-        }
-
-        let mut content_changed = false;
-        for reset in &resets {
-            let id = reset.id();
-            let path = layout.content_path(&id);
-            match reset {
-                Reset::Delete(_) => {
-                    content_changed |= remove_any(&path).map_err(|e| e.with_key(Key::Image(id)))?;
-                }
-                Reset::Quarantine(..) => {
-                    if let Some(qdir) = qdirs.get(&id) {
-                        content_changed |= move_if_present(&path, &qdir.join("content"))
-                            .map_err(|e| e.with_key(Key::Image(id)))?;
-                    }
-                }
-            }
-        }
-        if fsync {
-            let mut jobs: Vec<Job> = qdirs.values().cloned().map(sync_dir_job).collect();
-            if content_changed {
-                jobs.push(sync_dir_job(layout.content.clone()));
-            }
-            run_parallel(jobs)?;
-        }
-
-        for reset in &resets {
-            let t = self.touch(reset.id());
-            *t = Touch {
-                removed: true,
-                pre: Some(Token::Absent),
-                ..Touch::default()
-            };
-        }
-        Ok(())
+        run_parallel(jobs)?;
     }
 
-    /// Appends the journal records. A failure here only costs a re-read
-    /// at the next load, so it is logged rather than returned.
-    fn finish(mut self) {
-        let mut records = Vec::new();
-        for id in std::mem::take(&mut self.order) {
-            let Some(t) = self.touches.remove(&id) else {
-                continue;
-            };
-            if t.removed {
+    // Phase 3: metadata into place, tokens and records, under the lock.
+    let mut lock = inner.index.lock()?;
+    let mut records = Vec::with_capacity(staged.len());
+    let mut dir_jobs = Vec::new();
+    let mut failure = None;
+    for stage in staged {
+        if failure.is_some() {
+            // Dropping the stage removes its temp files.
+            continue;
+        }
+        let id = stage.id;
+        let dir = layout.metadata_dir(&id);
+        let placed = place_metadata(id, stage.values, stage.removals).and_then(|()| {
+            inner
+                .dir_token(&dir)
+                .map_err(|e| e.with_key(Key::Image(id)))
+        });
+        #[cfg(test)]
+        inner.seams.reached(super::tests::Point::Placed, &id);
+        let post = match placed {
+            Ok(post) => post,
+            Err(e) => {
+                // Some values may be in place and others not: the index
+                // must not vouch for the image until a load re-reads it.
                 records.push(Record::Remove(id));
+                failure = Some(e);
+                continue;
             }
-            if t.active {
-                let post = match t.post {
-                    Some(post) => post,
-                    None => continue,
-                };
-                records.push(Record::Update(Update {
-                    id,
-                    put: t.put,
-                    pre: t.pre.unwrap_or(post),
-                    post,
-                    changes: t.changes.into_iter().collect(),
-                    summary: t.summary,
-                }));
-            }
+        };
+        if fsync && !stage.changes.is_empty() && matches!(post, Token::Dir(_)) {
+            dir_jobs.push(sync_dir_job(dir));
         }
-        if let Err(e) = self.inner.index.append(&records) {
-            tracing::warn!(error = %e, "cannot update the index journal; the next load re-reads the images involved");
+        records.push(Record::Update(Update {
+            id,
+            put: stage.put,
+            pre: stage.pre,
+            post,
+            changes: stage.changes,
+            summary: stage.summary,
+        }));
+    }
+    append_logged(&mut lock, &records);
+    drop(lock);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    run_parallel(dir_jobs)
+}
+
+/// Renames an image's new values into place and removes the deleted ones.
+fn place_metadata(
+    id: ImageId,
+    values: Vec<(TempFile, PathBuf)>,
+    removals: Vec<(MetadataKey, PathBuf)>,
+) -> Result<(), Error> {
+    for (tmp, target) in values {
+        tmp.persist(&target)
+            .map_err(|e| e.with_key(Key::Image(id)))?;
+    }
+    for (k, path) in removals {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                return Err(Error::destination(
+                    path,
+                    "directory",
+                    Key::Metadata { id, key: k },
+                ));
+            }
+            Err(source) => {
+                return Err(
+                    Error::io("remove", &path, source).with_key(Key::Metadata { id, key: k })
+                );
+            }
         }
     }
+    Ok(())
+}
+
+/// Appends journal records. A failure costs only re-reads at the next
+/// load (the index files are dropped), so it is logged, not returned.
+fn append_logged(lock: &mut IndexLock<'_>, records: &[Record]) {
+    if let Err(e) = lock.append(records) {
+        tracing::warn!(error = %e, "cannot update the index journal; the next load reads the whole store");
+    }
+}
+
+/// Applies deletes and quarantines, in order.
+fn flush_resets(inner: &Inner, resets: &mut Vec<Reset>) -> Result<(), Error> {
+    if resets.is_empty() {
+        return Ok(());
+    }
+    let resets = std::mem::take(resets);
+    let fsync = inner.config.fsync;
+    let layout = &inner.layout;
+
+    // Where quarantined images go, with the reason beside them.
+    let mut qdirs: HashMap<ImageId, PathBuf> = HashMap::new();
+    for reset in &resets {
+        if let Reset::Quarantine(id, reason) = reset {
+            let key = || Key::Image(*id);
+            let qdir = quarantine_dir(layout, id).map_err(|e| e.with_key(key()))?;
+            write_atomic(&qdir, "reason", reason.as_bytes(), fsync)
+                .map_err(|e| e.with_key(key()))?;
+            qdirs.insert(*id, qdir);
+        }
+    }
+
+    // Metadata first, durably: a metadata directory left behind by a crash
+    // would attach itself to the image if its content came back (a stale
+    // `builtLocally` is a cache-poisoning risk). The directories go under
+    // the index lock, each with its record.
+    let mut meta_changed = false;
+    let mut lock = inner.index.lock()?;
+    let mut failure = None;
+    let mut records = Vec::with_capacity(resets.len());
+    for reset in &resets {
+        let id = reset.id();
+        // A removal record only makes the next load look afresh, so one
+        // is written for every reset, whether or not it got that far.
+        records.push(Record::Remove(id));
+        if failure.is_some() {
+            continue;
+        }
+        let dir = layout.metadata_dir(&id);
+        let done = match reset {
+            Reset::Delete(_) => remove_any(&dir),
+            Reset::Quarantine(..) => match qdirs.get(&id) {
+                Some(qdir) => move_if_present(&dir, &qdir.join("metadata")),
+                None => Ok(false),
+            },
+        };
+        match done {
+            Ok(changed) => meta_changed |= changed,
+            Err(e) => failure = Some(e.with_key(Key::Image(id))),
+        }
+    }
+    append_logged(&mut lock, &records);
+    drop(lock);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if fsync {
+        let mut jobs: Vec<Job> = qdirs.values().cloned().map(sync_dir_job).collect();
+        if meta_changed {
+            jobs.push(sync_dir_job(layout.metadata.clone()));
+        }
+        if !qdirs.is_empty() {
+            jobs.push(sync_dir_job(layout.quarantine.clone()));
+        }
+        run_parallel(jobs)?;
+    }
+
+    let mut content_changed = false;
+    for reset in &resets {
+        let id = reset.id();
+        let path = layout.content_path(&id);
+        match reset {
+            Reset::Delete(_) => {
+                content_changed |= remove_any(&path).map_err(|e| e.with_key(Key::Image(id)))?;
+            }
+            Reset::Quarantine(..) => {
+                if let Some(qdir) = qdirs.get(&id) {
+                    content_changed |= move_if_present(&path, &qdir.join("content"))
+                        .map_err(|e| e.with_key(Key::Image(id)))?;
+                }
+            }
+        }
+    }
+    if fsync {
+        let mut jobs: Vec<Job> = qdirs.values().cloned().map(sync_dir_job).collect();
+        if content_changed {
+            jobs.push(sync_dir_job(layout.content.clone()));
+        }
+        run_parallel(jobs)?;
+    }
+    Ok(())
 }
 
 /// Renames `from` to `to` if `from` exists; returns whether it did.

@@ -5,9 +5,13 @@
 //! writer fed through a small bounded channel, so memory stays bounded
 //! whatever the blob's size; it is fsynced and renamed into place only after
 //! the body ended without error. Reads stream the file in 1 MiB chunks.
+//!
+//! A large blob's data is flushed as it goes, by a helper thread, so that
+//! the disk writes the first megabytes while the rest is still being hashed
+//! and copied, and the final fsync finds little left to do.
 
 use std::fs::{self, File};
-use std::io::Read as _;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,6 +34,8 @@ const CHUNK: usize = 1 << 20;
 const PASS_THROUGH: usize = CHUNK / 4;
 /// Chunks in flight between the body and the writer.
 const QUEUE: usize = 4;
+/// Bytes written between two requests to flush a blob's data early.
+const EARLY_FLUSH: u64 = 16 << 20;
 
 enum Msg {
     Data(Bytes),
@@ -60,6 +66,57 @@ fn start(inner: &Inner, digest: &Digest) -> Result<Start, Error> {
     }
 }
 
+/// Flushes a file's data on a helper thread whenever asked, while its
+/// writer goes on writing.
+///
+/// The helper holds a duplicate of the writer's descriptor, which shares
+/// its error state: an error the helper's flush consumes would not be
+/// reported again by the final fsync, so the first error is kept and
+/// handed back by [`Flusher::finish`].
+struct Flusher {
+    kick: std::sync::mpsc::SyncSender<()>,
+    outcome: std::sync::mpsc::Receiver<io::Result<()>>,
+}
+
+impl Flusher {
+    /// Starts the helper; `None` when there is no runtime to run it on or
+    /// the descriptor cannot be duplicated (the final fsync then does all
+    /// the work, as it would anyway).
+    fn start(file: &File) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let file = file.try_clone().ok()?;
+        // One pending request is enough: a flush covers everything written
+        // before it starts.
+        let (kick, kicks) = std::sync::mpsc::sync_channel::<()>(1);
+        let (report, outcome) = std::sync::mpsc::channel();
+        drop(runtime.spawn_blocking(move || {
+            let mut result = Ok(());
+            while kicks.recv().is_ok() {
+                if result.is_ok() {
+                    result = file.sync_data();
+                }
+            }
+            // The writer is waiting for this unless it gave up on the put.
+            let _ = report.send(result);
+        }));
+        Some(Self { kick, outcome })
+    }
+
+    /// Asks for a flush of everything written so far, unless one is
+    /// already waiting to start.
+    fn kick(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    /// Waits for the helper to finish its flushes; their first error.
+    fn finish(self) -> io::Result<()> {
+        drop(self.kick);
+        self.outcome
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the blob flushing helper stopped")))
+    }
+}
+
 /// The blocking side of a put: writes chunks, then commits on `Commit`. If
 /// the channel closes first, the temp file is dropped (removed) and `None`
 /// is returned.
@@ -71,15 +128,31 @@ fn writer(
     mut rx: mpsc::Receiver<Msg>,
 ) -> Result<Option<u64>, Error> {
     let key = || Key::Blob(*digest);
+    let fsync = inner.config.fsync;
     let mut size = 0u64;
+    let mut flusher: Option<Flusher> = None;
+    let mut next_flush = EARLY_FLUSH;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Data(chunk) => {
                 tmp.write_all(&chunk).map_err(|e| e.with_key(key()))?;
                 size += chunk.len() as u64;
+                if fsync && size >= next_flush {
+                    next_flush = size + EARLY_FLUSH;
+                    if flusher.is_none() {
+                        flusher = Flusher::start(tmp.file());
+                    }
+                    if let Some(f) = &flusher {
+                        f.kick();
+                    }
+                }
             }
             Msg::Commit => {
-                let fsync = inner.config.fsync;
+                if let Some(f) = flusher.take() {
+                    f.finish().map_err(|e| {
+                        Error::io("flush", &inner.layout.blob_path(digest), e).with_key(key())
+                    })?;
+                }
                 tmp.set_mode().map_err(|e| e.with_key(key()))?;
                 if fsync {
                     tmp.sync().map_err(|e| e.with_key(key()))?;
@@ -173,19 +246,16 @@ pub(super) async fn put(
 }
 
 /// Reads up to one chunk; an empty vector means end of file.
-fn read_chunk(mut file: File, path: &Path) -> Result<(File, Vec<u8>), Error> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read", path, e)),
-        }
-    }
-    buf.truncate(filled);
-    Ok((file, buf))
+///
+/// The buffer is read into without being zero-filled first: a file reads
+/// straight into a vector's spare capacity.
+fn read_chunk(file: File, path: &Path) -> Result<(File, Vec<u8>), Error> {
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut limited = file.take(CHUNK as u64);
+    limited
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok((limited.into_inner(), buf))
 }
 
 /// Opens a blob and streams it.

@@ -138,6 +138,11 @@ impl TempFile {
             .map_err(|e| Error::io("chmod", &self.path, e))
     }
 
+    /// The open file.
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Flushes the file's data and metadata to stable storage.
     pub(super) fn sync(&self) -> Result<(), Error> {
         self.file

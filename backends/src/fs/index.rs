@@ -14,20 +14,24 @@
 //!
 //! Both are caches: every value in them can be re-derived from the layout
 //! except summaries, which the store rebuilds when missing. Neither is ever
-//! fsynced. An `flock`ed `lock` file serialises appends and compaction
-//! across processes.
+//! fsynced. An `flock`ed `lock` file serialises, across processes, every
+//! change of metadata with the append of its record, and compaction.
 //!
-//! Records carry the token of the metadata directory before and after the
-//! writer changed it. Replay applies a record only when its "before" token
-//! equals the token the index holds; otherwise some change went unrecorded
-//! (another process, Docker, a lost record) and the entry is marked for
-//! re-reading. That makes replaying a journal over any older snapshot safe.
+//! Because a writer renames metadata into place and appends the record
+//! under one hold of the lock, the records of all handles are in the order
+//! their changes reached the disk, and replaying them in order gives the
+//! directory's exact contents whatever the change tokens say. The tokens of
+//! the metadata directory, before and after each change, are there for
+//! changes that left no record (another program, Docker; a record lost in
+//! a crash): replay applies a record only when its "before" token equals
+//! the token the index holds, and otherwise marks the entry for re-reading.
+//! That makes replaying a journal over any older snapshot safe.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use imagecache_core::{ImageId, MetadataKey};
@@ -102,26 +106,38 @@ pub(super) struct Update {
 pub(super) type Entries = IdMap<Entry>;
 
 /// Applies one record to the entries.
+///
+/// The backend's own writers change metadata only while holding the index
+/// lock and append their records before releasing it, so the journal lists
+/// their changes in the order they reached the disk, and an entry whose
+/// every record applied is exact whatever the tokens say. The tokens are
+/// there to catch changes that left no record: another program's, or a
+/// record lost in a crash. An update applies only on top of the state it
+/// was made from; otherwise the entry is marked for re-reading, and stays
+/// marked until a load re-reads it.
 pub(super) fn apply(entries: &mut Entries, record: Record) {
     match record {
         Record::Remove(id) => {
             entries.remove(&id);
         }
         Record::Update(u) => {
+            // A writer that found no metadata directory may still have
+            // raced another writer that created it and recorded its own
+            // values first: "absent" is a base only for an image the index
+            // knows nothing of, or knows to have no directory. Clearing
+            // the values any other time would drop that writer's values.
+            let base_known = match entries.get(&u.id) {
+                None => u.pre == Token::Absent,
+                Some(e) => e.token == Some(u.pre),
+            };
             let entry = entries.entry(u.id).or_default();
             if u.put {
                 entry.content_known = true;
             }
-            // A directory that did not exist held no metadata, whatever the
-            // index believed; otherwise the base must be the state the
-            // index recorded.
-            let base_known = if u.pre == Token::Absent {
-                entry.metadata.clear();
-                true
-            } else {
-                entry.token == Some(u.pre)
-            };
             if base_known {
+                if u.pre == Token::Absent {
+                    entry.metadata.clear();
+                }
                 for (k, v) in u.changes {
                     entry.apply_change(k, v);
                 }
@@ -514,19 +530,31 @@ pub(super) fn decode_records(buf: &Bytes) -> (Vec<Record>, usize) {
 // ---------------------------------------------------------------------------
 // Files.
 
+/// Where the index files stood when a load read them, so that the load can
+/// tell, under the lock at its end, which records were appended since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ReadPoint {
+    /// Generation in the snapshot file's header as found, damaged or not.
+    snapshot_header: Option<u64>,
+    /// The journal as read, when it had a valid header.
+    journal: Option<JournalAt>,
+}
+
+/// A journal file and how much of it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JournalAt {
+    generation: u64,
+    ino: u64,
+    len: u64,
+}
+
 /// The index as read at the start of a load.
 #[derive(Debug, Default)]
 pub(super) struct Loaded {
     /// Entries after replaying the journal.
     pub(super) entries: Entries,
-    /// Generation of the snapshot (0 when there was none or it was damaged).
-    pub(super) snapshot_generation: u64,
-    /// Generation in the snapshot file's header as found, damaged or not;
-    /// a later compaction checks it to see whether another process
-    /// replaced the snapshot meanwhile.
-    pub(super) snapshot_header: Option<u64>,
-    /// Generation and length of the journal as read (`None`: no journal).
-    pub(super) journal: Option<(u64, u64)>,
+    /// Where the files stood.
+    pub(super) point: ReadPoint,
     /// The snapshot was missing, damaged, or the journal held records: the
     /// index should be rewritten after the load.
     pub(super) stale: bool,
@@ -556,13 +584,18 @@ impl std::fmt::Debug for IndexFiles {
     }
 }
 
-/// Reads a whole file; `None` if it does not exist.
-fn read_file(path: &Path) -> Result<Option<Bytes>, Error> {
-    match fs::read(path) {
-        Ok(buf) => Ok(Some(Bytes::from(buf))),
-        Err(e) if is_missing(&e) => Ok(None),
-        Err(source) => Err(Error::io("read", path, source)),
-    }
+/// Reads a whole file and its inode number; `None` if it does not exist.
+fn read_file(path: &Path) -> Result<Option<(Bytes, u64)>, Error> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(source) => return Err(Error::io("open", path, source)),
+    };
+    let meta = f.metadata().map_err(|e| Error::io("inspect", path, e))?;
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    f.read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(Some((Bytes::from(buf), meta.ino())))
 }
 
 /// Reads the generation in a file's header, if the header is valid.
@@ -611,37 +644,68 @@ impl IndexFiles {
         })
     }
 
-    /// Runs `f` holding the in-process mutex and the cross-process flock.
-    fn locked<R>(&self, f: impl FnOnce(&mut LockState) -> Result<R, Error>) -> Result<R, Error> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Takes the in-process mutex and the cross-process flock, until the
+    /// returned guard is dropped.
+    pub(super) fn lock(&self) -> Result<IndexLock<'_>, Error> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state
             .lock
             .lock()
             .map_err(|e| Error::io("lock", &self.lock_path, e))?;
-        let result = f(&mut state);
-        if let Err(e) = state.lock.unlock() {
-            tracing::warn!(path = %self.lock_path.display(), error = %e, "cannot unlock the index lock");
-        }
-        result
+        Ok(IndexLock { files: self, state })
     }
 
     /// Reads the snapshot and replays the journal.
     pub(super) fn read(&self) -> Result<Loaded, Error> {
-        self.locked(|_| self.read_locked())
+        self.lock()?.read()
     }
 
-    fn read_locked(&self) -> Result<Loaded, Error> {
+    /// Appends records under the lock.
+    #[cfg(test)]
+    pub(super) fn append(&self, records: &[Record]) -> Result<(), Error> {
+        self.lock()?.append(records)
+    }
+}
+
+/// The index lock, held. While it is held no handle of this backend, in
+/// any process, changes metadata or the index files.
+pub(super) struct IndexLock<'a> {
+    files: &'a IndexFiles,
+    state: MutexGuard<'a, LockState>,
+}
+
+impl std::fmt::Debug for IndexLock<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexLock")
+            .field("dir", &self.files.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for IndexLock<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.state.lock.unlock() {
+            tracing::warn!(path = %self.files.lock_path.display(), error = %e, "cannot unlock the index lock");
+        }
+    }
+}
+
+impl IndexLock<'_> {
+    /// Reads the snapshot and replays the journal.
+    pub(super) fn read(&self) -> Result<Loaded, Error> {
+        let files = self.files;
         let mut loaded = Loaded::default();
         let mut snapshot_valid = false;
-        if let Some(buf) = read_file(&self.snapshot)? {
-            loaded.snapshot_header = read_header(&buf, SNAPSHOT_MAGIC);
+        let mut snapshot_generation = 0;
+        if let Some((buf, _)) = read_file(&files.snapshot)? {
+            loaded.point.snapshot_header = read_header(&buf, SNAPSHOT_MAGIC);
             if let Some((generation, entries)) = decode_snapshot(buf) {
-                loaded.snapshot_generation = generation;
+                snapshot_generation = generation;
                 loaded.entries = entries;
                 snapshot_valid = true;
             } else {
                 tracing::warn!(
-                    path = %self.snapshot.display(),
+                    path = %files.snapshot.display(),
                     "index snapshot is damaged; rebuilding it from the store"
                 );
                 loaded.stale = true;
@@ -649,18 +713,22 @@ impl IndexFiles {
         } else {
             loaded.stale = true;
         }
-        if let Some(buf) = read_file(&self.journal)? {
+        if let Some((buf, ino)) = read_file(&files.journal)? {
             let len = buf.len() as u64;
             match read_header(&buf, JOURNAL_MAGIC) {
                 Some(generation) => {
-                    loaded.journal = Some((generation, len));
+                    loaded.point.journal = Some(JournalAt {
+                        generation,
+                        ino,
+                        len,
+                    });
                     // A journal older than the snapshot was folded into it
                     // by a compaction that stopped before replacing it.
-                    if !snapshot_valid || generation >= loaded.snapshot_generation {
+                    if !snapshot_valid || generation >= snapshot_generation {
                         let (records, skipped) = decode_records(&buf.slice(HEADER_LEN..));
                         if skipped > 0 {
                             tracing::warn!(
-                                path = %self.journal.display(),
+                                path = %files.journal.display(),
                                 skipped,
                                 "skipped damaged bytes in the index journal"
                             );
@@ -675,7 +743,7 @@ impl IndexFiles {
                 }
                 None => {
                     tracing::warn!(
-                        path = %self.journal.display(),
+                        path = %files.journal.display(),
                         "index journal has a damaged header; ignoring it"
                     );
                     loaded.stale = true;
@@ -687,124 +755,193 @@ impl IndexFiles {
 
     /// Appends records; folds the journal into a new snapshot when it has
     /// grown large.
-    pub(super) fn append(&self, records: &[Record]) -> Result<(), Error> {
+    ///
+    /// If the records cannot be written whole, the index files are removed,
+    /// so that the next load rebuilds the index from the store: a lost
+    /// record could otherwise go unnoticed wherever the change tokens are
+    /// too coarse to tell the states apart.
+    pub(super) fn append(&mut self, records: &[Record]) -> Result<(), Error> {
         let bytes = encode_records(records);
         if bytes.is_empty() {
             return Ok(());
         }
-        self.locked(|state| {
-            let journal = self.current_journal(state)?;
+        let files = self.files;
+        let appended = self.current_journal().and_then(|journal| {
             journal
                 .write_all(&bytes)
-                .map_err(|e| Error::io("append to", &self.journal, e))?;
-            let len = journal
-                .metadata()
-                .map_err(|e| Error::io("inspect", &self.journal, e))?
-                .len();
-            if len > COMPACT_MIN_JOURNAL {
-                let snapshot_len = fs::metadata(&self.snapshot).map(|m| m.len()).unwrap_or(0);
-                if len > snapshot_len {
-                    self.compact_locked(state)?;
-                }
+                .and_then(|()| journal.metadata())
+                .map(|m| m.len())
+                .map_err(|e| Error::io("append to", &files.journal, e))
+        });
+        let len = match appended {
+            Ok(len) => len,
+            Err(e) => {
+                self.invalidate();
+                return Err(e);
             }
-            Ok(())
-        })
+        };
+        if len > COMPACT_MIN_JOURNAL {
+            let snapshot_len = fs::metadata(&files.snapshot).map_or(0, |m| m.len());
+            if len > snapshot_len
+                && let Err(e) = self.compact()
+            {
+                // The records are in the journal; only the folding failed.
+                tracing::warn!(error = %e, "cannot fold the index journal into a snapshot");
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the index files (best effort): the next load reads the
+    /// whole store and writes them anew.
+    fn invalidate(&mut self) {
+        self.state.journal = None;
+        for path in [&self.files.journal, &self.files.snapshot] {
+            if let Err(e) = fs::remove_file(path)
+                && !is_missing(&e)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a damaged index file");
+            }
+        }
     }
 
     /// The journal to append to, reopened if another process replaced it
-    /// and created (empty, at the snapshot's generation) if missing.
-    fn current_journal<'s>(&self, state: &'s mut LockState) -> Result<&'s mut File, Error> {
-        let on_disk = match fs::metadata(&self.journal) {
+    /// and created (empty, at the snapshot's generation) if missing,
+    /// damaged, or older than the snapshot (whose records a load ignores).
+    fn current_journal(&mut self) -> Result<&mut File, Error> {
+        let files = self.files;
+        let on_disk = match fs::metadata(&files.journal) {
             Ok(m) => Some(m.ino()),
             Err(e) if is_missing(&e) => None,
-            Err(source) => return Err(Error::io("inspect", &self.journal, source)),
+            Err(source) => return Err(Error::io("inspect", &files.journal, source)),
         };
-        let cached = state.journal.as_ref().map(|(_, ino)| *ino);
+        let cached = self.state.journal.as_ref().map(|(_, ino)| *ino);
         if on_disk.is_none() || on_disk != cached {
-            state.journal = None;
+            self.state.journal = None;
+            let snapshot_generation = read_generation(&files.snapshot, SNAPSHOT_MAGIC)?;
             let usable = match on_disk {
-                Some(_) => read_generation(&self.journal, JOURNAL_MAGIC)?.is_some(),
+                Some(_) => read_generation(&files.journal, JOURNAL_MAGIC)?
+                    .is_some_and(|g| g >= snapshot_generation.unwrap_or(0)),
                 None => false,
             };
             if !usable {
-                let generation =
-                    read_generation(&self.snapshot, SNAPSHOT_MAGIC)?.unwrap_or_default();
-                replace_file(&self.dir, "journal", &header(JOURNAL_MAGIC, generation))?;
+                replace_file(
+                    &files.dir,
+                    "journal",
+                    &header(JOURNAL_MAGIC, snapshot_generation.unwrap_or_default()),
+                )?;
             }
             let f = OpenOptions::new()
                 .append(true)
-                .open(&self.journal)
-                .map_err(|e| Error::io("open", &self.journal, e))?;
+                .open(&files.journal)
+                .map_err(|e| Error::io("open", &files.journal, e))?;
             let ino = f
                 .metadata()
-                .map_err(|e| Error::io("inspect", &self.journal, e))?
+                .map_err(|e| Error::io("inspect", &files.journal, e))?
                 .ino();
-            state.journal = Some((f, ino));
+            self.state.journal = Some((f, ino));
         }
-        match &mut state.journal {
+        match &mut self.state.journal {
             Some((f, _)) => Ok(f),
             None => Err(Error::io(
                 "open",
-                &self.journal,
+                &files.journal,
                 io::Error::from(io::ErrorKind::NotFound),
             )),
         }
     }
 
-    /// Folds the journal into a new snapshot (under the lock).
-    fn compact_locked(&self, state: &mut LockState) -> Result<(), Error> {
-        let loaded = self.read_locked()?;
-        let generation = loaded
-            .snapshot_header
-            .unwrap_or_default()
-            .max(loaded.journal.map_or(0, |(g, _)| g))
-            + 1;
-        let snapshot = encode_snapshot(generation, loaded.entries.iter());
-        replace_file(&self.dir, "index", &snapshot)?;
-        replace_file(&self.dir, "journal", &header(JOURNAL_MAGIC, generation))?;
-        state.journal = None;
+    /// The generation for files replacing the current ones.
+    fn next_generation(&self) -> Result<u64, Error> {
+        let snapshot = read_generation(&self.files.snapshot, SNAPSHOT_MAGIC)?;
+        let journal = read_generation(&self.files.journal, JOURNAL_MAGIC)?;
+        Ok(snapshot.unwrap_or(0).max(journal.unwrap_or(0)) + 1)
+    }
+
+    /// Writes `entries` as the new snapshot, with an empty journal.
+    fn replace<'e>(
+        &mut self,
+        generation: u64,
+        entries: impl ExactSizeIterator<Item = (&'e ImageId, &'e Entry)>,
+    ) -> Result<(), Error> {
+        let snapshot = encode_snapshot(generation, entries);
+        replace_file(&self.files.dir, "index", &snapshot)?;
+        replace_file(
+            &self.files.dir,
+            "journal",
+            &header(JOURNAL_MAGIC, generation),
+        )?;
+        self.state.journal = None;
         Ok(())
     }
 
-    /// Writes the result of a load as the new snapshot, keeping journal
-    /// records appended since `loaded` was read. Does nothing if another
-    /// process compacted meanwhile (its snapshot is as good as ours).
-    pub(super) fn store_after_load<'a>(
-        &self,
-        loaded_journal: Option<(u64, u64)>,
-        snapshot_header: Option<u64>,
-        entries: impl ExactSizeIterator<Item = (&'a ImageId, &'a Entry)>,
-    ) -> Result<(), Error> {
-        self.locked(|state| {
-            let current = read_file(&self.journal)?;
-            let current_header = current
-                .as_ref()
-                .and_then(|b| read_header(b, JOURNAL_MAGIC).map(|g| (g, b.len() as u64)));
-            let tail = match (loaded_journal, current_header, &current) {
-                (None, None, _) => Bytes::new(),
-                (Some((g0, len0)), Some((g1, len1)), Some(buf)) if g0 == g1 && len1 >= len0 => {
-                    buf.slice(usize::try_from(len0).unwrap_or(usize::MAX).min(buf.len())..)
-                }
-                // A journal created after our read holds only newer records.
-                (None, Some(_), Some(buf)) => buf.slice(HEADER_LEN..),
-                _ => return Ok(()),
-            };
-            if read_generation(&self.snapshot, SNAPSHOT_MAGIC)? != snapshot_header {
-                return Ok(());
+    /// Folds the journal into a new snapshot.
+    fn compact(&mut self) -> Result<(), Error> {
+        let loaded = self.read()?;
+        let generation = self.next_generation()?;
+        self.replace(generation, loaded.entries.iter())
+    }
+
+    /// The records appended since `point`, or `None` when that cannot be
+    /// told: the files were replaced meanwhile (by a compaction, or by
+    /// another handle's load), or the new records are damaged.
+    pub(super) fn changes_since(&self, point: &ReadPoint) -> Result<Option<Vec<Record>>, Error> {
+        let files = self.files;
+        if read_generation(&files.snapshot, SNAPSHOT_MAGIC)? != point.snapshot_header {
+            return Ok(None);
+        }
+        let mut f = match File::open(&files.journal) {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => {
+                return Ok(point.journal.is_none().then(Vec::new));
             }
-            let generation = snapshot_header
-                .unwrap_or_default()
-                .max(loaded_journal.map_or(0, |(g, _)| g))
-                .max(current_header.map_or(0, |(g, _)| g))
-                + 1;
-            let snapshot = encode_snapshot(generation, entries);
-            replace_file(&self.dir, "index", &snapshot)?;
-            let mut journal = header(JOURNAL_MAGIC, generation);
-            journal.extend_from_slice(&tail);
-            replace_file(&self.dir, "journal", &journal)?;
-            state.journal = None;
-            Ok(())
-        })
+            Err(source) => return Err(Error::io("open", &files.journal, source)),
+        };
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::io("inspect", &files.journal, e))?;
+        let mut head = [0u8; HEADER_LEN];
+        let generation = match f.read_exact(&mut head) {
+            Ok(()) => read_header(&head, JOURNAL_MAGIC),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+            Err(source) => return Err(Error::io("read", &files.journal, source)),
+        };
+        let start = match (point.journal, generation) {
+            (Some(at), Some(g)) if at.generation == g && at.ino == meta.ino() => {
+                if meta.len() < at.len {
+                    return Ok(None);
+                }
+                at.len
+            }
+            // No usable journal then: one found now was created afresh by
+            // a writer (the snapshot is the same), so all of it is new.
+            (None, Some(_)) => HEADER_LEN as u64,
+            // Nobody appended to a damaged journal (writers replace it).
+            (None, None) => return Ok(Some(Vec::new())),
+            _ => return Ok(None),
+        };
+        if meta.len() == start {
+            return Ok(Some(Vec::new()));
+        }
+        f.seek(io::SeekFrom::Start(start))
+            .map_err(|e| Error::io("read", &files.journal, e))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)
+            .map_err(|e| Error::io("read", &files.journal, e))?;
+        let (records, skipped) = decode_records(&Bytes::from(tail));
+        Ok((skipped == 0).then_some(records))
+    }
+
+    /// Writes the result of a load as the new snapshot and empties the
+    /// journal. The entries must account for every record in the journal:
+    /// either they were read under this same hold, or [`Self::changes_since`]
+    /// was consulted under it and its records were taken in.
+    pub(super) fn store<'e>(
+        &mut self,
+        entries: impl ExactSizeIterator<Item = (&'e ImageId, &'e Entry)>,
+    ) -> Result<(), Error> {
+        let generation = self.next_generation()?;
+        self.replace(generation, entries)
     }
 }
 
@@ -886,6 +1023,53 @@ mod tests {
         assert_eq!(entries[&id(1)].token, None);
         apply(&mut entries, Record::Remove(id(1)));
         assert!(entries.is_empty());
+    }
+
+    #[test]
+    fn an_absent_base_counts_only_for_an_image_without_a_directory() {
+        // Two writers both found no metadata directory; the one whose record
+        // comes second must not wipe what the first recorded.
+        let mut entries = Entries::default();
+        apply(
+            &mut entries,
+            update(1, Token::Absent, stamp(1), "seen-by-a", Some(b"a")),
+        );
+        apply(
+            &mut entries,
+            update(1, Token::Absent, stamp(2), "seen-by-b", Some(b"b")),
+        );
+        assert_eq!(entries[&id(1)].token, None, "marked for re-reading");
+        // A marked entry stays marked, whatever comes after.
+        apply(
+            &mut entries,
+            update(1, Token::Absent, stamp(3), "seen-by-c", Some(b"c")),
+        );
+        assert_eq!(entries[&id(1)].token, None);
+
+        // An image known to have no directory (content only) takes it.
+        apply(
+            &mut entries,
+            update(2, Token::Absent, Token::Absent, "x", None),
+        );
+        assert_eq!(entries[&id(2)].token, Some(Token::Absent));
+        apply(
+            &mut entries,
+            update(2, Token::Absent, stamp(4), "parent", Some(b"p")),
+        );
+        assert_eq!(entries[&id(2)].token, Some(stamp(4)));
+        assert_eq!(entries[&id(2)].metadata.len(), 1);
+
+        // After a removal the image is unknown again: a new directory is a
+        // fresh start.
+        apply(&mut entries, Record::Remove(id(2)));
+        apply(
+            &mut entries,
+            update(2, Token::Absent, stamp(5), "builtLocally", Some(b"\x01")),
+        );
+        let e = &entries[&id(2)];
+        assert_eq!(e.token, Some(stamp(5)));
+        assert_eq!(e.metadata.len(), 1);
+        assert_eq!(e.metadata[0].0.as_str(), "builtLocally");
     }
 
     #[test]

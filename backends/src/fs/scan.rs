@@ -4,6 +4,17 @@
 //! metadata directory), and reads only for what the index cannot vouch for:
 //! images it has never seen, and images whose metadata directory changed
 //! since it was recorded.
+//!
+//! The index is read, and the directory examined, without holding the
+//! index lock, so writers are not held up by a load. A writer may change an
+//! image in between, within the same timestamp tick as the load's stat, so
+//! the load takes the lock once more at the end: every record appended
+//! since the index was read names an image to read again, now that no
+//! writer of this backend can be midway through changing it. That makes a
+//! load report each image as it stood at that moment. When the index files
+//! were replaced meanwhile (another handle's load or a compaction), the
+//! load starts over; after a few such collisions it holds the lock
+//! throughout.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -20,13 +31,16 @@ use super::files::{
     Found, TEMP_PREFIX, Token, dir_token_at, file_at, is_missing, open_dir, parse_hex32,
     raw_kind_name, read_regular, remove_if_stale,
 };
-use super::index::{Entries, Entry};
+use super::index::{Entries, Entry, IndexLock, Loaded, Record, apply};
 use super::{Error, Inner, Layout};
 
 /// Below this many images a load runs on one thread.
 const PARALLEL_THRESHOLD: usize = 2048;
 /// Most threads a load uses for its stats and reads.
 const MAX_THREADS: usize = 4;
+/// Loads that collide with a rewrite of the index files before one holds
+/// the index lock throughout.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
 
 /// One entry of `content/sha256` with a valid name.
 #[derive(Debug)]
@@ -170,6 +184,7 @@ fn read_metadata(
 /// Open directories a load stats relative to.
 #[derive(Clone, Copy)]
 struct Dirs<'a> {
+    inner: &'a Inner,
     layout: &'a Layout,
     content: BorrowedFd<'a>,
     metadata: BorrowedFd<'a>,
@@ -210,7 +225,9 @@ fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Out
             }
         }
     }
-    let token = dir_token_at(dirs.metadata, name, || dirs.layout.metadata_dir(id))?;
+    let token = dirs.inner.seen(dir_token_at(dirs.metadata, name, || {
+        dirs.layout.metadata_dir(id)
+    })?);
     if let Some(e) = entry
         && e.token == Some(token)
     {
@@ -225,15 +242,11 @@ fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Out
 }
 
 /// Examines every listed image, on several threads for large stores.
-fn examine_all(inner: &Inner, entries: &Entries, listed: &[Listed]) -> Result<Vec<Outcome>, Error> {
-    let content = open_dir(&inner.layout.content)?;
-    let metadata = open_dir(&inner.layout.metadata)?;
-    let dirs = Dirs {
-        layout: &inner.layout,
-        content: content.as_fd(),
-        metadata: metadata.as_fd(),
-        ttl: inner.config.temp_ttl,
-    };
+fn examine_all(
+    dirs: Dirs<'_>,
+    entries: &Entries,
+    listed: &[Listed],
+) -> Result<Vec<Outcome>, Error> {
     let run = |part: &[Listed]| -> Result<Vec<Outcome>, Error> {
         part.iter()
             .map(|l| examine(dirs, l, entries.get(&l.id)))
@@ -262,6 +275,157 @@ fn examine_all(inner: &Inner, entries: &Entries, listed: &[Listed]) -> Result<Ve
         }
         Ok(out)
     })
+}
+
+/// What is at an image's content path now, as a listing would report it;
+/// `None` when nothing is.
+fn relist(dirs: Dirs<'_>, id: &ImageId) -> Result<Option<Listed>, Error> {
+    use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
+    use rustix::io::Errno;
+    let hex = id.hex();
+    let kind = match statx(
+        dirs.content,
+        hex.as_str(),
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::TYPE,
+    ) {
+        Ok(st) => FileType::from_raw_mode(u32::from(st.stx_mode)),
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+        Err(Errno::NOSYS) => match fs::symlink_metadata(dirs.layout.content_path(id)) {
+            Ok(m) => FileType::from_raw_mode(std::os::unix::fs::MetadataExt::mode(&m)),
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(source) => {
+                return Err(Error::io("inspect", &dirs.layout.content_path(id), source));
+            }
+        },
+        Err(e) => {
+            return Err(Error::io(
+                "inspect",
+                &dirs.layout.content_path(id),
+                e.into(),
+            ));
+        }
+    };
+    let kind = match kind {
+        FileType::RegularFile => ListedKind::File,
+        FileType::Symlink => ListedKind::Symlink,
+        other => ListedKind::Other(raw_kind_name(other)),
+    };
+    Ok(Some(Listed { id: *id, kind }))
+}
+
+/// The images a load reports, in ID order, and what it found on the way.
+#[derive(Default)]
+struct Settled {
+    images: Vec<(ImageId, Entry)>,
+    failed_quarantines: Vec<Quarantined>,
+    /// The index should be rewritten.
+    changed: bool,
+}
+
+impl Settled {
+    /// Takes in what examining one image decided; `old` is what the index
+    /// held for it.
+    fn settle(&mut self, inner: &Inner, id: ImageId, old: Option<Entry>, outcome: Outcome) {
+        match outcome {
+            Outcome::Keep { checked } => {
+                let Some(mut e) = old else {
+                    return;
+                };
+                if checked && !e.content_known {
+                    e.content_known = true;
+                    self.changed = true;
+                }
+                self.images.push((id, e));
+            }
+            Outcome::Fresh {
+                token,
+                metadata,
+                checked,
+            } => {
+                let (known, summary) = old.map_or((false, None), |e| (e.content_known, e.summary));
+                self.images.push((
+                    id,
+                    Entry {
+                        token: Some(token),
+                        content_known: known || checked,
+                        metadata,
+                        summary,
+                    },
+                ));
+                self.changed = true;
+            }
+            Outcome::Quarantine(reason) => {
+                self.changed = true;
+                tracing::warn!(%id, reason, "setting a broken image aside");
+                if let Err(e) = quarantine_now(inner, &id, &reason) {
+                    tracing::warn!(%id, error = %e, "cannot move a broken image aside");
+                    self.failed_quarantines.push(Quarantined {
+                        name: id.to_string(),
+                        reason: format!("{reason} (could not be moved aside: {e})"),
+                    });
+                }
+            }
+            Outcome::Gone => self.changed = true,
+        }
+    }
+
+    /// Takes in records appended while the load ran: their summaries and
+    /// removals apply as they are, and every image they name is examined
+    /// again from scratch. Runs under the index lock, when no writer of
+    /// this backend is midway through a change.
+    fn catch_up(&mut self, dirs: Dirs<'_>, records: Vec<Record>) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.changed = true;
+        let mut touched: Vec<ImageId> = records
+            .iter()
+            .map(|r| match r {
+                Record::Update(u) => u.id,
+                Record::Remove(id) => *id,
+            })
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let mut held = Entries::default();
+        for id in &touched {
+            if let Ok(i) = self.images.binary_search_by(|(other, _)| other.cmp(id)) {
+                held.insert(*id, std::mem::take(&mut self.images[i].1));
+            }
+        }
+        for r in records {
+            apply(&mut held, r);
+        }
+        let mut again = Self::default();
+        for id in &touched {
+            let old = held.remove(id);
+            let outcome = match relist(dirs, id)? {
+                Some(listed) => examine(dirs, &listed, None)?,
+                None => Outcome::Gone,
+            };
+            again.settle(dirs.inner, *id, old, outcome);
+        }
+        self.failed_quarantines
+            .append(&mut again.failed_quarantines);
+        // Both lists are in ID order: one merge puts the images examined
+        // again in place of their old entries, however many there are.
+        let old = std::mem::take(&mut self.images);
+        self.images.reserve(old.len() + again.images.len());
+        let mut fresh = again.images.into_iter().peekable();
+        for (id, e) in old {
+            while let Some((next, _)) = fresh.peek()
+                && *next < id
+            {
+                self.images.extend(fresh.next());
+            }
+            if touched.binary_search(&id).is_err() {
+                self.images.push((id, e));
+            }
+        }
+        self.images.extend(fresh);
+        Ok(())
+    }
 }
 
 /// Everything set aside, now or earlier, from `imagecache/quarantine`.
@@ -297,9 +461,42 @@ fn list_quarantine(layout: &Layout) -> Result<Vec<Quarantined>, Error> {
 
 /// Loads the store; see the module docs.
 pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
-    // The index is decoded while the content directory is listed.
+    let content = open_dir(&inner.layout.content)?;
+    let metadata = open_dir(&inner.layout.metadata)?;
+    let dirs = Dirs {
+        inner,
+        layout: &inner.layout,
+        content: content.as_fd(),
+        metadata: metadata.as_fd(),
+        ttl: inner.config.temp_ttl,
+    };
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        let (loaded, listed) = read_and_list(inner, None)?;
+        let point = loaded.point;
+        let mut settled = settle_all(dirs, loaded, &listed)?;
+        let mut lock = inner.index.lock()?;
+        if let Some(records) = lock.changes_since(&point)? {
+            settled.catch_up(dirs, records)?;
+            return finish(inner, &mut lock, settled);
+        }
+    }
+    let mut lock = inner.index.lock()?;
+    let (loaded, listed) = read_and_list(inner, Some(&lock))?;
+    let settled = settle_all(dirs, loaded, &listed)?;
+    finish(inner, &mut lock, settled)
+}
+
+/// Reads the index (under `held` if given, else taking the lock briefly)
+/// while listing `content/sha256`; the listing comes back in ID order.
+fn read_and_list(
+    inner: &Inner,
+    held: Option<&IndexLock<'_>>,
+) -> Result<(Loaded, Vec<Listed>), Error> {
     let (loaded, listed) = thread::scope(|s| {
-        let index = s.spawn(|| inner.index.read());
+        let index = s.spawn(|| match held {
+            Some(lock) => lock.read(),
+            None => inner.index.read(),
+        });
         let listed = list_content(inner);
         let loaded = index.join().map_err(|_| Error::Panicked);
         Ok::<_, Error>((loaded??, listed?))
@@ -307,75 +504,43 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
     let mut listed = listed;
     // Sorting the small listing yields the images in ID order.
     listed.sort_unstable_by_key(Listed::order);
-    let outcomes = examine_all(inner, &loaded.entries, &listed)?;
+    Ok((loaded, listed))
+}
 
+/// Examines every listed image against the index and decides about each.
+fn settle_all(dirs: Dirs<'_>, loaded: Loaded, listed: &[Listed]) -> Result<Settled, Error> {
+    let outcomes = examine_all(dirs, &loaded.entries, listed)?;
     let mut entries = loaded.entries;
-    let mut changed = loaded.stale;
-    let mut result: Vec<(ImageId, Entry)> = Vec::with_capacity(listed.len());
-    let mut failed_quarantines = Vec::new();
+    let mut settled = Settled {
+        images: Vec::with_capacity(listed.len()),
+        failed_quarantines: Vec::new(),
+        changed: loaded.stale,
+    };
     for (l, outcome) in listed.iter().zip(outcomes) {
         let old = entries.remove(&l.id);
-        match outcome {
-            Outcome::Keep { checked } => {
-                let Some(mut e) = old else {
-                    continue;
-                };
-                if checked && !e.content_known {
-                    e.content_known = true;
-                    changed = true;
-                }
-                result.push((l.id, e));
-            }
-            Outcome::Fresh {
-                token,
-                metadata,
-                checked,
-            } => {
-                let (known, summary) = old.map_or((false, None), |e| (e.content_known, e.summary));
-                result.push((
-                    l.id,
-                    Entry {
-                        token: Some(token),
-                        content_known: known || checked,
-                        metadata,
-                        summary,
-                    },
-                ));
-                changed = true;
-            }
-            Outcome::Quarantine(reason) => {
-                changed = true;
-                tracing::warn!(id = %l.id, reason, "setting a broken image aside");
-                if let Err(e) = quarantine_now(inner, &l.id, &reason) {
-                    tracing::warn!(id = %l.id, error = %e, "cannot move a broken image aside");
-                    failed_quarantines.push(Quarantined {
-                        name: l.id.to_string(),
-                        reason: format!("{reason} (could not be moved aside: {e})"),
-                    });
-                }
-            }
-            Outcome::Gone => changed = true,
-        }
+        settled.settle(dirs.inner, l.id, old, outcome);
     }
     // Whatever is left in the index lost its content since it was recorded.
-    changed |= !entries.is_empty();
+    settled.changed |= !entries.is_empty();
+    Ok(settled)
+}
 
-    let mut quarantined = list_quarantine(&inner.layout)?;
-    quarantined.extend(failed_quarantines);
-    quarantined.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.reason.cmp(&b.reason)));
-
-    if changed
-        && let Err(e) = inner.index.store_after_load(
-            loaded.journal,
-            loaded.snapshot_header,
-            result.iter().map(|(id, e)| (id, e)),
-        )
-    {
+/// Rewrites the index if the load learnt anything (under the lock it still
+/// holds), and builds the snapshot.
+fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<Snapshot, Error> {
+    let Settled {
+        images,
+        mut failed_quarantines,
+        changed,
+    } = settled;
+    if changed && let Err(e) = lock.store(images.iter().map(|(id, e)| (id, e))) {
         tracing::warn!(error = %e, "cannot rewrite the index; the next load does the same work again");
     }
-
+    let mut quarantined = list_quarantine(&inner.layout)?;
+    quarantined.append(&mut failed_quarantines);
+    quarantined.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.reason.cmp(&b.reason)));
     Ok(Snapshot {
-        images: result
+        images: images
             .into_iter()
             .map(|(id, e)| SnapshotEntry {
                 id,
