@@ -186,7 +186,8 @@ pub async fn linear_lookup(
         if p.os.is_empty() && p.architecture.is_empty() {
             continue;
         }
-        if !compare_platform(platform, &p) || !compare(Some(&image.container_config), Some(config)) {
+        if !compare_platform(platform, &p) || !compare(Some(&image.container_config), Some(config))
+        {
             continue;
         }
         let Some(created) = image.created else {

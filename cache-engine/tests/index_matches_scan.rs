@@ -61,16 +61,25 @@ fn container_config() -> impl Strategy<Value = ContainerConfig> {
     let word = prop::sample::select(vec!["", "a", "b"]);
     (
         prop::sample::select(vec!["RUN a", "RUN b"]),
-        prop::option::weighted(0.3, prop::collection::vec(prop::sample::select(vec!["A=1", "B=2", "A=1 "]), 0..3)),
-        prop::option::weighted(0.3, prop::collection::btree_map(prop::sample::select(vec!["x", "y"]), word.clone(), 0..3)),
+        prop::option::weighted(
+            0.3,
+            prop::collection::vec(prop::sample::select(vec!["A=1", "B=2", "A=1 "]), 0..3),
+        ),
+        prop::option::weighted(
+            0.3,
+            prop::collection::btree_map(prop::sample::select(vec!["x", "y"]), word.clone(), 0..3),
+        ),
         prop::collection::btree_set(prop::sample::select(vec!["80/tcp", "443/tcp"]), 0..2),
-        prop::option::weighted(0.2, prop::collection::btree_set(prop::sample::select(vec!["/a", "/b"]), 0..2)),
+        prop::option::weighted(
+            0.2,
+            prop::collection::btree_set(prop::sample::select(vec!["/a", "/b"]), 0..2),
+        ),
         word,
         prop::bool::weighted(0.1),
         prop::sample::select(vec!["", "", "", "root"]),
     )
-        .prop_map(|(cmd, env, labels, ports, volumes, hostname, open_stdin, user)| {
-            ContainerConfig {
+        .prop_map(
+            |(cmd, env, labels, ports, volumes, hostname, open_stdin, user)| ContainerConfig {
                 cmd: Some(vec![cmd.to_owned()]),
                 env: env.map(|v| v.into_iter().map(str::to_owned).collect()),
                 labels: labels.map(|m| {
@@ -84,8 +93,8 @@ fn container_config() -> impl Strategy<Value = ContainerConfig> {
                 open_stdin,
                 user: user.to_owned(),
                 ..ContainerConfig::default()
-            }
-        })
+            },
+        )
 }
 
 fn scenario() -> impl Strategy<Value = (Vec<ImageSpec>, Vec<Change>, Vec<Probe>)> {
@@ -96,13 +105,15 @@ fn scenario() -> impl Strategy<Value = (Vec<ImageSpec>, Vec<Change>, Vec<Probe>)
         prop::sample::select(vec![0usize, 0, 0, 1, 2, 3]),
         prop::bool::weighted(0.8),
     )
-        .prop_map(|(parent, config, created, platform, built_locally)| ImageSpec {
-            parent,
-            config,
-            created,
-            platform,
-            built_locally,
-        });
+        .prop_map(
+            |(parent, config, created, platform, built_locally)| ImageSpec {
+                parent,
+                config,
+                created,
+                platform,
+                built_locally,
+            },
+        );
     let change = prop_oneof![
         (0usize..64, 0usize..64).prop_map(|(a, b)| Change::Reparent(a, b)),
         (0usize..64).prop_map(Change::Delete),
@@ -158,11 +169,20 @@ fn config_bytes(spec: &ImageSpec, n: usize, parent: Option<&ImageConfig>) -> byt
     )
 }
 
-async fn check(images: Vec<ImageSpec>, changes: Vec<Change>, probes: Vec<Probe>) -> Result<(), TestCaseError> {
-    let store = Store::open(Arc::new(MemoryBackend::new())).await.expect("open");
+async fn check(
+    images: Vec<ImageSpec>,
+    changes: Vec<Change>,
+    probes: Vec<Probe>,
+) -> Result<(), TestCaseError> {
+    let store = Store::open(Arc::new(MemoryBackend::new()))
+        .await
+        .expect("open");
     let mut ids = Vec::new();
     for (n, spec) in images.iter().enumerate() {
-        let parent = spec.parent.filter(|_| !ids.is_empty()).map(|p| ids[p % ids.len()]);
+        let parent = spec
+            .parent
+            .filter(|_| !ids.is_empty())
+            .map(|p| ids[p % ids.len()]);
         let parent_config = match parent {
             Some(p) => Some(store.get(&p).await.expect("parent")),
             None => None,
@@ -178,7 +198,9 @@ async fn check(images: Vec<ImageSpec>, changes: Vec<Change>, probes: Vec<Probe>)
         // Refused changes (cycles, deleted images) are part of the scenario.
         match change {
             Change::Reparent(a, b) => {
-                let _ = store.set_parent(&ids[a % ids.len()], &ids[b % ids.len()]).await;
+                let _ = store
+                    .set_parent(&ids[a % ids.len()], &ids[b % ids.len()])
+                    .await;
             }
             Change::Delete(a) => {
                 let _ = store.delete(&ids[a % ids.len()]).await;

@@ -113,7 +113,13 @@ fn two_processes_lose_no_parent_link() {
     let children: Vec<_> = (0..2)
         .map(|role| {
             Command::new(&exe)
-                .args(["--exact", "writer_process", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    "writer_process",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env(ROLE, role.to_string())
                 .env(DIR, &path)
                 .stdout(std::process::Stdio::piped())
@@ -138,7 +144,11 @@ fn two_processes_lose_no_parent_link() {
             }
         }
     }
-    assert!(expected.len() > 40, "the writers kept {} images", expected.len());
+    assert!(
+        expected.len() > 40,
+        "the writers kept {} images",
+        expected.len()
+    );
 
     rt.block_on(async {
         let store = open(&path).await;
