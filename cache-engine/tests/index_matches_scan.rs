@@ -4,6 +4,10 @@
 //! alphabets so that compare()'s quirks (asymmetric labels, ordered Env,
 //! port and volume sets, ignored Hostname) come up all the time.
 
+// A panic is how a test fails, so the helpers outside `#[test]` functions
+// unwrap too.
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
