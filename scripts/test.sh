@@ -72,6 +72,19 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 log "cargo test"
 cargo test --workspace --all-features
+# cargo hides what passing tests print, so show here, per backend, which
+# conformance cases were skipped and why, with each backend's summary line.
+log "conformance per backend (skipped cases and why)"
+scratch=$(mktemp -d)
+for url in "fs://$scratch/fs" "redb://$scratch/store.redb" "memory://" \
+    ${IMAGECACHE_TEST_S3_URL:+"$IMAGECACHE_TEST_S3_URL"} \
+    ${IMAGECACHE_TEST_S3_CONDITIONAL_URL:+"$IMAGECACHE_TEST_S3_CONDITIONAL_URL"}; do
+    # The query of an S3 URL carries test credentials: never print it.
+    printf '%s\n' "${url%%\?*}"
+    target/debug/imagecache --quiet --store "$url" conformance | grep -E 'skipped \(|passed, ' | sed 's/^/    /'
+done
+rm -rf "$scratch"
+
 log "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --quiet
 log "all green"

@@ -14,9 +14,9 @@
 //! meet each other or anyone's data. The damage hooks write bytes under a
 //! blob or config directly where the backend allows it (files for fs, the
 //! raw insert methods of redb and memory); a second handle on a namespace is
-//! a new backend on the same directory (fs) or prefix (s3), a clone for
-//! memory (which shares its state), and none for redb, which allows one
-//! handle per file and process.
+//! a new backend on the same directory (fs) or prefix (s3), and a clone for
+//! memory and redb (which share their state; redb allows one open per file
+//! and process).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -226,8 +226,12 @@ impl Harness for CliHarness {
     async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
         let handle = self.find(backend)?;
         match &handle {
-            // One handle per file and process: redb refuses a second.
-            Handle::Redb(_) => None,
+            // redb refuses a second open of a file in one process; another
+            // handle on the same database is a clone, which shares it.
+            Handle::Redb(r) => {
+                let again: Arc<dyn StoreBackend> = Arc::new(r.clone());
+                Some(self.hand_out(again, handle.clone()))
+            }
             _ => match self.open(&handle).await {
                 Ok(b) => Some(self.hand_out(b, handle)),
                 Err(e) => panic!("cannot reopen a backend: {}", crate::error::one_line(&e)),
