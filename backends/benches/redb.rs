@@ -11,8 +11,13 @@
 //! backend's default), `REDB_BENCH_BLOB_MIB` the blob size (default 1024,
 //! 0 skips it), `REDB_BENCH_DIR` where the stores go (default: a temp dir),
 //! `REDB_BENCH_KEEP=1` keeps the stores there and, on the next run, only
-//! measures opening them, `REDB_BENCH_BATCH` sets the images per batch
-//! (default 10000).
+//! measures opening them (from a fresh process, then), `REDB_BENCH_BATCH`
+//! sets the images per batch (default 10000), `REDB_BENCH_GETS` how many
+//! configs are read after each `load()` (default 300).
+//!
+//! Wall-clock figures depend on what else the machine runs, so the CPU time
+//! of writing and of `load()` is printed too: on a shared machine, compare
+//! those.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -148,6 +153,9 @@ async fn bench_store(
     }
     let backend = RedbBackend::open_with(&path, config.clone()).await?;
     let mut in_write = Duration::ZERO;
+    // Writes run on the blocking pool while this thread waits, so what the
+    // process uses beyond this thread is what writing costs.
+    let (process_cpu, own_cpu) = (cpu_time(), thread_cpu_time());
     let mut config_bytes = 0usize;
     let start = Instant::now();
     let mut prev: Option<ImageId> = None;
@@ -177,12 +185,20 @@ async fn bench_store(
         in_write += t.elapsed();
     }
     let total = start.elapsed();
+    let write_cpu = cpu_time()
+        .saturating_sub(process_cpu)
+        .saturating_sub(thread_cpu_time().saturating_sub(own_cpu));
     println!();
     println!("== {n} images (configs average {} bytes)", config_bytes / n);
     println!(
         "batched creates: {:>9.0} images/s in write(), {:>9.0} images/s including building and hashing configs",
         n as f64 / in_write.as_secs_f64(),
         n as f64 / total.as_secs_f64()
+    );
+    println!(
+        "write() CPU: {:>9.0} images per CPU-second ({:.1} µs per image; wall figures depend on what else runs)",
+        n as f64 / write_cpu.as_secs_f64(),
+        write_cpu.as_secs_f64() * 1e6 / n as f64
     );
 
     // One image per durable batch, as a builder commits a step.
@@ -240,12 +256,25 @@ async fn bench_open(path: &Path, config: &RedbConfig, images: usize) -> BoxResul
         let loaded = t.elapsed();
         let cpu = cpu_time().saturating_sub(cpu);
         assert_eq!(snapshot.images.len(), images);
+        // Then configs spread over the store, as a store reads them on
+        // first use: most are not cached yet.
+        let gets = env_usize("REDB_BENCH_GETS").unwrap_or(300).max(1);
+        let step = (images / gets).max(1);
+        let sample: Vec<ImageId> = snapshot.images.iter().step_by(step).map(|e| e.id).collect();
+        let (t, get_cpu) = (Instant::now(), threads_cpu_time());
+        for id in &sample {
+            backend.get(id).await?;
+        }
+        let got = t.elapsed();
+        let get_cpu = threads_cpu_time().saturating_sub(get_cpu);
         println!(
-            "fresh handle #{round}: open {:>6.1} ms, load() {:>6.1} ms (CPU {:>6.1} ms), total {:>6.1} ms",
+            "fresh handle #{round}: open {:>6.1} ms, load() {:>6.1} ms (CPU {:>6.1} ms), total {:>6.1} ms; then get (verified) {:>5.1} µs each (CPU {:>5.1} µs)",
             ms(opened),
             ms(loaded),
             ms(cpu),
-            ms(opened + loaded)
+            ms(opened + loaded),
+            got.as_secs_f64() * 1e6 / sample.len() as f64,
+            get_cpu.as_secs_f64() * 1e6 / sample.len() as f64
         );
         drop(snapshot);
         drop(backend);
@@ -338,6 +367,30 @@ fn cpu_time() -> Duration {
         .unwrap_or(0);
     // The kernel reports clock ticks of 1/100 s on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time the calling thread has used, from /proc (Linux), to the
+/// nanosecond.
+fn thread_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// CPU time the threads of this process now running have used, from /proc
+/// (Linux), to the nanosecond: finer than [`cpu_time`], but blind to
+/// threads that have ended.
+fn threads_cpu_time() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 fn file_len(path: &Path) -> u64 {

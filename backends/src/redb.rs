@@ -4,9 +4,10 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `content` | content sequence number | the exact config bytes |
-//! | `ids` | image ID (32 hash bytes) | (content sequence number, index block number) |
-//! | `blocks` | index block number | the records (metadata and summary) of ~32 KiB of images |
+//! | `content` | content block number | the exact bytes of up to 16 KiB of configs, each in a numbered slot |
+//! | `id_chunks` | (run, first image ID of the chunk) | up to 314 sorted (image ID, content block and slot, index block number) |
+//! | `id_runs` | run | number of images in the run |
+//! | `blocks` | index block number | the records (metadata and summary) of up to 32 KiB of images |
 //! | `quarantine` | image ID | reason, record and config bytes of a set-aside image |
 //! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
 //! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
@@ -14,10 +15,19 @@
 //! | `pending_uploads` | upload id | digest string of a blob still streaming in |
 //! | `meta` | name | layout version and the next upload id |
 //!
-//! Configs are appended in creation order and records are packed into
-//! index blocks, so a batch of creates writes mostly sequential data plus
-//! one small `ids` entry per image, and [`StoreBackend::load`] reads a few
-//! thousand large values and never a config.
+//! A batch packs the configs it creates into content blocks and their
+//! records into index blocks, both appended in creation order, so that
+//! redb inserts one value per 16 or 32 KiB instead of one per image. The
+//! map from image ID to config and record is kept as a few sorted runs
+//! (see `index.rs`): each batch appends its new IDs as one more run, and
+//! runs of a similar size are merged, four at a time. So a batch of creates
+//! writes sequential data only, instead of one randomly placed page per
+//! image as a B-tree keyed by the random IDs would once it outgrows the
+//! cache; a lookup by ID costs one B-tree descent per run. [`StoreBackend::load`]
+//! reads a few thousand large values and never a config (see `load.rs`).
+//!
+//! The layout version is kept in `meta`; a file of another version is
+//! refused with [`Error::Config`] naming both versions.
 //!
 //! # Guarantees
 //!
@@ -36,9 +46,12 @@
 //!   outlives the blocking call that opened it.
 //!
 //! [`Error::Locked`]: imagecache_core::Error::Locked
+//! [`Error::Config`]: imagecache_core::Error::Config
 
 mod blob;
 mod images;
+mod index;
+mod load;
 mod lock_info;
 mod record;
 
@@ -63,12 +76,14 @@ pub const SCHEME: &str = "redb";
 const NAME: &str = "redb";
 
 /// The layout version this module writes, kept in `meta` under `format`.
-const FORMAT: u64 = 1;
+/// Version 1 kept the ID index as one B-tree keyed by image ID (`ids`);
+/// version 2 keeps it as sorted runs (`id_chunks`, `id_runs`), packs
+/// configs into content blocks, and sizes blocks to fit redb's pages.
+const FORMAT: u64 = 2;
 
 /// The cache redb keeps by default. It bounds what the process holds while
 /// blobs stream through, and the operating system caches the file as well.
-/// Writes slow down once one batch dirties more than about half the cache,
-/// so stores written in very large batches want a larger one (see
+/// Batched imports do not need more: their writes are sequential (see
 /// [`RedbConfig::with_cache_size`]).
 const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
@@ -134,10 +149,11 @@ impl RedbConfig {
     /// 64 MiB).
     ///
     /// The process grows to about this size when it writes or reads that
-    /// much, blobs included. A batch whose pages do not fit in about half of
-    /// the cache is written more slowly: pages are written out, then read
-    /// back to be checksummed at commit. As a guide, batches of 50,000
-    /// images into a store of a million want 512 MiB.
+    /// much, blobs included. Batches write new data in order, so a larger
+    /// cache gains them nothing: batches of 50,000 images into a store of a
+    /// million were written as fast, for the same CPU time, with the default
+    /// as with 256 MiB. A larger cache mostly helps reads of configs that
+    /// were read before.
     pub fn with_cache_size(mut self, bytes: usize) -> Self {
         self.cache_size = bytes;
         self
@@ -520,6 +536,15 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// What to do about a file of another layout version.
+fn format_hint(found: u64) -> &'static str {
+    if found < FORMAT {
+        "; the file was written by an earlier version: recreate the store"
+    } else {
+        "; the file was written by a later version of imagecache"
+    }
+}
+
 fn blob_not_found(digest: Digest) -> Error {
     Error::Contract(imagecache_core::Error::NotFound {
         key: Key::Blob(digest),
@@ -541,8 +566,9 @@ enum Error {
         source: redb::DatabaseError,
     },
     #[error(
-        "database file {} has imagecache layout version {found}; this version reads version {FORMAT}",
-        path.display()
+        "database file {} has imagecache layout version {found}; this version reads only version {FORMAT}{}",
+        path.display(),
+        format_hint(*found)
     )]
     Format { path: PathBuf, found: u64 },
     #[error("cannot create directory {}", path.display())]
@@ -575,6 +601,13 @@ enum Error {
     },
     #[error("index block {block} holds no record for {id}")]
     MissingRecord { id: ImageId, block: u64 },
+    #[error("run {run} of the ID index cannot be used")]
+    BadChunk {
+        run: u64,
+        #[source]
+        source: RecordError,
+    },
+
     #[error("a blocking task failed")]
     Join(#[source] tokio::task::JoinError),
 }
@@ -592,7 +625,7 @@ impl From<Error> for imagecache_core::Error {
                 key: Key::Image(id),
                 reason: format!("index record cannot be decoded: {source}"),
             },
-            err @ Error::BadBlock { .. } => Self::Corrupt {
+            err @ (Error::BadBlock { .. } | Error::BadChunk { .. }) => Self::Corrupt {
                 key: Key::Other(NAME.to_owned() + " index"),
                 reason: error_chain(&err),
             },
@@ -622,7 +655,7 @@ impl From<Error> for imagecache_core::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::images::{BLOCKS, IDS, QUARANTINE};
+    use super::images::{BLOCKS, QUARANTINE};
     use super::record::{BlockWriter, QuarantineEntry, Record, block_entries};
     use super::*;
     use imagecache_core::{Content, Error as CoreError, Quarantined, StoreBackendExt as _};
@@ -732,13 +765,16 @@ mod tests {
         let db = redb::Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let (_, block) = txn
-                .open_table(IDS)
-                .unwrap()
-                .get(&id.to_bytes())
-                .unwrap()
-                .unwrap()
-                .value();
+            let runs = index::runs(&txn.open_table(index::RUNS).unwrap()).unwrap();
+            let block = index::find(
+                &txn.open_table(index::CHUNKS).unwrap(),
+                &runs,
+                &id.to_bytes(),
+            )
+            .unwrap()
+            .unwrap()
+            .location
+            .block;
             let mut blocks = txn.open_table(BLOCKS).unwrap();
             let old = blocks.get(block).unwrap().unwrap().value().to_vec();
             let mut out = BlockWriter::new();
@@ -870,8 +906,82 @@ mod tests {
         let db = redb::Database::open(dir.path().join("db.redb")).unwrap();
         let txn = db.begin_read().unwrap();
         assert_eq!(txn.open_table(BLOCKS).unwrap().len().unwrap(), 0);
-        assert_eq!(txn.open_table(IDS).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(index::CHUNKS).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(index::RUNS).unwrap().len().unwrap(), 0);
         assert_eq!(txn.open_table(images::CONTENT).unwrap().len().unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_store_of_many_blocks_loads_sorted_and_reports_damage() {
+        let (dir, backend) = fresh().await;
+        // About 30 blocks: enough for both threads to share the work.
+        let mut ids = Vec::new();
+        for chunk in 0..4u32 {
+            let mut batch = WriteBatch::new();
+            for i in 0..1000 {
+                let n = chunk * 1000 + i;
+                let id = batch.put(content(n));
+                batch.set_metadata(id, MetadataKey::PARENT, format!("p{n}"));
+                batch.set_summary(id, vec![n as u8; 200]);
+                ids.push((id, n));
+            }
+            backend.write(batch).await.unwrap();
+        }
+        drop(backend);
+        let path = dir.path().join("db.redb");
+        let blocks = {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_read().unwrap();
+            txn.open_table(BLOCKS).unwrap().len().unwrap()
+        };
+        assert!(blocks > 20, "{blocks} blocks");
+        let (bad, _) = ids[1234];
+        damage_record(&path, &bad, &[7, 7]);
+
+        let backend = RedbBackend::open(&path).await.unwrap();
+        let snap = backend.load().await.unwrap();
+        ids.retain(|(id, _)| *id != bad);
+        ids.sort();
+        assert_eq!(
+            snap.images.iter().map(|e| e.id).collect::<Vec<_>>(),
+            ids.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+        );
+        for (e, (_, n)) in snap.images.iter().zip(&ids) {
+            assert_eq!(e.metadata(&MetadataKey::PARENT).unwrap(), &format!("p{n}"));
+            assert_eq!(e.summary.as_deref(), Some(&vec![*n as u8; 200][..]));
+        }
+        assert_eq!(snap.quarantined.len(), 1, "{:?}", snap.quarantined);
+        assert_eq!(snap.quarantined[0].name, bad.to_string());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_earlier_layout_version_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_FORMAT, FORMAT - 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbBackend::open(&path).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CoreError::Config {
+                    backend: "redb",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("version 1"), "{text}");
+        assert!(text.contains("recreate the store"), "{text}");
+        assert!(text.contains("db.redb"), "{text}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -938,7 +1048,8 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(err.to_string().contains("version 3"), "{err}");
+        assert!(err.to_string().contains("later version"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

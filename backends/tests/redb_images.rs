@@ -12,9 +12,8 @@ use imagecache_core::{
 };
 use redb::{ReadableTable as _, TableDefinition};
 
-/// Tables as the module documentation describes them.
+/// The table of content blocks, as the module documentation describes it.
 const CONTENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("content");
-const IDS: TableDefinition<'_, &[u8; 32], (u64, u64)> = TableDefinition::new("ids");
 
 fn config(n: usize) -> Content {
     Content::new(format!(
@@ -244,20 +243,29 @@ async fn bytes_damaged_in_the_file_are_corrupt() {
     backend.put(damaged.data().clone()).await.unwrap();
     drop(backend);
 
-    // Damage one config behind the backend's back, through redb itself.
+    // Damage one config behind the backend's back, through redb itself:
+    // one byte inside the content block that holds it.
     {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        let (seq, _) = txn
-            .open_table(IDS)
+        let wanted = &damaged.data()[..];
+        let (block, mut data, at) = txn
+            .open_table(CONTENT)
             .unwrap()
-            .get(&damaged.id().to_bytes())
+            .iter()
             .unwrap()
-            .unwrap()
-            .value();
+            .map(Result::unwrap)
+            .find_map(|(k, v)| {
+                let v = v.value();
+                let at = v.windows(wanted.len()).position(|w| w == wanted)?;
+                Some((k.value(), v.to_vec(), at))
+            })
+            .unwrap();
+        let amd = at + wanted.windows(5).position(|w| w == b"amd64").unwrap();
+        data[amd] = b'A';
         txn.open_table(CONTENT)
             .unwrap()
-            .insert(seq, &b"{\"rootfs\":{}, \"evil\":1}"[..])
+            .insert(block, data.as_slice())
             .unwrap();
         txn.commit().unwrap();
     }
@@ -279,13 +287,18 @@ async fn insert_raw_content_is_seen_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let backend = open(&dir.path().join("db.redb")).await;
     let c = config(7);
-    backend.put(c.data().clone()).await.unwrap();
+    // A neighbour stored in the same batch, so next to it in the file.
+    let mut batch = WriteBatch::new();
+    batch.put(c.clone());
+    let neighbour = batch.put(config(8));
+    backend.write(batch).await.unwrap();
     backend
         .insert_raw_content(c.id(), Bytes::from_static(b"garbage"))
         .await
         .unwrap();
     let err = backend.get(&c.id()).await.unwrap_err();
     assert!(matches!(&err, Error::Corrupt { .. }), "{err:?}");
+    assert_eq!(backend.get(&neighbour).await.unwrap(), config(8).data());
 
     // Empty bytes are damage too, never returned as a config.
     backend
@@ -296,6 +309,13 @@ async fn insert_raw_content_is_seen_as_corrupt() {
         backend.get(&c.id()).await.unwrap_err(),
         Error::Corrupt { .. }
     ));
+    // Good bytes written the same way read back; the neighbour is intact.
+    backend
+        .insert_raw_content(c.id(), c.data().clone())
+        .await
+        .unwrap();
+    assert_eq!(backend.get(&c.id()).await.unwrap(), c.data());
+    assert_eq!(backend.get(&neighbour).await.unwrap(), config(8).data());
 
     // For an image never stored, the raw write makes it appear, as a disk
     // that grew a file would.
@@ -329,4 +349,129 @@ async fn capabilities_and_display() {
     assert!(!caps.shared);
     assert_eq!(backend.to_string(), format!("redb://{}", path.display()));
     assert_eq!(backend.path(), path);
+}
+
+/// A deterministic shuffle (Fisher–Yates over a fixed linear congruential
+/// sequence), so that a failure can be replayed.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = (seed >> 33) as usize % (i + 1);
+        items.swap(i, j);
+    }
+}
+
+/// Checks that `backend` holds exactly `want` (config number → parent
+/// value), through `load`, `get` and `get_metadata`.
+async fn assert_holds(backend: &RedbBackend, want: &[(ImageId, usize, String)]) {
+    let mut sorted: Vec<&(ImageId, usize, String)> = want.iter().collect();
+    sorted.sort_by_key(|(id, _, _)| *id);
+    let snap = backend.load().await.unwrap();
+    assert!(snap.quarantined.is_empty(), "{:?}", snap.quarantined);
+    assert_eq!(
+        snap.images.iter().map(|e| e.id).collect::<Vec<_>>(),
+        sorted.iter().map(|(id, _, _)| *id).collect::<Vec<_>>()
+    );
+    for (entry, (_, _, parent)) in snap.images.iter().zip(&sorted) {
+        assert_eq!(
+            entry.metadata(&MetadataKey::PARENT).unwrap(),
+            parent.as_bytes()
+        );
+    }
+    for (id, n, parent) in want {
+        assert_eq!(backend.get(id).await.unwrap(), config(*n).data());
+        assert_eq!(
+            backend
+                .get_metadata(id, &MetadataKey::PARENT)
+                .await
+                .unwrap(),
+            parent.as_bytes()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shuffled_batches_of_ids_sharing_prefixes_read_back_after_reopen() {
+    // Among 3,000 random IDs, dozens share their first two bytes: keep
+    // those, plus others, and store them in a shuffled order.
+    let mut all: Vec<(ImageId, usize)> = (0..3000).map(|n| (config(n).id(), n)).collect();
+    all.sort();
+    let shares = |i: usize| {
+        let p = |j: usize| all[j].0.to_bytes()[..2].to_vec();
+        (i > 0 && p(i - 1) == p(i)) || (i + 1 < all.len() && p(i + 1) == p(i))
+    };
+    let mut chosen: Vec<usize> = (0..all.len())
+        .filter(|&i| shares(i) || i % 3 == 0)
+        .map(|i| all[i].1)
+        .collect();
+    let sharing = (0..all.len()).filter(|&i| shares(i)).count();
+    assert!(sharing > 40, "only {sharing} IDs share a prefix");
+    shuffle(&mut chosen, 7);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let backend = open(&path).await;
+    let mut want: Vec<(ImageId, usize, String)> = Vec::new();
+    // Batch sizes that leave runs of several sizes to be merged.
+    let sizes = [1usize, 1, 1, 1, 1, 300, 7, 2, 400, 1, 1, 50];
+    let mut rest = &chosen[..];
+    for (k, &size) in sizes.iter().cycle().enumerate() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at(size.min(rest.len()));
+        rest = later;
+        let mut batch = WriteBatch::new();
+        for &n in now {
+            let id = batch.put(config(n));
+            let parent = format!("parent {n}");
+            batch.set_metadata(id, MetadataKey::PARENT, parent.clone());
+            want.push((id, n, parent));
+        }
+        // Storing an image again, from this batch or an earlier one,
+        // changes nothing.
+        batch.put(config(now[0]));
+        if let Some((_, earlier, _)) = want.first() {
+            batch.put(config(*earlier));
+        }
+        backend.write(batch).await.unwrap();
+        if k % 5 == 0 {
+            assert_holds(&backend, &want).await;
+        }
+    }
+    drop(backend);
+    let backend = open(&path).await;
+    assert_holds(&backend, &want).await;
+
+    // One batch deletes some images, changes others, and deletes and stores
+    // again a third group, spread over every run.
+    let mut batch = WriteBatch::new();
+    let mut kept = Vec::new();
+    for (i, (id, n, parent)) in want.iter().enumerate() {
+        match i % 4 {
+            0 => batch.delete(*id),
+            1 => {
+                let changed = format!("changed {n}");
+                batch.set_metadata(*id, MetadataKey::PARENT, changed.clone());
+                kept.push((*id, *n, changed));
+            }
+            2 => {
+                batch.delete(*id);
+                batch.put(config(*n));
+                batch.set_metadata(*id, MetadataKey::PARENT, "again");
+                kept.push((*id, *n, "again".to_owned()));
+            }
+            _ => kept.push((*id, *n, parent.clone())),
+        }
+    }
+    backend.write(batch).await.unwrap();
+    assert_holds(&backend, &kept).await;
+    drop(backend);
+    let backend = open(&path).await;
+    assert_holds(&backend, &kept).await;
+    for (id, _, _) in want.iter().step_by(4) {
+        assert!(backend.get(id).await.unwrap_err().is_not_found());
+    }
 }

@@ -1,5 +1,5 @@
 //! Encodings of what the image tables hold: one image's record, an index
-//! block of records, and a quarantined image.
+//! block of records, a content block of configs, and a quarantined image.
 //!
 //! A record holds everything [`StoreBackend::load`] reports about one image
 //! (its metadata values and its summary). Records live in index blocks of
@@ -23,6 +23,11 @@
 //! Block layout: `u8` format (1), then per image, in no particular order:
 //! the 32 bytes of its ID, a varint record length and the record.
 //!
+//! Content block layout: `u8` format (1), a varint number of slots, a
+//! varint length per slot (0 for a slot whose config was removed), then the
+//! slots' bytes one after the other. A config keeps its slot number for as
+//! long as it is stored, whatever happens to the others.
+//!
 //! Varints are unsigned LEB128. Decoding checks every length against the
 //! bytes that remain, so damaged data is an error, never a panic.
 //!
@@ -40,8 +45,26 @@ const FORMAT: u8 = 1;
 /// The only block format this module writes and reads.
 const BLOCK_FORMAT: u8 = 1;
 
-/// The size a block is filled to before a new one is started.
-pub(super) const BLOCK_TARGET: usize = 32 << 10;
+/// The only content block format this module writes and reads.
+const CONTENT_FORMAT: u8 = 1;
+
+/// The size a content block is filled to: it fits a 16 KiB page as index
+/// blocks fit 32 KiB ones. Reading one config reads its whole block:
+/// measured on a million images, 16 KiB blocks made first reads of configs
+/// about a quarter cheaper than 32 KiB ones, at little cost to batched
+/// writes.
+pub(super) const CONTENT_TARGET: usize = (16 << 10) - 64;
+
+// redb's leaf around a block: 4 header bytes, a 4-byte value length and the
+// 8-byte key.
+const _: () = assert!(BLOCK_TARGET + 16 <= 32 << 10);
+const _: () = assert!(CONTENT_TARGET + 16 <= 16 << 10);
+
+/// The size a block is filled to before a new one is started. redb rounds
+/// a page up to a power of two, and a leaf holding one block adds 16 bytes
+/// (header, value length, key), so a block of a full 32 KiB would take a
+/// 64 KiB page; this leaves room for them.
+pub(super) const BLOCK_TARGET: usize = (32 << 10) - 64;
 
 /// The 32 hash bytes of an image ID, as tables key them.
 pub(super) type ImageKey = [u8; 32];
@@ -302,6 +325,97 @@ impl BlockWriter {
     }
 }
 
+/// Builds a content block slot by slot.
+#[derive(Debug, Default)]
+pub(super) struct ContentWriter {
+    lens: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl ContentWriter {
+    /// Adds a config; returns its slot.
+    pub(super) fn push(&mut self, config: &[u8]) -> u32 {
+        self.lens.push(config.len());
+        self.data.extend_from_slice(config);
+        (self.lens.len() - 1) as u32
+    }
+
+    /// Number of slots.
+    pub(super) fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// About the encoded size: a slot's length takes at most three bytes
+    /// for any config under 2 MiB.
+    pub(super) fn len(&self) -> usize {
+        1 + 5 + 3 * self.lens.len() + self.data.len()
+    }
+
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() + 8);
+        out.push(CONTENT_FORMAT);
+        put_varint(&mut out, self.lens.len() as u64);
+        for len in &self.lens {
+            put_varint(&mut out, *len as u64);
+        }
+        out.extend_from_slice(&self.data);
+        out
+    }
+}
+
+/// Where each slot of a content block lies in `data`; an empty range for a
+/// removed slot.
+pub(super) fn content_slots(data: &[u8]) -> Result<Vec<Range<usize>>, RecordError> {
+    let mut r = Reader::new(data);
+    if r.byte()? != CONTENT_FORMAT {
+        return Err(RecordError("unknown content block format"));
+    }
+    let count = len_of(r.varint()?)?;
+    // Every slot takes at least one byte of lengths, which bounds a damaged
+    // count before it becomes an allocation.
+    if count > r.remaining() {
+        return Err(RecordError("slot count exceeds the content block"));
+    }
+    let mut lens = Vec::with_capacity(count);
+    for _ in 0..count {
+        lens.push(len_of(r.varint()?)?);
+    }
+    let mut slots = Vec::with_capacity(count);
+    for len in lens {
+        slots.push(r.take(len)?);
+    }
+    if r.remaining() != 0 {
+        return Err(RecordError("trailing bytes after the content block"));
+    }
+    Ok(slots)
+}
+
+/// The bytes of one slot, or `None` when it was removed or never existed.
+pub(super) fn content_slot(data: &[u8], slot: u32) -> Result<Option<&[u8]>, RecordError> {
+    let slots = content_slots(data)?;
+    Ok(usize::try_from(slot)
+        .ok()
+        .and_then(|i| slots.get(i))
+        .filter(|range| !range.is_empty())
+        .map(|range| &data[range.clone()]))
+}
+
+/// A content block without the configs in `removed` (slot numbers), every
+/// other config keeping its slot; `None` when no config is left.
+pub(super) fn remove_slots(data: &[u8], removed: &[u32]) -> Result<Option<Vec<u8>>, RecordError> {
+    let slots = content_slots(data)?;
+    let mut out = ContentWriter::default();
+    for (i, range) in slots.iter().enumerate() {
+        if removed.iter().any(|slot| *slot as usize == i) {
+            out.push(&[]);
+        } else {
+            out.push(&data[range.clone()]);
+        }
+    }
+    let live = out.lens.iter().any(|len| *len > 0);
+    Ok(live.then(|| out.encode()))
+}
+
 /// What the `quarantine` table keeps for one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct QuarantineEntry {
@@ -555,6 +669,53 @@ mod tests {
         }
         assert!(block_entries(&[9u8]).next().unwrap().is_err());
         assert!(block_entries(&[]).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn content_blocks_keep_slot_numbers_through_removals() {
+        let mut w = ContentWriter::default();
+        let configs: [&[u8]; 4] = [b"{\"a\":1}", &[b'x'; 300], b"{}", &[b'y'; 200]];
+        for (i, c) in configs.iter().enumerate() {
+            assert_eq!(w.push(c), i as u32);
+        }
+        assert_eq!(w.slots(), 4);
+        let data = w.encode();
+        assert!(data.len() <= w.len());
+        for (i, c) in configs.iter().enumerate() {
+            assert_eq!(content_slot(&data, i as u32).unwrap(), Some(*c));
+        }
+        assert_eq!(content_slot(&data, 4).unwrap(), None);
+
+        // Removing slots leaves the others where they were.
+        let data = remove_slots(&data, &[1, 2]).unwrap().unwrap();
+        assert!(data.len() < w.encode().len() - 300);
+        assert_eq!(content_slot(&data, 0).unwrap(), Some(configs[0]));
+        assert_eq!(content_slot(&data, 1).unwrap(), None);
+        assert_eq!(content_slot(&data, 2).unwrap(), None);
+        assert_eq!(content_slot(&data, 3).unwrap(), Some(configs[3]));
+        // Removing the last configs leaves nothing to keep.
+        assert_eq!(remove_slots(&data, &[0, 3]).unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_content_blocks_are_errors() {
+        let mut w = ContentWriter::default();
+        w.push(b"{\"rootfs\":{}}");
+        w.push(b"{}");
+        let data = w.encode();
+        for len in 0..data.len() {
+            assert!(content_slots(&data[..len]).is_err(), "cut at {len}");
+        }
+        let mut trailing = data.clone();
+        trailing.push(0);
+        assert!(content_slots(&trailing).is_err());
+        let mut other = data.clone();
+        other[0] = 9;
+        assert!(content_slot(&other, 0).is_err());
+        // A huge slot count with nothing behind it.
+        let mut huge = vec![CONTENT_FORMAT];
+        put_varint(&mut huge, u64::MAX >> 1);
+        assert!(content_slots(&huge).is_err());
     }
 
     #[test]
