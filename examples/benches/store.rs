@@ -9,7 +9,9 @@
 //! 10) it builds a store with one durable create per image (config, parent,
 //! built-locally mark and summary, fsynced), then opens it in a new process
 //! (cold process, warm page cache), then times get, children, heads and
-//! search on the opened store.
+//! search on the opened store. `IMAGECACHE_BENCH_DIR` chooses where the
+//! stores are built (default: the temporary directory) and
+//! `IMAGECACHE_BENCH_KEEP=1` leaves them there.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -43,11 +45,12 @@ fn main() -> anyhow::Result<()> {
         .collect();
     println!("image store on fs (3 bases, fan-out 4, depth <= 10)");
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>11} {:>9} {:>9}",
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>11} {:>9} {:>9}",
         "images",
         "create us",
         "8-way us",
         "batch us",
+        "open 1st s",
         "open s",
         "get 1st us",
         "get us",
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "        8 in flight, and in batches of 64 (create_batch); sample of up to 3000 images for the first and last"
     );
+    println!("open:   a new process each time; \"open 1st\" is the first open after the writes");
     println!(
         "targets: create <= 400 us, open 100k <= 0.5 s (cold process), get <= 1 us from memory"
     );
@@ -72,12 +76,25 @@ fn main() -> anyhow::Result<()> {
 
 async fn open_once(dir: &Path) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let backend = FsBackend::open(dir).await?;
-    let store = Store::open(Arc::new(backend)).await?;
+    let store = Store::open(Arc::new(FsBackend::open(dir).await?)).await?;
     let secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(store.report().configs_read == 0, "open read configs");
     black_box(store.len());
     Ok(secs)
+}
+
+/// Opens the store in a new process and returns the seconds it took.
+fn open_in_child(dir: &Path) -> anyhow::Result<f64> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--open-only")
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "open process failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
 fn options(img: &SyntheticImage) -> CreateOptions {
@@ -99,8 +116,10 @@ fn per_op(total: Duration, ops: usize) -> f64 {
 
 async fn run(n: usize) -> anyhow::Result<()> {
     let images = synthetic(n, 42);
+    let keep = std::env::var_os("IMAGECACHE_BENCH_KEEP").is_some();
     let dir = tempfile::Builder::new()
         .prefix("imagecache-bench-store-")
+        .disable_cleanup(keep)
         .tempdir_in(
             std::env::var("IMAGECACHE_BENCH_DIR")
                 .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
@@ -152,17 +171,13 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let create_batched = per_op(t.elapsed(), sample.len());
     drop((serial, batched, serial_dir, batch_dir));
 
-    let exe = std::env::current_exe()?;
-    let out = std::process::Command::new(exe)
-        .arg("--open-only")
-        .arg(dir.path())
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "open process failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let open_secs: f64 = String::from_utf8(out.stdout)?.trim().parse()?;
+    // The first open after the writes folds their journal records into the
+    // index snapshot; later opens read the snapshot alone.
+    let open_first = open_in_child(dir.path())?;
+    let open_secs = open_in_child(dir.path())?;
+    if keep {
+        eprintln!("kept the {n}-image store in {}", dir.path().display());
+    }
 
     let store = Store::open(Arc::new(FsBackend::open(dir.path()).await?)).await?;
     let ids = store.ids();
@@ -206,11 +221,12 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let search = per_op(t.elapsed(), rounds);
 
     println!(
-        "{:>8} {:>10.1} {:>10.1} {:>10.1} {:>8.3} {:>10.2} {:>8.3} {:>11.3} {:>9.1} {:>9.3}",
+        "{:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.3} {:>8.3} {:>10.2} {:>8.3} {:>11.3} {:>9.1} {:>9.3}",
         images.len(),
         create_serial,
         create_concurrent,
         create_batched,
+        open_first,
         open_secs,
         get_first,
         get,

@@ -1,6 +1,6 @@
 //! Layer references held by images, like Docker's `LayerGetReleaser`.
 
-use std::collections::HashMap;
+use crate::state::Map;
 use std::fmt;
 use std::sync::Mutex;
 
@@ -52,7 +52,7 @@ pub enum LayerError {
 /// layers no image needs any more.
 #[derive(Debug, Default)]
 pub struct RefCountLayers {
-    counts: Mutex<HashMap<ChainId, usize>>,
+    counts: Mutex<Map<ChainId, usize>>,
 }
 
 impl RefCountLayers {
@@ -76,7 +76,7 @@ impl RefCountLayers {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChainId, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map<ChainId, usize>> {
         // Counts are updated with single map operations, never left
         // half-done, so a poisoned lock still guards consistent data.
         self.counts

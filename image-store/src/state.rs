@@ -13,6 +13,10 @@ use imagecache_core::{CacheKey, Image, ImageId, Timestamp};
 
 use crate::summary::Summary;
 
+/// The hash map of the indexes. Keys are digests, already uniform, so a
+/// fast seeded hash is enough and saves most of the cost of loading.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Everything known about one image except its config.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -48,16 +52,51 @@ impl Entry {
 /// The indexes.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub(crate) entries: HashMap<ImageId, Entry>,
+    pub(crate) entries: Map<ImageId, Entry>,
     /// All IDs in order: prefix search and deterministic listings.
     pub(crate) ids: BTreeSet<ImageId>,
     /// IDs with no linked children.
     pub(crate) heads: BTreeSet<ImageId>,
     /// (stored parent, cache key) → images, each list sorted.
-    pub(crate) by_key: HashMap<(Option<ImageId>, CacheKey), Vec<ImageId>>,
+    pub(crate) by_key: Map<(Option<ImageId>, CacheKey), Vec<ImageId>>,
     /// Parent → images whose stored parent is that ID but which could not
     /// be linked because it is not in the store (yet).
-    pub(crate) waiting: HashMap<ImageId, Vec<ImageId>>,
+    pub(crate) waiting: Map<ImageId, Vec<ImageId>>,
+}
+
+/// In the graph where node `i` points at `parent_of[i]`, the node of each
+/// cycle with the greatest rank.
+fn cycle_closers(parent_of: &[Option<usize>], rank: &[Option<usize>]) -> Vec<usize> {
+    const NEW: u8 = 0;
+    const ON_PATH: u8 = 1;
+    const DONE: u8 = 2;
+    let mut mark = vec![NEW; parent_of.len()];
+    let mut path = Vec::new();
+    let mut closers = Vec::new();
+    for start in 0..parent_of.len() {
+        let mut cur = Some(start);
+        while let Some(i) = cur {
+            match mark[i] {
+                NEW => {
+                    mark[i] = ON_PATH;
+                    path.push(i);
+                    cur = parent_of[i];
+                }
+                ON_PATH => {
+                    // The walk came back to a node of its own path: the
+                    // path from that node on is a cycle.
+                    let from = path.iter().rposition(|&n| n == i).unwrap_or(0);
+                    closers.extend(path[from..].iter().max_by_key(|&&n| rank[n]));
+                    break;
+                }
+                _ => break,
+            }
+        }
+        for n in path.drain(..) {
+            mark[n] = DONE;
+        }
+    }
+    closers
 }
 
 fn insert_sorted(v: &mut Vec<ImageId>, id: ImageId) {
@@ -90,6 +129,89 @@ impl State {
             }
         }
         true
+    }
+
+    /// Builds the indexes at once from entries whose `parent` holds the
+    /// stored parent, in linear time after sorting. The result is what
+    /// [`State::insert`] of every entry followed by [`State::set_parent`] in
+    /// ID order would give, links that would close a cycle refused: of each
+    /// stored cycle, the link of the member with the greatest ID is dropped
+    /// (the last one such an order would add) and returned as
+    /// `(child, parent)`. Of entries with the same ID, the first is kept.
+    pub(crate) fn build(mut list: Vec<(ImageId, Entry)>) -> (Self, Vec<(ImageId, ImageId)>) {
+        // Entries are large and stay where they are; their positions are
+        // sorted by ID instead.
+        let mut order: Vec<(ImageId, usize)> = list
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        order.sort_unstable();
+        order.dedup_by(|later, earlier| later.0 == earlier.0);
+        // Rank in ID order of each kept position.
+        let mut rank = vec![None; list.len()];
+        for (r, &(_, i)) in order.iter().enumerate() {
+            rank[i] = Some(r);
+        }
+        let position: Map<ImageId, usize> = order.iter().copied().collect();
+        let mut parent_of: Vec<Option<usize>> = list
+            .iter()
+            .zip(&rank)
+            .map(|((_, e), r)| {
+                r.as_ref()?;
+                position.get(e.parent.as_ref()?).copied()
+            })
+            .collect();
+        drop(position);
+        let mut dropped = Vec::new();
+        for i in cycle_closers(&parent_of, &rank) {
+            if let Some(parent) = list[i].1.parent.take() {
+                dropped.push((list[i].0, parent));
+            }
+            parent_of[i] = None;
+        }
+        dropped.sort();
+
+        let mut state = Self {
+            entries: Map::with_capacity_and_hasher(order.len(), Default::default()),
+            by_key: Map::with_capacity_and_hasher(order.len(), Default::default()),
+            ..Self::default()
+        };
+        // Most keys and many parents have a single image: size every list
+        // exactly rather than let each start at a capacity of four.
+        let mut child_count = vec![0usize; list.len()];
+        for p in parent_of.iter().flatten() {
+            child_count[*p] += 1;
+        }
+        for (i, (_, entry)) in list.iter_mut().enumerate() {
+            entry.children = Vec::with_capacity(child_count[i]);
+        }
+        // Visited in ID order, every list below comes out sorted.
+        for &(id, i) in &order {
+            let entry = &list[i].1;
+            state
+                .by_key
+                .entry((entry.parent, entry.summary.cache_key))
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(id);
+            match (entry.parent, parent_of[i]) {
+                (Some(_), Some(p)) => list[p].1.children.push(id),
+                (Some(parent), None) => state.waiting.entry(parent).or_default().push(id),
+                (None, _) => {}
+            }
+        }
+        state.ids = order.iter().map(|(id, _)| *id).collect();
+        state.heads = order
+            .iter()
+            .filter(|(_, i)| list[*i].1.children.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        state.entries.extend(
+            list.into_iter()
+                .zip(rank)
+                .filter_map(|(item, rank)| rank.map(|_| item)),
+        );
+        (state, dropped)
     }
 
     /// Adds an image with no parent set. Any images waiting for it as their
@@ -216,7 +338,7 @@ mod tests {
     /// that the incrementally maintained ones agree.
     fn check(s: &State) {
         let mut children: HashMap<ImageId, Vec<ImageId>> = HashMap::new();
-        let mut by_key: HashMap<(Option<ImageId>, CacheKey), Vec<ImageId>> = HashMap::new();
+        let mut by_key: Map<(Option<ImageId>, CacheKey), Vec<ImageId>> = Map::default();
         for (id, e) in &s.entries {
             if let Some(p) = e.parent
                 && s.entries.contains_key(&p)
@@ -259,6 +381,77 @@ mod tests {
         assert_eq!(s.entries[&id(3)].parent, None);
         assert!(s.is_ancestor_or_self(&id(0), &id(0)));
         assert!(!s.is_ancestor_or_self(&id(0), &id(3)));
+    }
+
+    /// The incremental path `build` must agree with: insert everything,
+    /// then add the stored links in ID order, refusing any that would close
+    /// a cycle.
+    fn incremental(list: &[(ImageId, Entry)]) -> (State, Vec<(ImageId, ImageId)>) {
+        let mut s = State::default();
+        for (id, e) in list {
+            let mut e = e.clone();
+            e.parent = None;
+            s.insert(*id, e);
+        }
+        let mut sorted: Vec<_> = list.iter().collect();
+        sorted.sort_by_key(|(id, _)| *id);
+        let mut refused = Vec::new();
+        for (id, e) in sorted {
+            let Some(parent) = e.parent else { continue };
+            if s.contains(&parent) && s.is_ancestor_or_self(id, &parent) {
+                refused.push((*id, parent));
+                continue;
+            }
+            s.set_parent(id, Some(parent));
+        }
+        refused.sort();
+        (s, refused)
+    }
+
+    #[test]
+    fn build_agrees_with_incremental_links_on_random_graphs() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut cycles_seen = 0;
+        for round in 0..400 {
+            let n = 1 + next(12) as u8;
+            let list: Vec<(ImageId, Entry)> = (0..n)
+                .map(|i| {
+                    let mut e = entry(next(3) as u8);
+                    // Parents among the images, absent ones, or none; self
+                    // links are refused before they get here.
+                    e.parent = match next(4) {
+                        0 => None,
+                        1 => Some(id(100 + next(3) as u8)),
+                        _ => Some(id(next(u64::from(n)) as u8)).filter(|p| *p != id(i)),
+                    };
+                    (id(i), e)
+                })
+                .collect();
+            let (built, dropped) = State::build(list.clone());
+            let (want, refused) = incremental(&list);
+            check(&built);
+            cycles_seen += dropped.len();
+            assert_eq!(dropped, refused, "round {round}");
+            assert_eq!(built.ids, want.ids, "round {round}");
+            assert_eq!(built.heads, want.heads, "round {round}");
+            assert_eq!(built.by_key, want.by_key, "round {round}");
+            assert_eq!(built.waiting, want.waiting, "round {round}");
+            for (id, e) in &want.entries {
+                let b = &built.entries[id];
+                assert_eq!(
+                    (b.parent, &b.children),
+                    (e.parent, &e.children),
+                    "round {round}"
+                );
+            }
+        }
+        assert!(cycles_seen > 0, "the generator must produce cycles");
     }
 
     #[test]

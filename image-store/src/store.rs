@@ -1,6 +1,6 @@
 //! The image store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -384,7 +384,7 @@ impl Store {
         };
         let mut interner = Interner::default();
         // Reuse what memory already has: configs read before stay read.
-        let known: BTreeMap<ImageId, (Summary, Option<Arc<Image>>, bool)> = {
+        let known: HashMap<ImageId, (Summary, Option<Arc<Image>>, bool)> = {
             let state = self.state();
             state
                 .entries
@@ -393,8 +393,37 @@ impl Store {
                 .collect()
         };
 
-        let mut entries: Vec<(SnapshotEntry, Option<Summary>, Option<Arc<Image>>)> =
-            Vec::with_capacity(snapshot.images.len());
+        // Entries are made as summaries become known: at once for those
+        // the backend kept, after reading the config for the others.
+        let layers = self.inner.options.layers.as_ref();
+        let mut list = Vec::with_capacity(snapshot.images.len());
+        let mut make_entry = |snap: &SnapshotEntry,
+                              summary: Summary,
+                              image: Option<Arc<Image>>,
+                              report: &mut OpenReport| {
+            let id = snap.id;
+            let mut entry = Entry::new(summary);
+            entry.image = image;
+            entry.holds_layer = known.get(&id).is_some_and(|k| k.2);
+            if let (Some(layers), Some(chain), false) =
+                (layers, entry.summary.chain_id, entry.holds_layer)
+            {
+                match layers.get(&chain) {
+                    Ok(()) => entry.holds_layer = true,
+                    Err(e) => {
+                        tracing::warn!(image = %id, chain = %chain, error = %e, "not restoring image");
+                        report.problems.push(Problem::MissingLayer {
+                            id,
+                            chain_id: chain,
+                            reason: e.to_string(),
+                        });
+                        return;
+                    }
+                }
+            }
+            decode_metadata(snap, &mut entry, report);
+            list.push((id, entry));
+        };
         let mut missing = Vec::new();
         for snap in snapshot.images {
             let (summary, image) = match known.get(&snap.id) {
@@ -406,22 +435,21 @@ impl Store {
                     None,
                 ),
             };
-            if summary.is_none() {
-                missing.push(entries.len());
+            match summary {
+                Some(summary) => make_entry(&snap, summary, image, &mut report),
+                None => missing.push(snap),
             }
-            entries.push((snap, summary, image));
         }
 
         // Read the configs no summary vouches for, verify and summarise them,
         // and store the summaries so the next open need not read them.
         let reads: Vec<_> = missing
-            .iter()
-            .map(|&i| {
-                let id = entries[i].0.id;
+            .into_iter()
+            .map(|snap| {
                 let backend = self.inner.backend.clone();
                 async move {
-                    let result = backend.get(&id).await;
-                    (i, id, result)
+                    let result = backend.get(&snap.id).await;
+                    (snap, result)
                 }
             })
             .collect();
@@ -432,8 +460,8 @@ impl Store {
         report.configs_read = reads.len();
         let mut write_back = WriteBatch::new();
         let mut quarantine = WriteBatch::new();
-        let mut dropped = vec![false; entries.len()];
-        for (i, id, result) in reads {
+        for (snap, result) in reads {
+            let id = snap.id;
             let parsed = result
                 .map_err(Error::from)
                 .and_then(|bytes| Image::from_bytes(bytes).map_err(Error::from));
@@ -441,12 +469,10 @@ impl Store {
                 Ok(image) => {
                     let summary = Summary::of(&image, &mut interner);
                     write_back.set_summary(id, summary.encode());
-                    entries[i].1 = Some(summary);
-                    entries[i].2 = Some(Arc::new(image));
+                    make_entry(&snap, summary, Some(Arc::new(image)), &mut report);
                 }
-                Err(e) if e.is_not_found() => dropped[i] = true,
+                Err(e) if e.is_not_found() => {}
                 Err(e) => {
-                    dropped[i] = true;
                     let reason = e.to_string();
                     tracing::error!(image = %id, error = %reason, "invalid image");
                     if self.inner.options.quarantine {
@@ -471,46 +497,14 @@ impl Store {
         if !quarantine.is_empty() {
             self.inner.backend.write(quarantine).await?;
         }
-
-        let mut state = State::default();
-        let layers = self.inner.options.layers.as_ref();
-        let mut parents = Vec::new();
-        for (i, (snap, summary, image)) in entries.into_iter().enumerate() {
-            let Some(summary) = summary.filter(|_| !dropped[i]) else {
-                continue;
-            };
-            let id = snap.id;
-            let mut entry = Entry::new(summary);
-            entry.image = image;
-            entry.holds_layer = known.get(&id).is_some_and(|k| k.2);
-            if let (Some(layers), Some(chain), false) =
-                (layers, entry.summary.chain_id, entry.holds_layer)
-            {
-                match layers.get(&chain) {
-                    Ok(()) => entry.holds_layer = true,
-                    Err(e) => {
-                        tracing::warn!(image = %id, chain = %chain, error = %e, "not restoring image");
-                        report.problems.push(Problem::MissingLayer {
-                            id,
-                            chain_id: chain,
-                            reason: e.to_string(),
-                        });
-                        continue;
-                    }
-                }
-            }
-            decode_metadata(&snap, &mut entry, &mut parents, &mut report);
-            state.insert(id, entry);
-        }
-        for (id, parent) in parents {
-            // Links are added in ID order, so which link of a stored cycle
-            // is ignored does not depend on anything but the data.
-            if state.contains(&parent) && state.is_ancestor_or_self(&id, &parent) {
-                report.problems.push(Problem::ParentCycle { id, parent });
-                continue;
-            }
-            state.set_parent(&id, Some(parent));
-        }
+        // Which link of a stored cycle is ignored depends on nothing but
+        // the data: the one of the member with the greatest ID.
+        let (state, cycles) = State::build(list);
+        report.problems.extend(
+            cycles
+                .into_iter()
+                .map(|(id, parent)| Problem::ParentCycle { id, parent }),
+        );
         // Images that left the backend give their layer references back.
         if let Some(layers) = layers {
             for (id, (summary, _, held)) in &known {
@@ -1084,12 +1078,7 @@ fn release_all(layers: &Option<Arc<dyn LayerProvider>>, chains: &[ChainId]) {
     }
 }
 
-fn decode_metadata(
-    snap: &SnapshotEntry,
-    entry: &mut Entry,
-    parents: &mut Vec<(ImageId, ImageId)>,
-    report: &mut OpenReport,
-) {
+fn decode_metadata(snap: &SnapshotEntry, entry: &mut Entry, report: &mut OpenReport) {
     let id = snap.id;
     let mut bad = |key: &MetadataKey, reason: String| {
         tracing::warn!(image = %id, key = %key, %reason, "ignoring metadata");
@@ -1106,7 +1095,7 @@ fn decode_metadata(
                 .and_then(|s| ImageId::parse(s).map_err(|e| e.to_string()))
             {
                 Ok(parent) if parent == id => bad(key, "an image cannot be its own parent".into()),
-                Ok(parent) => parents.push((id, parent)),
+                Ok(parent) => entry.parent = Some(parent),
                 Err(reason) => bad(key, reason),
             }
         } else if *key == MetadataKey::BUILT_LOCALLY {

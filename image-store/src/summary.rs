@@ -189,16 +189,24 @@ impl<'a> Reader<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     seen: HashMap<Platform, Arc<Platform>>,
+    /// The platforms handed out so far, while there are few: a store
+    /// holds a handful, and comparing them field by field is cheaper than
+    /// building a key to look up.
+    few: Vec<Arc<Platform>>,
 }
 
 impl Interner {
-    /// The shared copy of `p`.
+    const FEW: usize = 8;
+
     pub(crate) fn intern(&mut self, p: Platform) -> Arc<Platform> {
         if let Some(shared) = self.seen.get(&p) {
             return shared.clone();
         }
         let shared = Arc::new(p.clone());
         self.seen.insert(p, shared.clone());
+        if self.few.len() < Self::FEW {
+            self.few.push(shared.clone());
+        }
         shared
     }
 
@@ -210,6 +218,16 @@ impl Interner {
         os_version: &str,
         os_features: Vec<String>,
     ) -> Arc<Platform> {
+        let found = self.few.iter().find(|p| {
+            p.os == os
+                && p.architecture == architecture
+                && p.variant == variant
+                && p.os_version == os_version
+                && p.os_features == os_features
+        });
+        if let Some(shared) = found {
+            return shared.clone();
+        }
         self.intern(Platform {
             os: os.to_owned(),
             architecture: architecture.to_owned(),
