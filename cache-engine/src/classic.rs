@@ -14,6 +14,12 @@
 //! running the exact `compare()` on what it returns gives the same answers
 //! as the scan — the property tests check this on random stores — at a cost
 //! that does not grow with the store.
+//!
+//! Each image's summary also holds the exact key of its `container_config`
+//! (a SHA-256 over every field `compare()` reads, label values included).
+//! A candidate whose exact key is the probe's is a match without reading
+//! its config; `compare()` runs only where they differ, which for the usual
+//! probe means only for label-value quirks.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -82,12 +88,9 @@ impl LocalCache {
         let Some(config) = config else {
             return Ok(None);
         };
-        if let Some(p) = parent
-            && !self.store.contains(p)
-        {
-            return Ok(None);
-        }
-        let key = config.cache_key();
+        // The exact key is hashed only when there are candidates to confirm.
+        let (key, exact) = config.cache_key_then_exact();
+        let exact = std::cell::LazyCell::new(exact);
         let mut best: Option<(ImageId, imagecache_core::Timestamp)> = None;
         for cand in self.store.cache_candidates(parent, &key) {
             if !cand.built_locally {
@@ -109,26 +112,27 @@ impl LocalCache {
             {
                 continue;
             }
-            let image = match cand.image {
-                Some(image) => image,
-                None => match self.store.get(&cand.id).await {
-                    Ok(image) => image,
-                    // Deleted meanwhile, or found corrupt and quarantined:
-                    // either way it is no longer a candidate.
-                    Err(e)
-                        if e.is_not_found()
-                            || matches!(e, imagecache_store::Error::Corrupt { .. }) =>
-                    {
-                        tracing::warn!(image = %cand.id, error = %e, "cache candidate unavailable");
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(Error::UnknownImage {
-                            id: cand.id,
-                            source: e,
-                        });
-                    }
-                },
+            // Every field compare() reads is equal: a match, config unread.
+            if *exact == cand.exact_key {
+                best = Some((cand.id, created));
+                continue;
+            }
+            let image = match self.store.get(&cand.id).await {
+                Ok(image) => image,
+                // Deleted meanwhile, or found corrupt and quarantined:
+                // either way it is no longer a candidate.
+                Err(e)
+                    if e.is_not_found() || matches!(e, imagecache_store::Error::Corrupt { .. }) =>
+                {
+                    tracing::warn!(image = %cand.id, error = %e, "cache candidate unavailable");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::UnknownImage {
+                        id: cand.id,
+                        source: e,
+                    });
+                }
             };
             if compare(Some(&image.container_config), Some(config)) {
                 best = Some((cand.id, created));

@@ -182,3 +182,8 @@ mod tests {
         assert_eq!(synthetic(50, 7)[49].id, images[49].id);
     }
 }
+
+/// The repository README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

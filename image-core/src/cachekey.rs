@@ -1,6 +1,7 @@
 //! A hash of everything [`compare`](crate::compare) checks by equality, so
 //! the builder cache can find candidates by key instead of scanning.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use sha2::Digest as _;
@@ -17,12 +18,14 @@ use crate::model::ContainerConfig;
 /// `compare` is asymmetric, so no symmetric key can capture it; candidates
 /// with equal keys are still checked with `compare`).
 ///
-/// The key is the first 16 bytes of the SHA-256 of a versioned, length-
+/// The key is the 128-bit XXH3 (little-endian) of a versioned, length-
 /// prefixed encoding of those fields, so it is stable across runs, machines
 /// and releases of this crate (a change of encoding changes the version tag
-/// and with it every key) and can be persisted.
+/// and with it every key) and can be persisted. XXH3 is fast, not
+/// collision-resistant: a key only narrows the candidates, and a crafted
+/// collision costs an extra `compare`, never a wrong answer.
 ///
-/// The encoding (version `ick1`), in order: the tag `ick1`; the lists `Env`,
+/// The encoding (version `ick2`), in order: the tag `ick2`; the lists `Env`,
 /// `OnBuild`, `Cmd`, `Entrypoint`, `Shell` (absent = empty); the sets
 /// `ExposedPorts` and `Volumes` in sorted order; the number of `Labels`; one
 /// byte of flags (`AttachStdin` bit 0, `AttachStdout`, `AttachStderr`,
@@ -47,27 +50,52 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// Names the encoding; part of every key. Short, because every byte hashed
-/// costs time on each probe.
-const VERSION_TAG: &[u8] = b"ick1";
+/// A 256-bit key over every field of a [`ContainerConfig`] that
+/// [`compare`](crate::compare) reads, label values included: two configs
+/// with equal exact keys have equal values in all of those fields, so
+/// `compare` holds between them in both directions without looking at
+/// either.
+///
+/// It is the whole SHA-256 of the [`CacheKey`] encoding followed by every
+/// label as two strings (name, value) in name order, so equal keys of
+/// different configs would take a SHA-256 collision. Configs that differ
+/// only in label values have different exact keys and may still compare
+/// equal; the exact key only ever confirms a match.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExactKey(pub [u8; 32]);
 
-/// Feeds the encoding straight into SHA-256 (whose own block buffer
-/// batches the many small fields), without building it in memory.
-struct KeyHasher {
-    hasher: sha2::Sha256,
+impl fmt::Display for ExactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_encode(&self.0))
+    }
 }
 
-impl KeyHasher {
+impl fmt::Debug for ExactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExactKey({self})")
+    }
+}
+
+/// Names the encoding; part of every key. Short, because every byte hashed
+/// costs time on each probe.
+const VERSION_TAG: &[u8] = b"ick2";
+
+/// Writes the encoding into a buffer, which the keys then hash whole.
+struct KeyEncoder {
+    out: Vec<u8>,
+}
+
+impl KeyEncoder {
     fn new() -> Self {
         let mut h = Self {
-            hasher: sha2::Sha256::new(),
+            out: Vec::with_capacity(512),
         };
         h.bytes(VERSION_TAG);
         h
     }
 
     fn bytes(&mut self, data: &[u8]) {
-        self.hasher.update(data);
+        self.out.extend_from_slice(data);
     }
 
     fn i64(&mut self, v: i64) {
@@ -104,11 +132,17 @@ impl KeyHasher {
         }
     }
 
-    fn finish(self) -> CacheKey {
-        let hash: [u8; 32] = self.hasher.finalize().into();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&hash[..16]);
-        CacheKey(key)
+    fn cache_key(&self) -> CacheKey {
+        CacheKey(xxhash_rust::xxh3::xxh3_128(&self.out).to_le_bytes())
+    }
+
+    /// Appends the labels and hashes everything.
+    fn exact_key(mut self, labels: Option<&BTreeMap<String, String>>) -> ExactKey {
+        for (name, value) in labels.into_iter().flatten() {
+            self.str(name);
+            self.str(value);
+        }
+        ExactKey(sha2::Sha256::digest(&self.out).into())
     }
 }
 
@@ -116,8 +150,7 @@ impl ContainerConfig {
     /// The [`CacheKey`] of this config: equal for any two configs that
     /// [`compare`](crate::compare) considers the same.
     ///
-    /// Allocation-free; a typical build-step config hashes in well under a
-    /// microsecond.
+    /// A typical build-step config hashes in well under a microsecond.
     ///
     /// ```
     /// use imagecache_core::{ContainerConfig, compare};
@@ -127,7 +160,50 @@ impl ContainerConfig {
     /// assert_eq!(a.cache_key(), b.cache_key());
     /// ```
     pub fn cache_key(&self) -> CacheKey {
-        let mut h = KeyHasher::new();
+        self.key_encoder().cache_key()
+    }
+
+    /// The [`ExactKey`] of this config.
+    ///
+    /// ```
+    /// use imagecache_core::{ContainerConfig, compare};
+    /// let labels = |k: &str, v: &str| Some([(k.to_owned(), v.to_owned())].into());
+    /// let a = ContainerConfig { labels: labels("x", ""), ..Default::default() };
+    /// let b = ContainerConfig { labels: labels("y", "v"), ..Default::default() };
+    /// // Same key, so `compare` decides; different exact keys, so it must.
+    /// assert_eq!(a.cache_key(), b.cache_key());
+    /// assert_ne!(a.exact_key(), b.exact_key());
+    /// assert!(compare(Some(&a), Some(&b)) && !compare(Some(&b), Some(&a)));
+    /// assert_eq!(a.cache_keys(), (a.cache_key(), a.exact_key()));
+    /// ```
+    pub fn exact_key(&self) -> ExactKey {
+        self.key_encoder().exact_key(self.labels.as_ref())
+    }
+
+    /// The [`CacheKey`] and the [`ExactKey`] of this config, from one
+    /// encoding.
+    pub fn cache_keys(&self) -> (CacheKey, ExactKey) {
+        let e = self.key_encoder();
+        (e.cache_key(), e.exact_key(self.labels.as_ref()))
+    }
+
+    /// The [`CacheKey`] now, and the [`ExactKey`] when the returned function
+    /// is called, from one encoding: for lookups, which need the exact key
+    /// only when the cache key found candidates.
+    ///
+    /// ```
+    /// use imagecache_core::ContainerConfig;
+    /// let c = ContainerConfig { cmd: Some(vec!["true".into()]), ..Default::default() };
+    /// let (key, exact) = c.cache_key_then_exact();
+    /// assert_eq!((key, exact()), c.cache_keys());
+    /// ```
+    pub fn cache_key_then_exact(&self) -> (CacheKey, impl FnOnce() -> ExactKey + '_) {
+        let e = self.key_encoder();
+        (e.cache_key(), move || e.exact_key(self.labels.as_ref()))
+    }
+
+    fn key_encoder(&self) -> KeyEncoder {
+        let mut h = KeyEncoder::new();
         h.list(self.env.as_deref());
         h.list(self.on_build.as_deref());
         h.list(self.cmd.as_deref());
@@ -175,7 +251,7 @@ impl ContainerConfig {
             }
             None => h.bytes(&[0]),
         }
-        h.finish()
+        h
     }
 }
 
@@ -199,7 +275,7 @@ mod tests {
             hostname: "ignored".into(),
             ..Default::default()
         };
-        let mut e: Vec<u8> = b"ick1".to_vec();
+        let mut e: Vec<u8> = b"ick2".to_vec();
         let str_ = |e: &mut Vec<u8>, s: &str| {
             e.extend_from_slice(&(s.len() as u32).to_le_bytes());
             e.extend_from_slice(s.as_bytes());
@@ -224,11 +300,14 @@ mod tests {
         e.push(1);
         e.extend_from_slice(&(-3i64).to_le_bytes());
         e.push(0); // no health check
-        let hash = crate::digest::Digest::sha256(&e);
-        assert_eq!(&c.cache_key().0[..], &hash.as_bytes()[..16]);
+        let key = xxhash_rust::xxh3::xxh3_128(&e).to_le_bytes();
+        assert_eq!(c.cache_key().0, key);
+        assert_eq!(c.cache_key().to_string(), hex_encode(&key));
+        str_(&mut e, "k");
+        str_(&mut e, "v"); // the labels, for the exact key only
         assert_eq!(
-            c.cache_key().to_string(),
-            hex_encode(&hash.as_bytes()[..16])
+            c.exact_key().0[..],
+            crate::digest::Digest::sha256(&e).as_bytes()[..]
         );
         assert_eq!(
             format!("{:?}", CacheKey([0xab; 16])),

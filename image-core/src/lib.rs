@@ -18,7 +18,7 @@ pub use backend::{
     BlobInfo, BlobReader, ByteStream, Capabilities, Content, DynStoreBackend, MetadataKey,
     Quarantined, Snapshot, SnapshotEntry, StoreBackend, StoreBackendExt, WriteBatch, WriteOp,
 };
-pub use cachekey::CacheKey;
+pub use cachekey::{CacheKey, ExactKey};
 pub use child::{ChildConfig, EMPTY_LAYER_DIFF_ID};
 pub use compare::compare;
 pub use digest::{

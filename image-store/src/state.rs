@@ -58,7 +58,7 @@ pub(crate) struct State {
     /// IDs with no linked children.
     pub(crate) heads: BTreeSet<ImageId>,
     /// (stored parent, cache key) → images, each list sorted.
-    pub(crate) by_key: Map<(Option<ImageId>, CacheKey), Vec<ImageId>>,
+    pub(crate) by_key: Map<KeyOf, SortedIds>,
     /// Parent → images whose stored parent is that ID but which could not
     /// be linked because it is not in the store (yet).
     pub(crate) waiting: Map<ImageId, Vec<ImageId>>,
@@ -97,6 +97,70 @@ fn cycle_closers(parent_of: &[Option<usize>], rank: &[Option<usize>]) -> Vec<usi
         }
     }
     closers
+}
+
+/// (stored parent, cache key): what the cache index is keyed by.
+pub(crate) type KeyOf = (Option<ImageId>, CacheKey);
+
+/// A sorted set of IDs that keeps a single one in place: most (parent,
+/// cache key) pairs name one image, and a lookup then reads no other
+/// memory than the map's own slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SortedIds {
+    One(ImageId),
+    /// Two or more, sorted.
+    Many(Vec<ImageId>),
+}
+
+impl SortedIds {
+    fn as_slice(&self) -> &[ImageId] {
+        match self {
+            Self::One(id) => std::slice::from_ref(id),
+            Self::Many(ids) => ids,
+        }
+    }
+
+    fn insert(&mut self, id: ImageId) {
+        match self {
+            Self::One(one) if *one == id => {}
+            Self::One(one) => {
+                let one = *one;
+                *self = Self::Many(if one < id {
+                    vec![one, id]
+                } else {
+                    vec![id, one]
+                });
+            }
+            Self::Many(ids) => insert_sorted(ids, id),
+        }
+    }
+
+    /// Removes `id`; returns whether the set is now empty.
+    fn remove(&mut self, id: &ImageId) -> bool {
+        match self {
+            Self::One(one) => one == id,
+            Self::Many(ids) => {
+                remove_sorted(ids, id);
+                if let [last] = ids[..] {
+                    *self = Self::One(last);
+                }
+                false
+            }
+        }
+    }
+}
+
+fn index_insert(index: &mut Map<KeyOf, SortedIds>, key: KeyOf, id: ImageId) {
+    index
+        .entry(key)
+        .and_modify(|ids| ids.insert(id))
+        .or_insert(SortedIds::One(id));
+}
+
+fn index_remove(index: &mut Map<KeyOf, SortedIds>, key: KeyOf, id: &ImageId) {
+    if index.get_mut(&key).is_some_and(|ids| ids.remove(id)) {
+        index.remove(&key);
+    }
 }
 
 fn insert_sorted(v: &mut Vec<ImageId>, id: ImageId) {
@@ -177,8 +241,8 @@ impl State {
             by_key: Map::with_capacity_and_hasher(order.len(), Default::default()),
             ..Self::default()
         };
-        // Most keys and many parents have a single image: size every list
-        // exactly rather than let each start at a capacity of four.
+        // Many parents have a single child: size every list exactly rather
+        // than let each start at a capacity of four.
         let mut child_count = vec![0usize; list.len()];
         for p in parent_of.iter().flatten() {
             child_count[*p] += 1;
@@ -189,11 +253,11 @@ impl State {
         // Visited in ID order, every list below comes out sorted.
         for &(id, i) in &order {
             let entry = &list[i].1;
-            state
-                .by_key
-                .entry((entry.parent, entry.summary.cache_key))
-                .or_insert_with(|| Vec::with_capacity(1))
-                .push(id);
+            index_insert(
+                &mut state.by_key,
+                (entry.parent, entry.summary.cache_key),
+                id,
+            );
             match (entry.parent, parent_of[i]) {
                 (Some(_), Some(p)) => list[p].1.children.push(id),
                 (Some(parent), None) => state.waiting.entry(parent).or_default().push(id),
@@ -222,7 +286,7 @@ impl State {
         self.entries.insert(id, entry);
         self.ids.insert(id);
         self.heads.insert(id);
-        insert_sorted(self.by_key.entry((None, key)).or_default(), id);
+        index_insert(&mut self.by_key, (None, key), id);
         if let Some(waiting) = self.waiting.remove(&id) {
             for child in waiting {
                 self.link(child, id);
@@ -267,13 +331,8 @@ impl State {
         if let Some(old) = old {
             self.unlink(id, &old);
         }
-        if let Some(v) = self.by_key.get_mut(&(old, key)) {
-            remove_sorted(v, id);
-            if v.is_empty() {
-                self.by_key.remove(&(old, key));
-            }
-        }
-        insert_sorted(self.by_key.entry((parent, key)).or_default(), *id);
+        index_remove(&mut self.by_key, (old, key), id);
+        index_insert(&mut self.by_key, (parent, key), *id);
         if let Some(p) = parent {
             if self.entries.contains_key(&p) {
                 self.link(*id, p);
@@ -293,13 +352,7 @@ impl State {
         let entry = self.entries.remove(id)?;
         self.ids.remove(id);
         self.heads.remove(id);
-        let k = (None, entry.summary.cache_key);
-        if let Some(v) = self.by_key.get_mut(&k) {
-            remove_sorted(v, id);
-            if v.is_empty() {
-                self.by_key.remove(&k);
-            }
-        }
+        index_remove(&mut self.by_key, (None, entry.summary.cache_key), id);
         Some(entry)
     }
 
@@ -308,8 +361,7 @@ impl State {
     pub(crate) fn with_key(&self, parent: Option<&ImageId>, key: &CacheKey) -> &[ImageId] {
         self.by_key
             .get(&(parent.copied(), *key))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .map_or(&[], SortedIds::as_slice)
     }
 }
 
@@ -326,6 +378,7 @@ mod tests {
             history_len: 0,
             diff_ids_len: 0,
             cache_key: CacheKey([key; 16]),
+            exact_key: imagecache_core::ExactKey([key; 32]),
             chain_id: None,
         })
     }
@@ -338,7 +391,7 @@ mod tests {
     /// that the incrementally maintained ones agree.
     fn check(s: &State) {
         let mut children: HashMap<ImageId, Vec<ImageId>> = HashMap::new();
-        let mut by_key: Map<(Option<ImageId>, CacheKey), Vec<ImageId>> = Map::default();
+        let mut by_key: Map<KeyOf, Vec<ImageId>> = Map::default();
         for (id, e) in &s.entries {
             if let Some(p) = e.parent
                 && s.entries.contains_key(&p)
@@ -359,7 +412,18 @@ mod tests {
         for v in by_key.values_mut() {
             v.sort();
         }
-        assert_eq!(s.by_key, by_key);
+        let index: Map<KeyOf, Vec<ImageId>> = s
+            .by_key
+            .iter()
+            .map(|(k, ids)| (*k, ids.as_slice().to_vec()))
+            .collect();
+        assert_eq!(index, by_key);
+        assert!(
+            s.by_key
+                .values()
+                .all(|ids| matches!(ids, SortedIds::One(_)) || ids.as_slice().len() > 1),
+            "a single ID is kept in place"
+        );
         assert_eq!(s.ids.len(), s.entries.len());
     }
 

@@ -240,8 +240,9 @@ pub struct Candidate {
     pub created: Option<Timestamp>,
     /// Its platform.
     pub platform: Arc<Platform>,
-    /// Its config, if it has been read already.
-    pub image: Option<Arc<Image>>,
+    /// The [`ExactKey`](imagecache_core::ExactKey) of its container config:
+    /// equal to the probe's, it settles `compare` without the config.
+    pub exact_key: imagecache_core::ExactKey,
 }
 
 struct Inner {
@@ -1041,12 +1042,16 @@ impl Store {
     /// This is the narrowing step of a classic builder cache lookup: every
     /// image that [`compare`](imagecache_core::compare) could accept for a
     /// probe config has the probe's cache key, so the exact comparison only
-    /// runs on these. Cost is independent of the store size.
+    /// runs on these. Cost is independent of the store size. A `parent`
+    /// that is not in the store has no candidates, as in Docker, even when
+    /// images still name it.
     pub fn cache_candidates(&self, parent: Option<&ImageId>, key: &CacheKey) -> Vec<Candidate> {
         let state = self.state();
-        state
-            .with_key(parent, key)
-            .iter()
+        let ids = state.with_key(parent, key);
+        if ids.is_empty() || parent.is_some_and(|p| !state.contains(p)) {
+            return Vec::new();
+        }
+        ids.iter()
             .filter_map(|id| {
                 let e = state.entries.get(id)?;
                 Some(Candidate {
@@ -1054,7 +1059,7 @@ impl Store {
                     built_locally: e.built_locally,
                     created: e.summary.created,
                     platform: e.summary.platform.clone(),
-                    image: e.image.clone(),
+                    exact_key: e.summary.exact_key,
                 })
             })
             .collect()

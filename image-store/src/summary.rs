@@ -15,9 +15,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use imagecache_core::{Algorithm, CacheKey, ChainId, Digest, Image, Platform, Timestamp};
+use imagecache_core::{Algorithm, CacheKey, ChainId, Digest, ExactKey, Image, Platform, Timestamp};
 
-const VERSION: u8 = 1;
+/// Records of another version are ignored (the config is read again and a
+/// new record written), so a change of layout needs only a new number.
+const VERSION: u8 = 2;
 
 /// What the store keeps in memory about every image, without its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,10 @@ pub(crate) struct Summary {
     /// [`ContainerConfig::cache_key`](imagecache_core::ContainerConfig::cache_key)
     /// of the config's `container_config`.
     pub(crate) cache_key: CacheKey,
+    /// [`ContainerConfig::cache_keys`](imagecache_core::ContainerConfig::cache_keys):
+    /// the exact key of the same, which confirms a cache match without
+    /// reading the config.
+    pub(crate) exact_key: ExactKey,
     /// The layer chain, when the diff IDs are valid digests and there is at least one.
     pub(crate) chain_id: Option<ChainId>,
 }
@@ -42,20 +48,22 @@ pub(crate) struct Summary {
 impl Summary {
     /// Derives the summary of a parsed image.
     pub(crate) fn of(image: &Image, platforms: &mut Interner) -> Self {
+        let (cache_key, exact_key) = image.container_config.cache_keys();
         Self {
             config_len: image.raw_json().len() as u64,
             created: image.created,
             platform: platforms.intern(image.platform()),
             history_len: u32::try_from(image.history.len()).unwrap_or(u32::MAX),
             diff_ids_len: u32::try_from(image.rootfs.raw_diff_ids.len()).unwrap_or(u32::MAX),
-            cache_key: image.container_config.cache_key(),
+            cache_key,
+            exact_key,
             chain_id: image.rootfs.chain_id().ok().flatten(),
         }
     }
 
     /// The binary encoding.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96);
+        let mut out = Vec::with_capacity(128);
         out.push(VERSION);
         out.extend_from_slice(&self.config_len.to_le_bytes());
         match &self.created {
@@ -79,6 +87,7 @@ impl Summary {
         out.extend_from_slice(&self.history_len.to_le_bytes());
         out.extend_from_slice(&self.diff_ids_len.to_le_bytes());
         out.extend_from_slice(&self.cache_key.0);
+        out.extend_from_slice(&self.exact_key.0);
         match &self.chain_id {
             Some(c) => {
                 let d = c.digest();
@@ -123,6 +132,7 @@ impl Summary {
         let history_len = u32::from_le_bytes(r.array()?);
         let diff_ids_len = u32::from_le_bytes(r.array()?);
         let cache_key = CacheKey(r.array()?);
+        let exact_key = ExactKey(r.array()?);
         let chain_id = match r.u8()? {
             0 => None,
             1 => Some(
@@ -144,6 +154,7 @@ impl Summary {
             history_len,
             diff_ids_len,
             cache_key,
+            exact_key,
             chain_id,
         })
     }
@@ -257,6 +268,7 @@ mod tests {
             history_len: 7,
             diff_ids_len: 5,
             cache_key: CacheKey([9; 16]),
+            exact_key: ExactKey([7; 32]),
             chain_id: ChainId::parse(
                 "sha256:2fce7f8ce91bcf0a1428b36e1024639fdbd9469eea762dba98aa749631885106",
             )
