@@ -27,6 +27,12 @@ pub trait LayerProvider: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// [`LayerError::NotRetained`] when no reference was held.
     fn release(&self, chain_id: &ChainId) -> Result<Vec<ChainId>, LayerError>;
+
+    /// A hint that about `additional` [`LayerProvider::get`] calls follow,
+    /// as when a store opens. The default does nothing.
+    fn reserve(&self, additional: usize) {
+        let _ = additional;
+    }
 }
 
 /// Why a layer provider refused.
@@ -89,6 +95,10 @@ impl LayerProvider for RefCountLayers {
     fn get(&self, chain_id: &ChainId) -> Result<(), LayerError> {
         *self.lock().entry(*chain_id).or_insert(0) += 1;
         Ok(())
+    }
+
+    fn reserve(&self, additional: usize) {
+        self.lock().reserve(additional);
     }
 
     fn release(&self, chain_id: &ChainId) -> Result<Vec<ChainId>, LayerError> {

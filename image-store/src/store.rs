@@ -397,6 +397,10 @@ impl Store {
         // Entries are made as summaries become known: at once for those
         // the backend kept, after reading the config for the others.
         let layers = self.inner.options.layers.as_ref();
+        if let Some(layers) = layers {
+            // Images already held keep their reference.
+            layers.reserve(snapshot.images.len().saturating_sub(known.len()));
+        }
         let mut list = Vec::with_capacity(snapshot.images.len());
         let mut make_entry = |snap: &SnapshotEntry,
                               summary: Summary,
