@@ -135,25 +135,13 @@ fn check_batch(state: &State, ops: &[WriteOp]) -> Result<()> {
             WriteOp::DeleteMetadata { .. } => {}
             other => {
                 return Err(Error::Unsupported {
-                    operation: op_name(other),
+                    operation: other.name(),
                     backend: NAME,
                 });
             }
         }
     }
     Ok(())
-}
-
-fn op_name(op: &WriteOp) -> &'static str {
-    match op {
-        WriteOp::Put(_) => "put",
-        WriteOp::SetMetadata { .. } => "set_metadata",
-        WriteOp::DeleteMetadata { .. } => "delete_metadata",
-        WriteOp::SetSummary { .. } => "set_summary",
-        WriteOp::Delete { .. } => "delete",
-        WriteOp::Quarantine { .. } => "quarantine",
-        _ => "unknown write operation",
-    }
 }
 
 #[async_trait]

@@ -954,23 +954,11 @@ mod tests {
         assert_eq!(snap.quarantined[0].name, bad.to_string());
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn an_earlier_layout_version_is_refused_with_advice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.redb");
-        {
-            let db = redb::Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(META_FORMAT, FORMAT - 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let err = RedbBackend::open(&path).await.unwrap_err();
+    /// Asserts that `err` is a configuration error of this backend.
+    fn assert_config(err: &CoreError) {
         assert!(
             matches!(
-                &err,
+                err,
                 CoreError::Config {
                     backend: "redb",
                     ..
@@ -978,6 +966,30 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    /// Opens a store whose file records layout version `format`, and
+    /// returns the error, after checking it is a configuration error.
+    async fn open_with_format(format: u64) -> CoreError {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_FORMAT, format)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbBackend::open(&path).await.unwrap_err();
+        assert_config(&err);
+        err
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_earlier_layout_version_is_refused_with_advice() {
+        let err = open_with_format(FORMAT - 1).await;
         let text = err.to_string();
         assert!(text.contains("version 1"), "{text}");
         assert!(text.contains("recreate the store"), "{text}");
@@ -1026,28 +1038,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn newer_layout_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.redb");
-        {
-            let db = redb::Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(META_FORMAT, FORMAT + 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let err = RedbBackend::open(&path).await.unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                CoreError::Config {
-                    backend: "redb",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let err = open_with_format(FORMAT + 1).await;
         assert!(err.to_string().contains("version 3"), "{err}");
         assert!(err.to_string().contains("later version"), "{err}");
     }
@@ -1058,16 +1049,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
         let err = RedbBackend::open(&path).await.unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                CoreError::Config {
-                    backend: "redb",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_config(&err);
         assert!(err.to_string().contains("db.redb"), "{err}");
         // It was not overwritten.
         assert_eq!(std::fs::read(&path).unwrap(), vec![0x5au8; 8192]);

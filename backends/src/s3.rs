@@ -920,11 +920,22 @@ impl S3Backend {
             }
             .into());
         }
-        let key = || Key::Other(root.to_string());
+        let key = Key::Other(root.to_string());
+        Ok(self.delete_under(root, "delete", key).await?)
+    }
+
+    /// Deletes every object under `prefix`, skipping any already gone, and
+    /// returns how many it deleted; a failure is reported as `op` on `key`.
+    async fn delete_under(
+        &self,
+        prefix: &Path,
+        op: &'static str,
+        key: Key,
+    ) -> Result<usize, Error> {
         let listed = self
             .inner
             .store
-            .list(Some(root))
+            .list(Some(prefix))
             .map_ok(|meta| meta.location)
             .boxed();
         let mut deleted = self.inner.store.delete_stream(listed);
@@ -933,7 +944,7 @@ impl S3Backend {
             match result {
                 Ok(_) => count += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::store("delete", key(), e).into()),
+                Err(e) => return Err(Error::store(op, key, e)),
             }
         }
         Ok(count)
@@ -972,9 +983,9 @@ impl S3Backend {
                     }
                 }
                 WriteOp::DeleteMetadata { .. } => {}
-                _ => {
+                other => {
                     return Err(imagecache_core::Error::Unsupported {
-                        operation: "unknown write operation",
+                        operation: other.name(),
                         backend: NAME,
                     });
                 }
@@ -1268,19 +1279,7 @@ impl StoreBackend for S3Backend {
             Err(e) => return Err(Error::store("delete", key, e).into()),
         }
         let notes = self.path(&["blobnotes", digest.algorithm().as_str(), &digest.hex()]);
-        let listed = self
-            .inner
-            .store
-            .list(Some(&notes))
-            .map_ok(|meta| meta.location)
-            .boxed();
-        let mut deleted = self.inner.store.delete_stream(listed);
-        while let Some(result) = deleted.next().await {
-            match result {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::store("delete notes of", key, e).into()),
-            }
-        }
+        self.delete_under(&notes, "delete notes of", key).await?;
         Ok(())
     }
 

@@ -317,8 +317,11 @@ impl CacheFrom {
     }
 }
 
-/// Docker's `isValidParent`: `target`'s history and layers start with the parent's.
-fn is_valid_parent(target: &ImageConfig, parent: Option<&ImageConfig>) -> bool {
+/// Docker's `isValidParent` (its classic build cache): whether `parent`
+/// (`None` for no parent) can be the parent of `target`, that is whether
+/// `target`'s history and layers start with the parent's. A `target`
+/// without history never has a valid parent.
+pub fn is_valid_parent(target: &ImageConfig, parent: Option<&ImageConfig>) -> bool {
     if target.history.is_empty() {
         return false;
     }

@@ -182,11 +182,15 @@ async fn check(
         .await
         .expect("open");
     let mut ids = Vec::new();
+    // The index in `ids` of each image's parent, as created.
+    let mut parent_index = Vec::new();
     for (n, spec) in images.iter().enumerate() {
-        let parent = spec
+        let index = spec
             .parent
             .filter(|_| !ids.is_empty())
-            .map(|p| ids[p % ids.len()]);
+            .map(|p| p % ids.len());
+        parent_index.push(index);
+        let parent = index.map(|i| ids[i]);
         let parent_config = match parent {
             Some(p) => Some(store.get(&p).await.expect("parent")),
             None => None,
@@ -244,7 +248,7 @@ async fn check(
             }
             // Often ask on the source's own parent, where the hits are.
             if probe.parent.is_some_and(|p| p % 2 == 0) {
-                probe.parent = source.parent;
+                probe.parent = parent_index[i % images.len()];
             }
         }
         let parent = probe.parent.map(|p| ids[p % ids.len()]);

@@ -69,13 +69,8 @@ async fn store_url(given: Option<String>) -> Result<String, CliError> {
         return Ok(url);
     }
     let dir = cmd::default_store_dir().ok_or(CliError::NoDefaultStore)?;
-    let created = dir.clone();
-    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&created))
+    tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|source| CliError::Join {
-            task: "creating the store directory",
-            source,
-        })?
         .map_err(|source| CliError::Io {
             path: dir.clone(),
             action: "creating the store directory",

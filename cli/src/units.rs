@@ -1,7 +1,6 @@
 //! Sizes, times and durations as written on the command line and shown
 //! back to people.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -171,12 +170,6 @@ pub(crate) fn human_ago(then: Option<&Timestamp>, now: Timestamp) -> String {
         1_209_600..5_184_000 => plural(secs / 604_800, "week"),
         5_184_000..63_072_000 => plural(secs / 2_592_000, "month"),
         _ => plural(secs / 31_536_000, "year"),
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&human_size(self.0))
     }
 }
 

@@ -32,13 +32,12 @@ fn assert_imported_chain(env: &Env, base: &ArchiveImage, child: &ArchiveImage) {
 fn docker_archive_with_manifest_parent_imports_byte_for_byte() {
     let env = Env::fs();
     let (base, child) = chain(true);
-    let archive = env.path("chain.tar");
-    write(
-        &archive,
-        &docker_archive(&[base, child], ArchiveOptions::default()),
+    let archive = env.write_archive(
+        "chain.tar",
+        &[base.clone(), child.clone()],
+        ArchiveOptions::default(),
     );
     let summary = env.import(&archive);
-    let (base, child) = chain(true);
     assert_eq!(summary["images"].as_array().unwrap().len(), 2);
     let child_entry = summary["images"]
         .as_array()
@@ -58,13 +57,12 @@ fn docker_archive_with_manifest_parent_imports_byte_for_byte() {
 fn history_prefix_links_a_chain_without_parent_fields() {
     let env = Env::redb();
     let (base, child) = chain(false);
-    let archive = env.path("chain.tar");
-    write(
-        &archive,
-        &docker_archive(&[child, base], ArchiveOptions::default()),
+    let archive = env.write_archive(
+        "chain.tar",
+        &[child.clone(), base.clone()],
+        ArchiveOptions::default(),
     );
     let summary = env.import(&archive);
-    let (base, child) = chain(false);
     let entry = summary["images"]
         .as_array()
         .unwrap()
@@ -81,21 +79,16 @@ fn history_prefix_links_a_chain_without_parent_fields() {
 fn gzip_archive_with_gzip_layers_keeps_both_copies() {
     let env = Env::fs();
     let (base, child) = chain(true);
-    let layers = child.layers.clone();
-    let archive = env.path("chain.tar.gz");
-    write(
-        &archive,
-        &docker_archive(
-            &[base, child],
-            ArchiveOptions {
-                gzip_layers: true,
-                gzip_archive: true,
-                blobs_layout: true,
-            },
-        ),
+    let archive = env.write_archive(
+        "chain.tar.gz",
+        &[base.clone(), child.clone()],
+        ArchiveOptions {
+            gzip_layers: true,
+            gzip_archive: true,
+            blobs_layout: true,
+        },
     );
     env.import(&archive);
-    let (base, child) = chain(true);
     assert_imported_chain(&env, &base, &child);
     let blobs = env.json(&["blob", "ls"]);
     let blobs = blobs.as_array().unwrap();
@@ -104,7 +97,7 @@ fn gzip_archive_with_gzip_layers_keeps_both_copies() {
         4,
         "two layers, each compressed and decompressed: {blobs:?}"
     );
-    for l in &layers {
+    for l in &child.layers {
         let diff = sha(l).to_string();
         let entry = blobs.iter().find(|b| b["digest"] == json!(diff)).unwrap();
         let compressed = entry["compressed"].as_str().unwrap();
@@ -153,11 +146,7 @@ fn oci_layout_directory_and_archive_import_the_same_image() {
 fn importing_twice_changes_nothing() {
     let env = Env::fs();
     let (base, child) = chain(true);
-    let archive = env.path("chain.tar");
-    write(
-        &archive,
-        &docker_archive(&[base, child], ArchiveOptions::default()),
-    );
+    let archive = env.write_archive("chain.tar", &[base, child], ArchiveOptions::default());
     env.import(&archive);
     let (ids, blobs) = (env.image_ids(), env.blob_digests());
     let again = env.import(&archive);

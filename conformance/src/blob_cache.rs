@@ -29,12 +29,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use imagecache_core::{BlobInfo, ByteStream, Digest, MetadataKey, StoreBackend};
+use imagecache_core::{BlobInfo, ByteStream, Digest, StoreBackend};
 use imagecache_engine::blob::{
     BlobCache, BlobCacheOptions, Compression, Error, LayerCompression, LayerInfo, LayerOptions,
     PutOptions, media_type,
 };
 
+use crate::check::{self, Must as _};
 use crate::{Harness, Outcome};
 
 /// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
@@ -79,18 +80,9 @@ async fn setup(h: &Arc<dyn Harness>, case: &str) -> Result<(Backend, BlobCache),
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
+/// Deterministic pseudo-random bytes, distinct per seed.
 fn noise(len: usize, seed: u64) -> Bytes {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    Bytes::from(check::pseudo_random_bytes(len, seed))
 }
 
 fn sha(data: &[u8]) -> Digest {
@@ -99,18 +91,12 @@ fn sha(data: &[u8]) -> Digest {
 
 /// A body in chunks of `size` bytes.
 fn body(data: &Bytes, size: usize) -> ByteStream {
-    let chunks: Vec<imagecache_core::Result<Bytes>> = (0..data.len())
-        .step_by(size.max(1))
-        .map(|i| Ok(data.slice(i..data.len().min(i + size.max(1)))))
-        .collect();
-    Box::pin(futures::stream::iter(chunks))
+    check::body(check::chunks(data, size))
 }
 
 /// A body that yields `data` and then fails.
 fn failing_body(data: &Bytes, size: usize) -> ByteStream {
-    Box::pin(body(data, size).chain(futures::stream::once(async {
-        Err(imagecache_core::Error::Cancelled)
-    })))
+    check::failing_body(check::chunks(data, size), imagecache_core::Error::Cancelled)
 }
 
 /// Every blob the backend holds.
@@ -123,20 +109,11 @@ async fn stored(b: &Backend) -> Vec<BlobInfo> {
 
 /// A note as text, straight from the backend.
 async fn note(b: &Backend, digest: &Digest, key: &str) -> Option<String> {
-    let key = MetadataKey::new(key).unwrap_or_else(|e| panic!("note key {key:?}: {e}"));
+    let key = check::key(key);
     match b.get_blob_note(digest, &key).await {
         Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
         Err(e) if e.is_not_found() => None,
         Err(e) => panic!("get_blob_note {key} of {digest}: {e}"),
-    }
-}
-
-/// Unwraps a result the case needs.
-#[track_caller]
-fn must<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
-    match result {
-        Ok(v) => v,
-        Err(e) => panic!("{what}: unexpected error: {e}"),
     }
 }
 
@@ -230,33 +207,36 @@ pub async fn blob_cache_put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome 
     };
     let data = noise((2 << 20) + 11, 1);
     let digest = sha(&data);
-    let info = must(cache.put(&digest, body(&data, 48 << 10)).await, "put");
+    let info = cache.put(&digest, body(&data, 48 << 10)).await.must("put");
     assert_eq!(
         (info.digest, info.size),
         (digest, data.len() as u64),
         "{CASE}: put info"
     );
     assert_eq!(
-        must(cache.has(&digest).await, "has"),
+        cache.has(&digest).await.must("has"),
         Some(data.len() as u64),
         "{CASE}: has"
     );
 
-    let reader =
-        must(cache.get(&digest).await, "get").unwrap_or_else(|| panic!("{CASE}: get missed"));
+    let reader = cache
+        .get(&digest)
+        .await
+        .must("get")
+        .unwrap_or_else(|| panic!("{CASE}: get missed"));
     let mut streamed = Vec::new();
     let mut reader = reader;
     while let Some(chunk) = reader.next().await {
-        streamed.extend_from_slice(&must(chunk, "reading the verified stream"));
+        streamed.extend_from_slice(&chunk.must("reading the verified stream"));
     }
     assert!(streamed == data, "{CASE}: streamed bytes differ");
     assert_eq!(
-        must(cache.get_bytes(&digest).await, "get_bytes"),
+        cache.get_bytes(&digest).await.must("get_bytes"),
         Some(data.clone()),
         "{CASE}: get_bytes"
     );
     let mut copied: Vec<u8> = Vec::new();
-    let copy = must(cache.copy_to(&digest, &mut copied).await, "copy_to");
+    let copy = cache.copy_to(&digest, &mut copied).await.must("copy_to");
     assert_eq!(
         copy.map(|i| i.size),
         Some(data.len() as u64),
@@ -276,24 +256,24 @@ pub async fn blob_cache_missing_is_a_miss(h: Arc<dyn Harness>) -> Outcome {
         Err(skip) => return skip,
     };
     let digest = sha(b"never cached");
-    assert_eq!(must(cache.has(&digest).await, "has"), None, "{CASE}: has");
+    assert_eq!(cache.has(&digest).await.must("has"), None, "{CASE}: has");
     assert!(
-        must(cache.get(&digest).await, "get").is_none(),
+        cache.get(&digest).await.must("get").is_none(),
         "{CASE}: get"
     );
     assert_eq!(
-        must(cache.get_bytes(&digest).await, "get_bytes"),
+        cache.get_bytes(&digest).await.must("get_bytes"),
         None,
         "{CASE}: get_bytes"
     );
     assert_eq!(
-        must(cache.get_manifest(&digest).await, "get_manifest"),
+        cache.get_manifest(&digest).await.must("get_manifest"),
         None,
         "{CASE}: get_manifest"
     );
     let mut sink: Vec<u8> = Vec::new();
     assert_eq!(
-        must(cache.copy_to(&digest, &mut sink).await, "copy_to"),
+        cache.copy_to(&digest, &mut sink).await.must("copy_to"),
         None,
         "{CASE}: copy_to"
     );
@@ -329,7 +309,7 @@ pub async fn blob_cache_wrong_digest_stores_nothing(h: Arc<dyn Harness>) -> Outc
         "{CASE}: put_bytes must verify too"
     );
     assert_eq!(
-        must(cache.has(&claimed).await, "has"),
+        cache.has(&claimed).await.must("has"),
         None,
         "{CASE}: nothing under the claimed digest"
     );
@@ -394,11 +374,11 @@ pub async fn blob_cache_bad_put_keeps_stored_blob(h: Arc<dyn Harness>) -> Outcom
     };
     let good = noise(64_000, 4);
     let digest = sha(&good);
-    must(cache.put_bytes(&digest, good.clone()).await, "put");
+    cache.put_bytes(&digest, good.clone()).await.must("put");
     let _ = cache.put(&digest, body(&noise(64_000, 5), 4096)).await;
     let _ = cache.put_bytes(&digest, noise(10, 6)).await;
     assert_eq!(
-        must(cache.get_bytes(&digest).await, "get_bytes"),
+        cache.get_bytes(&digest).await.must("get_bytes"),
         Some(good),
         "{CASE}: stored bytes"
     );
@@ -415,7 +395,7 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
     };
     let data = noise(200_000, 7);
     let digest = sha(&data);
-    must(cache.put_bytes(&digest, data.clone()).await, "put");
+    cache.put_bytes(&digest, data.clone()).await.must("put");
     let mut damaged = data.to_vec();
     damaged[123_456] ^= 0x20;
     if !h
@@ -425,7 +405,7 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
         return Outcome::skipped(CASE, "hook corrupt_blob");
     }
     assert_eq!(
-        must(cache.get_bytes(&digest).await, "get_bytes"),
+        cache.get_bytes(&digest).await.must("get_bytes"),
         None,
         "{CASE}: corrupt is a miss"
     );
@@ -436,19 +416,25 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
         "{CASE}: counters after get_bytes"
     );
     assert_eq!(
-        must(cache.has(&digest).await, "has"),
+        cache.has(&digest).await.must("has"),
         None,
         "{CASE}: evicted"
     );
 
     // Again, read as a stream: the verdict is the stream's last item.
-    must(cache.put_bytes(&digest, data.clone()).await, "put again");
+    cache
+        .put_bytes(&digest, data.clone())
+        .await
+        .must("put again");
     assert!(
         h.corrupt_blob(&b, &digest, Bytes::from(damaged)).await,
         "{CASE}: hook"
     );
-    let mut reader =
-        must(cache.get(&digest).await, "get").unwrap_or_else(|| panic!("{CASE}: get missed"));
+    let mut reader = cache
+        .get(&digest)
+        .await
+        .must("get")
+        .unwrap_or_else(|| panic!("{CASE}: get missed"));
     let mut last = None;
     while let Some(item) = reader.next().await {
         last = Some(item);
@@ -475,19 +461,19 @@ pub async fn blob_cache_truncated_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -
     };
     let data = noise(90_000, 8);
     let digest = sha(&data);
-    must(cache.put_bytes(&digest, data.clone()).await, "put");
+    cache.put_bytes(&digest, data.clone()).await.must("put");
     if !h.corrupt_blob(&b, &digest, data.slice(..40_000)).await {
         return Outcome::skipped(CASE, "hook corrupt_blob");
     }
     assert_eq!(
-        must(cache.has(&digest).await, "has"),
+        cache.has(&digest).await.must("has"),
         None,
         "{CASE}: truncated is absent"
     );
     assert_eq!(cache.counters().errors, 1, "{CASE}: counted");
     assert!(stored(&b).await.is_empty(), "{CASE}: evicted");
     assert_eq!(
-        must(cache.get_bytes(&digest).await, "get_bytes"),
+        cache.get_bytes(&digest).await.must("get_bytes"),
         None,
         "{CASE}: a miss"
     );
@@ -504,13 +490,14 @@ pub async fn blob_cache_manifest_roundtrips(h: Arc<dyn Harness>) -> Outcome {
     let manifest = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#);
     let digest = sha(&manifest);
     let mt = "application/vnd.oci.image.manifest.v1+json";
-    must(
-        cache
-            .put_manifest(&digest, manifest.clone(), Some(mt))
-            .await,
-        "put_manifest",
-    );
-    let got = must(cache.get_manifest(&digest).await, "get_manifest")
+    cache
+        .put_manifest(&digest, manifest.clone(), Some(mt))
+        .await
+        .must("put_manifest");
+    let got = cache
+        .get_manifest(&digest)
+        .await
+        .must("get_manifest")
         .unwrap_or_else(|| panic!("{CASE}: get_manifest missed"));
     assert_eq!(got.data, manifest, "{CASE}: bytes");
     assert_eq!(got.media_type.as_deref(), Some(mt), "{CASE}: media type");
@@ -530,13 +517,11 @@ pub async fn blob_cache_bad_manifest_stores_nothing(h: Arc<dyn Harness>) -> Outc
     if !backend.capabilities().blobs {
         return Outcome::skipped(CASE, "capability blobs");
     }
-    let cache = must(
-        BlobCache::with_options(
-            Arc::clone(&backend),
-            BlobCacheOptions::new().with_max_manifest_size(1024),
-        ),
-        "BlobCache::with_options",
-    );
+    let cache = BlobCache::with_options(
+        Arc::clone(&backend),
+        BlobCacheOptions::new().with_max_manifest_size(1024),
+    )
+    .must("BlobCache::with_options");
     let r = cache.put_manifest(&sha(b""), Bytes::new(), None).await;
     assert!(
         matches!(r, Err(Error::EmptyManifest { .. })),
@@ -555,12 +540,12 @@ pub async fn blob_cache_bad_manifest_stores_nothing(h: Arc<dyn Harness>) -> Outc
     );
     assert!(stored(&backend).await.is_empty(), "{CASE}: nothing stored");
     // A large blob is never handed out as a manifest.
-    must(
-        cache.put_bytes(&sha(&big), big.clone()).await,
-        "put of a large blob",
-    );
+    cache
+        .put_bytes(&sha(&big), big.clone())
+        .await
+        .must("put of a large blob");
     assert_eq!(
-        must(cache.get_manifest(&sha(&big)).await, "get_manifest"),
+        cache.get_manifest(&sha(&big)).await.must("get_manifest"),
         None,
         "{CASE}: large blob is no manifest"
     );
@@ -578,18 +563,16 @@ pub async fn blob_cache_gzip_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
     let tar = noise(400_000, 10);
     let gz = gzip(&tar);
     let (digest, diff) = (sha(&gz), sha(&tar));
-    let put = must(
-        cache
-            .put_layer_opts(
-                &digest,
-                body(&gz, 30_000),
-                LayerOptions::new()
-                    .with_media_type(media_type::OCI_LAYER_GZIP)
-                    .with_diff_id(diff),
-            )
-            .await,
-        "put_layer with a diff ID",
-    );
+    let put = cache
+        .put_layer_opts(
+            &digest,
+            body(&gz, 30_000),
+            LayerOptions::new()
+                .with_media_type(media_type::OCI_LAYER_GZIP)
+                .with_diff_id(diff),
+        )
+        .await
+        .must("put_layer with a diff ID");
     assert_eq!(put.compression, Compression::Gzip, "{CASE}: compression");
     assert_eq!(
         put.compressed.map(|c| c.digest),
@@ -602,12 +585,12 @@ pub async fn blob_cache_gzip_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
         "{CASE}: decompressed"
     );
     assert_eq!(
-        must(cache.get_bytes(&diff).await, "get decompressed"),
+        cache.get_bytes(&diff).await.must("get decompressed"),
         Some(tar),
         "{CASE}: decompressed bytes"
     );
     assert_eq!(
-        must(cache.get_bytes(&digest).await, "get compressed"),
+        cache.get_bytes(&digest).await.must("get compressed"),
         Some(gz),
         "{CASE}: compressed bytes"
     );
@@ -617,13 +600,13 @@ pub async fn blob_cache_gzip_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
     let tar = noise(250_000, 11);
     let gz = gzip(&tar);
     let (digest, diff) = (sha(&gz), sha(&tar));
-    let put = must(
-        cache.put_layer(&digest, body(&gz, 7000)).await,
-        "put_layer without a diff ID",
-    );
+    let put = cache
+        .put_layer(&digest, body(&gz, 7000))
+        .await
+        .must("put_layer without a diff ID");
     assert_eq!(put.decompressed.digest, diff, "{CASE}: learned diff ID");
     assert_eq!(
-        must(cache.get_bytes(&diff).await, "get decompressed"),
+        cache.get_bytes(&diff).await.must("get decompressed"),
         Some(tar),
         "{CASE}: decompressed bytes"
     );
@@ -646,20 +629,18 @@ pub async fn blob_cache_zstd_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
     let tar = noise(300_000, 12);
     let zst = zstd(&tar);
     let (digest, diff) = (sha(&zst), sha(&tar));
-    let put = must(
-        cache
-            .put_layer_opts(
-                &digest,
-                body(&zst, 20_000),
-                LayerOptions::new().with_media_type(media_type::OCI_LAYER_ZSTD),
-            )
-            .await,
-        "put_layer",
-    );
+    let put = cache
+        .put_layer_opts(
+            &digest,
+            body(&zst, 20_000),
+            LayerOptions::new().with_media_type(media_type::OCI_LAYER_ZSTD),
+        )
+        .await
+        .must("put_layer");
     assert_eq!(put.compression, Compression::Zstd, "{CASE}: compression");
     assert_eq!(put.decompressed.digest, diff, "{CASE}: decompressed digest");
     assert_eq!(
-        must(cache.get_bytes(&diff).await, "get decompressed"),
+        cache.get_bytes(&diff).await.must("get decompressed"),
         Some(tar),
         "{CASE}: bytes"
     );
@@ -749,14 +730,14 @@ pub async fn blob_cache_substitution_follows_mode(h: Arc<dyn Harness>) -> Outcom
     };
     let (tar1, tar2) = (noise(100_000, 14), noise(80_000, 15));
     let (gz1, gz2) = (gzip(&tar1), gzip(&tar2));
-    must(
-        cache.put_layer(&sha(&gz1), body(&gz1, 16_384)).await,
-        "put_layer 1",
-    );
-    must(
-        cache.put_layer(&sha(&gz2), body(&gz2, 16_384)).await,
-        "put_layer 2",
-    );
+    cache
+        .put_layer(&sha(&gz1), body(&gz1, 16_384))
+        .await
+        .must("put_layer 1");
+    cache
+        .put_layer(&sha(&gz2), body(&gz2, 16_384))
+        .await
+        .must("put_layer 2");
     let elsewhere = layer(sha(b"not cached"), 3, media_type::OCI_LAYER_GZIP);
     let compressed = vec![
         layer(sha(&gz1), gz1.len(), media_type::OCI_LAYER_GZIP),
@@ -770,7 +751,12 @@ pub async fn blob_cache_substitution_follows_mode(h: Arc<dyn Harness>) -> Outcom
     ];
     let sub = |layers: Vec<LayerInfo>, mode, signed| {
         let cache = cache.clone();
-        async move { must(cache.substitute(&layers, mode, signed).await, "substitute") }
+        async move {
+            cache
+                .substitute(&layers, mode, signed)
+                .await
+                .must("substitute")
+        }
     };
     assert_eq!(
         sub(compressed.clone(), LayerCompression::Decompress, false).await,
@@ -820,7 +806,7 @@ pub async fn blob_cache_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> O
             let (cache, data) = (cache.clone(), data.clone());
             tokio::spawn(async move {
                 for _ in 0..40 {
-                    if let Some(got) = must(cache.get_bytes(&digest).await, "get_bytes") {
+                    if let Some(got) = cache.get_bytes(&digest).await.must("get_bytes") {
                         assert!(got == data, "{CASE}: a reader saw a partial or wrong blob");
                         return;
                     }
@@ -830,7 +816,7 @@ pub async fn blob_cache_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> O
         })
         .collect();
     for p in puts {
-        let info = must(must(p.await, "put task"), "concurrent put");
+        let info = p.await.must("put task").must("concurrent put");
         assert_eq!(
             info.size,
             data.len() as u64,
@@ -838,7 +824,7 @@ pub async fn blob_cache_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> O
         );
     }
     for r in readers {
-        must(r.await, "reader task");
+        r.await.must("reader task");
     }
     assert_eq!(
         stored(&b).await,
@@ -863,24 +849,25 @@ pub async fn blob_cache_second_handle_sees_blobs(h: Arc<dyn Harness>) -> Outcome
         return Outcome::skipped(CASE, "hook reopen");
     };
     let tar = noise(150_000, 17);
+    let tar_digest = sha(&tar);
     let gz = gzip(&tar);
-    must(
-        cache.put_layer(&sha(&gz), body(&gz, 10_000)).await,
-        "put_layer",
-    );
-    let second = must(BlobCache::new(other), "BlobCache over the second handle");
+    cache
+        .put_layer(&sha(&gz), body(&gz, 10_000))
+        .await
+        .must("put_layer");
+    let second = BlobCache::new(other).must("BlobCache over the second handle");
     assert_eq!(
-        must(second.get_bytes(&sha(&tar)).await, "get_bytes"),
+        second.get_bytes(&tar_digest).await.must("get_bytes"),
         Some(tar),
         "{CASE}: decompressed copy"
     );
-    let variant = must(
-        second.variant(&sha(&gz), Compression::None).await,
-        "variant",
-    );
+    let variant = second
+        .variant(&sha(&gz), Compression::None)
+        .await
+        .must("variant");
     assert_eq!(
         variant.map(|v| v.digest),
-        Some(sha(&noise(150_000, 17))),
+        Some(tar_digest),
         "{CASE}: note seen by the second handle"
     );
     Outcome::Passed
@@ -896,14 +883,14 @@ pub async fn blob_cache_stats_and_clear(h: Arc<dyn Harness>) -> Outcome {
     let sizes = [1000usize, 2000, 3000];
     for (i, size) in sizes.iter().enumerate() {
         let data = noise(*size, 20 + i as u64);
-        must(cache.put_bytes(&sha(&data), data).await, "put");
+        cache.put_bytes(&sha(&data), data).await.must("put");
     }
-    let stats = must(cache.stats().await, "stats");
+    let stats = cache.stats().await.must("stats");
     assert_eq!((stats.blobs, stats.bytes), (3, 6000), "{CASE}: stats");
-    let cleared = must(cache.clear().await, "clear");
+    let cleared = cache.clear().await.must("clear");
     assert_eq!((cleared.blobs, cleared.bytes), (3, 6000), "{CASE}: cleared");
     assert!(stored(&b).await.is_empty(), "{CASE}: empty after clear");
-    let stats = must(cache.stats().await, "stats after clear");
+    let stats = cache.stats().await.must("stats after clear");
     assert_eq!(
         (stats.blobs, stats.bytes),
         (0, 0),

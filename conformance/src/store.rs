@@ -817,6 +817,8 @@ pub async fn store_concurrent_creates_agree(h: Arc<dyn Harness>) -> Outcome {
             .must("every test config has a layer");
         assert_eq!(layers.references(&chain), 1, "layer references of {id}");
         let parent = store.parent(&id).must("parent");
+        // The bases have none; every other image was created on one of them.
+        assert_eq!(parent.is_none(), id == a || id == b, "parent of {id}");
         assert!(parent.is_none() || parent == Some(a) || parent == Some(b));
     }
     let fresh = Store::open(backend).await.must("open");

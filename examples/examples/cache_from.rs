@@ -16,9 +16,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use imagecache_core::{DiffId, ImageId, Platform};
+use imagecache_core::{DiffId, ImageId};
 use imagecache_engine::builder::{Stage, Step};
 use imagecache_engine::{CacheFrom, IdResolver, ImageCache, LocalCache};
+use imagecache_examples::platform;
 use imagecache_store::Store;
 
 fn dockerfile() -> Vec<Step> {
@@ -40,14 +41,6 @@ fn dockerfile() -> Vec<Step> {
             diff_id: layer(0xa3),
         },
     ]
-}
-
-fn platform() -> Platform {
-    Platform {
-        os: "linux".into(),
-        architecture: "amd64".into(),
-        ..Platform::default()
-    }
 }
 
 async fn build(

@@ -110,9 +110,9 @@ impl StoreBackend for LoggingMap {
                 WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
                     return Err(missing(id));
                 }
-                _ => {
+                other => {
                     return Err(Error::Unsupported {
-                        operation: "unknown write operation",
+                        operation: other.name(),
                         backend: "logging-map",
                     });
                 }

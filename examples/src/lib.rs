@@ -111,6 +111,7 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SyntheticImage> {
     // Images that may still take a child.
     let mut open: Vec<usize> = Vec::new();
     let t0 = 1_700_000_000i64;
+    let run_template = run_config();
     for i in 0..n.max(BASES) {
         let parent = if i < BASES {
             None
@@ -118,7 +119,7 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SyntheticImage> {
             let slot = rng.below(open.len());
             Some(open[slot])
         };
-        let run = run_config();
+        let run = run_template.clone();
         let probe = probe(&run, i);
         let diff = DiffId::parse(&format!("sha256:{:064x}", (i as u128) * 7919 + 1))
             .unwrap_or_else(|e| unreachable!("generated diff id is valid: {e}"));
@@ -156,7 +157,6 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<SyntheticImage> {
             open.push(i);
         }
     }
-    out.truncate(n.max(BASES));
     out
 }
 

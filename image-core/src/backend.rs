@@ -216,6 +216,18 @@ impl WriteOp {
             | Self::Quarantine { id, .. } => *id,
         }
     }
+
+    /// The operation's name, for errors such as a backend refusing it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Put(_) => "put",
+            Self::SetMetadata { .. } => "set_metadata",
+            Self::DeleteMetadata { .. } => "delete_metadata",
+            Self::SetSummary { .. } => "set_summary",
+            Self::Delete { .. } => "delete",
+            Self::Quarantine { .. } => "quarantine",
+        }
+    }
 }
 
 /// A list of changes applied together by [`StoreBackend::write`].

@@ -183,8 +183,8 @@ impl ContainerConfig {
     /// The [`CacheKey`] and the [`ExactKey`] of this config, from one
     /// encoding.
     pub fn cache_keys(&self) -> (CacheKey, ExactKey) {
-        let e = self.key_encoder();
-        (e.cache_key(), e.exact_key(self.labels.as_ref()))
+        let (key, exact) = self.cache_key_then_exact();
+        (key, exact())
     }
 
     /// The [`CacheKey`] now, and the [`ExactKey`] when the returned function

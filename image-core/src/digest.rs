@@ -137,7 +137,6 @@ impl DigestError {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Decodes lowercase hex into `out`; returns the position of the first bad byte.
 /// The value of each lowercase hex digit; [`NOT_HEX`] for every other byte.
 const NIBBLES: [u8; 256] = {
     let mut table = [NOT_HEX; 256];
@@ -150,6 +149,12 @@ const NIBBLES: [u8; 256] = {
 };
 const NOT_HEX: u8 = 0xff;
 
+/// Where the first byte that is not lowercase hex stands.
+fn first_non_hex(hex: &[u8]) -> Option<usize> {
+    hex.iter().position(|c| NIBBLES[usize::from(*c)] == NOT_HEX)
+}
+
+/// Decodes lowercase hex into `out`; returns the position of the first bad byte.
 fn decode_hex(hex: &[u8], out: &mut [u8]) -> Result<(), usize> {
     // Digests are decoded by the hundred thousand when a store opens:
     // decode without branching and look for the culprit only on failure.
@@ -159,24 +164,26 @@ fn decode_hex(hex: &[u8], out: &mut [u8]) -> Result<(), usize> {
         seen |= hi | lo;
         *byte = (hi << 4) | lo;
     }
-    if seen > 0x0f {
-        return Err(hex
-            .iter()
-            .position(|c| NIBBLES[usize::from(*c)] == NOT_HEX)
-            .unwrap_or(0));
+    match seen {
+        0..=0x0f => Ok(()),
+        // Some byte mapped to NOT_HEX, so the search finds it.
+        _ => Err(first_non_hex(hex).unwrap_or(0)),
     }
-    Ok(())
+}
+
+/// The lowercase hex encoding of at most 64 `bytes`, in `buf`.
+fn hex_in<'a>(bytes: &[u8], buf: &'a mut [u8; 128]) -> &'a str {
+    for (pair, b) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+    // The buffer only holds ASCII hex digits.
+    std::str::from_utf8(&buf[..bytes.len() * 2]).unwrap_or_default()
 }
 
 /// Writes the lowercase hex encoding of `bytes` into `f`.
 fn write_hex(f: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
-    let mut buf = [0u8; 128];
-    for (i, b) in bytes.iter().enumerate() {
-        buf[2 * i] = HEX[usize::from(b >> 4)];
-        buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
-    }
-    // The buffer only holds ASCII hex digits.
-    f.write_str(std::str::from_utf8(&buf[..bytes.len() * 2]).map_err(|_| fmt::Error)?)
+    f.write_str(hex_in(bytes, &mut [0; 128]))
 }
 
 /// Lowercase hex encoding of `bytes`.
@@ -239,10 +246,7 @@ impl Digest {
         if hex.len() != algorithm.hex_len() {
             // Report a bad character before a bad length when both are wrong:
             // `sha256:../x` is more usefully "not hex" than "too short".
-            if let Some(position) = hex
-                .bytes()
-                .position(|c| !matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-            {
+            if let Some(position) = first_non_hex(hex.as_bytes()) {
                 return Err(DigestErrorKind::InvalidHex { position });
             }
             return Err(DigestErrorKind::InvalidLength {
@@ -306,6 +310,18 @@ impl Digest {
     /// The lowercase hex part (what Docker calls `Encoded()`).
     pub fn hex(&self) -> String {
         hex_encode(self.as_bytes())
+    }
+
+    /// [`Digest::hex`] written into `buf` instead of a new `String`, for
+    /// names made by the hundred thousand.
+    ///
+    /// ```
+    /// use imagecache_core::Digest;
+    /// let d = Digest::sha256(b"");
+    /// assert_eq!(d.hex_in(&mut [0; 128]), d.hex());
+    /// ```
+    pub fn hex_in<'a>(&self, buf: &'a mut [u8; 128]) -> &'a str {
+        hex_in(self.as_bytes(), buf)
     }
 
     /// A new hasher for this digest's algorithm, to verify streamed bytes.
@@ -421,6 +437,11 @@ macro_rules! digest_newtype {
             /// The lowercase hex part.
             pub fn hex(&self) -> String {
                 self.0.hex()
+            }
+
+            /// The lowercase hex part, written into `buf`.
+            pub fn hex_in<'a>(&self, buf: &'a mut [u8; 128]) -> &'a str {
+                self.0.hex_in(buf)
             }
         }
 
@@ -625,6 +646,10 @@ mod tests {
             kind("sha256:../../../../../../../../../../../../../../../../../../../../etc/passwdxx"),
             DigestErrorKind::InvalidHex { position: 0 }
         );
+        // Full length, one bad digit late: the low nibble of the last byte.
+        let mut late = FOOBAR.to_owned();
+        late.replace_range(late.len() - 1.., "G");
+        assert_eq!(kind(&late), DigestErrorKind::InvalidHex { position: 63 });
     }
 
     #[test]

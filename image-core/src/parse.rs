@@ -1211,23 +1211,6 @@ enum TopField {
     OsFeatures,
 }
 
-/// The keys of Go's `V1Image`.
-const V1_FIELDS: &[(&str, TopField)] = &[
-    ("id", TopField::Id),
-    ("parent", TopField::Parent),
-    ("comment", TopField::Comment),
-    ("created", TopField::Created),
-    ("container", TopField::Container),
-    ("container_config", TopField::ContainerConfig),
-    ("docker_version", TopField::DockerVersion),
-    ("author", TopField::Author),
-    ("config", TopField::Config),
-    ("architecture", TopField::Architecture),
-    ("variant", TopField::Variant),
-    ("os", TopField::Os),
-    ("Size", TopField::Size),
-];
-
 /// The keys of Go's `Image` (which embeds `V1Image`; its own `parent`
 /// shadows the embedded one, and both are read into the same field).
 const IMAGE_FIELDS: &[(&str, TopField)] = &[
@@ -1249,6 +1232,9 @@ const IMAGE_FIELDS: &[(&str, TopField)] = &[
     ("os.version", TopField::OsVersion),
     ("os.features", TopField::OsFeatures),
 ];
+
+/// The keys of Go's `V1Image`: the first thirteen of `Image`'s.
+const V1_FIELDS: &[(&str, TopField)] = IMAGE_FIELDS.split_at(13).0;
 
 struct DocSeed<'a> {
     dst: &'a mut Decoded,

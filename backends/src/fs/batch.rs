@@ -77,18 +77,6 @@ pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
     flush_resets(inner, &mut resets)
 }
 
-fn op_name(op: &WriteOp) -> &'static str {
-    match op {
-        WriteOp::Put(_) => "put",
-        WriteOp::SetMetadata { .. } => "set_metadata",
-        WriteOp::DeleteMetadata { .. } => "delete_metadata",
-        WriteOp::SetSummary { .. } => "set_summary",
-        WriteOp::Delete { .. } => "delete",
-        WriteOp::Quarantine { .. } => "quarantine",
-        _ => "unknown write operation",
-    }
-}
-
 /// Checks every operation against the content on disk and the operations
 /// before it, so that a refused batch writes nothing.
 fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), Error> {
@@ -131,7 +119,7 @@ fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), Error> {
             WriteOp::DeleteMetadata { .. } => {}
             other => {
                 return Err(CoreError::Unsupported {
-                    operation: op_name(other),
+                    operation: other.name(),
                     backend: NAME,
                 }
                 .into());

@@ -474,6 +474,27 @@ pub(super) fn file_at(
     }
 }
 
+/// The type of what `dirfd`/`name` is itself (not following a symbolic
+/// link); `None` when nothing is there.
+pub(super) fn kind_at(
+    dirfd: BorrowedFd<'_>,
+    name: &str,
+    full_path: impl Fn() -> PathBuf,
+) -> Result<Option<rustix::fs::FileType>, Error> {
+    use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
+    use rustix::io::Errno;
+    match statx(dirfd, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(u32::from(st.stx_mode)))),
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+        Err(Errno::NOSYS) => match fs::symlink_metadata(full_path()) {
+            Ok(m) => Ok(Some(FileType::from_raw_mode(m.mode()))),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(source) => Err(Error::io("inspect", &full_path(), source)),
+        },
+        Err(e) => Err(Error::io("inspect", &full_path(), e.into())),
+    }
+}
+
 /// Opens a directory for `*at` calls and listing.
 pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
     use rustix::fs::{Mode, OFlags, open};

@@ -28,7 +28,7 @@ use imagecache_core::{ImageId, MetadataKey, Quarantined, Snapshot, SnapshotEntry
 
 use super::batch::quarantine_now;
 use super::files::{
-    Found, TEMP_PREFIX, Token, dir_token_at, file_at, is_missing, open_dir, parse_hex32,
+    Found, TEMP_PREFIX, Token, dir_token_at, file_at, is_missing, kind_at, open_dir, parse_hex32,
     raw_kind_name, read_regular, remove_if_stale,
 };
 use super::index::{Entries, Entry, IndexLock, Loaded, Record, apply};
@@ -68,6 +68,17 @@ enum ListedKind {
     Symlink,
     /// A directory, pipe or other object that cannot hold a config.
     Other(&'static str),
+}
+
+impl From<rustix::fs::FileType> for ListedKind {
+    fn from(ft: rustix::fs::FileType) -> Self {
+        use rustix::fs::FileType;
+        match ft {
+            FileType::RegularFile => Self::File,
+            FileType::Symlink => Self::Symlink,
+            other => Self::Other(raw_kind_name(other)),
+        }
+    }
 }
 
 /// What the load decided about one listed image.
@@ -126,14 +137,9 @@ fn list_content(inner: &Inner) -> Result<Vec<Listed>, Error> {
             .map_err(|e| Error::io("inspect", &dir.join(OsStr::from_bytes(name)), e.into()))?;
             ft = FileType::from_raw_mode(u32::from(st.stx_mode));
         }
-        let kind = match ft {
-            FileType::RegularFile => ListedKind::File,
-            FileType::Symlink => ListedKind::Symlink,
-            other => ListedKind::Other(raw_kind_name(other)),
-        };
         listed.push(Listed {
             id: ImageId::from_bytes(bytes),
-            kind,
+            kind: ft.into(),
         });
     }
     Ok(listed)
@@ -185,17 +191,16 @@ fn read_metadata(
 #[derive(Clone, Copy)]
 struct Dirs<'a> {
     inner: &'a Inner,
-    layout: &'a Layout,
     content: BorrowedFd<'a>,
     metadata: BorrowedFd<'a>,
-    ttl: std::time::Duration,
 }
 
 /// Decides about one listed image.
 fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Outcome, Error> {
     let id = &listed.id;
-    let hex = id.hex();
-    let name = hex.as_str();
+    let layout = &dirs.inner.layout;
+    let mut buf = [0; 128];
+    let name = id.hex_in(&mut buf);
     if let ListedKind::Other(kind) = listed.kind {
         return Ok(Outcome::Quarantine(format!(
             "a {kind} occupies the content path"
@@ -206,7 +211,7 @@ fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Out
         // Never seen as a good file: check it is a non-empty regular file
         // before reporting the image (old non-atomic writers left empty
         // files behind after a crash).
-        match file_at(dirs.content, name, || dirs.layout.content_path(id))? {
+        match file_at(dirs.content, name, || layout.content_path(id))? {
             Found::File(len) if len > 0 => checked = true,
             Found::File(_) => {
                 return Ok(Outcome::Quarantine("the content file is empty".into()));
@@ -226,14 +231,14 @@ fn examine(dirs: Dirs<'_>, listed: &Listed, entry: Option<&Entry>) -> Result<Out
         }
     }
     let token = dirs.inner.seen(dir_token_at(dirs.metadata, name, || {
-        dirs.layout.metadata_dir(id)
+        layout.metadata_dir(id)
     })?);
     if let Some(e) = entry
         && e.token == Some(token)
     {
         return Ok(Outcome::Keep { checked });
     }
-    let metadata = read_metadata(&dirs.layout.metadata_dir(id), token, dirs.ttl)?;
+    let metadata = read_metadata(&layout.metadata_dir(id), token, dirs.inner.config.temp_ttl)?;
     Ok(Outcome::Fresh {
         token,
         metadata,
@@ -280,38 +285,14 @@ fn examine_all(
 /// What is at an image's content path now, as a listing would report it;
 /// `None` when nothing is.
 fn relist(dirs: Dirs<'_>, id: &ImageId) -> Result<Option<Listed>, Error> {
-    use rustix::fs::{AtFlags, FileType, StatxFlags, statx};
-    use rustix::io::Errno;
-    let hex = id.hex();
-    let kind = match statx(
-        dirs.content,
-        hex.as_str(),
-        AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::TYPE,
-    ) {
-        Ok(st) => FileType::from_raw_mode(u32::from(st.stx_mode)),
-        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
-        Err(Errno::NOSYS) => match fs::symlink_metadata(dirs.layout.content_path(id)) {
-            Ok(m) => FileType::from_raw_mode(std::os::unix::fs::MetadataExt::mode(&m)),
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(source) => {
-                return Err(Error::io("inspect", &dirs.layout.content_path(id), source));
-            }
-        },
-        Err(e) => {
-            return Err(Error::io(
-                "inspect",
-                &dirs.layout.content_path(id),
-                e.into(),
-            ));
-        }
-    };
-    let kind = match kind {
-        FileType::RegularFile => ListedKind::File,
-        FileType::Symlink => ListedKind::Symlink,
-        other => ListedKind::Other(raw_kind_name(other)),
-    };
-    Ok(Some(Listed { id: *id, kind }))
+    let mut buf = [0; 128];
+    let kind = kind_at(dirs.content, id.hex_in(&mut buf), || {
+        dirs.inner.layout.content_path(id)
+    })?;
+    Ok(kind.map(|ft| Listed {
+        id: *id,
+        kind: ft.into(),
+    }))
 }
 
 /// The images a load reports, in ID order, and what it found on the way.
@@ -465,10 +446,8 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
     let metadata = open_dir(&inner.layout.metadata)?;
     let dirs = Dirs {
         inner,
-        layout: &inner.layout,
         content: content.as_fd(),
         metadata: metadata.as_fd(),
-        ttl: inner.config.temp_ttl,
     };
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         let (loaded, listed) = read_and_list(inner, None)?;

@@ -22,12 +22,11 @@
 //!
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use imagecache_core::{Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, WriteOp};
-use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 
 use super::index::{self, ChunkKey, ContentRef, Edit, Entry, Found, Location};
 use super::load;
@@ -66,15 +65,12 @@ struct Live {
     config: Config,
     /// Its record as stored (for an image that existed), until decoded.
     raw: Option<Bytes>,
-    /// Its record, once decoded or changed.
+    /// Its record, once decoded or changed; when set, it is written back.
     record: Option<Record>,
-    /// Whether the record must be written back.
-    dirty: bool,
 }
 
 impl Live {
     fn record_mut(&mut self, id: &ImageId) -> Result<&mut Record, Error> {
-        self.dirty = true;
         match &mut self.record {
             Some(record) => Ok(record),
             slot => {
@@ -106,14 +102,6 @@ struct Removed {
 /// drop it.
 type BlockEdits = Vec<(ImageKey, Option<Vec<u8>>)>;
 
-/// What a batch has done to one image.
-struct Touched {
-    /// Where it was before the batch, if it existed.
-    old: Option<Found>,
-    /// The image as the batch has left it, if it exists.
-    now: Option<Live>,
-}
-
 /// One write transaction applying a [`WriteBatch`](imagecache_core::WriteBatch).
 struct Batch<'t> {
     content: redb::Table<'t, u64, &'static [u8]>,
@@ -128,8 +116,10 @@ struct Batch<'t> {
     /// Where each image the batch names was before it, for those that
     /// existed; looked up all at once when the batch opens.
     stored: HashMap<ImageKey, Found>,
-    /// Every image an operation has looked at, by key.
-    touched: HashMap<ImageKey, Touched>,
+    /// Every image an operation has looked at, by key, as the batch has
+    /// left it: `None` if it does not exist. Where it was before is in
+    /// `stored`.
+    touched: HashMap<ImageKey, Option<Live>>,
     /// Blocks read during the batch, so each is read once.
     block_cache: HashMap<u64, Bytes>,
 }
@@ -178,48 +168,40 @@ impl<'t> Batch<'t> {
         Ok(raw)
     }
 
-    /// The batch's view of one image, loaded on first use.
-    fn touch(&mut self, id: &ImageId) -> Result<&mut Touched, Error> {
+    /// The batch's view of one image, loaded on first use: `None` if it
+    /// does not exist.
+    fn touch(&mut self, id: &ImageId) -> Result<&mut Option<Live>, Error> {
         let key = id.to_bytes();
         if !self.touched.contains_key(&key) {
-            let touched = match self.stored.get(&key).copied() {
-                None => Touched {
-                    old: None,
-                    now: None,
-                },
+            let live = match self.stored.get(&key).copied() {
+                None => None,
                 Some(found) => {
-                    let data = self.block(found.location.block)?;
-                    let raw = find_in_block(&data, &key)
-                        .map_err(|source| Error::BadRecord { id: *id, source })?
-                        .map(|r| data.slice_ref(r));
-                    Touched {
-                        old: Some(found),
-                        now: Some(Live {
-                            config: Config::Stored(found.location.content),
-                            raw,
-                            record: None,
-                            dirty: false,
-                        }),
-                    }
+                    let block = found.location.block;
+                    let data = self.block(block)?;
+                    let raw = record_in(&data, block, &key)?.map(|r| data.slice_ref(r));
+                    Some(Live {
+                        config: Config::Stored(found.location.content),
+                        raw,
+                        record: None,
+                    })
                 }
             };
-            self.touched.insert(key, touched);
+            self.touched.insert(key, live);
         }
         match self.touched.get_mut(&key) {
-            Some(touched) => Ok(touched),
+            Some(live) => Ok(live),
             None => unreachable!("inserted above"),
         }
     }
 
     fn live(&mut self, id: &ImageId) -> Result<&mut Live, Error> {
-        self.touch(id)?.now.as_mut().ok_or_else(|| not_found(*id))
+        self.touch(id)?.as_mut().ok_or_else(|| not_found(*id))
     }
 
     fn exists(&self, key: &ImageKey) -> bool {
-        match self.touched.get(key) {
-            Some(t) => t.now.is_some(),
-            None => self.stored.contains_key(key),
-        }
+        self.touched
+            .get(key)
+            .map_or_else(|| self.stored.contains_key(key), Option::is_some)
     }
 
     fn put(&mut self, id: &ImageId, data: Bytes) {
@@ -231,35 +213,14 @@ impl<'t> Batch<'t> {
             config: Config::Pending(data),
             raw: None,
             record: Some(Record::default()),
-            dirty: true,
         };
-        match self.touched.entry(key) {
-            MapEntry::Occupied(mut e) => e.get_mut().now = Some(live),
-            MapEntry::Vacant(e) => {
-                e.insert(Touched {
-                    old: None,
-                    now: Some(live),
-                });
-            }
-        }
-    }
-
-    /// The bytes of a stored config; empty when they cannot be found, which
-    /// verification then reports.
-    fn read_config(&self, at: ContentRef) -> Result<Bytes, Error> {
-        let guard = self.content.get(at.block)?;
-        let data = guard.as_ref().map(|g| g.value()).unwrap_or_default();
-        Ok(content_slot(data, at.slot)
-            .ok()
-            .flatten()
-            .map(Bytes::copy_from_slice)
-            .unwrap_or_default())
+        self.touched.insert(key, Some(live));
     }
 
     /// Removes an image, returning what it held; its config bytes only
     /// when `keep_config`, as reading them costs a block read.
     fn remove(&mut self, id: &ImageId, keep_config: bool) -> Result<Option<Removed>, Error> {
-        let Some(live) = self.touch(id)?.now.take() else {
+        let Some(live) = self.touch(id)?.take() else {
             return Ok(None);
         };
         let record = live.encoded();
@@ -267,7 +228,7 @@ impl<'t> Batch<'t> {
             Config::Stored(at) => {
                 self.freed.push(at);
                 if keep_config {
-                    self.read_config(at)?
+                    read_config(&self.content, at)?
                 } else {
                     Bytes::new()
                 }
@@ -284,7 +245,7 @@ impl<'t> Batch<'t> {
                 self.live(&id)?.record_mut(&id)?.set(key, value);
             }
             WriteOp::DeleteMetadata { id, key } => {
-                if let Some(live) = self.touch(&id)?.now.as_mut() {
+                if let Some(live) = self.touch(&id)?.as_mut() {
                     live.record_mut(&id)?.remove(&key);
                 }
             }
@@ -301,7 +262,7 @@ impl<'t> Batch<'t> {
             }
             other => {
                 return Err(Error::Contract(imagecache_core::Error::Unsupported {
-                    operation: op_name(&other),
+                    operation: other.name(),
                     backend: NAME,
                 }));
             }
@@ -319,11 +280,12 @@ impl<'t> Batch<'t> {
         let mut edits: Vec<Edit> = Vec::new();
         // New configs, packed into content blocks as they come.
         let mut out = ContentWriter::default();
-        for (key, t) in std::mem::take(&mut self.touched) {
+        for (key, now) in std::mem::take(&mut self.touched) {
+            let old = self.stored.get(&key).copied();
             let mut config = |live: &Live| self.store(&mut out, &live.config);
-            match (t.old, t.now) {
+            match (old, now) {
                 (Some(old), Some(live)) => {
-                    if live.dirty {
+                    if live.record.is_some() {
                         changes
                             .entry(old.location.block)
                             .or_default()
@@ -487,22 +449,30 @@ impl<'t> Batch<'t> {
     }
 }
 
+/// The bytes of a stored config; empty when they cannot be found, which
+/// verification then reports.
+fn read_config(
+    content: &impl ReadableTable<u64, &'static [u8]>,
+    at: ContentRef,
+) -> Result<Bytes, Error> {
+    let guard = content.get(at.block)?;
+    let data = guard.as_ref().map(|g| g.value()).unwrap_or_default();
+    Ok(content_slot(data, at.slot)
+        .ok()
+        .flatten()
+        .map(Bytes::copy_from_slice)
+        .unwrap_or_default())
+}
+
+/// One image's record in the index block `data`, numbered `block`.
+fn record_in<'d>(data: &'d [u8], block: u64, key: &ImageKey) -> Result<Option<&'d [u8]>, Error> {
+    find_in_block(data, key).map_err(|source| Error::BadBlock { block, source })
+}
+
 fn not_found(id: ImageId) -> Error {
     Error::Contract(imagecache_core::Error::NotFound {
         key: Key::Image(id),
     })
-}
-
-fn op_name(op: &WriteOp) -> &'static str {
-    match op {
-        WriteOp::Put(_) => "put",
-        WriteOp::SetMetadata { .. } => "set_metadata",
-        WriteOp::DeleteMetadata { .. } => "delete_metadata",
-        WriteOp::SetSummary { .. } => "set_summary",
-        WriteOp::Delete { .. } => "delete",
-        WriteOp::Quarantine { .. } => "quarantine",
-        _ => "unknown write operation",
-    }
 }
 
 impl Inner {
@@ -530,17 +500,7 @@ impl Inner {
     pub(super) fn get(&self, id: &ImageId) -> Result<Bytes, Error> {
         let txn = self.db.begin_read()?;
         let at = Self::locate(&txn, id)?.content;
-        // Bytes that cannot be found are empty, which verification reports.
-        let data = {
-            let table = txn.open_table(CONTENT)?;
-            let guard = table.get(at.block)?;
-            let block = guard.as_ref().map(|g| g.value()).unwrap_or_default();
-            content_slot(block, at.slot)
-                .ok()
-                .flatten()
-                .map(Bytes::copy_from_slice)
-                .unwrap_or_default()
-        };
+        let data = read_config(&txn.open_table(CONTENT)?, at)?;
         Ok(Content::verify(*id, data)?.into_data())
     }
 
@@ -552,9 +512,7 @@ impl Inner {
             let blocks = txn.open_table(BLOCKS)?;
             let guard = blocks.get(block)?;
             let data = guard.as_ref().map(|g| g.value()).unwrap_or_default();
-            let found =
-                find_in_block(data, &image).map_err(|source| Error::BadBlock { block, source })?;
-            found
+            record_in(data, block, &image)?
                 .map(Bytes::copy_from_slice)
                 .ok_or(Error::MissingRecord { id: *id, block })?
         };
@@ -606,7 +564,7 @@ impl Inner {
             // The bytes go to a new content block like any new config, and
             // the old slot is cleared, so the other configs sharing its
             // block are left as they were.
-            match batch.touch(id)?.now.as_mut() {
+            match batch.touch(id)?.as_mut() {
                 Some(live) => {
                     let old = std::mem::replace(&mut live.config, Config::Pending(data));
                     if let Config::Stored(at) = old {

@@ -317,14 +317,12 @@ pub(super) fn find_many(
         // The chunk covering keys below `until` (and at or after the key it
         // was fetched for), if any chunk does.
         let mut current: Option<ChunkGuard<'_>> = None;
+        // Starting at the lowest key makes the first key fetch its chunk.
         let mut until: Option<ImageKey> = Some(LOWEST);
-        let mut fetched = false;
         for key in pending {
-            let stale = !fetched || until.is_some_and(|u| key >= u);
-            if stale {
+            if until.is_some_and(|u| key >= u) {
                 current = chunk_for(chunks, run, &key)?.map(|(_, guard)| guard);
                 until = next_chunk_start(chunks, run, &key)?;
-                fetched = true;
             }
             let location = match &current {
                 Some(guard) => Chunk::parse(guard.value())

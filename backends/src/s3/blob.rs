@@ -56,18 +56,6 @@ struct Upload {
     inner: Option<Box<dyn MultipartUpload>>,
 }
 
-impl Upload {
-    async fn abort(&mut self, key: &Key) -> Result<(), Error> {
-        match self.inner.take() {
-            Some(mut upload) => upload
-                .abort()
-                .await
-                .map_err(|e| Error::store("abort upload of", key.clone(), e)),
-            None => Ok(()),
-        }
-    }
-}
-
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(mut upload) = self.inner.take() {
@@ -117,26 +105,26 @@ pub(super) async fn put(
     let mut upload = Upload {
         inner: Some(upload),
     };
-    match stream_parts(&mut upload, pending, body, key, part_size).await {
-        Ok(size) => {
-            if let Some(mut inner) = upload.inner.take()
-                && let Err(e) = inner.complete().await
-            {
-                // Nothing became visible; free the parts the server holds.
-                if let Err(abort) = inner.abort().await {
-                    tracing::warn!(error = %abort, "could not abort a failed multipart upload");
-                }
-                return Err(Error::store("complete upload of", key.clone(), e));
-            }
-            Ok(size)
-        }
-        Err(e) => {
-            if let Err(abort) = upload.abort(key).await {
-                tracing::warn!(error = %abort, "could not abort a failed multipart upload");
-            }
-            Err(e)
+    let streamed = stream_parts(&mut upload, pending, body, key, part_size).await;
+    let Some(mut inner) = upload.inner.take() else {
+        return streamed;
+    };
+    let result = match streamed {
+        Ok(size) => inner
+            .complete()
+            .await
+            .map(|_| size)
+            .map_err(|e| Error::store("complete upload of", key.clone(), e)),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        // Nothing became visible; free the parts the server holds.
+        if let Err(e) = inner.abort().await {
+            let abort = Error::store("abort upload of", key.clone(), e);
+            tracing::warn!(error = %abort, "could not abort a failed multipart upload");
         }
     }
+    result
 }
 
 async fn stream_parts(

@@ -46,6 +46,21 @@ impl Compression {
         }
     }
 
+    /// Recognises a layer's compression from its first bytes (8 are
+    /// enough): gzip, zstd, else a plain tar.
+    ///
+    /// # Errors
+    /// The name of a compression the blob cache cannot decompress (`xz`,
+    /// `bzip2`), which [`BlobCache::put_layer`](super::BlobCache::put_layer)
+    /// would refuse.
+    pub fn sniff(prefix: &[u8]) -> Result<Self, String> {
+        match sniffed(prefix) {
+            Declared::Known(compression) => Ok(compression),
+            Declared::Unsupported(name) => Err(name),
+            Declared::Unknown => Ok(Self::None),
+        }
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         match name {
             "none" => Some(Self::None),

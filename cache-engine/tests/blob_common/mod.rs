@@ -1,15 +1,13 @@
 //! Fixtures shared by the blob cache tests: backends, data, streams, and a
 //! fault-injecting wrapper backend.
 
-// Not every test binary uses every helper, a panic is how a test fails, and
-// the fault-injecting backend returns the contract's (large) error type.
+// Not every test binary uses every helper, and a panic is how a test fails.
 #![allow(
     dead_code,
     unreachable_pub,
     missing_docs,
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::result_large_err
+    clippy::expect_used
 )]
 
 use std::io::Write as _;

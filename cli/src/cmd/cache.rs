@@ -6,6 +6,7 @@ use std::path::Path;
 use imagecache_core::{ConfigError, ContainerConfig, ImageConfig, ImageId, Platform};
 use imagecache_engine::{CacheFrom, IdResolver, ImageCache as _, LocalCache};
 use serde::Serialize;
+use tokio::io::AsyncReadExt as _;
 
 use super::{Ctx, print_json, print_lines};
 use crate::cli::{CacheCommand, LookupArgs};
@@ -165,21 +166,12 @@ async fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<u8> {
     let platform = parse_platform(&args.platform)?;
     let probe = match &args.config {
         Some(path) => {
-            let file = path.clone();
-            let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                use std::io::Read as _;
-                let mut data = Vec::new();
-                std::fs::File::open(&file)?
-                    .take(MAX_PROBE + 1)
-                    .read_to_end(&mut data)?;
-                Ok(data)
-            })
-            .await
-            .map_err(|source| CliError::Join {
-                task: "reading the probe config",
-                source,
-            })?
-            .map_err(|source| CliError::Io {
+            let mut bytes = Vec::new();
+            let read = match tokio::fs::File::open(path).await {
+                Ok(file) => file.take(MAX_PROBE + 1).read_to_end(&mut bytes).await,
+                Err(e) => Err(e),
+            };
+            read.map_err(|source| CliError::Io {
                 path: path.clone(),
                 action: "reading the probe config",
                 source,

@@ -286,22 +286,14 @@ impl Harness for CliHarness {
 async fn clean_up(kind: &Kind) -> Result<()> {
     match kind {
         Kind::Fs { run_dir } | Kind::Redb { run_dir } => {
-            let dir = run_dir.clone();
-            let removed =
-                tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                })
-                .await
-                .map_err(|source| CliError::Join {
-                    task: "removing the conformance run",
-                    source,
-                })?;
-            removed.map_err(|source| CliError::Io {
-                path: run_dir.clone(),
-                action: "removing the conformance run",
-                source,
-            })
+            match tokio::fs::remove_dir_all(run_dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CliError::Io {
+                    path: run_dir.clone(),
+                    action: "removing the conformance run",
+                    source: e,
+                }),
+                _ => Ok(()),
+            }
         }
         Kind::Memory => Ok(()),
         #[cfg(feature = "s3")]
@@ -316,18 +308,18 @@ async fn clean_up(kind: &Kind) -> Result<()> {
 
 /// One case in the JSON report.
 #[derive(Debug, Serialize)]
-struct CaseOut {
+struct CaseOut<'a> {
     case: String,
     status: &'static str,
-    reason: Option<String>,
+    reason: Option<&'a str>,
     millis: u128,
 }
 
 /// The JSON report.
 #[derive(Debug, Serialize)]
-struct ReportOut {
-    store: String,
-    cases: Vec<CaseOut>,
+struct ReportOut<'a> {
+    store: &'a str,
+    cases: Vec<CaseOut<'a>>,
     passed: usize,
     failed: usize,
     skipped: usize,
@@ -335,6 +327,8 @@ struct ReportOut {
 
 pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
     let run_name = random_name();
+    // The store URL as reports show it: without its query.
+    let store = ctx.url.split('?').next().unwrap_or_default();
     let kind = Kind::from_url(&ctx.url, &run_name)?;
     let harness = Arc::new(CliHarness {
         kind: kind.clone(),
@@ -346,10 +340,7 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
         options = options.with_filter(filter.clone());
     }
     let step = ctx.ui.step(
-        format!(
-            "conformance against {} (run {run_name})",
-            ctx.url.split('?').next().unwrap_or_default()
-        ),
+        format!("conformance against {store} (run {run_name})"),
         Some(
             imagecache_conformance::cases()
                 .iter()
@@ -407,20 +398,19 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
     step.finish(&ctx.ui, report.summary_line());
     cleaned?;
 
-    let label = |s: &CaseStatus| match s {
-        CaseStatus::Passed => ("pass", None),
-        CaseStatus::Failed { reason } => ("FAIL", Some(reason.clone())),
-        CaseStatus::Skipped { reason } => ("skipped", Some(reason.clone())),
-        _ => ("unknown", None),
-    };
     if ctx.json() {
         print_json(&ReportOut {
-            store: ctx.url.split('?').next().unwrap_or_default().to_owned(),
+            store,
             cases: report
                 .results
                 .iter()
                 .map(|r| {
-                    let (status, reason) = label(&r.status);
+                    let (status, reason) = match &r.status {
+                        CaseStatus::Passed => ("pass", None),
+                        CaseStatus::Failed { reason } => ("FAIL", Some(reason.as_str())),
+                        CaseStatus::Skipped { reason } => ("skipped", Some(reason.as_str())),
+                        _ => ("unknown", None),
+                    };
                     CaseOut {
                         case: format!("{}::{}", r.group, r.name),
                         status,
@@ -438,11 +428,11 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
             .results
             .iter()
             .map(|r| {
-                let (status, reason) = label(&r.status);
-                let status = match (status, reason) {
-                    ("skipped", Some(reason)) => format!("skipped ({reason})"),
-                    ("FAIL", Some(reason)) => format!("FAIL: {}", reason.replace('\n', " ")),
-                    (s, _) => s.to_owned(),
+                let status = match &r.status {
+                    CaseStatus::Passed => "pass".to_owned(),
+                    CaseStatus::Failed { reason } => format!("FAIL: {}", reason.replace('\n', " ")),
+                    CaseStatus::Skipped { reason } => format!("skipped ({reason})"),
+                    _ => "unknown".to_owned(),
                 };
                 vec![
                     format!("{}::{}", r.group, r.name),
@@ -459,7 +449,7 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
     } else {
         Err(CliError::ConformanceFailed {
             failed: report.failed(),
-            store: ctx.url.split('?').next().unwrap_or_default().to_owned(),
+            store: store.to_owned(),
         })
     }
 }

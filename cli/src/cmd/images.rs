@@ -188,31 +188,31 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
             }
         }
     }
-    let shown: Vec<Inspected> = found
-        .iter()
-        .map(|(image, info)| -> Result<Inspected> {
-            Ok(Inspected {
-                id: info.id,
-                parent: info.parent,
-                children: info.children.clone(),
-                built_locally: info.built_locally,
-                last_updated: info.last_updated.map(|t| t.to_string()),
-                created: info.created.map(|t| t.to_string()),
-                platform: PlatformOut {
-                    os: info.platform.os.clone(),
-                    architecture: info.platform.architecture.clone(),
-                    variant: info.platform.variant.clone(),
-                    os_version: info.platform.os_version.clone(),
-                    os_features: info.platform.os_features.clone(),
-                },
-                layers: info.layers,
-                chain_id: info.chain_id,
-                config_size: info.config_len,
-                config: raw_config(image.raw_json())?,
-            })
-        })
-        .collect::<Result<_>>()?;
     if ctx.json() {
+        let shown: Vec<Inspected> = found
+            .iter()
+            .map(|(image, info)| -> Result<Inspected> {
+                Ok(Inspected {
+                    id: info.id,
+                    parent: info.parent,
+                    children: info.children.clone(),
+                    built_locally: info.built_locally,
+                    last_updated: info.last_updated.map(|t| t.to_string()),
+                    created: info.created.map(|t| t.to_string()),
+                    platform: PlatformOut {
+                        os: info.platform.os.clone(),
+                        architecture: info.platform.architecture.clone(),
+                        variant: info.platform.variant.clone(),
+                        os_version: info.platform.os_version.clone(),
+                        os_features: info.platform.os_features.clone(),
+                    },
+                    layers: info.layers,
+                    chain_id: info.chain_id,
+                    config_size: info.config_len,
+                    config: raw_config(image.raw_json())?,
+                })
+            })
+            .collect::<Result<_>>()?;
         print_json(&shown)?;
     } else {
         let mut lines = Vec::new();

@@ -154,13 +154,8 @@ pub(super) async fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<u8> {
             work.sort_unstable_by(|a, b| b.cmp(a));
             while let Some(id) = work.pop() {
                 pruned.images.push(id);
-                if let Some(parent) = infos.get(&id).and_then(|i| i.parent)
-                    && let (Some(n), Some(p)) = (children.get_mut(&parent), infos.get(&parent))
-                {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 && dangling(p) {
-                        work.push(parent);
-                    }
+                if let Some(p) = release_parent(&infos, &mut children, id, &dangling) {
+                    work.push(p.id);
                 }
             }
             let removed = remove_images(ctx, &store, &pruned.images, args.dry_run, &step).await?;
@@ -235,6 +230,20 @@ pub(super) async fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<u8> {
     ));
     print_lines(lines)?;
     Ok(EXIT_OK)
+}
+
+/// Counts one child of `child`'s parent as gone; returns the parent once it
+/// has no children left and `ready` holds for it.
+fn release_parent<'a>(
+    infos: &'a HashMap<ImageId, ImageInfo>,
+    children: &mut HashMap<ImageId, usize>,
+    child: ImageId,
+    ready: &dyn Fn(&ImageInfo) -> bool,
+) -> Option<&'a ImageInfo> {
+    let parent = infos.get(&child)?.parent?;
+    let (n, p) = (children.get_mut(&parent)?, infos.get(&parent)?);
+    *n = n.saturating_sub(1);
+    (*n == 0 && ready(p)).then_some(p)
 }
 
 /// Deletes `ids` in order (each delete is atomic; Ctrl-C stops between
@@ -332,13 +341,8 @@ async fn keep_storage(
                 }
             }
         }
-        if let Some(parent) = info.parent
-            && let (Some(n), Some(p)) = (children.get_mut(&parent), infos.get(&parent))
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 && old_enough(p) {
-                heap.push(Reverse((last_used(p), parent)));
-            }
+        if let Some(p) = release_parent(infos, children, id, old_enough) {
+            heap.push(Reverse((last_used(p), p.id)));
         }
     }
     pruned.size_after = Some(total);

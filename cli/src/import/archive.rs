@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,15 +37,6 @@ pub(crate) const SMALL_MAX: u64 = 8 << 20;
 const RETAIN_BUDGET: u64 = 64 << 20;
 /// How many links are followed before giving up.
 const MAX_LINK_HOPS: usize = 16;
-
-/// How an archive file is wrapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wrapping {
-    /// A plain tar.
-    Plain,
-    /// A gzip-compressed tar (`.tar.gz`), possibly several members.
-    Gzip,
-}
 
 /// One body chunk on its way to the blob cache.
 pub(crate) type Chunk = std::result::Result<Bytes, imagecache_core::Error>;
@@ -94,8 +85,6 @@ pub(crate) struct EntryMeta {
 pub(crate) struct TarIndex {
     /// The archive file.
     pub(crate) path: PathBuf,
-    /// How it is wrapped.
-    pub(crate) wrapping: Wrapping,
     /// Every member, in archive order.
     pub(crate) entries: Vec<EntryMeta>,
     /// Normalised path → position; a later member of the same name wins,
@@ -164,38 +153,6 @@ pub(crate) fn normalize(name: &str) -> String {
     parts.join("/")
 }
 
-/// Reads the first bytes of `path` to tell a gzip-wrapped archive.
-///
-/// # Errors
-/// [`ImportError::Open`] / [`ImportError::Read`].
-pub(crate) fn wrapping(path: &Path) -> Result<Wrapping> {
-    let mut file = File::open(path).map_err(|source| ImportError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut magic = [0u8; 2];
-    let mut have = 0;
-    while have < magic.len() {
-        match file.read(&mut magic[have..]) {
-            Ok(0) => break,
-            Ok(n) => have += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(ImportError::Read {
-                    path: path.to_owned(),
-                    entry: None,
-                    source,
-                });
-            }
-        }
-    }
-    Ok(if have == 2 && magic == [0x1f, 0x8b] {
-        Wrapping::Gzip
-    } else {
-        Wrapping::Plain
-    })
-}
-
 /// Counts the bytes read from the file, for progress.
 struct Counting<R> {
     inner: R,
@@ -210,22 +167,29 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn open(
-    path: &Path,
-    wrapping: Wrapping,
-    count: Arc<AtomicU64>,
-) -> Result<tar::Archive<Box<dyn Read>>> {
+/// Opens the archive at `path`, a plain tar or a gzip-compressed one
+/// (`.tar.gz`, possibly several members), told apart by its first bytes.
+fn open(path: &Path, count: Arc<AtomicU64>) -> Result<tar::Archive<Box<dyn Read>>> {
     let file = File::open(path).map_err(|source| ImportError::Open {
         path: path.to_owned(),
         source,
     })?;
+    let mut buffered = BufReader::with_capacity(256 << 10, file);
+    let gzip = loop {
+        match buffered.fill_buf() {
+            Ok(head) => break head.starts_with(&[0x1f, 0x8b]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(path, None, e)),
+        }
+    };
     let counting = Counting {
-        inner: BufReader::with_capacity(256 << 10, file),
+        inner: buffered,
         count,
     };
-    let reader: Box<dyn Read> = match wrapping {
-        Wrapping::Plain => Box::new(counting),
-        Wrapping::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counting)),
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(counting))
+    } else {
+        Box::new(counting)
     };
     Ok(tar::Archive::new(reader))
 }
@@ -259,11 +223,10 @@ enum Flow {
 /// and normalised name, until it says [`Flow::Stop`].
 fn walk(
     path: &Path,
-    wrapping: Wrapping,
     count: Arc<AtomicU64>,
     mut visit: impl FnMut(usize, &str, &mut tar::Entry<'_, Box<dyn Read>>) -> Result<Flow>,
 ) -> Result<()> {
-    let mut archive = open(path, wrapping, count)?;
+    let mut archive = open(path, count)?;
     let entries = archive.entries().map_err(|e| read_error(path, None, e))?;
     let mut last: Option<String> = None;
     for (index, entry) in entries.enumerate() {
@@ -295,7 +258,6 @@ fn walk(
 /// says, [`ImportError::Interrupted`] when `cancel` is set.
 pub(crate) fn scan(
     path: &Path,
-    wrapping: Wrapping,
     cancel: &AtomicBool,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<TarIndex> {
@@ -305,7 +267,7 @@ pub(crate) fn scan(
     let mut retained = HashMap::new();
     let mut budget = RETAIN_BUDGET;
     let mut buf = vec![0u8; CHUNK];
-    walk(path, wrapping, Arc::clone(&count), |index, name, entry| {
+    walk(path, Arc::clone(&count), |index, name, entry| {
         let header_type = entry.header().entry_type();
         let kind = if header_type.is_symlink() || header_type.is_hard_link() {
             let target = entry
@@ -380,7 +342,6 @@ pub(crate) fn scan(
     progress(count.load(Ordering::Relaxed));
     Ok(TarIndex {
         path: path.to_owned(),
-        wrapping,
         entries,
         by_name,
         retained,
@@ -412,7 +373,6 @@ pub(crate) fn fetch(
     let mut out = HashMap::new();
     walk(
         &index.path,
-        index.wrapping,
         Arc::new(AtomicU64::new(0)),
         |position, name, entry| {
             if !wanted.contains(&position) {
@@ -457,14 +417,6 @@ pub(crate) struct Pump<'a> {
     pub(crate) progress: &'a (dyn Fn(u64) + Send + Sync),
 }
 
-/// How sending one body ended.
-enum Sent {
-    /// Every byte went out.
-    Whole,
-    /// The receiver dropped the body (the blob was cached already).
-    Declined,
-}
-
 /// The error put into a body when reading it failed; the reading thread
 /// returns the real one.
 fn body_error(entry: &str) -> imagecache_core::Error {
@@ -477,14 +429,15 @@ fn body_error(entry: &str) -> imagecache_core::Error {
 
 impl Pump<'_> {
     /// Sends `reader`'s bytes as chunks on `body`; with `expected`, a
-    /// reader that ends early is an error.
+    /// reader that ends early is an error. Stops early, without error, when
+    /// the receiver drops the body (the blob was cached already).
     fn send(
         &self,
         entry: &str,
         reader: &mut dyn Read,
         expected: Option<u64>,
         body: &mpsc::Sender<Chunk>,
-    ) -> Result<Sent> {
+    ) -> Result<()> {
         let mut sent = 0u64;
         loop {
             if self.cancel.load(Ordering::Relaxed) {
@@ -506,7 +459,7 @@ impl Pump<'_> {
             sent += n as u64;
             (self.progress)(n as u64);
             if body.blocking_send(Ok(chunk.freeze())).is_err() {
-                return Ok(Sent::Declined);
+                return Ok(());
             }
         }
         if let Some(expected) = expected
@@ -520,7 +473,7 @@ impl Pump<'_> {
                 actual: sent,
             });
         }
-        Ok(Sent::Whole)
+        Ok(())
     }
 
     /// Opens a body channel for `job` and hands it to the async side;
@@ -552,7 +505,6 @@ pub(crate) fn stream(
     let mut stopped = false;
     let walked = walk(
         &index.path,
-        index.wrapping,
         Arc::new(AtomicU64::new(0)),
         |position, name, entry| {
             let Some(&job) = wanted.get(&position) else {

@@ -235,7 +235,7 @@ pub(crate) enum ImportError {
         /// The layer's entry.
         entry: String,
         /// The compression recognised.
-        compression: &'static str,
+        compression: String,
     },
     /// Links inside the archive point in a circle or too deep.
     #[error("{}: link {entry} does not resolve to a file", path.display())]

@@ -11,8 +11,8 @@
 //!    the config's `rootfs.diff_ids`. See [`plan`].
 //! 2. **Parents**, as `docker load` sets them: from `manifest.json`'s
 //!    `Parent`, which must be in the import or the store and must be a valid
-//!    parent (its history and layers a prefix of the image's, Docker's
-//!    `checkValidParent`). In addition, an image without such a link is
+//!    parent (its history and layers a prefix of the image's, the build
+//!    cache's `isValidParent`). In addition, an image without such a link is
 //!    linked to the imported image whose non-empty history and diff IDs are
 //!    the longest *strict* prefix of its own (ties go to the smallest ID);
 //!    this is what lets a builder with `--cache-from` walk a loaded chain.
@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use imagecache_core::{ByteStream, Digest, Image, ImageConfig, ImageId, Timestamp};
 use imagecache_engine::blob::{BlobCache, Compression, Error as BlobError, LayerOptions};
+use imagecache_engine::classic::is_valid_parent;
 use imagecache_store::{CreateOptions, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -123,14 +124,12 @@ pub(crate) async fn import(
         ui,
         added: Vec::new(),
     };
-    let stored = importer.store_layers(&plans).await;
-    let created = match stored {
-        Ok(layers) => importer
-            .create(store, &plans, &parents)
-            .await
-            .map(|c| (layers, c)),
-        Err(e) => Err(e),
-    };
+    let created = async {
+        let layers = importer.store_layers(&plans).await?;
+        let images = importer.create(store, &plans, &parents).await?;
+        Ok::<_, ImportError>((layers, images))
+    }
+    .await;
     match created {
         Ok((layers, images)) => Ok(ImportSummary {
             archives: plans
@@ -185,29 +184,11 @@ async fn read_plan(path: PathBuf, cancel: Arc<AtomicBool>, ui: Ui) -> Result<Arc
     result
 }
 
-/// Docker's `checkValidParent`: the parent's history and layers are a
-/// prefix of the image's (or neither has any history).
+/// The build cache's `isValidParent` ([`is_valid_parent`]): the parent's
+/// history and layers are a prefix of the image's; or, unlike there,
+/// neither has any history.
 fn valid_parent(image: &ImageConfig, parent: &ImageConfig) -> bool {
-    if image.history.is_empty() && parent.history.is_empty() {
-        return true;
-    }
-    if parent.history.len() >= image.history.len() {
-        return false;
-    }
-    if parent.rootfs.raw_diff_ids.len() > image.rootfs.raw_diff_ids.len() {
-        return false;
-    }
-    parent
-        .history
-        .iter()
-        .zip(&image.history)
-        .all(|(a, b)| a == b)
-        && parent
-            .rootfs
-            .raw_diff_ids
-            .iter()
-            .zip(&image.rootfs.raw_diff_ids)
-            .all(|(a, b)| a == b)
+    (image.history.is_empty() && parent.history.is_empty()) || is_valid_parent(image, Some(parent))
 }
 
 /// The parent each image gets, with where it came from; see the module docs.
@@ -438,7 +419,10 @@ impl Importer<'_> {
         if let Some(media_type) = &job.media_type {
             options = options.with_media_type(media_type.clone());
         }
-        let put = cache
+        // No diff ID check is needed after the put: the blob cache checks a
+        // compressed layer against the diff ID it is given, and the plan
+        // already required an uncompressed layer's digest to be its diff ID.
+        cache
             .put_layer_opts(&job.digest, body, options)
             .await
             .map_err(|e| match e {
@@ -474,16 +458,6 @@ impl Importer<'_> {
                 },
                 other => layer_error(other),
             })?;
-        if put.decompressed.digest != job.diff_id {
-            return Err(ImportError::DiffIdMismatch {
-                path: plan.path.clone(),
-                entry: job.entry.clone(),
-                image: job.image,
-                index: job.index,
-                expected: job.diff_id,
-                actual: put.decompressed.digest,
-            });
-        }
         Ok(())
     }
 
@@ -512,7 +486,7 @@ impl Importer<'_> {
                 .filter(|id| {
                     parents
                         .get(id)
-                        .is_none_or(|(parent, _)| !pending.contains_key(parent) || parent == *id)
+                        .is_none_or(|(parent, _)| !pending.contains_key(parent))
                 })
                 .copied()
                 .collect();

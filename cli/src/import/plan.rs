@@ -136,8 +136,7 @@ pub(crate) fn plan(
     let source = if meta.is_dir() {
         Source::Dir(path.to_owned())
     } else {
-        let wrapping = archive::wrapping(path)?;
-        Source::Tar(archive::scan(path, wrapping, cancel, progress)?)
+        Source::Tar(archive::scan(path, cancel, progress)?)
     };
     let reader = Reader {
         path: path.to_owned(),
@@ -311,22 +310,6 @@ impl Reader<'_> {
                 })
             }
         }
-    }
-}
-
-/// The compression a layer's first bytes show: `Err` names one the blob
-/// cache cannot decompress.
-fn sniff(head: &[u8]) -> std::result::Result<Compression, &'static str> {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Compression::Gzip)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Ok(Compression::Zstd)
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Err("xz")
-    } else if head.starts_with(b"BZh") {
-        Err("bzip2")
-    } else {
-        Ok(Compression::None)
     }
 }
 
@@ -583,13 +566,11 @@ impl Builder<'_> {
                         actual: digest,
                     });
                 }
-                let compression =
-                    sniff(found.head.as_deref().unwrap_or_default()).map_err(|compression| {
-                        ImportError::UnsupportedCompression {
-                            path: self.path(),
-                            entry: found.name.clone(),
-                            compression,
-                        }
+                let compression = Compression::sniff(found.head.as_deref().unwrap_or_default())
+                    .map_err(|compression| ImportError::UnsupportedCompression {
+                        path: self.path(),
+                        entry: found.name.clone(),
+                        compression,
                     })?;
                 let job = self.checked_job(
                     found,
@@ -854,9 +835,15 @@ mod tests {
 
     #[test]
     fn compression_is_recognised_from_bytes_and_media_types() {
-        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Ok(Compression::Gzip));
-        assert_eq!(sniff(b"etc/\0\0\0\0"), Ok(Compression::None));
-        assert_eq!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0]), Err("xz"));
+        assert_eq!(
+            Compression::sniff(&[0x1f, 0x8b, 8, 0]),
+            Ok(Compression::Gzip)
+        );
+        assert_eq!(Compression::sniff(b"etc/\0\0\0\0"), Ok(Compression::None));
+        assert_eq!(
+            Compression::sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0]),
+            Err("xz".to_owned())
+        );
         assert_eq!(
             declared("application/vnd.oci.image.layer.v1.tar+gzip"),
             Some(Compression::Gzip)

@@ -77,35 +77,45 @@ impl Env {
         })
     }
 
-    /// Every image ID in the store (`ls -a`).
-    pub fn image_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .json(&["ls", "-a"])
+    /// The string `field` of every item `args` lists, sorted.
+    fn listed(&self, args: &[&str], field: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .json(args)
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .map(|item| item[field].as_str().unwrap().to_owned())
             .collect();
-        ids.sort();
-        ids
+        values.sort();
+        values
+    }
+
+    /// Every image ID in the store (`ls -a`).
+    pub fn image_ids(&self) -> Vec<String> {
+        self.listed(&["ls", "-a"], "id")
     }
 
     /// Every blob digest in the store (`blob ls`).
     pub fn blob_digests(&self) -> Vec<String> {
-        let mut ds: Vec<String> = self
-            .json(&["blob", "ls"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["digest"].as_str().unwrap().to_owned())
-            .collect();
-        ds.sort();
-        ds
+        self.listed(&["blob", "ls"], "digest")
     }
 
     /// Imports `path`, which must succeed; returns the summary.
     pub fn import(&self, path: &Path) -> Value {
         self.json(&["import", path.to_str().unwrap()])
+    }
+
+    /// Writes `images` as the docker-archive `name` in this environment;
+    /// returns its path.
+    pub fn write_archive(
+        &self,
+        name: &str,
+        images: &[ArchiveImage],
+        opts: ArchiveOptions,
+    ) -> PathBuf {
+        let path = self.path(name);
+        write(&path, &docker_archive(images, opts));
+        path
     }
 }
 
@@ -156,6 +166,7 @@ pub fn config(diff_ids: &[Digest], created_by: &[&str], extra: Value) -> Vec<u8>
 }
 
 /// One image of a docker-archive.
+#[derive(Clone)]
 pub struct ArchiveImage {
     pub config: Vec<u8>,
     /// Layer tars, uncompressed.
