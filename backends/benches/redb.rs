@@ -26,8 +26,8 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use imagecache_backends::redb::{RedbBackend, RedbConfig};
 use imagecache_core::{
-    Algorithm, ByteStream, Content, Digest, Hasher, ImageId, MetadataKey, StoreBackend, WriteBatch,
-    hex_encode,
+    Algorithm, BlobBackend as _, ByteStream, Content, Digest, Hasher, ImageId, MetadataKey,
+    StoreBackend, WriteBatch, hex_encode,
 };
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -86,8 +86,14 @@
 mod batch;
 mod blobs;
 mod files;
+#[cfg(feature = "testing")]
+mod harness;
 mod index;
 mod scan;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use self::harness::FsHarness;
 
 use std::fmt;
 use std::io;
@@ -98,8 +104,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, Error as CoreError, ImageId,
-    Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest,
+    Error as CoreError, ImageId, Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch,
+    normalize_notes,
 };
 
 use self::files::{Opened, Token, ensure_dir, open_regular, read_regular, read_to_end};
@@ -357,10 +364,7 @@ fn content_present(path: &Path) -> Result<bool, Error> {
 #[async_trait]
 impl StoreBackend for FsBackend {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-            .with_persistent(true)
-            .with_shared(true)
-            .with_blobs(true)
+        Capabilities::none().with_persistent(true).with_shared(true)
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -420,7 +424,10 @@ impl StoreBackend for FsBackend {
         let inner = Arc::clone(&self.inner);
         blocking(move || scan::load(&inner)).await
     }
+}
 
+#[async_trait]
+impl BlobBackend for FsBackend {
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
         blobs::put(Arc::clone(&self.inner), *digest, body).await
     }
@@ -446,11 +453,17 @@ impl StoreBackend for FsBackend {
         blocking(move || blobs::list(&inner)).await
     }
 
-    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+    async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         let digest = *digest;
-        let key = key.clone();
-        blocking(move || blobs::set_note(&inner, &digest, &key, &value)).await
+        let notes = normalize_notes(notes);
+        blocking(move || blobs::set_notes(&inner, &digest, &notes)).await
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
+        let inner = Arc::clone(&self.inner);
+        let digest = *digest;
+        blocking(move || blobs::notes(&inner, &digest)).await
     }
 
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {

@@ -1,14 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-use std::sync::Arc;
-
-use imagecache_core::{Error, Result, StoreBackend};
+use imagecache_core::{Error, Result};
 
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub mod fs;
 pub mod memory;
+mod opened;
 #[cfg(feature = "redb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redb")))]
 pub mod redb;
@@ -17,6 +16,10 @@ pub mod redb;
 pub mod s3;
 
 pub use memory::MemoryBackend;
+pub use opened::Backend;
+
+#[cfg(feature = "testing")]
+mod testing;
 
 /// The schemes [`open`] understands, in this build.
 // Each push depends on a feature, which a `vec![]` literal cannot express.
@@ -48,7 +51,7 @@ fn missing_feature(scheme: &str) -> Error {
     ))
 }
 
-/// Opens the backend a URL names:
+/// Opens the backend a URL names, both its image and its blob halves:
 ///
 /// | URL | backend |
 /// |---|---|
@@ -67,12 +70,12 @@ fn missing_feature(scheme: &str) -> Error {
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let dir = tempfile::tempdir().unwrap();
 /// let backend = imagecache_backends::open(&format!("fs://{}", dir.path().display())).await?;
-/// assert!(backend.capabilities().persistent);
+/// assert!(backend.images().capabilities().persistent);
 /// assert!(imagecache_backends::open("ftp://x").await.is_err());
 /// # Ok::<(), imagecache_core::Error>(())
 /// # }).unwrap();
 /// ```
-pub async fn open(url: &str) -> Result<Arc<dyn StoreBackend>> {
+pub async fn open(url: &str) -> Result<Backend> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(config_error(format!(
             "{url:?} is not a store URL; write SCHEME://LOCATION with a scheme of {}",
@@ -89,13 +92,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn StoreBackend>> {
         }
     };
     match scheme {
-        "memory" => Ok(Arc::new(MemoryBackend::new())),
+        "memory" => Ok(Backend::new(MemoryBackend::new())),
         #[cfg(feature = "fs")]
-        "fs" => Ok(Arc::new(fs::FsBackend::open(path()?).await?)),
+        "fs" => Ok(Backend::new(fs::FsBackend::open(path()?).await?)),
         #[cfg(feature = "redb")]
-        "redb" => Ok(Arc::new(redb::RedbBackend::open(path()?).await?)),
+        "redb" => Ok(Backend::new(redb::RedbBackend::open(path()?).await?)),
         #[cfg(feature = "s3")]
-        "s3" => Ok(Arc::new(
+        "s3" => Ok(Backend::new(
             s3::S3Backend::open(s3::S3Config::from_url(url)?).await?,
         )),
         #[cfg(not(feature = "fs"))]

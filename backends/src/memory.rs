@@ -13,14 +13,20 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, Error, ImageId, Key,
-    MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend, WriteBatch, WriteOp,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest, Error,
+    ImageId, Key, MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend,
+    WriteBatch, WriteOp, validate_batch,
 };
+
+#[cfg(feature = "testing")]
+mod harness;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use self::harness::MemoryHarness;
 
 /// The URL scheme of this backend.
 pub const SCHEME: &str = "memory";
-
-const NAME: &str = "memory";
 
 #[derive(Debug, Default)]
 struct ImageEntry {
@@ -90,58 +96,30 @@ impl MemoryBackend {
     }
 
     /// Replaces the stored bytes of an image without any check, as a damaged
-    /// disk would. It exists so that callers can test how they handle
-    /// corrupt content; never use it to store data.
-    pub fn insert_raw_content(&self, id: ImageId, data: Bytes) {
+    /// disk would, for the conformance harness's damage hooks.
+    #[cfg(feature = "testing")]
+    pub(crate) fn insert_raw_content(&self, id: ImageId, data: Bytes) {
         self.lock().images.entry(id).or_default().content = data;
     }
 
-    /// Replaces the stored bytes of a blob without any check, as a damaged
-    /// disk would; see [`MemoryBackend::insert_raw_content`].
-    pub fn insert_raw_blob(&self, digest: Digest, data: Bytes) {
+    /// Replaces the stored bytes of a blob without any check.
+    #[cfg(feature = "testing")]
+    pub(crate) fn insert_raw_blob(&self, digest: Digest, data: Bytes) {
         self.lock().blobs.entry(digest).or_default().data = data;
     }
-}
 
-fn check_batch(state: &State, ops: &[WriteOp]) -> Result<()> {
-    // Simulate which images exist as the batch proceeds, so that an
-    // operation is checked against the state its predecessors leave.
-    let mut overlay: BTreeMap<ImageId, bool> = BTreeMap::new();
-    for op in ops {
-        let id = op.id();
-        let exists = *overlay.get(&id).unwrap_or(&state.images.contains_key(&id));
-        match op {
-            WriteOp::Put(_) => {
-                overlay.insert(id, true);
+    /// Replaces one note of a stored blob without any check; `false` when
+    /// the blob is absent.
+    #[cfg(feature = "testing")]
+    pub(crate) fn insert_raw_note(&self, digest: Digest, key: MetadataKey, data: Bytes) -> bool {
+        match self.lock().blobs.get_mut(&digest) {
+            Some(blob) => {
+                blob.notes.insert(key, data);
+                true
             }
-            WriteOp::Delete { .. } => {
-                overlay.insert(id, false);
-            }
-            WriteOp::Quarantine { .. } => {
-                if !exists {
-                    return Err(Error::NotFound {
-                        key: Key::Image(id),
-                    });
-                }
-                overlay.insert(id, false);
-            }
-            WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
-                if !exists {
-                    return Err(Error::NotFound {
-                        key: Key::Image(id),
-                    });
-                }
-            }
-            WriteOp::DeleteMetadata { .. } => {}
-            other => {
-                return Err(Error::Unsupported {
-                    operation: other.name(),
-                    backend: NAME,
-                });
-            }
+            None => false,
         }
     }
-    Ok(())
 }
 
 #[async_trait]
@@ -149,13 +127,12 @@ impl StoreBackend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .with_atomic_batch(true)
-            .with_blobs(true)
             .with_conditional_writes(true)
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut state = self.lock();
-        check_batch(&state, batch.ops())?;
+        validate_batch::<Error>(batch.ops(), |id| Ok(state.images.contains_key(id)))?;
         for op in batch.into_ops() {
             match op {
                 WriteOp::Put(content) => {
@@ -185,7 +162,7 @@ impl StoreBackend for MemoryBackend {
                         state.quarantined.insert(id, (e, reason));
                     }
                 }
-                // check_batch refused every other operation already.
+                // Every operation of this version of the contract is handled above.
                 _ => {}
             }
         }
@@ -247,7 +224,10 @@ impl StoreBackend for MemoryBackend {
                 .collect(),
         })
     }
+}
 
+#[async_trait]
+impl BlobBackend for MemoryBackend {
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
         // Buffer outside the lock; publish only once the body has ended cleanly.
         let mut buf = BytesMut::new();
@@ -317,13 +297,27 @@ impl StoreBackend for MemoryBackend {
             .collect())
     }
 
-    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+    async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
         let mut state = self.lock();
         let blob = state.blobs.get_mut(digest).ok_or(Error::NotFound {
             key: Key::Blob(*digest),
         })?;
-        blob.notes.insert(key.clone(), value);
+        blob.notes.extend(notes);
         Ok(())
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
+        Ok(self
+            .lock()
+            .blobs
+            .get(digest)
+            .map(|b| {
+                b.notes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {

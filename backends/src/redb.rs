@@ -49,6 +49,8 @@
 //! [`Error::Config`]: imagecache_core::Error::Config
 
 mod blob;
+#[cfg(feature = "testing")]
+mod harness;
 mod images;
 mod index;
 mod load;
@@ -62,13 +64,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Digest, ImageId, Key, MetadataKey, Snapshot,
-    StoreBackend, WriteBatch,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Digest, ImageId, Key,
+    MetadataKey, Snapshot, StoreBackend, WriteBatch, normalize_notes,
 };
 use redb::{ReadableTable as _, TableDefinition};
 
 use self::lock_info::LockInfo;
 use self::record::RecordError;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use self::harness::RedbHarness;
 
 /// The URL scheme of this backend.
 pub const SCHEME: &str = "redb";
@@ -269,12 +275,9 @@ impl RedbBackend {
     }
 
     /// Replaces the stored bytes of an image without any check, as a damaged
-    /// disk would. It exists so that callers can test how they handle
-    /// corrupt content; never use it to store data.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn insert_raw_content(
+    /// disk would, for the conformance harness's damage hooks.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) async fn insert_raw_content(
         &self,
         id: ImageId,
         data: Bytes,
@@ -285,18 +288,29 @@ impl RedbBackend {
         .await
     }
 
-    /// Replaces the stored bytes of a blob without any check, as a damaged
-    /// disk would; see [`RedbBackend::insert_raw_content`].
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn insert_raw_blob(
+    /// Replaces the stored bytes of a blob without any check.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) async fn insert_raw_blob(
         &self,
         digest: Digest,
         data: Bytes,
     ) -> imagecache_core::Result<()> {
         self.run(Some(Key::Blob(digest)), move |inner| {
             inner.insert_raw_blob(&digest, &data)
+        })
+        .await
+    }
+
+    /// Writes one note of a blob without any check.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn insert_raw_note(
+        &self,
+        digest: Digest,
+        key: MetadataKey,
+        data: Bytes,
+    ) -> imagecache_core::Result<()> {
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.insert_raw_note(&digest, &key, &data)
         })
         .await
     }
@@ -423,7 +437,6 @@ impl StoreBackend for RedbBackend {
         Capabilities::none()
             .with_persistent(true)
             .with_atomic_batch(true)
-            .with_blobs(true)
     }
 
     async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
@@ -459,7 +472,10 @@ impl StoreBackend for RedbBackend {
     async fn load(&self) -> imagecache_core::Result<Snapshot> {
         self.run(None, Inner::load).await
     }
+}
 
+#[async_trait]
+impl BlobBackend for RedbBackend {
     async fn put_blob(
         &self,
         digest: &Digest,
@@ -494,15 +510,23 @@ impl StoreBackend for RedbBackend {
         self.run(None, Inner::list_blobs).await
     }
 
-    async fn set_blob_note(
+    async fn set_blob_notes(
         &self,
         digest: &Digest,
-        key: &MetadataKey,
-        value: Bytes,
+        notes: BlobNotes,
     ) -> imagecache_core::Result<()> {
-        let (digest, key) = (*digest, key.clone());
+        let digest = *digest;
+        let notes = normalize_notes(notes);
         self.run(Some(Key::Blob(digest)), move |inner| {
-            inner.set_blob_note(&digest, &key, &value)
+            inner.set_blob_notes(&digest, &notes)
+        })
+        .await
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> imagecache_core::Result<BlobNotes> {
+        let digest = *digest;
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.blob_notes(&digest)
         })
         .await
     }

@@ -82,6 +82,8 @@
 mod blob;
 mod config;
 mod error;
+#[cfg(feature = "testing")]
+mod harness;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -94,8 +96,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, ImageId, Key, MetadataKey,
-    Quarantined, Snapshot, StoreBackend, WriteBatch, WriteOp,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest,
+    ImageId, Key, MetadataKey, Quarantined, Snapshot, StoreBackend, WriteBatch, WriteOp,
+    normalize_notes, validate_batch,
 };
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
@@ -105,6 +108,9 @@ use object_store::{
 
 pub use self::config::S3Config;
 use self::error::{Error, is_transient, s3_error_code};
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use self::harness::S3Harness;
 use self::state::{Index, RecordName, RecordOp, State};
 
 /// The URL scheme of this backend.
@@ -950,48 +956,19 @@ impl S3Backend {
         Ok(count)
     }
 
-    /// Checks a batch against the merged state: every `SetMetadata`,
-    /// `SetSummary` and `Quarantine` must name an image that exists, or is
-    /// put earlier in the batch. Returns the first image that does not.
-    fn check_batch(
-        state: &State,
-        ops: &[WriteOp],
-    ) -> Result<Option<ImageId>, imagecache_core::Error> {
-        let mut overlay: BTreeMap<ImageId, bool> = BTreeMap::new();
-        for op in ops {
-            let id = op.id();
-            let exists = overlay
-                .get(&id)
-                .copied()
-                .unwrap_or_else(|| state.exists(&id));
-            match op {
-                WriteOp::Put(_) => {
-                    overlay.insert(id, true);
-                }
-                WriteOp::Delete { .. } => {
-                    overlay.insert(id, false);
-                }
-                WriteOp::Quarantine { .. } => {
-                    if !exists {
-                        return Ok(Some(id));
-                    }
-                    overlay.insert(id, false);
-                }
-                WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
-                    if !exists {
-                        return Ok(Some(id));
-                    }
-                }
-                WriteOp::DeleteMetadata { .. } => {}
-                other => {
-                    return Err(imagecache_core::Error::Unsupported {
-                        operation: other.name(),
-                        backend: NAME,
-                    });
-                }
-            }
+    /// Checks a batch against the merged state with the contract's rule
+    /// ([`validate_batch`]). Returns the first image that does not exist
+    /// when an operation needs it, since another handle may have created
+    /// it meanwhile.
+    fn check_batch(state: &State, ops: &[WriteOp]) -> Option<ImageId> {
+        match validate_batch(ops, |id| Ok(state.exists(id))) {
+            Ok(()) => None,
+            Err(imagecache_core::Error::NotFound {
+                key: Key::Image(id),
+            }) => Some(id),
+            // `exists` never fails, so nothing else is returned.
+            Err(_) => None,
         }
-        Ok(None)
     }
 
     async fn write_record(&self, ops: &[RecordOp]) -> Result<RecordName, Error> {
@@ -1041,7 +1018,6 @@ impl StoreBackend for S3Backend {
             .with_persistent(true)
             .with_shared(true)
             .with_atomic_batch(true)
-            .with_blobs(true)
             .with_conditional_writes(self.inner.conditional)
     }
 
@@ -1050,12 +1026,12 @@ impl StoreBackend for S3Backend {
             return Ok(());
         }
         self.ensure_loaded().await?;
-        let missing = Self::check_batch(&self.view().state, batch.ops())?;
+        let missing = Self::check_batch(&self.view().state, batch.ops());
         if missing.is_some() {
             // Another handle may have created the image since this one last
             // read the log.
             self.refresh().await?;
-            if let Some(id) = Self::check_batch(&self.view().state, batch.ops())? {
+            if let Some(id) = Self::check_batch(&self.view().state, batch.ops()) {
                 return Err(imagecache_core::Error::NotFound {
                     key: Key::Image(id),
                 });
@@ -1209,7 +1185,10 @@ impl StoreBackend for S3Backend {
         self.maybe_compact().await;
         Ok(snapshot)
     }
+}
 
+#[async_trait]
+impl BlobBackend for S3Backend {
     async fn put_blob(
         &self,
         digest: &Digest,
@@ -1319,29 +1298,78 @@ impl StoreBackend for S3Backend {
         Ok(blobs)
     }
 
-    async fn set_blob_note(
+    async fn set_blob_notes(
         &self,
         digest: &Digest,
-        key: &MetadataKey,
-        value: Bytes,
+        notes: BlobNotes,
     ) -> imagecache_core::Result<()> {
+        if notes.is_empty() {
+            return Ok(());
+        }
         self.head_blob(digest).await?;
-        let path = self.note_path(digest, key);
-        self.inner
-            .store
-            .put(&path, PutPayload::from(value))
-            .await
-            .map_err(|e| {
-                Error::store(
-                    "put",
-                    Key::BlobNote {
-                        digest: *digest,
-                        key: key.clone(),
-                    },
-                    e,
-                )
-            })?;
+        // One object per note, all written at once: a note is one small
+        // PUT, and the round trips overlap instead of adding up.
+        let puts = normalize_notes(notes).into_iter().map(|(key, value)| {
+            let path = self.note_path(digest, &key);
+            async move {
+                self.inner
+                    .store
+                    .put(&path, PutPayload::from(value))
+                    .await
+                    .map_err(|e| {
+                        Error::store(
+                            "put",
+                            Key::BlobNote {
+                                digest: *digest,
+                                key,
+                            },
+                            e,
+                        )
+                    })
+            }
+        });
+        futures::future::try_join_all(puts).await?;
         Ok(())
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> imagecache_core::Result<BlobNotes> {
+        let dir = self.path(&["blobnotes", digest.algorithm().as_str(), &digest.hex()]);
+        let objects: Vec<object_store::ObjectMeta> = self
+            .inner
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store("list", Key::Blob(*digest), e))?;
+        let reads = objects.into_iter().filter_map(|meta| {
+            let key = {
+                let mut parts = meta.location.prefix_match(&dir)?;
+                let key = MetadataKey::new(parts.next()?.as_ref()).ok()?;
+                if parts.next().is_some() {
+                    return None;
+                }
+                key
+            };
+            let note_key = Key::BlobNote {
+                digest: *digest,
+                key: key.clone(),
+            };
+            Some(async move {
+                match self.get_bytes(&meta.location, note_key).await {
+                    Ok(value) => Ok(Some((key, value))),
+                    // Deleted between the listing and the read.
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+        });
+        let mut notes: BlobNotes = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        notes.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(notes)
     }
 
     async fn get_blob_note(

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use imagecache_backends::fs::FsBackend;
 use imagecache_core::{
-    Algorithm, BlobInfo, ByteStream, Digest, Error, Hasher, Key, MetadataKey, StoreBackend,
-    StoreBackendExt as _,
+    Algorithm, BlobBackend as _, BlobBackendExt as _, BlobInfo, ByteStream, Digest, Error, Hasher,
+    Key, MetadataKey,
 };
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {

@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_backends::redb::RedbBackend;
+use imagecache_conformance::Harness as _;
 use imagecache_core::{
-    Algorithm, BlobInfo, ByteStream, Digest, Error, Hasher, Key, MetadataKey, StoreBackend,
-    StoreBackendExt,
+    Algorithm, BlobBackend as _, BlobBackendExt as _, BlobInfo, ByteStream, Digest, Error, Hasher,
+    Key, MetadataKey,
 };
 use redb::{
     ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition,
@@ -451,15 +452,17 @@ async fn blob_deleted_while_read_ends_truncated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_raw_blob_replaces_bytes_unverified() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = RedbBackend::open(dir.path().join("db.redb")).await.unwrap();
+    // The raw write is the harness's damage hook.
+    let harness = imagecache_backends::redb::RedbHarness::temporary();
+    let fixture = harness.fixture().await;
+    let backend = fixture.blobs().unwrap();
     let d = Digest::sha256(b"original");
     backend
         .put_blob_bytes(&d, Bytes::from_static(b"original"))
         .await
         .unwrap();
     let damaged = Bytes::from(vec![0xee; 2 * MIB + 1]);
-    backend.insert_raw_blob(d, damaged.clone()).await.unwrap();
+    fixture.corrupt_blob(&d, damaged.clone()).await.unwrap();
     assert_eq!(
         backend.head_blob(&d).await.unwrap().size,
         damaged.len() as u64

@@ -6,9 +6,11 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use imagecache_backends::redb::{Durability, RedbBackend, RedbConfig};
+use imagecache_backends::redb::{Durability, RedbBackend, RedbConfig, RedbHarness};
+use imagecache_conformance::Harness as _;
 use imagecache_core::{
-    Content, Error, ImageId, Key, MetadataKey, StoreBackend, StoreBackendExt, WriteBatch,
+    BlobBackend, BlobBackendExt as _, Content, Error, ImageId, Key, MetadataKey, StoreBackend,
+    StoreBackendExt, WriteBatch,
 };
 use redb::{ReadableTable as _, TableDefinition};
 
@@ -284,16 +286,19 @@ async fn bytes_damaged_in_the_file_are_corrupt() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_raw_content_is_seen_as_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = open(&dir.path().join("db.redb")).await;
+    // The raw write is the harness's damage hook, which writes the
+    // database's tables directly.
+    let harness = RedbHarness::temporary();
+    let fixture = harness.fixture().await;
+    let backend = fixture.store().unwrap();
     let c = config(7);
     // A neighbour stored in the same batch, so next to it in the file.
     let mut batch = WriteBatch::new();
     batch.put(c.clone());
     let neighbour = batch.put(config(8));
     backend.write(batch).await.unwrap();
-    backend
-        .insert_raw_content(c.id(), Bytes::from_static(b"garbage"))
+    fixture
+        .corrupt_config(&c.id(), Bytes::from_static(b"garbage"))
         .await
         .unwrap();
     let err = backend.get(&c.id()).await.unwrap_err();
@@ -301,17 +306,14 @@ async fn insert_raw_content_is_seen_as_corrupt() {
     assert_eq!(backend.get(&neighbour).await.unwrap(), config(8).data());
 
     // Empty bytes are damage too, never returned as a config.
-    backend
-        .insert_raw_content(c.id(), Bytes::new())
-        .await
-        .unwrap();
+    fixture.truncate_config(&c.id()).await.unwrap();
     assert!(matches!(
         backend.get(&c.id()).await.unwrap_err(),
         Error::Corrupt { .. }
     ));
     // Good bytes written the same way read back; the neighbour is intact.
-    backend
-        .insert_raw_content(c.id(), c.data().clone())
+    fixture
+        .corrupt_config(&c.id(), c.data().clone())
         .await
         .unwrap();
     assert_eq!(backend.get(&c.id()).await.unwrap(), c.data());
@@ -320,8 +322,8 @@ async fn insert_raw_content_is_seen_as_corrupt() {
     // For an image never stored, the raw write makes it appear, as a disk
     // that grew a file would.
     let ghost = ImageId::of_config(b"ghost");
-    backend
-        .insert_raw_content(ghost, Bytes::from_static(b"not ghost"))
+    fixture
+        .corrupt_config(&ghost, Bytes::from_static(b"not ghost"))
         .await
         .unwrap();
     assert!(
@@ -345,7 +347,9 @@ async fn capabilities_and_display() {
     let path = dir.path().join("db.redb");
     let backend = open(&path).await;
     let caps = backend.capabilities();
-    assert!(caps.persistent && caps.atomic_batch && caps.blobs);
+    assert!(caps.persistent && caps.atomic_batch);
+    // Blobs are the other trait of the same backend.
+    let _blobs: &dyn BlobBackend = &backend;
     assert!(!caps.shared);
     assert_eq!(backend.to_string(), format!("redb://{}", path.display()));
     assert_eq!(backend.path(), path);

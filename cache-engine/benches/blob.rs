@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use imagecache_backends::fs::{FsBackend, FsConfig};
-use imagecache_core::{Algorithm, ByteStream, Digest, Hasher, StoreBackend};
+use imagecache_core::{Algorithm, BlobBackend, ByteStream, Digest, Hasher};
 use imagecache_engine::blob::{BlobCache, PutOptions};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -203,7 +203,7 @@ fn disk_write(src: &Source, path: &Path) -> BoxResult<Duration> {
 
 async fn ours_put(root: &Path, fsync: bool, src: &Source, digest: Digest) -> BoxResult<()> {
     let config = FsConfig::new(root).with_fsync(fsync);
-    let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open_with(config).await?);
+    let backend: Arc<dyn BlobBackend> = Arc::new(FsBackend::open_with(config).await?);
     let cache = BlobCache::new(backend)?;
     let opts = PutOptions::new().with_expected_size(src.total as u64);
     let info = cache.put_opts(&digest, src.stream(), opts).await?;
@@ -212,7 +212,7 @@ async fn ours_put(root: &Path, fsync: bool, src: &Source, digest: Digest) -> Box
 }
 
 async fn ours_get(root: &Path, src: &Source, digest: Digest) -> BoxResult<()> {
-    let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(root).await?);
+    let backend: Arc<dyn BlobBackend> = Arc::new(FsBackend::open(root).await?);
     let cache = BlobCache::new(backend)?;
     let copied = cache.copy_to(&digest, &mut tokio::io::sink()).await?;
     assert_eq!(

@@ -1,4 +1,4 @@
-//! A verified, streaming blob cache over any [`StoreBackend`].
+//! A verified, streaming blob cache over any [`BlobBackend`].
 //!
 //! [`BlobCache`] keeps layer, config and manifest blobs by digest, the way
 //! buildah's blob cache does, with three differences that matter:
@@ -52,7 +52,7 @@
 //! # Notes
 //!
 //! The cache records small notes beside each blob it stores
-//! ([`StoreBackend::set_blob_note`]):
+//! ([`BlobBackend::set_blob_notes`], one call per blob):
 //!
 //! | key | value |
 //! | --- | --- |
@@ -106,7 +106,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
-use imagecache_core::{BlobInfo, ByteStream, Digest, MetadataKey, StoreBackend};
+use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest, MetadataKey};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 pub use error::{Error, Result};
@@ -263,12 +263,12 @@ impl NoteKeys {
     }
 }
 
-const KIND_MANIFEST: &str = "manifest";
-const KIND_LAYER: &str = "layer";
+const KIND_MANIFEST: &[u8] = b"manifest";
+const KIND_LAYER: &[u8] = b"layer";
 
 /// State shared by a cache and its readers.
 struct Inner {
-    backend: Arc<dyn StoreBackend>,
+    backend: Arc<dyn BlobBackend>,
     options: BlobCacheOptions,
     notes: NoteKeys,
     hits: AtomicU64,
@@ -442,10 +442,14 @@ impl Inner {
         }
     }
 
-    /// Sets a note; failures are logged, since notes are advisory.
-    async fn note(&self, digest: &Digest, key: &MetadataKey, value: impl Into<Bytes>) {
-        if let Err(error) = self.backend.set_blob_note(digest, key, value.into()).await {
-            tracing::warn!(%digest, note = %key, %error, "blob cache: could not write a note");
+    /// Sets a blob's notes in one call; failures are logged, since notes
+    /// are advisory.
+    async fn note(&self, digest: &Digest, notes: BlobNotes) {
+        if notes.is_empty() {
+            return;
+        }
+        if let Err(error) = self.backend.set_blob_notes(digest, notes).await {
+            tracing::warn!(%digest, %error, "blob cache: could not write notes");
         }
     }
 
@@ -490,7 +494,7 @@ fn chunked(data: Bytes) -> ByteStream {
     Box::pin(futures::stream::iter(pipe::split(data).map(Ok)))
 }
 
-/// A verified, streaming blob cache over any [`StoreBackend`]; see the
+/// A verified, streaming blob cache over any [`BlobBackend`]; see the
 /// [module docs](self) for its guarantees.
 #[derive(Clone)]
 pub struct BlobCache {
@@ -507,21 +511,17 @@ impl BlobCache {
     /// A cache over `backend` with default options.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when the backend does not store blobs.
-    pub fn new(backend: Arc<dyn StoreBackend>) -> Result<Self> {
+    /// [`Error::Backend`] only if the cache's note keys cannot be made,
+    /// which does not happen with this version's keys.
+    pub fn new(backend: Arc<dyn BlobBackend>) -> Result<Self> {
         Self::with_options(backend, BlobCacheOptions::default())
     }
 
     /// A cache over `backend`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when the backend does not store blobs.
-    pub fn with_options(backend: Arc<dyn StoreBackend>, options: BlobCacheOptions) -> Result<Self> {
-        if !backend.capabilities().blobs {
-            return Err(Error::Unsupported {
-                backend: backend.to_string(),
-            });
-        }
+    /// As [`BlobCache::new`].
+    pub fn with_options(backend: Arc<dyn BlobBackend>, options: BlobCacheOptions) -> Result<Self> {
         let notes = NoteKeys::new().map_err(|e| Error::backend("note keys", None, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -536,7 +536,7 @@ impl BlobCache {
     }
 
     /// The backend the cache stores into.
-    pub fn backend(&self) -> &Arc<dyn StoreBackend> {
+    pub fn backend(&self) -> &Arc<dyn BlobBackend> {
         &self.inner.backend
     }
 
@@ -596,6 +596,18 @@ impl BlobCache {
         body: ByteStream,
         opts: PutOptions,
     ) -> Result<BlobInfo> {
+        self.put_noted(digest, body, opts, BlobNotes::new()).await
+    }
+
+    /// [`BlobCache::put_opts`], writing `notes` beside the size and media
+    /// type notes in the same call.
+    async fn put_noted(
+        &self,
+        digest: &Digest,
+        body: ByteStream,
+        opts: PutOptions,
+        mut notes: BlobNotes,
+    ) -> Result<BlobInfo> {
         let inner = &self.inner;
         let info = match inner.probe(digest).await? {
             Some(size) => {
@@ -609,9 +621,7 @@ impl BlobCache {
                 let size = self
                     .stream_to_backend(digest, body, opts.expected_size, Origin::Caller)
                     .await?;
-                inner
-                    .note(digest, &inner.notes.size, size.to_string())
-                    .await;
+                notes.push((inner.notes.size.clone(), Bytes::from(size.to_string())));
                 BlobInfo {
                     digest: *digest,
                     size,
@@ -619,10 +629,9 @@ impl BlobCache {
             }
         };
         if let Some(media_type) = opts.media_type {
-            inner
-                .note(digest, &inner.notes.media_type, media_type)
-                .await;
+            notes.push((inner.notes.media_type.clone(), Bytes::from(media_type)));
         }
+        inner.note(digest, notes).await;
         Ok(info)
     }
 
@@ -718,8 +727,8 @@ impl BlobCache {
             let mut put = PutOptions::new();
             put.expected_size = opts.expected_size;
             put.media_type = opts.media_type;
-            let info = self.put_opts(digest, body, put).await?;
-            inner.note(digest, &inner.notes.kind, KIND_LAYER).await;
+            let kind = vec![(inner.notes.kind.clone(), Bytes::from_static(KIND_LAYER))];
+            let info = self.put_noted(digest, body, put, kind).await?;
             return Ok(LayerPut {
                 compression,
                 compressed: None,
@@ -779,28 +788,33 @@ impl BlobCache {
             }
         };
 
-        let notes = &inner.notes;
-        inner
-            .note(digest, &notes.size, compressed.size.to_string())
-            .await;
-        inner.note(digest, &notes.kind, KIND_LAYER).await;
-        inner
-            .note(digest, &notes.compression, compression.as_str())
-            .await;
-        inner
-            .note(digest, &notes.decompressed, decompressed.digest.to_string())
-            .await;
-        if let Some(media_type) = opts.media_type {
-            inner.note(digest, &notes.media_type, media_type).await;
-        }
+        let keys = &inner.notes;
         let diff = &decompressed.digest;
-        inner
-            .note(diff, &notes.size, decompressed.size.to_string())
-            .await;
-        inner.note(diff, &notes.kind, KIND_LAYER).await;
-        inner
-            .note(diff, &notes.compressed, digest.to_string())
-            .await;
+        let mut compressed_notes: BlobNotes = vec![
+            (keys.size.clone(), Bytes::from(compressed.size.to_string())),
+            (keys.kind.clone(), Bytes::from_static(KIND_LAYER)),
+            (
+                keys.compression.clone(),
+                Bytes::from_static(compression.as_str().as_bytes()),
+            ),
+            (keys.decompressed.clone(), Bytes::from(diff.to_string())),
+        ];
+        if let Some(media_type) = opts.media_type {
+            compressed_notes.push((keys.media_type.clone(), Bytes::from(media_type)));
+        }
+        let decompressed_notes: BlobNotes = vec![
+            (
+                keys.size.clone(),
+                Bytes::from(decompressed.size.to_string()),
+            ),
+            (keys.kind.clone(), Bytes::from_static(KIND_LAYER)),
+            (keys.compressed.clone(), Bytes::from(digest.to_string())),
+        ];
+        // One call per copy, both in flight at once.
+        futures::join!(
+            inner.note(digest, compressed_notes),
+            inner.note(diff, decompressed_notes)
+        );
         tracing::debug!(%digest, decompressed = %diff, %compression, "layer cached in both forms");
         Ok(LayerPut {
             compression,
@@ -1055,15 +1069,17 @@ impl BlobCache {
             .put_blob(digest, chunked(data))
             .await
             .map_err(|e| Error::backend("put_blob", Some(*digest), e))?;
-        inner
-            .note(digest, &inner.notes.size, size.to_string())
-            .await;
-        inner.note(digest, &inner.notes.kind, KIND_MANIFEST).await;
+        let mut notes: BlobNotes = vec![
+            (inner.notes.size.clone(), Bytes::from(size.to_string())),
+            (inner.notes.kind.clone(), Bytes::from_static(KIND_MANIFEST)),
+        ];
         if let Some(media_type) = media_type {
-            inner
-                .note(digest, &inner.notes.media_type, media_type.to_owned())
-                .await;
+            notes.push((
+                inner.notes.media_type.clone(),
+                Bytes::from(media_type.to_owned()),
+            ));
         }
+        inner.note(digest, notes).await;
         Ok(info)
     }
 

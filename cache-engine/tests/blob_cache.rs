@@ -14,7 +14,7 @@ use std::sync::Arc;
 use blob_common::*;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use imagecache_core::{Digest, StoreBackend as _};
+use imagecache_core::{BlobBackend as _, Digest};
 use imagecache_engine::blob::{
     BlobCache, BlobCacheOptions, Compression, Error, LayerCompression, LayerInfo, LayerOptions,
     PutOptions, media_type,
@@ -879,17 +879,6 @@ async fn lookup_failures_are_misses_unless_strict() {
         .fail_lookups
         .store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(strict.get_bytes(&digest).await.unwrap(), Some(data));
-}
-
-#[tokio::test]
-async fn backend_without_blobs_is_refused() {
-    let mut faulty = Faulty::new(Arc::new(imagecache_backends::MemoryBackend::new()));
-    faulty.blobs = false;
-    let err = BlobCache::new(Arc::new(faulty)).unwrap_err();
-    assert!(
-        matches!(&err, Error::Unsupported { backend } if backend.starts_with("faulty+")),
-        "{err:?}"
-    );
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use imagecache_backends::fs::FsBackend;
-use imagecache_core::{ByteStream, Digest, Hasher, StoreBackend};
+use imagecache_core::{BlobBackend, ByteStream, Digest, Hasher};
 use imagecache_engine::blob::{BlobCache, LayerOptions, PutOptions};
 
 const LIMIT: u64 = 64 << 20;
@@ -142,7 +142,7 @@ async fn large_blob_and_layer_stay_under_64_mib() {
     let total = size_from_env();
     let block = random_block();
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(dir.path()).await.unwrap());
+    let backend: Arc<dyn BlobBackend> = Arc::new(FsBackend::open(dir.path()).await.unwrap());
     let cache = BlobCache::new(Arc::clone(&backend)).unwrap();
 
     let (digest, size) = digest_of(blob_stream(block.clone(), total)).await;

@@ -152,7 +152,7 @@ impl CliError {
     /// A source whose text the message already contains is left out: many
     /// errors in the workspace quote their source in their own text.
     pub(crate) fn one_line(&self) -> String {
-        one_line(self)
+        crate::text::one_line(self)
     }
 }
 
@@ -164,45 +164,9 @@ fn store_exit_code(e: &imagecache_store::Error) -> u8 {
     }
 }
 
-/// Any error and its sources on one line; see [`CliError::one_line`].
-pub(crate) fn one_line(err: &dyn StdError) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line.replace(['\n', '\r'], " ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] Inner);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("inner\nline")]
-    struct Inner;
-
-    #[test]
-    fn sources_are_joined_on_one_line() {
-        assert_eq!(one_line(&Outer(Inner)), "outer: inner line");
-    }
-
-    #[test]
-    fn sources_already_quoted_are_not_repeated() {
-        let io = std::io::Error::other("disk on fire");
-        let e = imagecache_core::Error::backend("fs", None, io);
-        let line = one_line(&e);
-        assert_eq!(line.matches("disk on fire").count(), 1, "{line}");
-    }
 
     #[test]
     fn not_found_errors_exit_with_one() {

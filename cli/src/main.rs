@@ -5,6 +5,7 @@ mod cmd;
 mod error;
 mod import;
 mod progress;
+mod text;
 mod units;
 
 use std::process::ExitCode;

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use imagecache_core::{
-    BlobInfo, Content, Digest, Error, ImageId, Key, MetadataKey, Snapshot, SnapshotEntry,
-    StoreBackend, StoreBackendExt as _, WriteBatch, WriteOp,
+    BlobBackendExt as _, Content, Digest, Error, ImageId, Key, MetadataKey, Snapshot,
+    SnapshotEntry, StoreBackend, StoreBackendExt as _, WriteBatch, WriteOp,
 };
 
 use crate::check::{
-    Must as _, assert_err, assert_text, body, chunks, config, content, failing_body, fresh_seed,
-    id_of, independent_sha256_hex, key, pseudo_random_bytes, slow_body,
+    Must as _, assert_err, assert_text, config, content, fresh_seed, id_of, independent_sha256_hex,
+    key, pseudo_random_bytes,
 };
 use crate::{Harness, Outcome};
 
@@ -46,13 +46,6 @@ macro_rules! __backend_cases {
             summary_is_returned_by_load,
             quarantine_sets_aside,
             second_handle_sees_writes,
-            blob_put_get_roundtrips,
-            blob_failed_stream_stores_nothing,
-            blob_missing_is_not_found,
-            blob_delete_is_idempotent,
-            blob_notes_roundtrip,
-            blob_list_reports_sizes,
-            blob_concurrent_puts_are_idempotent,
             concurrent_writers_keep_every_write,
         ] }
     };
@@ -133,7 +126,7 @@ fn parent_value(id: &ImageId) -> Bytes {
 
 /// A stored config reads back byte for byte under its ID.
 pub async fn put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let samples: Vec<(&str, Bytes)> = vec![
         ("a JSON config", config("roundtrip")),
         ("a single byte", Bytes::from_static(b"x")),
@@ -190,7 +183,7 @@ pub async fn put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
 
 /// Storing the same bytes twice keeps one copy and changes nothing.
 pub async fn put_existing_is_noop(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let c = content("existing");
     let id = c.id();
     let parent = parent_value(&id_of("some-parent"));
@@ -249,7 +242,7 @@ pub async fn put_existing_is_noop(h: Arc<dyn Harness>) -> Outcome {
 
 /// Reading an unknown ID is `NotFound` naming the image.
 pub async fn get_missing_is_not_found(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let missing = id_of("never-stored");
 
     let err = assert_err!(
@@ -277,7 +270,7 @@ pub async fn get_missing_is_not_found(h: Arc<dyn Harness>) -> Outcome {
 /// Bytes damaged in storage are `Corrupt`, never returned.
 pub async fn get_corrupt_is_corrupt(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "get_corrupt_is_corrupt";
-    let b = h.backend().await;
+    let (f, b) = crate::images(&h).await;
     let intact = put_tag(&b, "intact").await;
     let original = config("damaged");
     let damages: Vec<(&str, Bytes)> = vec![
@@ -287,9 +280,12 @@ pub async fn get_corrupt_is_corrupt(h: Arc<dyn Harness>) -> Outcome {
     ];
     for (i, (what, damage)) in damages.into_iter().enumerate() {
         let id = put_tag(&b, &format!("damaged-{i}")).await;
-        if !h.corrupt_content(&b, &id, damage).await {
-            return Outcome::skipped(CASE, "the harness cannot damage stored content");
+        if !f.damage().config {
+            return Outcome::skipped(CASE, "the fixture has no corrupt_config hook");
         }
+        f.corrupt_config(&id, damage)
+            .await
+            .must(format_args!("corrupt_config ({what})"));
         let err = assert_err!(
             b.get(&id).await,
             Error::Corrupt { key: Key::Image(k), .. } if *k == id,
@@ -304,7 +300,7 @@ pub async fn get_corrupt_is_corrupt(h: Arc<dyn Harness>) -> Outcome {
 
 /// Empty data is refused before reaching the backend.
 pub async fn empty_content_is_refused(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let kept = put_tag(&b, "kept").await;
     for (what, data) in [
         ("Bytes::new()", Bytes::new()),
@@ -330,7 +326,7 @@ pub async fn empty_content_is_refused(h: Arc<dyn Harness>) -> Outcome {
 
 /// Metadata values read back per (image, key), independently.
 pub async fn metadata_roundtrips(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let a = put_tag(&b, "meta-a").await;
     let c = put_tag(&b, "meta-b").await;
     let custom = key("custom-key_1.x");
@@ -388,7 +384,7 @@ pub async fn metadata_roundtrips(h: Arc<dyn Harness>) -> Outcome {
 
 /// An unset key is `NotFound` naming image and key.
 pub async fn metadata_missing_is_not_found(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let a = put_tag(&b, "a").await;
     let other = put_tag(&b, "other").await;
     let only_on_other = key("only-on-other");
@@ -423,7 +419,7 @@ pub async fn metadata_missing_is_not_found(h: Arc<dyn Harness>) -> Outcome {
 
 /// Metadata for an image with no content is `NotFound` and writes nothing.
 pub async fn metadata_requires_content(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let a = put_tag(&b, "present").await;
     let missing = id_of("absent");
 
@@ -468,7 +464,7 @@ pub async fn metadata_requires_content(h: Arc<dyn Harness>) -> Outcome {
 
 /// Content and its metadata may arrive in one batch.
 pub async fn metadata_in_same_batch_as_content(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let parent = content("batch-parent");
     let child = content("batch-child");
     let (p, c) = (parent.id(), child.id());
@@ -511,7 +507,7 @@ pub async fn metadata_in_same_batch_as_content(h: Arc<dyn Harness>) -> Outcome {
 
 /// Removing an unset key succeeds.
 pub async fn delete_metadata_missing_is_ok(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let a = put_tag(&b, "a").await;
     let parent = parent_value(&id_of("p"));
     b.set_metadata(&a, &MetadataKey::PARENT, parent.clone())
@@ -548,7 +544,7 @@ pub async fn delete_metadata_missing_is_ok(h: Arc<dyn Harness>) -> Outcome {
 
 /// Delete leaves no content, metadata or summary.
 pub async fn delete_removes_content_and_metadata(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let c = content("doomed");
     let id = c.id();
     write(
@@ -599,7 +595,7 @@ pub async fn delete_removes_content_and_metadata(h: Arc<dyn Harness>) -> Outcome
 
 /// Deleting an unknown image succeeds.
 pub async fn delete_missing_is_ok(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let missing = id_of("absent");
     b.delete(&missing).await.must("delete on an empty store");
 
@@ -625,7 +621,7 @@ pub async fn delete_missing_is_ok(h: Arc<dyn Harness>) -> Outcome {
 
 /// Deleting one image leaves the others intact.
 pub async fn delete_leaves_others(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let tags = ["keep-1", "doomed", "keep-2"];
     let ids_by_tag: Vec<ImageId> = tags.iter().map(|t| id_of(t)).collect();
     let mut ops = Vec::new();
@@ -673,7 +669,7 @@ pub async fn delete_leaves_others(h: Arc<dyn Harness>) -> Outcome {
 
 /// Load reports every image with its metadata and summary, sorted by ID.
 pub async fn load_lists_everything(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let mut expected = Vec::new();
     for i in 0..6u8 {
         let tag = format!("image-{i}");
@@ -719,19 +715,19 @@ pub async fn load_lists_everything(h: Arc<dyn Harness>) -> Outcome {
 
 /// A new store loads as empty.
 pub async fn load_on_empty_store(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (fixture, b) = crate::images(&h).await;
     let snapshot = load(&b, "of a new store").await;
     assert_eq!(snapshot, Snapshot::default(), "a new store must be empty");
-    if b.capabilities().blobs {
-        let blobs = b.list_blobs().await.must("list_blobs of a new store");
-        assert!(blobs.is_empty(), "a new store lists blobs: {blobs:?}");
+    if let Some(blobs) = fixture.blobs() {
+        let listed = blobs.list_blobs().await.must("list_blobs of a new store");
+        assert!(listed.is_empty(), "a new store lists blobs: {listed:?}");
     }
     Outcome::Passed
 }
 
 /// A batch with an invalid operation is refused whole.
 pub async fn failed_batch_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let a = content("a");
     let a_id = a.id();
     let parent = parent_value(&id_of("p"));
@@ -816,7 +812,7 @@ pub async fn failed_batch_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
 
 /// The last summary written is returned; delete drops it.
 pub async fn summary_is_returned_by_load(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let a = put_tag(&b, "a").await;
     let plain = put_tag(&b, "plain").await;
     write(&b, vec![set_summary(a, "first")], "first summary").await;
@@ -858,7 +854,7 @@ pub async fn summary_is_returned_by_load(h: Arc<dyn Harness>) -> Outcome {
 
 /// A quarantined image leaves `load().images` and appears in `quarantined`.
 pub async fn quarantine_sets_aside(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let bad = put_tag(&b, "bad").await;
     let good = put_tag(&b, "good").await;
     b.set_metadata(&good, &MetadataKey::PARENT, parent_value(&bad))
@@ -918,7 +914,8 @@ pub async fn quarantine_sets_aside(h: Arc<dyn Harness>) -> Outcome {
 /// (`shared` or `persistent`) A new handle on the same location sees earlier writes.
 pub async fn second_handle_sees_writes(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "second_handle_sees_writes";
-    let first = h.backend().await;
+    let (fixture, first) = crate::images(&h).await;
+    let first_blobs = fixture.blobs();
     let caps = first.capabilities();
     let c = content("shared");
     let id = c.id();
@@ -934,14 +931,15 @@ pub async fn second_handle_sees_writes(h: Arc<dyn Harness>) -> Outcome {
     .await;
     let blob = Bytes::from_static(b"a blob both handles see");
     let blob_digest = Digest::sha256(&blob);
-    if caps.blobs {
-        first
+    if let Some(first_blobs) = &first_blobs {
+        first_blobs
             .put_blob_bytes(&blob_digest, blob.clone())
             .await
             .must("put_blob through the first handle");
     }
 
-    let Some(second) = h.reopen(&first).await else {
+    let second_fixture = fixture.reopen().await;
+    let Some(second) = second_fixture.as_ref().and_then(|f| f.store()) else {
         let reason = if caps.shared || caps.persistent {
             "the harness cannot open a second handle, although the backend is shared or persistent"
         } else {
@@ -965,9 +963,13 @@ pub async fn second_handle_sees_writes(h: Arc<dyn Harness>) -> Outcome {
     let two = load(&second, "through the second handle").await;
     assert_eq!(one, two, "both handles must load the same store");
     assert_eq!(ids(&two), vec![id], "the second handle's images");
-    if caps.blobs {
+    if first_blobs.is_some() {
+        let second_blobs = second_fixture
+            .as_ref()
+            .and_then(|f| f.blobs())
+            .must("the reopened fixture's blob backend");
         assert_eq!(
-            second
+            second_blobs
                 .get_blob_bytes(&blob_digest)
                 .await
                 .must("get_blob through the second handle"),
@@ -995,377 +997,14 @@ pub async fn second_handle_sees_writes(h: Arc<dyn Harness>) -> Outcome {
     Outcome::Passed
 }
 
-fn skip_without_blobs(case: &str, b: &Backend) -> Option<Outcome> {
-    (!b.capabilities().blobs).then(|| Outcome::skipped(case, "capability `blobs` is not set"))
-}
-
-async fn read_blob(b: &Backend, digest: &Digest, what: &str) -> (u64, Bytes) {
-    let size = b
-        .get_blob(digest)
-        .await
-        .must(format_args!("get_blob {what}"))
-        .size;
-    let data = b
-        .get_blob_bytes(digest)
-        .await
-        .must(format_args!("reading blob {what}"));
-    (size, data)
-}
-
-/// (`blobs`) A blob streams back byte for byte with its size.
-pub async fn blob_put_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_put_get_roundtrips", &b) {
-        return skip;
-    }
-    let seed = fresh_seed();
-    let samples: Vec<(&str, Bytes, usize)> = vec![
-        ("an empty blob", Bytes::new(), 1),
-        ("a one-byte blob", Bytes::from_static(b"\x00"), 1),
-        (
-            "a 32-byte blob",
-            Bytes::from(pseudo_random_bytes(32, seed)),
-            7,
-        ),
-        (
-            "a 1 MiB + 3 byte blob in 64 KiB chunks",
-            Bytes::from(pseudo_random_bytes((1 << 20) + 3, seed ^ 1)),
-            64 << 10,
-        ),
-    ];
-    for (what, data, chunk) in &samples {
-        let digest = Digest::sha256(data);
-        let info = b
-            .put_blob(&digest, body(chunks(data, *chunk)))
-            .await
-            .must(format_args!("put_blob of {what}"));
-        let want = BlobInfo {
-            digest,
-            size: data.len() as u64,
-        };
-        assert_eq!(info, want, "put_blob of {what} must report digest and size");
-        assert_eq!(
-            b.head_blob(&digest)
-                .await
-                .must(format_args!("head_blob of {what}")),
-            want,
-            "head_blob of {what}"
-        );
-        let (size, got) = read_blob(&b, &digest, what).await;
-        assert_eq!(
-            size,
-            data.len() as u64,
-            "size announced by get_blob of {what}"
-        );
-        assert!(
-            got == *data,
-            "get_blob of {what} returned {} bytes that differ from the {} stored",
-            got.len(),
-            data.len()
-        );
-    }
-
-    // The in-memory convenience path stores the same way.
-    let data = Bytes::from_static(b"stored through put_blob_bytes");
-    let digest = Digest::sha256(&data);
-    b.put_blob_bytes(&digest, data.clone())
-        .await
-        .must("put_blob_bytes");
-    assert_eq!(read_blob(&b, &digest, "from put_blob_bytes").await.1, data);
-    Outcome::Passed
-}
-
-/// (`blobs`) A body that errors leaves no blob visible.
-pub async fn blob_failed_stream_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_failed_stream_stores_nothing", &b) {
-        return skip;
-    }
-    let data = Bytes::from(pseudo_random_bytes(200 << 10, fresh_seed()));
-    let digest = Digest::sha256(&data);
-    let wrong = Digest::sha256(b"what the bytes really hash to");
-    let parts = chunks(&data, 32 << 10);
-
-    let failures: Vec<(&str, Vec<Bytes>)> = vec![
-        ("a body that fails before any byte", Vec::new()),
-        ("a body that fails after some bytes", parts[..3].to_vec()),
-        ("a body that fails after all its bytes", parts.clone()),
-    ];
-    for (what, sent) in failures {
-        let err = Error::DigestMismatch {
-            expected: digest,
-            actual: wrong,
-        };
-        assert_err!(
-            b.put_blob(&digest, failing_body(sent, err)).await,
-            Error::DigestMismatch { expected, actual } if *expected == digest && *actual == wrong,
-            "put_blob with {what} must return the body's error"
-        );
-        assert_err!(
-            b.head_blob(&digest).await,
-            Error::NotFound { key: Key::Blob(d) } if *d == digest,
-            "head_blob after {what}"
-        );
-        assert_err!(
-            b.get_blob(&digest).await,
-            Error::NotFound { key: Key::Blob(d) } if *d == digest,
-            "get_blob after {what}"
-        );
-        let listed = b.list_blobs().await.must("list_blobs");
-        assert!(
-            listed.is_empty(),
-            "after {what}, list_blobs shows {listed:?}"
-        );
-    }
-
-    // Bytes that do not match their digest never reach the backend.
-    assert_err!(
-        b.put_blob_bytes(&digest, Bytes::from_static(b"other bytes"))
-            .await,
-        Error::DigestMismatch { .. },
-        "put_blob_bytes of bytes that do not match the digest"
-    );
-    let listed = b.list_blobs().await.must("list_blobs");
-    assert!(listed.is_empty(), "a refused blob is listed: {listed:?}");
-
-    // The digest is still free for a correct body.
-    b.put_blob(&digest, body(parts))
-        .await
-        .must("put_blob after failed attempts");
-    assert_eq!(
-        read_blob(&b, &digest, "after failed attempts").await.1,
-        data
-    );
-    Outcome::Passed
-}
-
-/// (`blobs`) Head/get of an unknown blob is `NotFound`.
-pub async fn blob_missing_is_not_found(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_missing_is_not_found", &b) {
-        return skip;
-    }
-    let present = Bytes::from_static(b"present");
-    b.put_blob_bytes(&Digest::sha256(&present), present)
-        .await
-        .must("put_blob");
-    let missing = Digest::sha256(b"never stored");
-    assert_err!(
-        b.head_blob(&missing).await,
-        Error::NotFound { key: Key::Blob(d) } if *d == missing,
-        "head_blob of an unknown blob"
-    );
-    assert_err!(
-        b.get_blob(&missing).await,
-        Error::NotFound { key: Key::Blob(d) } if *d == missing,
-        "get_blob of an unknown blob"
-    );
-    assert_err!(
-        b.get_blob_note(&missing, &key("uncompressed")).await,
-        Error::NotFound { .. },
-        "get_blob_note of an unknown blob"
-    );
-    assert_err!(
-        b.set_blob_note(&missing, &key("uncompressed"), Bytes::from_static(b"x")).await,
-        Error::NotFound { key: Key::Blob(d) } if *d == missing,
-        "set_blob_note on an unknown blob"
-    );
-    let listed = b.list_blobs().await.must("list_blobs");
-    assert!(
-        listed.iter().all(|i| i.digest != missing),
-        "a refused note created blob {missing}: {listed:?}"
-    );
-    Outcome::Passed
-}
-
-/// (`blobs`) Deleting twice succeeds; notes go with the blob.
-pub async fn blob_delete_is_idempotent(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_delete_is_idempotent", &b) {
-        return skip;
-    }
-    let data = Bytes::from_static(b"short-lived blob");
-    let digest = Digest::sha256(&data);
-    let kept = Bytes::from_static(b"kept blob");
-    let kept_digest = Digest::sha256(&kept);
-    let note = key("uncompressed");
-    b.put_blob_bytes(&digest, data.clone())
-        .await
-        .must("put_blob");
-    b.put_blob_bytes(&kept_digest, kept.clone())
-        .await
-        .must("put_blob");
-    b.set_blob_note(&digest, &note, Bytes::from_static(b"sha256:x"))
-        .await
-        .must("set_blob_note");
-
-    b.delete_blob(&digest).await.must("delete_blob");
-    b.delete_blob(&digest).await.must("second delete_blob");
-    b.delete_blob(&Digest::sha256(b"never stored"))
-        .await
-        .must("delete_blob of an unknown blob");
-    assert_err!(
-        b.head_blob(&digest).await,
-        Error::NotFound { .. },
-        "head_blob after delete"
-    );
-    assert_err!(
-        b.get_blob_note(&digest, &note).await,
-        Error::NotFound { .. },
-        "get_blob_note after delete"
-    );
-    assert_eq!(
-        b.list_blobs().await.must("list_blobs"),
-        vec![BlobInfo {
-            digest: kept_digest,
-            size: kept.len() as u64
-        }],
-        "blobs left after delete"
-    );
-
-    // Storing the blob again must not bring its old notes back.
-    b.put_blob_bytes(&digest, data).await.must("put_blob again");
-    assert_err!(
-        b.get_blob_note(&digest, &note).await,
-        Error::NotFound { .. },
-        "a note of a deleted blob came back"
-    );
-    Outcome::Passed
-}
-
-/// (`blobs`) Notes read back per (blob, key).
-pub async fn blob_notes_roundtrip(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_notes_roundtrip", &b) {
-        return skip;
-    }
-    let one = Bytes::from_static(b"compressed layer");
-    let two = Bytes::from_static(b"uncompressed layer");
-    let (d1, d2) = (Digest::sha256(&one), Digest::sha256(&two));
-    b.put_blob_bytes(&d1, one).await.must("put_blob");
-    b.put_blob_bytes(&d2, two).await.must("put_blob");
-    let (k1, k2) = (key("uncompressed"), key("media-type"));
-
-    let mut expected = BTreeMap::from([
-        ((d1, k1.clone()), Bytes::from(d2.to_string())),
-        ((d1, k2.clone()), Bytes::from_static(b"application/gzip")),
-        ((d2, k1.clone()), Bytes::from(d2.to_string())),
-        ((d2, k2.clone()), Bytes::from_static(b"application/x-tar")),
-    ]);
-    for ((d, k), v) in &expected {
-        b.set_blob_note(d, k, v.clone())
-            .await
-            .must(format_args!("set_blob_note {k} on {d}"));
-    }
-    b.set_blob_note(&d1, &k2, Bytes::from_static(b"application/zstd"))
-        .await
-        .must("overwrite of a note");
-    expected.insert((d1, k2.clone()), Bytes::from_static(b"application/zstd"));
-    for ((d, k), v) in &expected {
-        let got = b
-            .get_blob_note(d, k)
-            .await
-            .must(format_args!("get_blob_note {k} of {d}"));
-        assert_eq!(&got, v, "note {k} of blob {d}");
-    }
-    let unset = key("never-set");
-    assert_err!(
-        b.get_blob_note(&d1, &unset).await,
-        Error::NotFound { key: Key::BlobNote { digest, key } } if *digest == d1 && *key == unset,
-        "get_blob_note of an unset key"
-    );
-    Outcome::Passed
-}
-
-/// (`blobs`) Listing reports every blob with its size.
-pub async fn blob_list_reports_sizes(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_list_reports_sizes", &b) {
-        return skip;
-    }
-    let listed = b.list_blobs().await.must("list_blobs of a new store");
-    assert!(listed.is_empty(), "a new store lists {listed:?}");
-
-    let seed = fresh_seed();
-    let mut want = Vec::new();
-    for (i, len) in [0usize, 1, 4096, 70_000].into_iter().enumerate() {
-        let data = Bytes::from(pseudo_random_bytes(len, seed.wrapping_add(i as u64)));
-        let digest = Digest::sha256(&data);
-        b.put_blob_bytes(&digest, data).await.must("put_blob");
-        want.push(BlobInfo {
-            digest,
-            size: len as u64,
-        });
-    }
-    want.sort();
-    assert_eq!(
-        b.list_blobs().await.must("list_blobs"),
-        want,
-        "list_blobs must report every blob with its size, sorted by digest"
-    );
-
-    let gone = want.remove(1);
-    b.delete_blob(&gone.digest).await.must("delete_blob");
-    assert_eq!(
-        b.list_blobs().await.must("list_blobs after delete"),
-        want,
-        "list_blobs after deleting {}",
-        gone.digest
-    );
-    Outcome::Passed
-}
-
-/// (`blobs`) Racing puts of one digest leave one whole blob.
-pub async fn blob_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> Outcome {
-    const WRITERS: usize = 8;
-    let b = h.backend().await;
-    if let Some(skip) = skip_without_blobs("blob_concurrent_puts_are_idempotent", &b) {
-        return skip;
-    }
-    let data = Bytes::from(pseudo_random_bytes(512 << 10, fresh_seed()));
-    let digest = Digest::sha256(&data);
-    let want = BlobInfo {
-        digest,
-        size: data.len() as u64,
-    };
-
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|_| {
-            let b = Arc::clone(&b);
-            let parts = chunks(&data, 16 << 10);
-            tokio::spawn(async move { b.put_blob(&digest, slow_body(parts)).await })
-        })
-        .collect();
-    for (i, task) in tasks.into_iter().enumerate() {
-        let info = task
-            .await
-            .must(format_args!("writer {i}"))
-            .must(format_args!("racing put_blob {i}"));
-        assert_eq!(info, want, "racing put_blob {i} must report the blob");
-    }
-
-    assert_eq!(
-        b.list_blobs().await.must("list_blobs after the race"),
-        vec![want],
-        "racing puts must leave exactly one blob"
-    );
-    let (size, got) = read_blob(&b, &digest, "after the race").await;
-    assert_eq!(size, want.size, "size after the race");
-    assert!(
-        got == data,
-        "the blob read after the race differs from what was written"
-    );
-    Outcome::Passed
-}
-
 /// Tasks writing metadata at once, through one handle and through two
 /// when the harness can reopen, lose no write.
 pub async fn concurrent_writers_keep_every_write(h: Arc<dyn Harness>) -> Outcome {
     const WRITERS: usize = 8;
-    let first = h.backend().await;
+    let (fixture, first) = crate::images(&h).await;
     let base = put_tag(&first, "base").await;
     let mut handles = vec![Arc::clone(&first)];
-    if let Some(second) = h.reopen(&first).await {
+    if let Some(second) = crate::reopen_images(&*fixture).await {
         handles.push(second);
     }
 

@@ -1,8 +1,8 @@
 //! The `blob_cache` group: the verified blob cache
 //! ([`imagecache_engine::blob::BlobCache`]) over any backend with blobs.
 //!
-//! Cases (each needs [`imagecache_core::Capabilities::blobs`] and is skipped
-//! without it):
+//! Cases (each needs a blob backend, kind `blobs`, and is skipped without
+//! one):
 //!
 //! * `blob_cache_put_then_get_roundtrips` — a streamed put reads back byte for byte through every read path, each counted as a hit.
 //! * `blob_cache_missing_is_a_miss` — lookups of an unknown digest are `None`, counted as misses, never errors.
@@ -29,14 +29,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use imagecache_core::{BlobInfo, ByteStream, Digest, StoreBackend};
+use imagecache_core::{BlobBackend, BlobInfo, ByteStream, Digest};
 use imagecache_engine::blob::{
     BlobCache, BlobCacheOptions, Compression, Error, LayerCompression, LayerInfo, LayerOptions,
     PutOptions, media_type,
 };
 
 use crate::check::{self, Must as _};
-use crate::{Harness, Outcome};
+use crate::{Fixture, Harness, Outcome};
 
 /// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
 #[doc(hidden)]
@@ -66,17 +66,50 @@ macro_rules! __blob_cache_cases {
 
 pub(crate) const CASES: &[crate::Case] = crate::__blob_cache_cases!(__case_registry!());
 
-type Backend = Arc<dyn StoreBackend>;
+type Backend = Arc<dyn BlobBackend>;
 
-/// A fresh backend and a cache over it, or the skip that says why not.
-async fn setup(h: &Arc<dyn Harness>, case: &str) -> Result<(Backend, BlobCache), Outcome> {
-    let backend = h.backend().await;
-    if !backend.capabilities().blobs {
-        return Err(Outcome::skipped(case, "capability blobs"));
+/// A fresh fixture's blob backend, with the fixture's hooks at hand.
+struct Subject {
+    fixture: Box<dyn Fixture>,
+    blobs: Backend,
+}
+
+impl std::ops::Deref for Subject {
+    type Target = Backend;
+
+    fn deref(&self) -> &Backend {
+        &self.blobs
     }
-    match BlobCache::new(Arc::clone(&backend)) {
-        Ok(cache) => Ok((backend, cache)),
-        Err(e) => panic!("{case}: BlobCache::new over a backend with blobs: {e}"),
+}
+
+impl Subject {
+    /// Replaces a stored blob's bytes; `false` when the fixture has no
+    /// such hook. A hook that is offered but fails fails the case.
+    async fn corrupt_blob(&self, digest: &Digest, data: Bytes) -> bool {
+        if !self.fixture.damage().blob {
+            return false;
+        }
+        self.fixture
+            .corrupt_blob(digest, data)
+            .await
+            .must(format_args!("corrupt_blob of {digest}"));
+        true
+    }
+
+    /// A second blob backend on the same namespace, if it can reopen.
+    async fn reopen(&self) -> Option<Backend> {
+        self.fixture.reopen().await?.blobs()
+    }
+}
+
+/// A fresh blob backend and a cache over it. The runner skips this group
+/// for harnesses without blobs, so the `Result` is always `Ok` there; it is
+/// kept so that every case reads the same.
+async fn setup(h: &Arc<dyn Harness>, case: &str) -> Result<(Subject, BlobCache), Outcome> {
+    let (fixture, blobs) = crate::blobs(h).await;
+    match BlobCache::new(Arc::clone(&blobs)) {
+        Ok(cache) => Ok((Subject { fixture, blobs }, cache)),
+        Err(e) => panic!("{case}: BlobCache::new over a blob backend: {e}"),
     }
 }
 
@@ -398,10 +431,7 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
     cache.put_bytes(&digest, data.clone()).await.must("put");
     let mut damaged = data.to_vec();
     damaged[123_456] ^= 0x20;
-    if !h
-        .corrupt_blob(&b, &digest, Bytes::from(damaged.clone()))
-        .await
-    {
+    if !b.corrupt_blob(&digest, Bytes::from(damaged.clone())).await {
         return Outcome::skipped(CASE, "hook corrupt_blob");
     }
     assert_eq!(
@@ -427,7 +457,7 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
         .await
         .must("put again");
     assert!(
-        h.corrupt_blob(&b, &digest, Bytes::from(damaged)).await,
+        b.corrupt_blob(&digest, Bytes::from(damaged)).await,
         "{CASE}: hook"
     );
     let mut reader = cache
@@ -462,7 +492,7 @@ pub async fn blob_cache_truncated_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -
     let data = noise(90_000, 8);
     let digest = sha(&data);
     cache.put_bytes(&digest, data.clone()).await.must("put");
-    if !h.corrupt_blob(&b, &digest, data.slice(..40_000)).await {
+    if !b.corrupt_blob(&digest, data.slice(..40_000)).await {
         return Outcome::skipped(CASE, "hook corrupt_blob");
     }
     assert_eq!(
@@ -513,10 +543,7 @@ pub async fn blob_cache_manifest_roundtrips(h: Arc<dyn Harness>) -> Outcome {
 /// Empty, oversized and wrong-digest manifests are refused; nothing is stored.
 pub async fn blob_cache_bad_manifest_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_bad_manifest_stores_nothing";
-    let backend = h.backend().await;
-    if !backend.capabilities().blobs {
-        return Outcome::skipped(CASE, "capability blobs");
-    }
+    let (_fixture, backend) = crate::blobs(&h).await;
     let cache = BlobCache::with_options(
         Arc::clone(&backend),
         BlobCacheOptions::new().with_max_manifest_size(1024),
@@ -845,7 +872,7 @@ pub async fn blob_cache_second_handle_sees_blobs(h: Arc<dyn Harness>) -> Outcome
         Ok(s) => s,
         Err(skip) => return skip,
     };
-    let Some(other) = h.reopen(&b).await else {
+    let Some(other) = b.reopen().await else {
         return Outcome::skipped(CASE, "hook reopen");
     };
     let tar = noise(150_000, 17);

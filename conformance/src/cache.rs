@@ -158,7 +158,10 @@ async fn add(store: &Store, parent: Option<ImageId>, spec: &Spec, built_locally:
 }
 
 async fn fresh(h: &Arc<dyn Harness>) -> (Store, LocalCache) {
-    let store = Store::open(h.backend().await).await.must("open");
+    // The store holds its backend; the fixture may go, since the harness
+    // keeps every namespace it handed out until the harness itself goes.
+    let (_fixture, backend) = crate::images(h).await;
+    let store = Store::open(backend).await.must("open");
     (store.clone(), LocalCache::new(store))
 }
 

@@ -56,12 +56,9 @@ fn walked_ids(s: &Snapshot) -> Vec<ImageId> {
 
 /// Ports `TestFSGetInvalidData`: bytes changed under an ID fail to read with `failed to verify`.
 pub async fn fs_get_invalid_data(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (f, b) = crate::images(&h).await;
     let id = set(&b, b"foobar").await;
-    if !h
-        .corrupt_content(&b, &id, Bytes::from_static(b"foobar2"))
-        .await
-    {
+    if !crate::corrupt_config(&*f, &id, Bytes::from_static(b"foobar2")).await {
         return Outcome::skipped(
             "fs_get_invalid_data",
             "the harness cannot damage stored content",
@@ -79,7 +76,7 @@ pub async fn fs_get_invalid_data(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSInvalidSet`: a Set that cannot be carried out fails and stores nothing
 /// (the fs backend's own tests put a directory in the content file's place).
 pub async fn fs_invalid_set(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let id = set(&b, b"foobar").await;
 
     // Bytes that do not hash to the ID they claim cannot even be handed to
@@ -129,8 +126,8 @@ pub async fn fs_invalid_set(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSInvalidRoot`: a backend is confined to its own location, so two fresh
 /// backends are independent and each opens empty (an unusable root is fs-specific).
 pub async fn fs_invalid_root(h: Arc<dyn Harness>) -> Outcome {
-    let one = h.backend().await;
-    let two = h.backend().await;
+    let (_one_fixture, one) = crate::images(&h).await;
+    let (_two_fixture, two) = crate::images(&h).await;
     assert_eq!(walk(&one).await, Snapshot::default(), "a fresh backend");
     assert_eq!(
         walk(&two).await,
@@ -164,7 +161,7 @@ pub async fn fs_invalid_root(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSMetadataGetSet`: metadata round-trips per (ID, key); unset keys and
 /// IDs without content fail with Docker's texts.
 pub async fn fs_metadata_get_set(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let id1 = set(&b, b"foo").await;
     let id2 = set(&b, b"bar").await;
     let table: [(ImageId, &str, &[u8]); 3] = [
@@ -211,7 +208,7 @@ pub async fn fs_metadata_get_set(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSInvalidWalker`: names that are not canonical digests never become IDs
 /// or keys, and load lists only real IDs (a stray file is covered by the fs backend's tests).
 pub async fn fs_invalid_walker(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let id = set(&b, b"foo").await;
     let hex = id.hex();
 
@@ -274,7 +271,7 @@ pub async fn fs_invalid_walker(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSGetSet`: `Set("foobar")` is `sha256:c3ab8ff1…c4f2`, random data gets
 /// its independently computed SHA-256, and Get returns the same bytes.
 pub async fn fs_get_set(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let random = Bytes::from(pseudo_random_bytes(8 << 10, fresh_seed()));
     let cases: Vec<(Bytes, String)> = vec![
         (
@@ -301,7 +298,7 @@ pub async fn fs_get_set(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSGetUnsetKey`: malformed IDs are refused at parse time, and a valid but
 /// unset ID fails with `failed to get digest`.
 pub async fn fs_get_unset_key(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let malformed: [(&str, DigestErrorKind); 3] = [
         (
             "foobar:abc",
@@ -343,7 +340,7 @@ pub async fn fs_get_unset_key(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSGetEmptyData`: empty data (Go's nil and `[]byte{}`) is refused with
 /// `invalid empty data`.
 pub async fn fs_get_empty_data(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     for (what, data) in [("nil", Bytes::new()), ("[]byte{}", Bytes::from(Vec::new()))] {
         let err = assert_err!(b.put(data).await, Error::EmptyData { .. }, "Set({what})");
         assert_text(&err, "invalid empty data");
@@ -358,7 +355,7 @@ pub async fn fs_get_empty_data(h: Arc<dyn Harness>) -> Outcome {
 /// Ports `TestFSDelete`: Delete removes one item and leaves the other (deleting a
 /// missing item is `Ok` here, where Docker errors).
 pub async fn fs_delete(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let id = set(&b, b"foo").await;
     let id2 = set(&b, b"bar").await;
 
@@ -383,7 +380,7 @@ pub async fn fs_delete(h: Arc<dyn Harness>) -> Outcome {
 
 /// Ports `TestFSWalker`: load lists exactly the stored IDs.
 pub async fn fs_walker(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (_fixture, b) = crate::images(&h).await;
     let mut want = vec![set(&b, b"foo").await, set(&b, b"bar").await];
     want.sort();
     assert_eq!(
@@ -397,13 +394,10 @@ pub async fn fs_walker(h: Arc<dyn Harness>) -> Outcome {
 /// Ports the intent of `TestFSWalkerStopOnError` (load is a snapshot, not a callback
 /// walk): a damaged entry neither hides the others nor vanishes silently.
 pub async fn fs_walker_stop_on_error(h: Arc<dyn Harness>) -> Outcome {
-    let b = h.backend().await;
+    let (f, b) = crate::images(&h).await;
     let damaged = set(&b, b"foo").await;
     let intact = [set(&b, b"bar").await, set(&b, b"baz").await];
-    if !h
-        .corrupt_content(&b, &damaged, Bytes::from_static(b"what"))
-        .await
-    {
+    if !crate::corrupt_config(&*f, &damaged, Bytes::from_static(b"what")).await {
         return Outcome::skipped(
             "fs_walker_stop_on_error",
             "the harness cannot damage stored content",

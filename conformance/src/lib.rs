@@ -4,19 +4,22 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use imagecache_core::{Digest, ImageId, StoreBackend};
+use imagecache_core::{BlobBackend, ImageId, StoreBackend};
 
 mod check;
+mod harness;
 mod runner;
 
 pub mod backend;
 pub mod blob_cache;
+pub mod blobs;
 pub mod cache;
 mod docker_compare;
 pub mod docker_fs;
 mod docker_image;
 pub mod store;
 
+pub use harness::{Damage, Fixture, Harness, HookError, HookResult, IntoHarness, Kinds};
 pub use runner::{
     CaseResult, CaseStatus, DEFAULT_TIMEOUT, Progress, Report, RunOptions, run_all, run_cases,
     run_with,
@@ -44,70 +47,6 @@ impl Outcome {
     }
 }
 
-/// How the suite obtains backends: one fresh, empty namespace per call.
-///
-/// The optional hooks let cases damage stored data the way a failing disk
-/// would; a harness that cannot do that returns `false` and the cases that
-/// need it are skipped, saying so.
-#[async_trait::async_trait]
-pub trait Harness: Send + Sync + 'static {
-    /// A new backend over a fresh, empty namespace (a temp dir, a new
-    /// database file, a random prefix).
-    async fn backend(&self) -> Arc<dyn StoreBackend>;
-
-    /// A second, independent handle on the same namespace as `backend`, as
-    /// another process or machine would open it. `None` when the backend
-    /// cannot be reopened.
-    async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>>;
-
-    /// Replaces the stored bytes of an image's config without any check.
-    /// Returns `false` when this harness cannot.
-    async fn corrupt_content(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        id: &ImageId,
-        data: Bytes,
-    ) -> bool;
-
-    /// Replaces the stored bytes of a blob without any check.
-    /// Returns `false` when this harness cannot.
-    async fn corrupt_blob(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        digest: &Digest,
-        data: Bytes,
-    ) -> bool;
-}
-
-#[async_trait::async_trait]
-impl<H: Harness + ?Sized> Harness for Arc<H> {
-    async fn backend(&self) -> Arc<dyn StoreBackend> {
-        (**self).backend().await
-    }
-
-    async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
-        (**self).reopen(backend).await
-    }
-
-    async fn corrupt_content(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        id: &ImageId,
-        data: Bytes,
-    ) -> bool {
-        (**self).corrupt_content(backend, id, data).await
-    }
-
-    async fn corrupt_blob(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        digest: &Digest,
-        data: Bytes,
-    ) -> bool {
-        (**self).corrupt_blob(backend, digest, data).await
-    }
-}
-
 /// How a [`Case`] runs.
 #[derive(Clone, Copy)]
 pub enum CaseFn {
@@ -124,30 +63,6 @@ impl std::fmt::Debug for CaseFn {
             Self::Harness(_) => "CaseFn::Harness",
             Self::Pure(_) => "CaseFn::Pure",
         })
-    }
-}
-
-/// What [`backend_tests!`] accepts as its harness: any [`Harness`], or a
-/// `Result` whose error says why no backend is available here (an S3
-/// server that is not configured, say), in which case every case prints
-/// `skipped: <case> (<reason>)` and passes.
-pub trait IntoHarness {
-    /// The harness, or why there is none.
-    ///
-    /// # Errors
-    /// The reason no harness is available.
-    fn into_harness(self) -> Result<Arc<dyn Harness>, String>;
-}
-
-impl<H: Harness> IntoHarness for H {
-    fn into_harness(self) -> Result<Arc<dyn Harness>, String> {
-        Ok(Arc::new(self))
-    }
-}
-
-impl<H: Harness> IntoHarness for Result<H, String> {
-    fn into_harness(self) -> Result<Arc<dyn Harness>, String> {
-        self.map(|h| Arc::new(h) as Arc<dyn Harness>)
     }
 }
 
@@ -184,6 +99,44 @@ impl std::fmt::Debug for Case {
     }
 }
 
+/// A fresh fixture and its image backend, for a case of an image group.
+///
+/// The runner skips image cases when the harness offers no images, so a
+/// fixture without a store here is the harness contradicting itself.
+pub(crate) async fn images(h: &Arc<dyn Harness>) -> (Box<dyn Fixture>, Arc<dyn StoreBackend>) {
+    let fixture = h.fixture().await;
+    match fixture.store() {
+        Some(store) => (fixture, store),
+        None => panic!("the harness says it offers images, but its fixture has no store"),
+    }
+}
+
+/// A fresh fixture and its blob backend, for a case of a blob group.
+pub(crate) async fn blobs(h: &Arc<dyn Harness>) -> (Box<dyn Fixture>, Arc<dyn BlobBackend>) {
+    let fixture = h.fixture().await;
+    match fixture.blobs() {
+        Some(blobs) => (fixture, blobs),
+        None => panic!("the harness says it offers blobs, but its fixture has no blob backend"),
+    }
+}
+
+/// Replaces an image's stored config through the fixture's hook; `false`
+/// when the fixture has none. A hook that is offered but fails fails the case.
+pub(crate) async fn corrupt_config(fixture: &dyn Fixture, id: &ImageId, data: Bytes) -> bool {
+    if !fixture.damage().config {
+        return false;
+    }
+    if let Err(e) = fixture.corrupt_config(id, data).await {
+        panic!("corrupt_config of {id}: {e}");
+    }
+    true
+}
+
+/// A second image backend on the fixture's namespace, if it can reopen.
+pub(crate) async fn reopen_images(fixture: &dyn Fixture) -> Option<Arc<dyn StoreBackend>> {
+    fixture.reopen().await?.store()
+}
+
 /// A pure case as its module lists it: name and function.
 type PureCase = (&'static str, fn() -> Outcome);
 
@@ -199,7 +152,7 @@ fn pure(group: &'static str, cases: &[PureCase]) -> Vec<Case> {
         .collect()
 }
 
-/// Every case of every group, in a stable order: `backend`, then `docker`.
+/// Every case of every group, in a stable order: `backend`, `blobs`, then `docker`.
 ///
 /// A new group is a module with a `CASES` list and a hidden
 /// `__<group>_cases!` macro listing the same names (see `backend.rs`), one
@@ -208,6 +161,7 @@ fn pure(group: &'static str, cases: &[PureCase]) -> Vec<Case> {
 pub fn cases() -> Vec<Case> {
     let mut all: Vec<Case> = Vec::new();
     all.extend_from_slice(backend::CASES);
+    all.extend_from_slice(blobs::CASES);
     all.extend_from_slice(docker_fs::CASES);
     all.extend_from_slice(store::CASES);
     all.extend_from_slice(cache::CASES);
@@ -229,25 +183,32 @@ pub fn cases() -> Vec<Case> {
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// # use bytes::Bytes;
-/// # use imagecache_core::{Digest, ImageId, StoreBackend};
+/// # use imagecache_core::{BlobBackend, StoreBackend};
 /// # use imagecache_backends::MemoryBackend;
+/// use imagecache_conformance::{Fixture, Harness};
+///
 /// struct MyHarness;
+/// struct MyFixture(MemoryBackend);
 ///
 /// #[async_trait::async_trait]
-/// impl imagecache_conformance::Harness for MyHarness {
-///     async fn backend(&self) -> Arc<dyn StoreBackend> {
-///         Arc::new(MemoryBackend::new())
+/// impl Harness for MyHarness {
+///     async fn fixture(&self) -> Box<dyn Fixture> {
+///         Box::new(MyFixture(MemoryBackend::new()))
 ///     }
-///     async fn reopen(&self, _: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
-///         None
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl Fixture for MyFixture {
+///     fn store(&self) -> Option<Arc<dyn StoreBackend>> {
+///         Some(Arc::new(self.0.clone()))
 ///     }
-///     async fn corrupt_content(&self, _: &Arc<dyn StoreBackend>, _: &ImageId, _: Bytes) -> bool {
-///         false
+///     fn blobs(&self) -> Option<Arc<dyn BlobBackend>> {
+///         Some(Arc::new(self.0.clone()))
 ///     }
-///     async fn corrupt_blob(&self, _: &Arc<dyn StoreBackend>, _: &Digest, _: Bytes) -> bool {
-///         false
+///     async fn reopen(&self) -> Option<Box<dyn Fixture>> {
+///         Some(Box::new(MyFixture(self.0.clone())))
 ///     }
+///     // No damage hooks: the cases that need one are skipped, saying so.
 /// }
 ///
 /// // In a test file such as `tests/conformance.rs`:
@@ -268,6 +229,7 @@ macro_rules! backend_tests {
 macro_rules! __all_groups {
     ($then:ident ! ( $($args:tt)* )) => {
         $crate::__backend_cases!($then!($($args)*));
+        $crate::__blobs_cases!($then!($($args)*));
         $crate::__docker_cases!($then!($($args)*));
         $crate::__store_cases!($then!($($args)*));
         $crate::__cache_cases!($then!($($args)*));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinError;
 
-use crate::{Case, CaseFn, Harness, Outcome};
+use crate::{Case, CaseFn, Harness, Kinds, Outcome};
 
 /// How long one case may run before it is reported as failed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -244,6 +244,17 @@ pub(crate) async fn run_one(
     timeout: Duration,
 ) -> CaseResult {
     let start = Instant::now();
+    if let Some(reason) = missing_kind(case, harness.kinds()) {
+        crate::Outcome::skipped(case.name, reason);
+        return CaseResult {
+            name: case.name,
+            group: case.group,
+            status: CaseStatus::Skipped {
+                reason: reason.to_owned(),
+            },
+            duration: start.elapsed(),
+        };
+    }
     let mut task = match case.run {
         CaseFn::Harness(run) => tokio::spawn(run(harness)),
         CaseFn::Pure(run) => tokio::task::spawn_blocking(run),
@@ -268,6 +279,22 @@ pub(crate) async fn run_one(
         group: case.group,
         status,
         duration: start.elapsed(),
+    }
+}
+
+/// Why a case cannot run over the harness's fixtures, if it cannot: the
+/// blob groups need blobs, the other groups' backend cases need images.
+fn missing_kind(case: &Case, kinds: Kinds) -> Option<&'static str> {
+    if !case.needs_backend() {
+        return None;
+    }
+    match case.group {
+        "blobs" | "blob_cache" if !kinds.blobs => {
+            Some("the harness offers no blob backend (kind `blobs`)")
+        }
+        "blobs" | "blob_cache" => None,
+        _ if !kinds.images => Some("the harness offers no image backend (kind `images`)"),
+        _ => None,
     }
 }
 

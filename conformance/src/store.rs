@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, ConfigError, Digest, ImageId, MetadataKey,
-    Result as CoreResult, Snapshot, StoreBackend, StoreBackendExt, WriteBatch,
+    Capabilities, ConfigError, ImageId, MetadataKey, Result as CoreResult, Snapshot, StoreBackend,
+    StoreBackendExt, WriteBatch,
 };
 use imagecache_store::{CreateOptions, Error, Problem, RefCountLayers, Store, StoreOptions};
 
 use crate::check::{Must as _, MustFail as _};
-use crate::{Harness, Outcome};
+use crate::{Fixture, Harness, Outcome};
 
 /// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
 #[doc(hidden)]
@@ -67,12 +67,12 @@ pub(crate) fn config(n: usize) -> Bytes {
     ))
 }
 
-async fn open(h: &Arc<dyn Harness>) -> (Arc<dyn StoreBackend>, Store) {
-    let backend = h.backend().await;
+async fn open(h: &Arc<dyn Harness>) -> (Box<dyn Fixture>, Arc<dyn StoreBackend>, Store) {
+    let (fixture, backend) = crate::images(h).await;
     let store = Store::open(backend.clone())
         .await
         .unwrap_or_else(|e| panic!("opening a store on a fresh backend failed: {e}"));
-    (backend, store)
+    (fixture, backend, store)
 }
 
 /// Everything observable about a store, to compare before and after.
@@ -95,7 +95,7 @@ fn observe(store: &Store) -> BTreeMap<ImageId, (Option<ImageId>, Vec<ImageId>, b
 
 /// Docker `TestCreate`: `{}` is refused with `invalid image JSON, no RootFS key`.
 pub async fn docker_store_create(h: Arc<dyn Harness>) -> Outcome {
-    let (_, store) = open(&h).await;
+    let (_fixture, _, store) = open(&h).await;
     let err = store
         .create(Bytes::from_static(b"{}"))
         .await
@@ -114,7 +114,7 @@ pub async fn docker_store_create(h: Arc<dyn Harness>) -> Outcome {
 /// search by `sha256:` + short hex and by bare hex, a non-prefix substring
 /// is `No such image`.
 pub async fn docker_store_restore(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
+    let (_fixture, backend) = crate::images(&h).await;
     let id1 = backend
         .put(Bytes::from_static(
             br#"{"comment": "abc", "rootfs": {"type": "layers"}}"#,
@@ -180,7 +180,7 @@ pub async fn docker_store_restore(h: Arc<dyn Harness>) -> Outcome {
 /// Docker `TestAddDelete`: the fixed bytes get ID `sha256:8d25a9c4…eb993`;
 /// after delete the image is gone, the other stays, its child is orphaned.
 pub async fn docker_store_add_delete(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
+    let (_fixture, backend) = crate::images(&h).await;
     // Docker's test uses a layer store that accepts anything, and a bare-hex
     // diff ID; a store without layer references behaves the same.
     let store = Store::open_with(backend, StoreOptions::new().without_layers())
@@ -225,7 +225,7 @@ pub async fn docker_store_add_delete(h: Arc<dyn Harness>) -> Outcome {
 /// Docker `TestSearchAfterDelete`: a 15-character search finds the image,
 /// and after delete says `No such image`.
 pub async fn docker_store_search_after_delete(h: Arc<dyn Harness>) -> Outcome {
-    let (_, store) = open(&h).await;
+    let (_fixture, _, store) = open(&h).await;
     let id = store.create(config(1)).await.must("create");
     let term = &id.to_string()[..15];
     assert_eq!(store.search(term).must("search"), id);
@@ -237,7 +237,7 @@ pub async fn docker_store_search_after_delete(h: Arc<dyn Harness>) -> Outcome {
 
 /// Docker `TestDeleteNotExisting`: deleting an unknown image is a not-found error.
 pub async fn docker_store_delete_not_existing(h: Arc<dyn Harness>) -> Outcome {
-    let (_, store) = open(&h).await;
+    let (_fixture, _, store) = open(&h).await;
     let unknown = ImageId::of_config(b"i_dont_exists");
     let err = store.delete(&unknown).await.must_fail("an error");
     assert!(matches!(err, Error::UnknownImage { .. }), "{err:?}");
@@ -248,7 +248,7 @@ pub async fn docker_store_delete_not_existing(h: Arc<dyn Harness>) -> Outcome {
 
 /// Docker `TestParentReset`: a new parent replaces the old one in both children lists.
 pub async fn docker_store_parent_reset(h: Arc<dyn Harness>) -> Outcome {
-    let (_, store) = open(&h).await;
+    let (_fixture, _, store) = open(&h).await;
     let id = store.create(config(1)).await.must("create");
     let id2 = store.create(config(2)).await.must("create");
     let id3 = store.create(config(3)).await.must("create");
@@ -262,7 +262,7 @@ pub async fn docker_store_parent_reset(h: Arc<dyn Harness>) -> Outcome {
 
 /// Docker `TestGetAndSetLastUpdated`: unset is `None` (not an error); set is now.
 pub async fn docker_store_get_and_set_last_updated(h: Arc<dyn Harness>) -> Outcome {
-    let (backend, store) = open(&h).await;
+    let (_fixture, backend, store) = open(&h).await;
     let id = store.create(config(1)).await.must("create");
     assert_eq!(store.last_updated(&id).must("last updated"), None);
     let before = imagecache_core::Timestamp::now_utc();
@@ -284,7 +284,7 @@ pub async fn docker_store_get_and_set_last_updated(h: Arc<dyn Harness>) -> Outco
 
 /// Docker `TestStoreLen`: ten creates give a length of ten, equal to the map's.
 pub async fn docker_store_len(h: Arc<dyn Harness>) -> Outcome {
-    let (_, store) = open(&h).await;
+    let (_fixture, _, store) = open(&h).await;
     for n in 0..10 {
         store.create(config(n)).await.must("create");
     }
@@ -296,7 +296,7 @@ pub async fn docker_store_len(h: Arc<dyn Harness>) -> Outcome {
 /// A store opened again on the same location has the same images, parents,
 /// children, heads, built-locally marks and last-updated times.
 pub async fn store_reopen_keeps_everything(h: Arc<dyn Harness>) -> Outcome {
-    let (backend, store) = open(&h).await;
+    let (fixture, _backend, store) = open(&h).await;
     let a = store.create(config(1)).await.must("create");
     let b = store
         .create_with(
@@ -310,7 +310,7 @@ pub async fn store_reopen_keeps_everything(h: Arc<dyn Harness>) -> Outcome {
         .await
         .must("create");
     let t = store.set_last_updated(&c).await.must("last updated");
-    let Some(other) = h.reopen(&backend).await else {
+    let Some(other) = crate::reopen_images(&*fixture).await else {
         return Outcome::skipped("store_reopen_keeps_everything", "harness cannot reopen");
     };
     let again = Store::open(other).await.must("reopen");
@@ -357,32 +357,6 @@ impl StoreBackend for CountingBackend {
     async fn load(&self) -> CoreResult<Snapshot> {
         self.inner.load().await
     }
-    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> CoreResult<BlobInfo> {
-        self.inner.put_blob(digest, body).await
-    }
-    async fn get_blob(&self, digest: &Digest) -> CoreResult<BlobReader> {
-        self.inner.get_blob(digest).await
-    }
-    async fn head_blob(&self, digest: &Digest) -> CoreResult<BlobInfo> {
-        self.inner.head_blob(digest).await
-    }
-    async fn delete_blob(&self, digest: &Digest) -> CoreResult<()> {
-        self.inner.delete_blob(digest).await
-    }
-    async fn list_blobs(&self) -> CoreResult<Vec<BlobInfo>> {
-        self.inner.list_blobs().await
-    }
-    async fn set_blob_note(
-        &self,
-        digest: &Digest,
-        key: &MetadataKey,
-        value: Bytes,
-    ) -> CoreResult<()> {
-        self.inner.set_blob_note(digest, key, value).await
-    }
-    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> CoreResult<Bytes> {
-        self.inner.get_blob_note(digest, key).await
-    }
 }
 
 fn counting(inner: Arc<dyn StoreBackend>) -> Arc<CountingBackend> {
@@ -395,7 +369,7 @@ fn counting(inner: Arc<dyn StoreBackend>) -> Arc<CountingBackend> {
 /// Opening a store the project wrote reads no config at all: the indexes
 /// come from the summaries stored beside each image.
 pub async fn store_open_reads_no_config(h: Arc<dyn Harness>) -> Outcome {
-    let (backend, store) = open(&h).await;
+    let (fixture, _backend, store) = open(&h).await;
     let mut parent = None;
     for n in 0..20 {
         let mut o = CreateOptions::new().with_built_locally(n % 2 == 0);
@@ -404,7 +378,7 @@ pub async fn store_open_reads_no_config(h: Arc<dyn Harness>) -> Outcome {
         }
         parent = Some(store.create_with(config(n), o).await.must("create"));
     }
-    let Some(other) = h.reopen(&backend).await else {
+    let Some(other) = crate::reopen_images(&*fixture).await else {
         return Outcome::skipped("store_open_reads_no_config", "harness cannot reopen");
     };
     let counted = counting(other);
@@ -417,7 +391,7 @@ pub async fn store_open_reads_no_config(h: Arc<dyn Harness>) -> Outcome {
 
 /// A config is read and verified once; later gets are served from memory.
 pub async fn store_reads_each_config_once(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
+    let (_fixture, backend) = crate::images(&h).await;
     let id = backend.put(config(7)).await.must("put");
     let counted = counting(backend);
     let store = Store::open(counted.clone()).await.must("open");
@@ -434,7 +408,7 @@ pub async fn store_reads_each_config_once(h: Arc<dyn Harness>) -> Outcome {
 /// Every kind of bad input is a typed error that names the problem, and
 /// neither the store nor the backend changes.
 pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
+    let (_fixture, backend) = crate::images(&h).await;
     let store = Store::open_with(
         backend.clone(),
         StoreOptions::new().with_max_config_size(4096),
@@ -533,7 +507,7 @@ pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
 
 /// Parent links never form a cycle, however they are attempted.
 pub async fn store_parent_cycle_is_refused(h: Arc<dyn Harness>) -> Outcome {
-    let (_, store) = open(&h).await;
+    let (_fixture, _, store) = open(&h).await;
     let mut chain = vec![store.create(config(0)).await.must("create")];
     for n in 1..6 {
         let id = store
@@ -571,7 +545,7 @@ pub async fn store_parent_cycle_is_refused(h: Arc<dyn Harness>) -> Outcome {
 /// Deleting an image orphans its children (in memory and in the backend)
 /// and never deletes them.
 pub async fn store_delete_orphans_children(h: Arc<dyn Harness>) -> Outcome {
-    let (backend, store) = open(&h).await;
+    let (_fixture, backend, store) = open(&h).await;
     let p = store.create(config(0)).await.must("create");
     let mut kids = Vec::new();
     for n in 1..4 {
@@ -603,18 +577,17 @@ pub async fn store_delete_orphans_children(h: Arc<dyn Harness>) -> Outcome {
 /// `Corrupt`, the image is quarantined and reported, and a reopened store
 /// no longer lists it.
 pub async fn store_corrupt_config_is_quarantined(h: Arc<dyn Harness>) -> Outcome {
-    let (backend, store) = open(&h).await;
+    let (fixture, backend, store) = open(&h).await;
     let good = store.create(config(1)).await.must("create");
     let bad = store.create(config(2)).await.must("create");
     // Reopen so the config is no longer in memory.
     let store = Store::open(backend.clone()).await.must("reopen");
-    if !h
-        .corrupt_content(
-            &backend,
-            &bad,
-            Bytes::from_static(b"{\"rootfs\":{}} damaged"),
-        )
-        .await
+    if !crate::corrupt_config(
+        &*fixture,
+        &bad,
+        Bytes::from_static(b"{\"rootfs\":{}} damaged"),
+    )
+    .await
     {
         return Outcome::skipped(
             "store_corrupt_config_is_quarantined",
@@ -651,7 +624,7 @@ pub async fn store_corrupt_config_is_quarantined(h: Arc<dyn Harness>) -> Outcome
 /// Entries written without a summary (by Docker, or another tool) are read,
 /// verified and summarised on the first open only.
 pub async fn store_foreign_entries_are_summarised_once(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
+    let (fixture, backend) = crate::images(&h).await;
     let mut ids = BTreeSet::new();
     for n in 0..5 {
         ids.insert(backend.put(config(n)).await.must("put"));
@@ -661,7 +634,7 @@ pub async fn store_foreign_entries_are_summarised_once(h: Arc<dyn Harness>) -> O
     assert_eq!(store.report().configs_read, 5);
     assert_eq!(first.gets.load(Ordering::SeqCst), 5);
     assert_eq!(store.ids().into_iter().collect::<BTreeSet<_>>(), ids);
-    let Some(other) = h.reopen(&backend).await else {
+    let Some(other) = crate::reopen_images(&*fixture).await else {
         return Outcome::skipped(
             "store_foreign_entries_are_summarised_once",
             "harness cannot reopen",
@@ -677,7 +650,7 @@ pub async fn store_foreign_entries_are_summarised_once(h: Arc<dyn Harness>) -> O
 /// A batch of creates may chain parents inside the batch, and is refused
 /// whole when one item is bad.
 pub async fn store_batch_create_with_chain(h: Arc<dyn Harness>) -> Outcome {
-    let (backend, store) = open(&h).await;
+    let (_fixture, backend, store) = open(&h).await;
     let ids: Vec<ImageId> = (0..5).map(|n| ImageId::of_config(&config(n))).collect();
     let items = (0..5)
         .map(|n| {
@@ -714,8 +687,8 @@ pub async fn store_batch_create_with_chain(h: Arc<dyn Harness>) -> Outcome {
 /// re-parent and delete at once; afterwards no parent link is lost, every
 /// link names an image that exists, and both handles agree.
 pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
-    let Some(other) = h.reopen(&backend).await else {
+    let (fixture, backend) = crate::images(&h).await;
+    let Some(other) = crate::reopen_images(&*fixture).await else {
         return Outcome::skipped(
             "store_concurrent_handles_stay_consistent",
             "harness cannot open a second handle",
@@ -783,7 +756,7 @@ pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Ou
 /// one layer reference, with a parent that a fresh open of the backend
 /// agrees with.
 pub async fn store_concurrent_creates_agree(h: Arc<dyn Harness>) -> Outcome {
-    let backend = h.backend().await;
+    let (_fixture, backend) = crate::images(&h).await;
     let layers = Arc::new(RefCountLayers::new());
     let store = Store::open_with(
         backend.clone(),

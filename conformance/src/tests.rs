@@ -7,26 +7,55 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use imagecache_backends::MemoryBackend;
-use imagecache_core::{Digest, ImageId, StoreBackend};
+use imagecache_core::{BlobBackend, Digest, ImageId, StoreBackend};
 
-use crate::{Case, CaseFn, CaseStatus, Harness, Outcome, Progress, RunOptions, run_cases};
+use crate::{
+    Case, CaseFn, CaseStatus, Damage, Fixture, Harness, HookResult, Outcome, Progress, RunOptions,
+    run_cases,
+};
 
 /// Fresh in-memory backends, no hooks.
 struct Plain;
 
+/// One in-memory backend; `lying` claims every damage hook and does nothing.
+struct MemFixture {
+    backend: MemoryBackend,
+    lying: bool,
+}
+
 #[async_trait::async_trait]
-impl Harness for Plain {
-    async fn backend(&self) -> Arc<dyn StoreBackend> {
-        Arc::new(MemoryBackend::new())
+impl Fixture for MemFixture {
+    fn store(&self) -> Option<Arc<dyn StoreBackend>> {
+        Some(Arc::new(self.backend.clone()))
     }
-    async fn reopen(&self, _: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
+    fn blobs(&self) -> Option<Arc<dyn BlobBackend>> {
+        Some(Arc::new(self.backend.clone()))
+    }
+    async fn reopen(&self) -> Option<Box<dyn Fixture>> {
         None
     }
-    async fn corrupt_content(&self, _: &Arc<dyn StoreBackend>, _: &ImageId, _: Bytes) -> bool {
-        false
+    fn damage(&self) -> Damage {
+        if self.lying {
+            Damage::all()
+        } else {
+            Damage::none()
+        }
     }
-    async fn corrupt_blob(&self, _: &Arc<dyn StoreBackend>, _: &Digest, _: Bytes) -> bool {
-        false
+    async fn corrupt_config(&self, _: &ImageId, _: Bytes) -> HookResult {
+        Ok(())
+    }
+    async fn corrupt_blob(&self, _: &Digest, _: Bytes) -> HookResult {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Harness for Plain {
+    async fn fixture(&self) -> Box<dyn Fixture> {
+        Box::new(MemFixture {
+            backend: MemoryBackend::new(),
+            lying: false,
+        })
     }
 }
 
@@ -38,25 +67,42 @@ fn names_of(group: &str) -> BTreeSet<&'static str> {
         .collect()
 }
 
-#[test]
-fn every_behavior_bullet_has_a_case() {
-    // The trait's `# Behavior` list is the contract; each bullet names a case.
-    let source = include_str!("../../image-core/src/backend.rs");
-    let bullets: BTreeSet<&str> = source
+/// The case names a trait's `# Behavior` list gives, one per bullet.
+fn bullets(source: &str) -> BTreeSet<&str> {
+    source
         .lines()
         .filter_map(|l| l.trim().strip_prefix("/// * `"))
         .filter_map(|l| l.split_once('`').map(|(name, _)| name))
-        .collect();
-    assert!(bullets.len() >= 20, "found only {bullets:?}");
-    let cases = names_of("backend");
-    let missing: Vec<_> = bullets.difference(&cases).collect();
-    assert!(missing.is_empty(), "bullets without a case: {missing:?}");
-    let extra: Vec<_> = cases.difference(&bullets).collect();
-    assert_eq!(
-        extra,
-        vec![&"concurrent_writers_keep_every_write"],
-        "cases beyond the bullets"
+        .collect()
+}
+
+#[test]
+fn every_behavior_bullet_has_a_case() {
+    // Each trait's `# Behavior` list is the contract; each bullet names a
+    // case of that trait's group.
+    let images = bullets(include_str!("../../image-core/src/backend.rs"));
+    let blobs = bullets(include_str!("../../image-core/src/blob.rs"));
+    assert!(
+        images.len() + blobs.len() >= 20,
+        "found only {images:?} {blobs:?}"
     );
+    for (group, bullets, beyond) in [
+        (
+            "backend",
+            &images,
+            vec![&"concurrent_writers_keep_every_write"],
+        ),
+        ("blobs", &blobs, vec![]),
+    ] {
+        let cases = names_of(group);
+        let missing: Vec<_> = bullets.difference(&cases).collect();
+        assert!(
+            missing.is_empty(),
+            "{group}: bullets without a case: {missing:?}"
+        );
+        let extra: Vec<_> = cases.difference(bullets).collect();
+        assert_eq!(extra, beyond, "{group}: cases beyond the bullets");
+    }
 }
 
 #[test]
@@ -109,7 +155,7 @@ fn passes(_: Arc<dyn Harness>) -> BoxFuture<'static, Outcome> {
 
 fn uses_a_backend(h: Arc<dyn Harness>) -> BoxFuture<'static, Outcome> {
     Box::pin(async move {
-        let b = h.backend().await;
+        let (_fixture, b) = crate::images(&h).await;
         assert!(b.load().await.is_ok_and(|s| s.images.is_empty()));
         Outcome::Passed
     })
@@ -282,17 +328,11 @@ struct Lying;
 
 #[async_trait::async_trait]
 impl Harness for Lying {
-    async fn backend(&self) -> Arc<dyn StoreBackend> {
-        Arc::new(MemoryBackend::new())
-    }
-    async fn reopen(&self, _: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
-        None
-    }
-    async fn corrupt_content(&self, _: &Arc<dyn StoreBackend>, _: &ImageId, _: Bytes) -> bool {
-        true
-    }
-    async fn corrupt_blob(&self, _: &Arc<dyn StoreBackend>, _: &Digest, _: Bytes) -> bool {
-        true
+    async fn fixture(&self) -> Box<dyn Fixture> {
+        Box::new(MemFixture {
+            backend: MemoryBackend::new(),
+            lying: true,
+        })
     }
 }
 

@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
 use imagecache_backends::MemoryBackend;
-use imagecache_conformance::{CaseStatus, Harness, Report, RunOptions};
+use imagecache_conformance::{CaseStatus, Fixture, Harness, Kinds, Report, RunOptions};
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Digest, Error, ImageId, Key, MetadataKey,
-    Result, Snapshot, StoreBackend, WriteBatch, WriteOp,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Digest, Error, ImageId,
+    Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch, WriteOp,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ enum Fault {
     WipesOnReput,
     /// A missing image is reported without naming it.
     VagueNotFound,
-    /// The backend has no blob support at all.
+    /// The backend keeps no blobs at all: it offers no blob backend.
     NoBlobs,
 }
 
@@ -46,24 +46,10 @@ impl fmt::Display for Faulty {
     }
 }
 
-impl Faulty {
-    fn blobs_refused(&self) -> Option<Error> {
-        (self.fault == Fault::NoBlobs).then_some(Error::Unsupported {
-            operation: "blobs",
-            backend: "faulty",
-        })
-    }
-}
-
 #[async_trait]
 impl StoreBackend for Faulty {
     fn capabilities(&self) -> Capabilities {
-        let caps = self.inner.capabilities();
-        if self.fault == Fault::NoBlobs {
-            caps.with_blobs(false)
-        } else {
-            caps
-        }
+        self.inner.capabilities()
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -120,11 +106,11 @@ impl StoreBackend for Faulty {
         }
         Ok(snapshot)
     }
+}
 
+#[async_trait]
+impl BlobBackend for Faulty {
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
         if self.fault != Fault::KeepsFailedBlobs {
             return self.inner.put_blob(digest, body).await;
         }
@@ -149,44 +135,30 @@ impl StoreBackend for Faulty {
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
         self.inner.get_blob(digest).await
     }
 
     async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
         self.inner.head_blob(digest).await
     }
 
     async fn delete_blob(&self, digest: &Digest) -> Result<()> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
         self.inner.delete_blob(digest).await
     }
 
     async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
         self.inner.list_blobs().await
     }
 
-    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
-        self.inner.set_blob_note(digest, key, value).await
+    async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
+        self.inner.set_blob_notes(digest, notes).await
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
+        self.inner.blob_notes(digest).await
     }
 
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
-        if let Some(err) = self.blobs_refused() {
-            return Err(err);
-        }
         self.inner.get_blob_note(digest, key).await
     }
 }
@@ -195,20 +167,35 @@ struct FaultyHarness(Fault);
 
 #[async_trait]
 impl Harness for FaultyHarness {
-    async fn backend(&self) -> Arc<dyn StoreBackend> {
-        Arc::new(Faulty {
+    fn kinds(&self) -> Kinds {
+        if self.0 == Fault::NoBlobs {
+            Kinds::IMAGES
+        } else {
+            Kinds::BOTH
+        }
+    }
+
+    async fn fixture(&self) -> Box<dyn Fixture> {
+        Box::new(Faulty {
             inner: MemoryBackend::new(),
             fault: self.0,
         })
     }
-    async fn reopen(&self, _: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
+}
+
+/// The faulty backend is its own fixture: no second handle, no damage hooks.
+#[async_trait]
+impl Fixture for Faulty {
+    fn store(&self) -> Option<Arc<dyn StoreBackend>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn blobs(&self) -> Option<Arc<dyn BlobBackend>> {
+        (self.fault != Fault::NoBlobs).then(|| Arc::new(self.clone()) as Arc<dyn BlobBackend>)
+    }
+
+    async fn reopen(&self) -> Option<Box<dyn Fixture>> {
         None
-    }
-    async fn corrupt_content(&self, _: &Arc<dyn StoreBackend>, _: &ImageId, _: Bytes) -> bool {
-        false
-    }
-    async fn corrupt_blob(&self, _: &Arc<dyn StoreBackend>, _: &Digest, _: Bytes) -> bool {
-        false
     }
 }
 

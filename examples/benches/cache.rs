@@ -74,7 +74,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let url = std::env::var("IMAGECACHE_BENCH_STORE").ok();
     let open = || async {
         let backend: Arc<dyn StoreBackend> = match &url {
-            Some(url) => imagecache_backends::open(url).await?,
+            Some(url) => imagecache_backends::open(url).await?.images(),
             None => Arc::new(RedbBackend::open(&path).await?),
         };
         anyhow::Ok(backend)

@@ -83,20 +83,20 @@ async fn main() -> anyhow::Result<()> {
     println!("shared store: {url}");
 
     // Machine A: an ordinary build.
-    let a = Store::open(imagecache_backends::open(&url).await?).await?;
+    let a = Store::open(imagecache_backends::open(&url).await?.images()).await?;
     let base = a.create(BASE).await?;
     println!("machine A builds:");
     let image = build("A", &a, Arc::new(LocalCache::new(a.clone())), base).await?;
 
     // Machine B: its own handle on the same location, with --cache-from.
-    let b = Store::open(imagecache_backends::open(&url).await?).await?;
+    let b = Store::open(imagecache_backends::open(&url).await?.images()).await?;
     println!("machine B builds with --cache-from {}:", &image.hex()[..12]);
     let cf = CacheFrom::new(b.clone(), &[image.to_string()], &IdResolver).await?;
     let again = build("B", &b, Arc::new(cf), base).await?;
     assert_eq!(again, image);
 
     // Machine C: only the pulled final image, no parents, nothing built locally.
-    let c = Store::open(imagecache_backends::open("memory://").await?).await?;
+    let c = Store::open(imagecache_backends::open("memory://").await?.images()).await?;
     c.create(BASE).await?;
     let pulled = c.create(a.get(&image).await?.raw_json().clone()).await?;
     println!("machine C (only the final image, pulled) builds with --cache-from:");

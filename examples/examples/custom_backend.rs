@@ -1,6 +1,6 @@
 //! Writing your own backend and certifying it with the conformance suite.
 //!
-//! `LoggingMap` below is a complete `StoreBackend` built on a `HashMap`
+//! `LoggingMap` below is a complete `StoreBackend` and `BlobBackend` built on a `HashMap`
 //! that counts every call it receives. It uses nothing but the public API
 //! of `imagecache-core`, exactly as a backend in your own crate would (on
 //! Postgres, SQLite, GCS, …). `main` runs every conformance case against it
@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
-use imagecache_conformance::{CaseStatus, Harness, RunOptions};
+use imagecache_conformance::{CaseStatus, Damage, Fixture, Harness, HookResult, RunOptions};
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Content, Digest, Error, ImageId, Key,
-    MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend, WriteBatch, WriteOp,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest, Error,
+    ImageId, Key, MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend,
+    WriteBatch, WriteOp, validate_batch,
 };
 
 #[derive(Default)]
@@ -79,45 +80,15 @@ impl StoreBackend for LoggingMap {
     fn capabilities(&self) -> Capabilities {
         // Batches are applied under one lock after validation, so they are
         // atomic; nothing is persistent.
-        Capabilities::none()
-            .with_atomic_batch(true)
-            .with_blobs(true)
+        Capabilities::none().with_atomic_batch(true)
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut data = self.data();
-        // Validate the whole batch first: an image must exist (before, or
-        // earlier in the batch) for metadata, summaries and quarantine.
-        let mut exists: HashMap<ImageId, bool> = HashMap::new();
-        for op in batch.ops() {
-            let id = op.id();
-            let now = *exists.get(&id).unwrap_or(&data.images.contains_key(&id));
-            match op {
-                WriteOp::Put(_) => {
-                    exists.insert(id, true);
-                }
-                WriteOp::Delete { .. } => {
-                    exists.insert(id, false);
-                }
-                WriteOp::Quarantine { .. } => {
-                    if !now {
-                        return Err(missing(id));
-                    }
-                    exists.insert(id, false);
-                }
-                WriteOp::DeleteMetadata { .. } => {}
-                WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } if now => {}
-                WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
-                    return Err(missing(id));
-                }
-                other => {
-                    return Err(Error::Unsupported {
-                        operation: other.name(),
-                        backend: "logging-map",
-                    });
-                }
-            }
-        }
+        // The contract's one validation rule, shared by every backend: an
+        // image must exist (before, or earlier in the batch) for metadata,
+        // summaries and quarantine. Nothing is written if it fails.
+        validate_batch::<Error>(batch.ops(), |id| Ok(data.images.contains_key(id)))?;
         for op in batch.into_ops() {
             match op {
                 WriteOp::Put(c) => {
@@ -205,7 +176,10 @@ impl StoreBackend for LoggingMap {
                 .collect(),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl BlobBackend for LoggingMap {
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
         let mut buf = BytesMut::new();
         let mut body = body;
@@ -269,13 +243,22 @@ impl StoreBackend for LoggingMap {
         Ok(all)
     }
 
-    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()> {
+    async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
         let mut data = self.data();
         let blob = data.blobs.get_mut(digest).ok_or(Error::NotFound {
             key: Key::Blob(*digest),
         })?;
-        blob.1.insert(key.clone(), value);
+        blob.1.extend(notes);
         Ok(())
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
+        Ok(self
+            .data()
+            .blobs
+            .get(digest)
+            .map(|b| b.1.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
     }
 
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
@@ -292,70 +275,58 @@ impl StoreBackend for LoggingMap {
     }
 }
 
-/// How the suite gets fresh `LoggingMap`s. A "second handle" on the same
-/// data is a clone; damage is done by writing the maps directly.
+/// How the suite gets fresh `LoggingMap`s: a harness hands out fixtures,
+/// one fresh map each.
 struct MapHarness;
-
-fn map_of(backend: &Arc<dyn StoreBackend>) -> Option<LoggingMap> {
-    // The harness made every backend it is handed, so it can keep a
-    // registry of them; this example keeps it simple with a process-wide one.
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(b, _)| Arc::ptr_eq(b, backend))
-        .map(|(_, m)| m.clone())
-}
-
-type Registry = Mutex<Vec<(Arc<dyn StoreBackend>, LoggingMap)>>;
-static REGISTRY: Registry = Mutex::new(Vec::new());
 
 #[async_trait::async_trait]
 impl Harness for MapHarness {
-    async fn backend(&self) -> Arc<dyn StoreBackend> {
-        let map = LoggingMap::default();
-        let backend: Arc<dyn StoreBackend> = Arc::new(map.clone());
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((backend.clone(), map));
-        backend
+    async fn fixture(&self) -> Box<dyn Fixture> {
+        Box::new(MapFixture(LoggingMap::default()))
+    }
+}
+
+/// One map under test. A "second handle" on the same data is a clone;
+/// damage is done by writing the maps directly, below every check.
+#[derive(Clone)]
+struct MapFixture(LoggingMap);
+
+#[async_trait::async_trait]
+impl Fixture for MapFixture {
+    fn store(&self) -> Option<Arc<dyn StoreBackend>> {
+        Some(Arc::new(self.0.clone()))
     }
 
-    async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
-        let map = map_of(backend)?;
-        let again: Arc<dyn StoreBackend> = Arc::new(map.clone());
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((again.clone(), map));
-        Some(again)
+    fn blobs(&self) -> Option<Arc<dyn BlobBackend>> {
+        Some(Arc::new(self.0.clone()))
     }
 
-    async fn corrupt_content(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        id: &ImageId,
-        data: Bytes,
-    ) -> bool {
-        let Some(map) = map_of(backend) else {
-            return false;
-        };
-        map.data().images.entry(*id).or_default().content = data;
-        true
+    async fn reopen(&self) -> Option<Box<dyn Fixture>> {
+        Some(Box::new(self.clone()))
     }
 
-    async fn corrupt_blob(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        digest: &Digest,
-        data: Bytes,
-    ) -> bool {
-        let Some(map) = map_of(backend) else {
-            return false;
-        };
-        map.data().blobs.entry(*digest).or_default().0 = data;
-        true
+    fn damage(&self) -> Damage {
+        Damage::all()
+    }
+
+    async fn corrupt_config(&self, id: &ImageId, data: Bytes) -> HookResult {
+        self.0.data().images.entry(*id).or_default().content = data;
+        Ok(())
+    }
+
+    async fn corrupt_blob(&self, digest: &Digest, data: Bytes) -> HookResult {
+        self.0.data().blobs.entry(*digest).or_default().0 = data;
+        Ok(())
+    }
+
+    async fn corrupt_note(&self, digest: &Digest, key: &MetadataKey, data: Bytes) -> HookResult {
+        let mut map = self.0.data();
+        map.blobs
+            .entry(*digest)
+            .or_default()
+            .1
+            .insert(key.clone(), data);
+        Ok(())
     }
 }
 

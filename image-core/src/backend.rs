@@ -1,90 +1,13 @@
 //! The storage contract every backend implements.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 
-use crate::digest::{Digest, ImageId};
-use crate::error::{Error, Key, Result};
-
-/// Name of a small value stored beside an image or a blob.
-///
-/// One to 128 characters from `A-Z a-z 0-9 . _ -`, not starting with `.`,
-/// so a key is always a safe single path component or object-key segment.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MetadataKey(Cow<'static, str>);
-
-impl MetadataKey {
-    /// `parent`: the raw parent image ID string (`sha256:<hex>`, no newline).
-    pub const PARENT: Self = Self(Cow::Borrowed("parent"));
-    /// `lastUpdated`: an RFC 3339 timestamp with nanoseconds.
-    pub const LAST_UPDATED: Self = Self(Cow::Borrowed("lastUpdated"));
-    /// `builtLocally`: the single byte `0x01`.
-    pub const BUILT_LOCALLY: Self = Self(Cow::Borrowed("builtLocally"));
-
-    /// Longest key accepted.
-    pub const MAX_LEN: usize = 128;
-
-    /// Validates a key.
-    ///
-    /// # Errors
-    /// [`Error::InvalidKey`] when the key is empty, too long, starts with `.`
-    /// or has a character outside `A-Z a-z 0-9 . _ -`.
-    ///
-    /// ```
-    /// use imagecache_core::MetadataKey;
-    /// assert!(MetadataKey::new("parent").is_ok());
-    /// assert!(MetadataKey::new("../x").is_err());
-    /// ```
-    pub fn new(key: impl Into<String>) -> Result<Self> {
-        let key = key.into();
-        let reason = if key.is_empty() {
-            Some("empty")
-        } else if key.len() > Self::MAX_LEN {
-            Some("longer than 128 characters")
-        } else if key.starts_with('.') {
-            Some("starts with '.'")
-        } else if !key
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        {
-            Some("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(Error::InvalidKey { key, reason }),
-            None => Ok(Self(Cow::Owned(key))),
-        }
-    }
-
-    /// The key as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for MetadataKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for MetadataKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl std::str::FromStr for MetadataKey {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::new(s)
-    }
-}
+use crate::digest::ImageId;
+use crate::error::{Error, Key, MetadataKey, Result};
 
 /// An image config ready to store: non-empty bytes and the ID they hash to.
 ///
@@ -314,6 +237,75 @@ impl WriteBatch {
     }
 }
 
+/// Checks a batch before any of it is applied: the one rule every backend
+/// shares.
+///
+/// Operations are checked in order against what `exists` reports for the
+/// stored images and what the operations before them leave: a
+/// `SetMetadata`, `SetSummary` or `Quarantine` must name an image whose
+/// content exists then. `exists` is asked at most once per image.
+///
+/// # Errors
+/// [`Error::NotFound`] with [`Key::Image`] for the first operation on an
+/// absent image; any error of `exists`.
+///
+/// ```
+/// use imagecache_core::{Content, Error, WriteBatch, validate_batch};
+/// let content = Content::new(&b"{}"[..])?;
+/// let mut batch = WriteBatch::new();
+/// let id = batch.put(content);
+/// batch.set_summary(id, "s");
+/// // Nothing is stored yet, but the batch puts the content first.
+/// validate_batch::<Error>(batch.ops(), |_| Ok(false))?;
+///
+/// let mut late = WriteBatch::new();
+/// late.set_summary(id, "s");
+/// assert!(validate_batch::<Error>(late.ops(), |_| Ok(false)).is_err());
+/// # Ok::<(), Error>(())
+/// ```
+pub fn validate_batch<E: From<Error>>(
+    ops: &[WriteOp],
+    mut exists: impl FnMut(&ImageId) -> std::result::Result<bool, E>,
+) -> std::result::Result<(), E> {
+    // What the batch has done to each image so far; absent means "as stored".
+    let mut overlay: BTreeMap<ImageId, bool> = BTreeMap::new();
+    for op in ops {
+        let id = op.id();
+        let present = match overlay.get(&id) {
+            Some(present) => *present,
+            None => {
+                let present = exists(&id)?;
+                overlay.insert(id, present);
+                present
+            }
+        };
+        let absent = || Error::NotFound {
+            key: Key::Image(id),
+        };
+        match op {
+            WriteOp::Put(_) => {
+                overlay.insert(id, true);
+            }
+            WriteOp::Delete { .. } => {
+                overlay.insert(id, false);
+            }
+            WriteOp::Quarantine { .. } => {
+                if !present {
+                    return Err(absent().into());
+                }
+                overlay.insert(id, false);
+            }
+            WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
+                if !present {
+                    return Err(absent().into());
+                }
+            }
+            WriteOp::DeleteMetadata { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 impl From<Vec<WriteOp>> for WriteBatch {
     fn from(ops: Vec<WriteOp>) -> Self {
         Self { ops }
@@ -364,34 +356,6 @@ pub struct Snapshot {
     pub quarantined: Vec<Quarantined>,
 }
 
-/// A stream of bytes, as blobs are read and written.
-pub type ByteStream = BoxStream<'static, Result<Bytes>>;
-
-/// Size and digest of a stored blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlobInfo {
-    /// The digest.
-    pub digest: Digest,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-/// An open blob: its size and a stream of its bytes.
-pub struct BlobReader {
-    /// Size in bytes, as stored.
-    pub size: u64,
-    /// The bytes.
-    pub stream: ByteStream,
-}
-
-impl fmt::Debug for BlobReader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobReader")
-            .field("size", &self.size)
-            .finish_non_exhaustive()
-    }
-}
-
 /// What a backend can do beyond the required minimum.
 ///
 /// The conformance suite reads these to decide which cases apply, and prints
@@ -405,8 +369,6 @@ pub struct Capabilities {
     pub atomic_batch: bool,
     /// Several handles (processes or machines) may open the same location at once.
     pub shared: bool,
-    /// The blob operations are supported.
-    pub blobs: bool,
     /// The underlying store honours create-if-absent writes, and the backend uses them.
     pub conditional_writes: bool,
 }
@@ -418,7 +380,6 @@ impl Capabilities {
             persistent: false,
             atomic_batch: false,
             shared: false,
-            blobs: false,
             conditional_writes: false,
         }
     }
@@ -441,12 +402,6 @@ impl Capabilities {
         self
     }
 
-    /// Sets [`Capabilities::blobs`].
-    pub const fn with_blobs(mut self, v: bool) -> Self {
-        self.blobs = v;
-        self
-    }
-
     /// Sets [`Capabilities::conditional_writes`].
     pub const fn with_conditional_writes(mut self, v: bool) -> Self {
         self.conditional_writes = v;
@@ -454,13 +409,18 @@ impl Capabilities {
     }
 }
 
-/// Storage for image configs, their metadata and cached blobs.
+/// Storage for image configs and their metadata.
+///
+/// Blobs (layers, manifests and their notes) have a trait of their own,
+/// [`BlobBackend`](crate::BlobBackend): a backend may keep images, blobs or
+/// both, and wrappers (caches, fault injectors, metrics) wrap each trait on
+/// its own.
 ///
 /// # Contract
 ///
 /// * **Content addressed.** A config is stored under `sha256(bytes)` and read
 ///   back only if its bytes still hash to that ID. IDs and keys arrive
-///   validated ([`ImageId`], [`MetadataKey`], [`Digest`]), so a backend never
+///   validated ([`ImageId`], [`MetadataKey`]), so a backend never
 ///   builds a path or key from unchecked text.
 /// * **Not found** is [`Error::NotFound`] with the [`Key`] looked for; other
 ///   failures map to the canonical variants, falling back to
@@ -494,13 +454,6 @@ impl Capabilities {
 /// * `summary_is_returned_by_load` — the last summary written is returned; delete drops it.
 /// * `quarantine_sets_aside` — a quarantined image leaves `load().images` and appears in `quarantined`.
 /// * `second_handle_sees_writes` — (`shared` or `persistent`) a new handle on the same location sees earlier writes.
-/// * `blob_put_get_roundtrips` — (`blobs`) a blob streams back byte for byte with its size.
-/// * `blob_failed_stream_stores_nothing` — (`blobs`) a body that errors leaves no blob visible.
-/// * `blob_missing_is_not_found` — (`blobs`) head/get of an unknown blob is `NotFound`.
-/// * `blob_delete_is_idempotent` — (`blobs`) deleting twice succeeds; notes go with the blob.
-/// * `blob_notes_roundtrip` — (`blobs`) notes read back per (blob, key).
-/// * `blob_list_reports_sizes` — (`blobs`) listing reports every blob with its size.
-/// * `blob_concurrent_puts_are_idempotent` — (`blobs`) racing puts of one digest leave one whole blob.
 #[async_trait::async_trait]
 pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// What this backend supports beyond the minimum.
@@ -536,49 +489,6 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// This is how a store opens; it must cost a listing plus reads of what
     /// the backend cannot vouch for, never a read of every config.
     async fn load(&self) -> Result<Snapshot>;
-
-    /// Stores a blob from a stream, making it visible only once the stream
-    /// has ended without error.
-    ///
-    /// The caller verifies the digest as bytes pass (the stream yields an
-    /// error at its end on mismatch); if the stream yields any error, the
-    /// backend discards what it wrote and returns that error. Storing a
-    /// digest that already exists may skip the body and succeed.
-    ///
-    /// # Errors
-    /// The stream's error, or [`Error::Unsupported`] without [`Capabilities::blobs`].
-    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo>;
-
-    /// Opens a blob for reading. The bytes are not verified here.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] with [`Key::Blob`].
-    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader>;
-
-    /// Size of a blob.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] with [`Key::Blob`].
-    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo>;
-
-    /// Removes a blob and its notes; a missing blob is not an error.
-    async fn delete_blob(&self, digest: &Digest) -> Result<()>;
-
-    /// Every stored blob, sorted by digest.
-    async fn list_blobs(&self) -> Result<Vec<BlobInfo>>;
-
-    /// Attaches a small note to a blob (for example the digest of its
-    /// decompressed form). The blob must exist.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] with [`Key::Blob`] when the blob is absent.
-    async fn set_blob_note(&self, digest: &Digest, key: &MetadataKey, value: Bytes) -> Result<()>;
-
-    /// Reads a note.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] with [`Key::BlobNote`].
-    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes>;
 }
 
 /// A backend behind a pointer.
@@ -603,32 +513,6 @@ macro_rules! forward_backend {
             }
             async fn load(&self) -> Result<Snapshot> {
                 (**self).load().await
-            }
-            async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
-                (**self).put_blob(digest, body).await
-            }
-            async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
-                (**self).get_blob(digest).await
-            }
-            async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
-                (**self).head_blob(digest).await
-            }
-            async fn delete_blob(&self, digest: &Digest) -> Result<()> {
-                (**self).delete_blob(digest).await
-            }
-            async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
-                (**self).list_blobs().await
-            }
-            async fn set_blob_note(
-                &self,
-                digest: &Digest,
-                key: &MetadataKey,
-                value: Bytes,
-            ) -> Result<()> {
-                (**self).set_blob_note(digest, key, value).await
-            }
-            async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
-                (**self).get_blob_note(digest, key).await
             }
         }
     };
@@ -678,37 +562,6 @@ pub trait StoreBackendExt: StoreBackend {
     async fn delete(&self, id: &ImageId) -> Result<()> {
         self.write(WriteBatch::from(vec![WriteOp::Delete { id: *id }]))
             .await
-    }
-
-    /// Stores a blob held in memory, verifying its digest first.
-    ///
-    /// # Errors
-    /// [`Error::DigestMismatch`] when `data` does not hash to `digest`.
-    async fn put_blob_bytes(&self, digest: &Digest, data: Bytes) -> Result<BlobInfo> {
-        let mut h = digest.hasher();
-        h.update(&data);
-        let actual = h.finish();
-        if actual != *digest {
-            return Err(Error::DigestMismatch {
-                expected: *digest,
-                actual,
-            });
-        }
-        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(data) }));
-        self.put_blob(digest, body).await
-    }
-
-    /// Reads a whole blob into memory (unverified).
-    async fn get_blob_bytes(&self, digest: &Digest) -> Result<Bytes> {
-        use futures::TryStreamExt as _;
-        let reader = self.get_blob(digest).await?;
-        let capacity = usize::try_from(reader.size).unwrap_or(0);
-        let mut out = Vec::with_capacity(capacity);
-        let mut stream = reader.stream;
-        while let Some(chunk) = stream.try_next().await? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(out))
     }
 }
 

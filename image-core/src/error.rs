@@ -7,9 +7,9 @@
 //! `failed to verify`, `invalid empty data`, `failed to read metadata`, …), so
 //! logs read the same as Docker's.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use crate::backend::MetadataKey;
 use crate::digest::{Digest, DigestError, ImageId};
 
 /// A boxed error used as the source of [`Error::Backend`].
@@ -53,6 +53,82 @@ impl fmt::Display for Key {
             Self::BlobNote { digest, key } => write!(f, "note {key:?} of blob {digest}"),
             Self::Other(s) => f.write_str(s),
         }
+    }
+}
+
+/// Name of a small value stored beside an image or a blob.
+///
+/// One to 128 characters from `A-Z a-z 0-9 . _ -`, not starting with `.`,
+/// so a key is always a safe single path component or object-key segment.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetadataKey(Cow<'static, str>);
+
+impl MetadataKey {
+    /// `parent`: the raw parent image ID string (`sha256:<hex>`, no newline).
+    pub const PARENT: Self = Self(Cow::Borrowed("parent"));
+    /// `lastUpdated`: an RFC 3339 timestamp with nanoseconds.
+    pub const LAST_UPDATED: Self = Self(Cow::Borrowed("lastUpdated"));
+    /// `builtLocally`: the single byte `0x01`.
+    pub const BUILT_LOCALLY: Self = Self(Cow::Borrowed("builtLocally"));
+
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates a key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the key is empty, too long, starts with `.`
+    /// or has a character outside `A-Z a-z 0-9 . _ -`.
+    ///
+    /// ```
+    /// use imagecache_core::MetadataKey;
+    /// assert!(MetadataKey::new("parent").is_ok());
+    /// assert!(MetadataKey::new("../x").is_err());
+    /// ```
+    pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        let reason = if key.is_empty() {
+            Some("empty")
+        } else if key.len() > Self::MAX_LEN {
+            Some("longer than 128 characters")
+        } else if key.starts_with('.') {
+            Some("starts with '.'")
+        } else if !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            Some("only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidKey { key, reason }),
+            None => Ok(Self(Cow::Owned(key))),
+        }
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MetadataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MetadataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::str::FromStr for MetadataKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
     }
 }
 

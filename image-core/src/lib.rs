@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod blob;
 mod cachekey;
 mod child;
 mod compare;
@@ -15,8 +16,12 @@ mod time;
 pub mod v1;
 
 pub use backend::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Content, DynStoreBackend, MetadataKey,
-    Quarantined, Snapshot, SnapshotEntry, StoreBackend, StoreBackendExt, WriteBatch, WriteOp,
+    Capabilities, Content, DynStoreBackend, Quarantined, Snapshot, SnapshotEntry, StoreBackend,
+    StoreBackendExt, WriteBatch, WriteOp, validate_batch,
+};
+pub use blob::{
+    BlobBackend, BlobBackendExt, BlobInfo, BlobNotes, BlobReader, ByteStream, DynBlobBackend,
+    normalize_notes,
 };
 pub use cachekey::{CacheKey, ExactKey};
 pub use child::{ChildConfig, EMPTY_LAYER_DIFF_ID};
@@ -25,7 +30,7 @@ pub use digest::{
     Algorithm, ChainId, DiffId, Digest, DigestError, DigestErrorKind, Hasher, ImageId, chain_id,
     hex_encode,
 };
-pub use error::{BoxError, ConfigError, Error, Key, Result};
+pub use error::{BoxError, ConfigError, Error, Key, MetadataKey, Result};
 pub use model::{ContainerConfig, HealthConfig, History, Image, ImageConfig, Platform, RootFs};
 pub use platform::compare_platform;
 pub use time::{Timestamp, TimestampError};

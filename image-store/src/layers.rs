@@ -116,6 +116,71 @@ impl LayerProvider for RefCountLayers {
     }
 }
 
+/// Layer references taken by one create or load that no image entry owns
+/// yet. Whatever is still held when the guard drops goes back to the
+/// provider, so an error, an early return or a dropped future leaks no
+/// reference; [`HeldLayers::keep`] hands them to the entries made.
+pub(crate) struct HeldLayers<'a> {
+    provider: Option<&'a dyn LayerProvider>,
+    chains: Vec<ChainId>,
+}
+
+impl<'a> HeldLayers<'a> {
+    /// Holds nothing yet; with no provider, nothing is ever taken.
+    pub(crate) fn new(provider: Option<&'a dyn LayerProvider>) -> Self {
+        Self {
+            provider,
+            chains: Vec::new(),
+        }
+    }
+
+    /// Takes a reference on `chain`. Returns whether one was taken (false
+    /// when there is no provider).
+    pub(crate) fn take(&mut self, chain: &ChainId) -> Result<bool, LayerError> {
+        let Some(provider) = self.provider else {
+            return Ok(false);
+        };
+        provider.get(chain)?;
+        self.chains.push(*chain);
+        Ok(true)
+    }
+
+    /// Gives one reference on `chain` taken here back now.
+    pub(crate) fn give_back(&mut self, chain: &ChainId) {
+        if let Some(i) = self.chains.iter().rposition(|c| c == chain) {
+            let chain = self.chains.swap_remove(i);
+            release(self.provider, &chain);
+        }
+    }
+
+    /// How many references are held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// The references now belong to the image entries made with them.
+    pub(crate) fn keep(mut self) {
+        self.chains.clear();
+    }
+}
+
+impl Drop for HeldLayers<'_> {
+    fn drop(&mut self) {
+        for chain in std::mem::take(&mut self.chains) {
+            release(self.provider, &chain);
+        }
+    }
+}
+
+fn release(provider: Option<&dyn LayerProvider>, chain: &ChainId) {
+    if let Some(provider) = provider
+        && let Err(e) = provider.release(chain)
+    {
+        tracing::warn!(chain = %chain, error = %e, "releasing layer failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +199,34 @@ mod tests {
         assert_eq!(l.release(&c).unwrap(), vec![c]);
         assert!(l.is_empty());
         assert!(matches!(l.release(&c), Err(LayerError::NotRetained)));
+    }
+
+    fn chain(n: u8) -> ChainId {
+        ChainId::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn held_references_go_back_unless_kept() {
+        let provider = RefCountLayers::new();
+        {
+            let mut held = HeldLayers::new(Some(&provider));
+            assert!(held.take(&chain(1)).unwrap());
+            assert!(held.take(&chain(1)).unwrap());
+            assert!(held.take(&chain(2)).unwrap());
+            assert_eq!(provider.references(&chain(1)), 2);
+            held.give_back(&chain(1));
+            assert_eq!(provider.references(&chain(1)), 1);
+            assert_eq!(held.len(), 2);
+        }
+        assert!(provider.is_empty(), "a dropped guard gives everything back");
+
+        let mut held = HeldLayers::new(Some(&provider));
+        held.take(&chain(3)).unwrap();
+        held.keep();
+        assert_eq!(provider.references(&chain(3)), 1, "kept references stay");
+
+        let mut none = HeldLayers::new(None);
+        assert!(!none.take(&chain(4)).unwrap());
+        assert_eq!(none.len(), 0);
     }
 }

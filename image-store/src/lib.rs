@@ -2,6 +2,8 @@
 
 mod error;
 mod layers;
+mod options;
+mod report;
 mod search;
 mod state;
 mod store;
@@ -9,7 +11,6 @@ mod summary;
 
 pub use error::{Error, Result};
 pub use layers::{LayerError, LayerProvider, RefCountLayers};
-pub use store::{
-    Candidate, CreateOptions, DEFAULT_MAX_CONFIG_SIZE, ImageInfo, OpenReport, Problem, Store,
-    StoreOptions,
-};
+pub use options::{CreateOptions, DEFAULT_MAX_CONFIG_SIZE, StoreOptions};
+pub use report::{Candidate, ImageInfo, OpenReport, Problem};
+pub use store::Store;

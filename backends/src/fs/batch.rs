@@ -40,16 +40,14 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use imagecache_core::{
-    Content, Error as CoreError, ImageId, Key, MetadataKey, WriteBatch, WriteOp,
-};
+use imagecache_core::{Content, ImageId, Key, MetadataKey, WriteBatch, WriteOp, validate_batch};
 
 use super::files::{
     Destination, Job, TempFile, Token, check_destination, ensure_dir, is_missing, remove_any,
     run_parallel, sync_dir_job, write_atomic,
 };
 use super::index::{IndexLock, Record, Update};
-use super::{Error, Inner, Layout, NAME, content_present};
+use super::{Error, Inner, Layout, content_present};
 
 /// Applies a batch; see the module docs.
 pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
@@ -80,53 +78,9 @@ pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
 /// Checks every operation against the content on disk and the operations
 /// before it, so that a refused batch writes nothing.
 fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), Error> {
-    let mut exists: HashMap<ImageId, bool> = HashMap::new();
-    for op in ops {
-        let id = op.id();
-        let present = match exists.get(&id) {
-            Some(p) => *p,
-            None => {
-                let p = content_present(&inner.layout.content_path(&id))
-                    .map_err(|e| e.with_key(Key::Image(id)))?;
-                exists.insert(id, p);
-                p
-            }
-        };
-        match op {
-            WriteOp::Put(_) => {
-                exists.insert(id, true);
-            }
-            WriteOp::Delete { .. } => {
-                exists.insert(id, false);
-            }
-            WriteOp::Quarantine { .. } => {
-                if !present {
-                    return Err(CoreError::NotFound {
-                        key: Key::Image(id),
-                    }
-                    .into());
-                }
-                exists.insert(id, false);
-            }
-            WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
-                if !present {
-                    return Err(CoreError::NotFound {
-                        key: Key::Image(id),
-                    }
-                    .into());
-                }
-            }
-            WriteOp::DeleteMetadata { .. } => {}
-            other => {
-                return Err(CoreError::Unsupported {
-                    operation: other.name(),
-                    backend: NAME,
-                }
-                .into());
-            }
-        }
-    }
-    Ok(())
+    validate_batch(ops, |id| {
+        content_present(&inner.layout.content_path(id)).map_err(|e| e.with_key(Key::Image(*id)))
+    })
 }
 
 /// One image's share of a run, folded: the last write to a key wins.

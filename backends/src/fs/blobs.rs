@@ -18,13 +18,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Digest, Error as CoreError, Key, MetadataKey,
+    BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error as CoreError, Key, MetadataKey,
 };
 use tokio::sync::mpsc;
 
 use super::files::{
     Destination, Opened, TEMP_PREFIX, TempFile, check_destination, ensure_dir, is_missing,
-    open_regular, remove_any, remove_file_if_present, remove_if_stale, sync_dir, write_atomic,
+    open_regular, read_regular, remove_any, remove_file_if_present, remove_if_stale, sync_dir,
+    write_atomic,
 };
 use super::{Error, Inner, blocking};
 
@@ -385,13 +386,12 @@ pub(super) fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
     Ok(out)
 }
 
-/// Attaches a note to a stored blob.
-pub(super) fn set_note(
-    inner: &Inner,
-    digest: &Digest,
-    key: &MetadataKey,
-    value: &[u8],
-) -> Result<(), Error> {
+/// Attaches notes to a stored blob: each written atomically, then one
+/// directory sync for all of them.
+pub(super) fn set_notes(inner: &Inner, digest: &Digest, notes: &BlobNotes) -> Result<(), Error> {
+    if notes.is_empty() {
+        return Ok(());
+    }
     let blob = inner.layout.blob_path(digest);
     let missing = || {
         Error::from(CoreError::NotFound {
@@ -404,18 +404,21 @@ pub(super) fn set_note(
         Err(e) if is_missing(&e) => return Err(missing()),
         Err(source) => return Err(Error::io("inspect", &blob, source)),
     }
-    let note_key = || Key::BlobNote {
+    let note_key = |key: &MetadataKey| Key::BlobNote {
         digest: *digest,
         key: key.clone(),
     };
     let dir = inner.layout.notes_dir(digest);
-    let new_dir = ensure_dir(&dir).map_err(|e| e.with_key(note_key()))?;
-    let target = dir.join(key.as_str());
-    if let Err(found) = check_destination(&target).map_err(|e| e.with_key(note_key()))? {
-        return Err(Error::destination(target, found, note_key()));
-    }
+    let first = &notes[0].0;
+    let new_dir = ensure_dir(&dir).map_err(|e| e.with_key(note_key(first)))?;
     let fsync = inner.config.fsync;
-    write_atomic(&dir, key.as_str(), value, fsync).map_err(|e| e.with_key(note_key()))?;
+    for (key, value) in notes {
+        let target = dir.join(key.as_str());
+        if let Err(found) = check_destination(&target).map_err(|e| e.with_key(note_key(key)))? {
+            return Err(Error::destination(target, found, note_key(key)));
+        }
+        write_atomic(&dir, key.as_str(), value, fsync).map_err(|e| e.with_key(note_key(key)))?;
+    }
     if fsync {
         sync_dir(&dir)?;
         if new_dir && let Some(parent) = dir.parent() {
@@ -423,4 +426,34 @@ pub(super) fn set_note(
         }
     }
     Ok(())
+}
+
+/// Every note of a blob, sorted by key; none when the blob has no notes
+/// directory. Files that are not notes (temp files, foreign names) are
+/// passed over.
+pub(super) fn notes(inner: &Inner, digest: &Digest) -> Result<BlobNotes, Error> {
+    let dir = inner.layout.notes_dir(digest);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if is_missing(&e) => return Ok(BlobNotes::new()),
+        Err(source) => return Err(Error::io("list", &dir, source)),
+    };
+    let mut out = BlobNotes::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::io("list", &dir, source))?;
+        let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| MetadataKey::new(name).ok())
+        else {
+            continue;
+        };
+        // A note removed meanwhile, or something that is not a file, is
+        // left out.
+        if let Some(Ok(data)) = read_regular(&entry.path())? {
+            out.push((key, Bytes::from(data)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }

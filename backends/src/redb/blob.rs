@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
-use imagecache_core::{BlobInfo, BlobReader, ByteStream, Digest, Key, MetadataKey};
+use imagecache_core::{BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey};
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::task::JoinHandle;
 
@@ -56,9 +56,9 @@ pub(super) fn prepare(txn: &redb::WriteTransaction) -> Result<usize, Error> {
     Ok(orphans.len())
 }
 
-/// Stores a blob from `body`; see [`StoreBackend::put_blob`].
+/// Stores a blob from `body`; see [`BlobBackend::put_blob`].
 ///
-/// [`StoreBackend::put_blob`]: imagecache_core::StoreBackend::put_blob
+/// [`BlobBackend::put_blob`]: imagecache_core::BlobBackend::put_blob
 pub(super) async fn put(
     backend: &RedbBackend,
     digest: Digest,
@@ -110,13 +110,13 @@ pub(super) async fn put(
     result
 }
 
-/// Opens a blob for reading; see [`StoreBackend::get_blob`].
+/// Opens a blob for reading; see [`BlobBackend::get_blob`].
 ///
 /// Each chunk is read by its own short read transaction on the blocking
 /// pool, one chunk ahead of the consumer. A blob deleted while it is being
 /// read ends its stream with [`Error::Truncated`].
 ///
-/// [`StoreBackend::get_blob`]: imagecache_core::StoreBackend::get_blob
+/// [`BlobBackend::get_blob`]: imagecache_core::BlobBackend::get_blob
 /// [`Error::Truncated`]: imagecache_core::Error::Truncated
 pub(super) async fn get(
     backend: &RedbBackend,
@@ -393,12 +393,12 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn set_blob_note(
-        &self,
-        digest: &Digest,
-        key: &MetadataKey,
-        value: &[u8],
-    ) -> Result<(), Error> {
+    /// Sets every note in one write transaction; refused whole when the
+    /// blob is absent.
+    pub(super) fn set_blob_notes(&self, digest: &Digest, notes: &BlobNotes) -> Result<(), Error> {
+        if notes.is_empty() {
+            return Ok(());
+        }
         let txn = self.begin_write(self.durability())?;
         {
             if txn
@@ -408,9 +408,47 @@ impl Inner {
             {
                 return Err(blob_not_found(*digest));
             }
-            txn.open_table(BLOB_NOTES)?
-                .insert(note_key(digest, key).as_str(), value)?;
+            let mut table = txn.open_table(BLOB_NOTES)?;
+            for (key, value) in notes {
+                table.insert(note_key(digest, key).as_str(), &value[..])?;
+            }
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every note of a blob, sorted by key (the table's own order). Keys
+    /// that do not parse as note keys are passed over.
+    pub(super) fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes, Error> {
+        let txn = self.db.begin_read()?;
+        let notes = txn.open_table(BLOB_NOTES)?;
+        let name = digest.to_string();
+        let (low, high) = (format!("{name}/"), format!("{name}0"));
+        let mut out = BlobNotes::new();
+        for entry in notes.range(low.as_str()..high.as_str())? {
+            let (key, value) = entry?;
+            if let Some(key) = key
+                .value()
+                .strip_prefix(low.as_str())
+                .and_then(|k| MetadataKey::new(k).ok())
+            {
+                out.push((key, Bytes::copy_from_slice(value.value())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one note without any check, as a damaged disk would.
+    #[cfg(feature = "testing")]
+    pub(super) fn insert_raw_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        let txn = self.begin_write(self.durability())?;
+        txn.open_table(BLOB_NOTES)?
+            .insert(note_key(digest, key).as_str(), value)?;
         txn.commit()?;
         Ok(())
     }
@@ -514,6 +552,7 @@ impl Inner {
 
     /// Stores `data` as the blob's bytes without any check (for tests of
     /// corrupt-blob handling).
+    #[cfg(any(test, feature = "testing"))]
     pub(super) fn insert_raw_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), Error> {
         let txn = self.begin_write(self.durability())?;
         {

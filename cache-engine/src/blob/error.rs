@@ -133,12 +133,6 @@ pub enum Error {
         #[source]
         source: imagecache_core::Error,
     },
-    /// The backend has no blob support ([`imagecache_core::Capabilities::blobs`] is false).
-    #[error("the backend {backend} does not store blobs")]
-    Unsupported {
-        /// The backend, as it displays itself.
-        backend: String,
-    },
     /// The operation runs work on Tokio's blocking pool and was called outside a Tokio runtime.
     #[error("{operation} needs a Tokio runtime")]
     NoRuntime {

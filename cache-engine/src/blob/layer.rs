@@ -61,6 +61,40 @@ impl Compression {
         }
     }
 
+    /// The compression a layer media type declares: the one reading shared
+    /// by the blob cache and by importers.
+    ///
+    /// Both spellings of the registered layer types are read: OCI's
+    /// structured suffixes (`…layer.v1.tar+gzip`, `+zstd`) and Docker's
+    /// dotted ones (`…rootfs.diff.tar.gzip`, `.zstd`); a type ending in
+    /// `.tar` is a plain tar. Case and surrounding white space are ignored.
+    ///
+    /// Returns `None` for a media type that names no layer this reads (a
+    /// config, `application/octet-stream`), and `Some(Err(name))` for a
+    /// layer compressed some other way (`+bzip2`), naming it.
+    ///
+    /// ```
+    /// use imagecache_engine::blob::Compression;
+    /// let oci = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// let docker = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    /// assert_eq!(Compression::from_media_type(oci), Some(Ok(Compression::Gzip)));
+    /// assert_eq!(Compression::from_media_type(docker), Some(Ok(Compression::Gzip)));
+    /// assert_eq!(Compression::from_media_type("application/octet-stream"), None);
+    /// ```
+    pub fn from_media_type(media_type: &str) -> Option<Result<Self, String>> {
+        let mt = media_type.trim().to_ascii_lowercase();
+        if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
+            Some(Ok(Self::Gzip))
+        } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
+            Some(Ok(Self::Zstd))
+        } else if mt.ends_with(".tar") {
+            Some(Ok(Self::None))
+        } else {
+            mt.rsplit_once('+')
+                .map(|(_, suffix)| Err(suffix.to_owned()))
+        }
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         match name {
             "none" => Some(Self::None),
@@ -99,17 +133,10 @@ pub(super) enum Declared {
 
 /// Reads the compression out of a layer media type.
 pub(super) fn declared_by(media_type: &str) -> Declared {
-    let mt = media_type.trim().to_ascii_lowercase();
-    if mt.ends_with("+gzip") || mt.ends_with(".gzip") || mt.ends_with(".tar.gz") {
-        Declared::Known(Compression::Gzip)
-    } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
-        Declared::Known(Compression::Zstd)
-    } else if mt.ends_with(".tar") {
-        Declared::Known(Compression::None)
-    } else if let Some((_, suffix)) = mt.rsplit_once('+') {
-        Declared::Unsupported(suffix.to_owned())
-    } else {
-        Declared::Unknown
+    match Compression::from_media_type(media_type) {
+        Some(Ok(compression)) => Declared::Known(compression),
+        Some(Err(name)) => Declared::Unsupported(name),
+        None => Declared::Unknown,
     }
 }
 
@@ -582,6 +609,45 @@ mod tests {
             Declared::Unsupported("bzip2".into())
         );
         assert_eq!(declared_by("application/octet-stream"), Declared::Unknown);
+    }
+
+    #[test]
+    fn both_spellings_of_each_compression_read_the_same() {
+        let pairs = [
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                "application/vnd.docker.image.rootfs.diff.tar.zstd",
+                Compression::Zstd,
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+                "application/vnd.docker.image.rootfs.foreign.diff.tar",
+                Compression::None,
+            ),
+        ];
+        for (oci, docker, want) in pairs {
+            assert_eq!(Compression::from_media_type(oci), Some(Ok(want)), "{oci}");
+            assert_eq!(
+                Compression::from_media_type(docker),
+                Some(Ok(want)),
+                "{docker}"
+            );
+            let shouted = format!("  {}  ", oci.to_ascii_uppercase());
+            assert_eq!(Compression::from_media_type(&shouted), Some(Ok(want)));
+        }
+        // Spellings no registry defines are not layers.
+        for odd in ["application/x-tar.gz", "application/vnd.example.tar.v1"] {
+            assert_eq!(Compression::from_media_type(odd), None, "{odd}");
+        }
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+bzip2"),
+            Some(Err("bzip2".to_owned()))
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl VerifiedReader {
     }
 
     /// The stream with contract errors, ready to be handed to another
-    /// backend's [`put_blob`](imagecache_core::StoreBackend::put_blob): a
+    /// backend's [`put_blob`](imagecache_core::BlobBackend::put_blob): a
     /// corrupt blob then ends the body with an error and is not published
     /// there either.
     pub fn into_byte_stream(self) -> ByteStream {

@@ -11,31 +11,28 @@
 )]
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use imagecache_backends::MemoryBackend;
-use imagecache_backends::fs::FsBackend;
+use imagecache_backends::fs::FsHarness;
+use imagecache_backends::memory::MemoryHarness;
+use imagecache_conformance::Harness;
 use imagecache_core::{
-    BlobInfo, BlobReader, ByteStream, Capabilities, Digest, Error as CoreError, ImageId,
-    MetadataKey, Snapshot, StoreBackend, WriteBatch,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error as CoreError,
+    MetadataKey,
 };
 use imagecache_engine::blob::{BlobCache, BlobCacheOptions};
 
-/// A backend under test, with a way to damage its blobs.
+/// A backend under test, with a way to damage its blobs: a fixture of the
+/// harness that the backend's crate ships.
 pub struct Fixture {
-    pub backend: Arc<dyn StoreBackend>,
+    pub backend: Arc<dyn BlobBackend>,
     pub cache: BlobCache,
-    damage: Damage,
-    _dir: Option<tempfile::TempDir>,
-}
-
-enum Damage {
-    Memory(MemoryBackend),
-    Fs(PathBuf),
+    fixture: Box<dyn imagecache_conformance::Fixture>,
+    /// Keeps the fixture's namespace (a temporary directory) alive.
+    _harness: Box<dyn Harness>,
 }
 
 impl Fixture {
@@ -44,38 +41,34 @@ impl Fixture {
     }
 
     pub async fn memory_with(options: BlobCacheOptions) -> Self {
-        let memory = MemoryBackend::new();
-        let backend: Arc<dyn StoreBackend> = Arc::new(memory.clone());
-        Self {
-            cache: BlobCache::with_options(Arc::clone(&backend), options).unwrap(),
-            backend,
-            damage: Damage::Memory(memory),
-            _dir: None,
-        }
+        Self::from_harness(Box::new(MemoryHarness), options).await
     }
 
     pub async fn fs() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn StoreBackend> = Arc::new(FsBackend::open(dir.path()).await.unwrap());
+        Self::from_harness(
+            Box::new(FsHarness::temporary()),
+            BlobCacheOptions::default(),
+        )
+        .await
+    }
+
+    async fn from_harness(harness: Box<dyn Harness>, options: BlobCacheOptions) -> Self {
+        let fixture = harness.fixture().await;
+        let backend = fixture.blobs().expect("the harness offers blobs");
         Self {
-            cache: BlobCache::new(Arc::clone(&backend)).unwrap(),
+            cache: BlobCache::with_options(Arc::clone(&backend), options).unwrap(),
             backend,
-            damage: Damage::Fs(dir.path().join("imagecache").join("blobs")),
-            _dir: Some(dir),
+            fixture,
+            _harness: harness,
         }
     }
 
     /// Replaces a stored blob's bytes without any check, as a failing disk would.
     pub async fn corrupt(&self, digest: &Digest, data: impl Into<Bytes>) {
-        let data = data.into();
-        match &self.damage {
-            Damage::Memory(m) => m.insert_raw_blob(*digest, data),
-            Damage::Fs(blobs) => {
-                let path = blobs.join(digest.algorithm().as_str()).join(digest.hex());
-                assert!(path.is_file(), "no blob file at {}", path.display());
-                tokio::fs::write(&path, &data).await.unwrap();
-            }
-        }
+        self.fixture
+            .corrupt_blob(digest, data.into())
+            .await
+            .unwrap_or_else(|e| panic!("damaging blob {digest}: {e}"));
     }
 
     /// Every stored blob, straight from the backend.
@@ -169,21 +162,18 @@ where
     stream.collect().await
 }
 
-/// A wrapper backend that can be told to fail blob lookups, or to claim it
-/// stores no blobs.
+/// A wrapper blob backend that can be told to fail blob lookups.
 #[derive(Debug)]
 pub struct Faulty {
-    pub inner: Arc<dyn StoreBackend>,
+    pub inner: Arc<dyn BlobBackend>,
     pub fail_lookups: AtomicBool,
-    pub blobs: bool,
 }
 
 impl Faulty {
-    pub fn new(inner: Arc<dyn StoreBackend>) -> Self {
+    pub fn new(inner: Arc<dyn BlobBackend>) -> Self {
         Self {
             inner,
             fail_lookups: AtomicBool::new(false),
-            blobs: true,
         }
     }
 
@@ -208,26 +198,8 @@ impl std::fmt::Display for Faulty {
 }
 
 #[async_trait::async_trait]
-impl StoreBackend for Faulty {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities().with_blobs(self.blobs)
-    }
-    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
-        self.inner.write(batch).await
-    }
-    async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
-        self.inner.get(id).await
-    }
-    async fn get_metadata(
-        &self,
-        id: &ImageId,
-        key: &MetadataKey,
-    ) -> imagecache_core::Result<Bytes> {
-        self.inner.get_metadata(id, key).await
-    }
-    async fn load(&self) -> imagecache_core::Result<Snapshot> {
-        self.inner.load().await
-    }
+#[deny(clippy::missing_trait_methods)]
+impl BlobBackend for Faulty {
     async fn put_blob(
         &self,
         digest: &Digest,
@@ -249,13 +221,12 @@ impl StoreBackend for Faulty {
     async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
         self.inner.list_blobs().await
     }
-    async fn set_blob_note(
+    async fn set_blob_notes(
         &self,
         digest: &Digest,
-        key: &MetadataKey,
-        value: Bytes,
+        notes: BlobNotes,
     ) -> imagecache_core::Result<()> {
-        self.inner.set_blob_note(digest, key, value).await
+        self.inner.set_blob_notes(digest, notes).await
     }
     async fn get_blob_note(
         &self,
@@ -264,5 +235,9 @@ impl StoreBackend for Faulty {
     ) -> imagecache_core::Result<Bytes> {
         self.check()?;
         self.inner.get_blob_note(digest, key).await
+    }
+    async fn blob_notes(&self, digest: &Digest) -> imagecache_core::Result<BlobNotes> {
+        self.check()?;
+        self.inner.blob_notes(digest).await
     }
 }

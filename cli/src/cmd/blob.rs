@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use futures::StreamExt as _;
-use imagecache_core::{ByteStream, Digest, Hasher, MetadataKey};
-use imagecache_engine::blob::{BlobCache, LayerOptions, PutOptions};
+use imagecache_core::{BlobNotes, ByteStream, Digest, Hasher};
+use imagecache_engine::blob::{LayerOptions, PutOptions};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -269,28 +269,27 @@ struct Listed {
     compressed: Option<String>,
 }
 
-async fn note(cache: &BlobCache, digest: &Digest, key: &str) -> Result<Option<String>> {
-    let key = MetadataKey::new(key)?;
-    match cache.backend().get_blob_note(digest, &key).await {
-        Ok(v) => Ok(Some(String::from_utf8_lossy(&v).trim().to_owned())),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// One note of a blob's notes, as text.
+fn note(notes: &BlobNotes, key: &str) -> Option<String> {
+    notes
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| String::from_utf8_lossy(v).trim().to_owned())
 }
 
 async fn ls(ctx: &Ctx) -> Result<u8> {
     let cache = ctx.blobs().await?;
     let mut listed = Vec::new();
     for info in cache.backend().list_blobs().await? {
-        let d = &info.digest;
+        let notes = cache.backend().blob_notes(&info.digest).await?;
         listed.push(Listed {
             digest: info.digest,
             size: info.size,
-            kind: note(&cache, d, "kind").await?,
-            compression: note(&cache, d, "compression").await?,
-            media_type: note(&cache, d, "media-type").await?,
-            decompressed: note(&cache, d, "decompressed").await?,
-            compressed: note(&cache, d, "compressed").await?,
+            kind: note(&notes, "kind"),
+            compression: note(&notes, "compression"),
+            media_type: note(&notes, "media-type"),
+            decompressed: note(&notes, "decompressed"),
+            compressed: note(&notes, "compressed"),
         });
     }
     if ctx.json() {

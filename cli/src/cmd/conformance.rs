@@ -11,26 +11,23 @@
 //! | `memory://` | a new in-memory backend | — |
 //!
 //! `<run>` is random, so runs against a shared bucket or directory never
-//! meet each other or anyone's data. The damage hooks write bytes under a
-//! blob or config directly where the backend allows it (files for fs, the
-//! raw insert methods of redb and memory); a second handle on a namespace is
-//! a new backend on the same directory (fs) or prefix (s3), and a clone for
-//! memory and redb (which share their state; redb allows one open per file
-//! and process).
+//! meet each other or anyone's data. Each namespace comes from the harness
+//! that the backend's own crate ships (`FsHarness`, `RedbHarness`,
+//! `S3Harness`, `MemoryHarness`), with its damage hooks and its way of
+//! opening a second handle; this command only picks the run's location and
+//! removes it afterwards.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use imagecache_backends::MemoryBackend;
-use imagecache_backends::fs::FsBackend;
-use imagecache_backends::redb::RedbBackend;
+use imagecache_backends::fs::FsHarness;
+use imagecache_backends::memory::MemoryHarness;
+use imagecache_backends::redb::RedbHarness;
 use imagecache_conformance::{CaseStatus, Harness, Progress, Report, RunOptions};
-use imagecache_core::{Digest, ImageId, StoreBackend};
 use serde::Serialize;
 
 use super::{Ctx, print_json, print_lines, print_table};
@@ -121,168 +118,24 @@ impl Kind {
             ))),
         }
     }
+}
 
-    /// Where the run's data lives, for messages.
-    fn location(&self) -> String {
-        match self {
-            Self::Fs { run_dir } | Self::Redb { run_dir } => run_dir.display().to_string(),
-            Self::Memory => "memory".to_owned(),
+impl Kind {
+    /// The harness of the backend's own crate, with every namespace below
+    /// this run's directory or prefix.
+    fn harness(&self) -> Result<Arc<dyn Harness>> {
+        Ok(match self {
+            Self::Fs { run_dir } => Arc::new(FsHarness::under(run_dir)),
+            Self::Redb { run_dir } => Arc::new(RedbHarness::under(run_dir)),
+            Self::Memory => Arc::new(MemoryHarness),
             #[cfg(feature = "s3")]
-            Self::S3 { run_url } => run_url.split('?').next().unwrap_or_default().to_owned(),
-        }
-    }
-}
-
-/// The concrete handle behind a backend the harness handed out.
-#[derive(Debug, Clone)]
-enum Handle {
-    Fs(PathBuf),
-    Redb(RedbBackend),
-    Memory(MemoryBackend),
-    #[cfg(feature = "s3")]
-    S3(String),
-}
-
-/// Fresh namespaces for the suite; see the module docs.
-struct CliHarness {
-    kind: Kind,
-    next: AtomicUsize,
-    handed: Mutex<Vec<(Arc<dyn StoreBackend>, Handle)>>,
-}
-
-impl CliHarness {
-    fn lock(&self) -> MutexGuard<'_, Vec<(Arc<dyn StoreBackend>, Handle)>> {
-        // The list is only pushed to and searched; a panic elsewhere leaves
-        // it whole.
-        self.handed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn hand_out(&self, backend: Arc<dyn StoreBackend>, handle: Handle) -> Arc<dyn StoreBackend> {
-        self.lock().push((Arc::clone(&backend), handle));
-        backend
-    }
-
-    fn find(&self, backend: &Arc<dyn StoreBackend>) -> Option<Handle> {
-        self.lock()
-            .iter()
-            .find(|(b, _)| std::ptr::addr_eq(Arc::as_ptr(b), Arc::as_ptr(backend)))
-            .map(|(_, h)| h.clone())
-    }
-
-    async fn open(&self, handle: &Handle) -> imagecache_core::Result<Arc<dyn StoreBackend>> {
-        Ok(match handle {
-            Handle::Fs(dir) => Arc::new(FsBackend::open(dir.clone()).await?),
-            Handle::Redb(r) => Arc::new(r.clone()),
-            Handle::Memory(m) => Arc::new(m.clone()),
-            #[cfg(feature = "s3")]
-            Handle::S3(url) => Arc::new(
-                imagecache_backends::s3::S3Backend::open(
-                    imagecache_backends::s3::S3Config::from_url(url)?,
-                )
-                .await?,
-            ),
+            Self::S3 { run_url } => Arc::new(imagecache_backends::s3::S3Harness::under(
+                imagecache_backends::s3::S3Config::from_url(run_url)?,
+            )),
         })
     }
-
-    async fn fresh(&self) -> imagecache_core::Result<(Arc<dyn StoreBackend>, Handle)> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let handle = match &self.kind {
-            Kind::Fs { run_dir } => Handle::Fs(run_dir.join(n.to_string())),
-            Kind::Redb { run_dir } => {
-                Handle::Redb(RedbBackend::open(run_dir.join(format!("{n}.redb"))).await?)
-            }
-            Kind::Memory => Handle::Memory(MemoryBackend::new()),
-            #[cfg(feature = "s3")]
-            Kind::S3 { run_url } => Handle::S3(url_with_segment(run_url, &n.to_string())),
-        };
-        Ok((self.open(&handle).await?, handle))
-    }
 }
 
-/// Overwrites a file of an fs namespace, as a failing disk would.
-async fn overwrite(path: PathBuf, data: Bytes) -> bool {
-    tokio::task::spawn_blocking(move || path.is_file() && std::fs::write(&path, &data).is_ok())
-        .await
-        .unwrap_or(false)
-}
-
-#[async_trait::async_trait]
-impl Harness for CliHarness {
-    async fn backend(&self) -> Arc<dyn StoreBackend> {
-        match self.fresh().await {
-            Ok((backend, handle)) => self.hand_out(backend, handle),
-            // The suite's hooks cannot fail; a panic fails the case that
-            // asked, with this reason, and the run goes on.
-            Err(e) => panic!(
-                "cannot open a fresh backend under {}: {}",
-                self.kind.location(),
-                crate::error::one_line(&e)
-            ),
-        }
-    }
-
-    async fn reopen(&self, backend: &Arc<dyn StoreBackend>) -> Option<Arc<dyn StoreBackend>> {
-        let handle = self.find(backend)?;
-        match &handle {
-            // redb refuses a second open of a file in one process; another
-            // handle on the same database is a clone, which shares it.
-            Handle::Redb(r) => {
-                let again: Arc<dyn StoreBackend> = Arc::new(r.clone());
-                Some(self.hand_out(again, handle.clone()))
-            }
-            _ => match self.open(&handle).await {
-                Ok(b) => Some(self.hand_out(b, handle)),
-                Err(e) => panic!("cannot reopen a backend: {}", crate::error::one_line(&e)),
-            },
-        }
-    }
-
-    async fn corrupt_content(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        id: &ImageId,
-        data: Bytes,
-    ) -> bool {
-        match self.find(backend) {
-            Some(Handle::Fs(dir)) => {
-                overwrite(dir.join("content/sha256").join(id.hex()), data).await
-            }
-            Some(Handle::Redb(r)) => r.insert_raw_content(*id, data).await.is_ok(),
-            Some(Handle::Memory(m)) => {
-                m.insert_raw_content(*id, data);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    async fn corrupt_blob(
-        &self,
-        backend: &Arc<dyn StoreBackend>,
-        digest: &Digest,
-        data: Bytes,
-    ) -> bool {
-        match self.find(backend) {
-            Some(Handle::Fs(dir)) => {
-                let path = dir
-                    .join("imagecache/blobs")
-                    .join(digest.algorithm().as_str())
-                    .join(digest.hex());
-                overwrite(path, data).await
-            }
-            Some(Handle::Redb(r)) => r.insert_raw_blob(*digest, data).await.is_ok(),
-            Some(Handle::Memory(m)) => {
-                m.insert_raw_blob(*digest, data);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Removes everything a run created.
 async fn clean_up(kind: &Kind) -> Result<()> {
     match kind {
         Kind::Fs { run_dir } | Kind::Redb { run_dir } => {
@@ -330,11 +183,7 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
     // The store URL as reports show it: without its query.
     let store = ctx.url.split('?').next().unwrap_or_default();
     let kind = Kind::from_url(&ctx.url, &run_name)?;
-    let harness = Arc::new(CliHarness {
-        kind: kind.clone(),
-        next: AtomicUsize::new(0),
-        handed: Mutex::new(Vec::new()),
-    });
+    let harness = kind.harness()?;
     let mut options = RunOptions::new().with_timeout(Duration::from_secs(args.timeout.max(1)));
     if let Some(filter) = &args.filter {
         options = options.with_filter(filter.clone());
@@ -375,7 +224,7 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
             }
         });
     }
-    let suite = imagecache_conformance::run_with(harness.clone() as Arc<dyn Harness>, &options);
+    let suite = imagecache_conformance::run_with(Arc::clone(&harness), &options);
     let cancel = Arc::clone(&ctx.cancel);
     let stopped = async move {
         while !cancel.load(Ordering::Relaxed) {
@@ -387,7 +236,6 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
         () = stopped => None,
     };
     // Every handle goes before the namespaces are removed.
-    harness.lock().clear();
     drop(harness);
     let cleaned = clean_up(&kind).await;
     let Some(report) = report else {

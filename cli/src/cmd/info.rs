@@ -38,13 +38,10 @@ fn yes(b: bool) -> &'static str {
 pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
     let backend = ctx.backend().await?;
     let store = ctx.store().await?;
-    let caps = backend.capabilities();
-    let (blobs, blob_bytes) = if caps.blobs {
-        let stats = ctx.blobs().await?.stats().await?;
-        (Some(stats.blobs), Some(stats.bytes))
-    } else {
-        (None, None)
-    };
+    let caps = backend.images().capabilities();
+    // Every backend a URL opens keeps blobs beside its images.
+    let stats = ctx.blobs().await?.stats().await?;
+    let (blobs, blob_bytes) = (Some(stats.blobs), Some(stats.bytes));
     let report = store.report();
     let config_bytes = store
         .ids()
@@ -59,7 +56,7 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
             persistent: caps.persistent,
             atomic_batch: caps.atomic_batch,
             shared: caps.shared,
-            blobs: caps.blobs,
+            blobs: true,
             conditional_writes: caps.conditional_writes,
         },
         images: store.len(),
@@ -120,11 +117,7 @@ struct Stats {
 pub(super) async fn stats(ctx: &Ctx) -> Result<u8> {
     let store = ctx.store().await?;
     let infos: Vec<_> = store.ids().iter().filter_map(|id| store.info(id)).collect();
-    let cache = if ctx.backend().await?.capabilities().blobs {
-        Some(ctx.blobs().await?)
-    } else {
-        None
-    };
+    let cache = Some(ctx.blobs().await?);
     let blob_stats = match &cache {
         Some(c) => Some(c.stats().await?),
         None => None,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use imagecache_core::StoreBackend;
+use imagecache_backends::Backend;
 use imagecache_engine::blob::{BlobCache, BlobCacheOptions};
 use imagecache_store::Store;
 use serde::Serialize;
@@ -32,13 +32,13 @@ pub(crate) struct Ctx {
     pub(crate) ui: Ui,
     /// Set by Ctrl-C; long work stops between atomic steps.
     pub(crate) cancel: Arc<AtomicBool>,
-    backend: OnceCell<Arc<dyn StoreBackend>>,
+    backend: OnceCell<Backend>,
     store: OnceCell<Store>,
 }
 
 impl Ctx {
     /// The backend, opened on first use.
-    pub(crate) async fn backend(&self) -> Result<Arc<dyn StoreBackend>> {
+    pub(crate) async fn backend(&self) -> Result<Backend> {
         self.backend
             .get_or_try_init(|| async {
                 open_backend(&self.url)
@@ -54,7 +54,7 @@ impl Ctx {
 
     /// The image store, opened on first use.
     pub(crate) async fn store(&self) -> Result<Store> {
-        let backend = self.backend().await?;
+        let backend = self.backend().await?.images();
         self.store
             .get_or_try_init(|| async { Ok::<_, CliError>(Store::open(backend).await?) })
             .await
@@ -65,7 +65,10 @@ impl Ctx {
     /// line reports backend failures rather than counting them as misses.
     pub(crate) async fn blobs(&self) -> Result<BlobCache> {
         let options = BlobCacheOptions::new().with_strict(true);
-        Ok(BlobCache::with_options(self.backend().await?, options)?)
+        Ok(BlobCache::with_options(
+            self.backend().await?.blobs(),
+            options,
+        )?)
     }
 
     /// Whether Ctrl-C was pressed.
@@ -97,7 +100,7 @@ impl Ctx {
 const REDB_CACHE: usize = 16 << 20;
 
 /// Opens the backend a URL names; redb stores with [`REDB_CACHE`].
-async fn open_backend(url: &str) -> imagecache_core::Result<Arc<dyn StoreBackend>> {
+async fn open_backend(url: &str) -> imagecache_core::Result<Backend> {
     use imagecache_backends::redb::{RedbBackend, RedbConfig, SCHEME};
     match url
         .strip_prefix(SCHEME)
@@ -106,7 +109,7 @@ async fn open_backend(url: &str) -> imagecache_core::Result<Arc<dyn StoreBackend
     {
         Some(path) => {
             let config = RedbConfig::new().with_cache_size(REDB_CACHE);
-            Ok(Arc::new(RedbBackend::open_with(path, config).await?))
+            Ok(Backend::new(RedbBackend::open_with(path, config).await?))
         }
         None => imagecache_backends::open(url).await,
     }

@@ -540,7 +540,7 @@ impl Importer<'_> {
             if let Err(e) = self.cache.delete(&digest).await {
                 self.ui.line(format!(
                     "warning: could not remove blob {digest} added by the failed import: {}",
-                    crate::error::one_line(&e)
+                    crate::text::one_line(&e)
                 ));
             }
         }

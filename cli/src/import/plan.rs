@@ -316,16 +316,7 @@ impl Reader<'_> {
 /// The compression a layer media type declares; `None` for a media type
 /// that is not a layer this import knows.
 fn declared(media_type: &str) -> Option<Compression> {
-    let mt = media_type.trim().to_ascii_lowercase();
-    if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
-        Some(Compression::Gzip)
-    } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
-        Some(Compression::Zstd)
-    } else if mt.ends_with(".tar") || mt.ends_with("tar.v1") {
-        Some(Compression::None)
-    } else {
-        None
-    }
+    Compression::from_media_type(media_type).and_then(Result::ok)
 }
 
 /// The digest a file name promises: `blobs/<alg>/<hex>`, or for configs
