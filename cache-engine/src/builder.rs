@@ -219,61 +219,7 @@ impl Stage {
     /// Store and cache failures; a miss is not one.
     pub async fn step(&mut self, step: Step) -> Result<StepOutcome> {
         let mut next = self.run_config.clone();
-        let (probe_cmd, diff_id) = match &step {
-            Step::Env(k, v) => {
-                let env = next.env.get_or_insert_with(Vec::new);
-                let prefix = format!("{k}=");
-                env.retain(|e| !e.starts_with(&prefix));
-                env.push(format!("{k}={v}"));
-                (nop_cmd(&self.shell, &format!("ENV {k}={v}")), None)
-            }
-            Step::Label(pairs) => {
-                let labels = next.labels.get_or_insert_with(BTreeMap::new);
-                let mut text = "LABEL".to_owned();
-                for (k, v) in pairs {
-                    labels.insert(k.clone(), v.clone());
-                    text.push_str(&format!(" {k}={v}"));
-                }
-                (nop_cmd(&self.shell, &text), None)
-            }
-            Step::Expose(port) => {
-                next.exposed_ports.insert(port.clone());
-                (nop_cmd(&self.shell, &format!("EXPOSE {port}")), None)
-            }
-            Step::User(user) => {
-                next.user = user.clone();
-                (nop_cmd(&self.shell, &format!("USER {user}")), None)
-            }
-            Step::Workdir(path) => {
-                next.working_dir = clean_workdir(&next.working_dir, path);
-                let text = format!("WORKDIR {}", next.working_dir);
-                (nop_cmd_joined(&self.shell, &text), None)
-            }
-            Step::Cmd(cmd) => {
-                next.cmd = Some(cmd.clone());
-                (
-                    nop_cmd(&self.shell, &format!("CMD {}", go_quoted(cmd))),
-                    None,
-                )
-            }
-            Step::Entrypoint(ep) => {
-                next.entrypoint = Some(ep.clone());
-                (
-                    nop_cmd(&self.shell, &format!("ENTRYPOINT {}", go_quoted(ep))),
-                    None,
-                )
-            }
-            Step::Maintainer(name) => (nop_cmd(&self.shell, &format!("MAINTAINER {name}")), None),
-            Step::Copy { source, diff_id } => (
-                nop_cmd_joined(&self.shell, &format!("COPY {source}")),
-                *diff_id,
-            ),
-            Step::Run {
-                command,
-                build_args,
-                diff_id,
-            } => (run_cmd(&self.shell, command, build_args), *diff_id),
-        };
+        let (probe_cmd, diff_id) = self.apply(&step, &mut next);
         // The probe is the new run config with Cmd standing for the step; a
         // RUN also clears the entrypoint, since the command is non-empty.
         let mut probe = next.clone();
@@ -288,20 +234,86 @@ impl Stage {
                 .get_cache(self.image.as_ref(), Some(&probe), &self.platform)
                 .await?
             {
-                self.image = Some(hit);
-                self.parent_config = Some(self.store.get(&hit).await?);
-                self.run_config = next;
+                self.advance(hit, next).await?;
                 return Ok(StepOutcome::Cached(hit));
             }
             self.busted = true;
         }
+        let id = self.commit(probe, next.clone(), diff_id).await?;
+        self.advance(id, next).await?;
+        Ok(StepOutcome::Built(id))
+    }
 
+    /// Applies `step` to the run config `next`; returns the command that
+    /// stands for the step in the probe, and the layer it adds.
+    fn apply(&self, step: &Step, next: &mut ContainerConfig) -> (Vec<String>, Option<DiffId>) {
+        let shell = &self.shell;
+        match step {
+            Step::Env(k, v) => {
+                let env = next.env.get_or_insert_with(Vec::new);
+                let prefix = format!("{k}=");
+                env.retain(|e| !e.starts_with(&prefix));
+                env.push(format!("{k}={v}"));
+                (nop_cmd(shell, &format!("ENV {k}={v}")), None)
+            }
+            Step::Label(pairs) => {
+                let labels = next.labels.get_or_insert_with(BTreeMap::new);
+                let mut text = "LABEL".to_owned();
+                for (k, v) in pairs {
+                    labels.insert(k.clone(), v.clone());
+                    text.push_str(&format!(" {k}={v}"));
+                }
+                (nop_cmd(shell, &text), None)
+            }
+            Step::Expose(port) => {
+                next.exposed_ports.insert(port.clone());
+                (nop_cmd(shell, &format!("EXPOSE {port}")), None)
+            }
+            Step::User(user) => {
+                next.user = user.clone();
+                (nop_cmd(shell, &format!("USER {user}")), None)
+            }
+            Step::Workdir(path) => {
+                next.working_dir = clean_workdir(&next.working_dir, path);
+                let text = format!("WORKDIR {}", next.working_dir);
+                (nop_cmd_joined(shell, &text), None)
+            }
+            Step::Cmd(cmd) => {
+                next.cmd = Some(cmd.clone());
+                (nop_cmd(shell, &format!("CMD {}", go_quoted(cmd))), None)
+            }
+            Step::Entrypoint(ep) => {
+                next.entrypoint = Some(ep.clone());
+                (
+                    nop_cmd(shell, &format!("ENTRYPOINT {}", go_quoted(ep))),
+                    None,
+                )
+            }
+            Step::Maintainer(name) => (nop_cmd(shell, &format!("MAINTAINER {name}")), None),
+            Step::Copy { source, diff_id } => {
+                (nop_cmd_joined(shell, &format!("COPY {source}")), *diff_id)
+            }
+            Step::Run {
+                command,
+                build_args,
+                diff_id,
+            } => (run_cmd(shell, command, build_args), *diff_id),
+        }
+    }
+
+    /// Stores the image a step builds on the stage's image.
+    async fn commit(
+        &self,
+        probe: ContainerConfig,
+        next: ContainerConfig,
+        diff_id: Option<DiffId>,
+    ) -> Result<ImageId> {
         let child = ChildConfig {
             author: String::new(),
             comment: String::new(),
             diff_id,
             container_config: probe,
-            config: Some(next.clone()),
+            config: Some(next),
             created: Timestamp::now_utc(),
         };
         let mut config = ImageConfig::new_child(
@@ -315,14 +327,18 @@ impl Stage {
         if let Some(parent) = self.image {
             options = options.with_parent(parent);
         }
-        let id = self
+        Ok(self
             .store
             .create_with(config.to_json_sorted(), options)
-            .await?;
+            .await?)
+    }
+
+    /// Moves the stage to `id`, whose run config is `next`.
+    async fn advance(&mut self, id: ImageId, next: ContainerConfig) -> Result<()> {
         self.image = Some(id);
         self.parent_config = Some(self.store.get(&id).await?);
         self.run_config = next;
-        Ok(StepOutcome::Built(id))
+        Ok(())
     }
 }
 
