@@ -32,65 +32,76 @@ fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     )
 }
 
-/// `TestCompare`: nine pairs of configs that must compare equal and fifteen
-/// that must not, with moby ≥ 26 rules.
-pub(crate) fn compare() -> Outcome {
-    let ports1 = set(&["1111/tcp", "2222/tcp"]);
-    let ports2 = set(&["3333/tcp", "4444/tcp"]);
-    let ports3 = set(&["1111/tcp", "2222/tcp", "5555/tcp"]);
-    let volumes1 = Some(set(&["/test1"]));
-    let volumes2 = Some(set(&["/test2"]));
-    let volumes3 = Some(set(&["/test1", "/test3"]));
-    let envs1 = strings(&["ENV1=value1", "ENV2=value2"]);
-    let envs2 = strings(&["ENV1=value1", "ENV3=value3"]);
-    let entrypoint1 = strings(&["/bin/sh", "-c"]);
-    let entrypoint2 = strings(&["/bin/sh", "-d"]);
-    let entrypoint3 = strings(&["/bin/sh", "-c", "echo"]);
-    let cmd1 = strings(&["/bin/sh", "-c"]);
-    let cmd2 = strings(&["/bin/sh", "-d"]);
-    let cmd3 = strings(&["/bin/sh", "-c", "echo"]);
-    let labels1 = labels(&[("LABEL1", "value1"), ("LABEL2", "value2")]);
-    let labels2 = labels(&[("LABEL1", "value1"), ("LABEL2", "value3")]);
-    let labels3 = labels(&[
-        ("LABEL1", "value1"),
-        ("LABEL2", "value2"),
-        ("LABEL3", "value3"),
-    ]);
-    let c = ContainerConfig::default;
-    let named = |hostname: &str, domainname: &str, image: &str, user: &str| ContainerConfig {
+/// A container config with only the named fields set.
+fn named(hostname: &str, domainname: &str, image: &str, user: &str) -> ContainerConfig {
+    ContainerConfig {
         hostname: hostname.into(),
         domainname: domainname.into(),
         image: image.into(),
         user: user.into(),
-        ..c()
-    };
-    let stdin = |open_stdin| ContainerConfig { open_stdin, ..c() };
-    let env = |env: &Option<Vec<String>>| ContainerConfig {
-        env: env.clone(),
-        ..c()
-    };
-    let cmd = |cmd: &Option<Vec<String>>| ContainerConfig {
-        cmd: cmd.clone(),
-        ..c()
-    };
-    let lab = |labels: &Option<BTreeMap<String, String>>| ContainerConfig {
-        labels: labels.clone(),
-        ..c()
-    };
-    let ports = |exposed_ports: &BTreeSet<String>| ContainerConfig {
-        exposed_ports: exposed_ports.clone(),
-        ..c()
-    };
-    let entry = |entrypoint: &Option<Vec<String>>| ContainerConfig {
-        entrypoint: entrypoint.clone(),
-        ..c()
-    };
-    let vols = |volumes: &Option<BTreeSet<String>>| ContainerConfig {
-        volumes: volumes.clone(),
-        ..c()
-    };
+        ..ContainerConfig::default()
+    }
+}
 
-    let same: Vec<(&str, ContainerConfig, ContainerConfig)> = vec![
+/// One field set at a time, as Docker's table builds its configs.
+fn stdin(open_stdin: bool) -> ContainerConfig {
+    ContainerConfig {
+        open_stdin,
+        ..ContainerConfig::default()
+    }
+}
+
+fn env(items: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        env: strings(items),
+        ..ContainerConfig::default()
+    }
+}
+
+fn cmd(items: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        cmd: strings(items),
+        ..ContainerConfig::default()
+    }
+}
+
+fn lab(pairs: &[(&str, &str)]) -> ContainerConfig {
+    ContainerConfig {
+        labels: labels(pairs),
+        ..ContainerConfig::default()
+    }
+}
+
+fn ports(items: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        exposed_ports: set(items),
+        ..ContainerConfig::default()
+    }
+}
+
+fn entry(items: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        entrypoint: strings(items),
+        ..ContainerConfig::default()
+    }
+}
+
+fn vols(items: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        volumes: Some(set(items)),
+        ..ContainerConfig::default()
+    }
+}
+
+const PORTS1: &[&str] = &["1111/tcp", "2222/tcp"];
+const ENVS1: &[&str] = &["ENV1=value1", "ENV2=value2"];
+const SH_C: &[&str] = &["/bin/sh", "-c"];
+const LABELS1: &[(&str, &str)] = &[("LABEL1", "value1"), ("LABEL2", "value2")];
+
+/// Docker's pairs that must compare equal.
+fn equal_pairs() -> Vec<(&'static str, ContainerConfig, ContainerConfig)> {
+    let c = ContainerConfig::default;
+    vec![
         ("empty config", c(), c()),
         (
             "hostname, domainname and image are not compared",
@@ -98,78 +109,90 @@ pub(crate) fn compare() -> Outcome {
             named("host2", "domain2", "image2", "user"),
         ),
         ("only OpenStdin false", stdin(false), stdin(false)),
-        ("only env", env(&envs1), env(&envs1)),
-        ("only cmd", cmd(&cmd1), cmd(&cmd1)),
-        ("only labels", lab(&labels1), lab(&labels1)),
-        ("only exposed ports", ports(&ports1), ports(&ports1)),
-        ("only entrypoint", entry(&entrypoint1), entry(&entrypoint1)),
-        ("only volumes", vols(&volumes1), vols(&volumes1)),
-    ];
-    let different: Vec<(&str, Option<ContainerConfig>, Option<ContainerConfig>)> = vec![
+        ("only env", env(ENVS1), env(ENVS1)),
+        ("only cmd", cmd(SH_C), cmd(SH_C)),
+        ("only labels", lab(LABELS1), lab(LABELS1)),
+        ("only exposed ports", ports(PORTS1), ports(PORTS1)),
+        ("only entrypoint", entry(SH_C), entry(SH_C)),
+        ("only volumes", vols(&["/test1"]), vols(&["/test1"])),
+    ]
+}
+
+/// Docker's pairs that must compare different.
+fn different_pairs() -> Vec<(
+    &'static str,
+    Option<ContainerConfig>,
+    Option<ContainerConfig>,
+)> {
+    let pair = |name, a, b| (name, Some(a), Some(b));
+    vec![
         ("nil and nil", None, None),
-        (
+        pair(
             "different user",
-            Some(named("host1", "domain1", "image1", "user1")),
-            Some(named("host1", "domain1", "image1", "user2")),
+            named("host1", "domain1", "image1", "user1"),
+            named("host1", "domain1", "image1", "user2"),
         ),
-        (
-            "OpenStdin false vs true",
-            Some(stdin(false)),
-            Some(stdin(true)),
+        pair("OpenStdin false vs true", stdin(false), stdin(true)),
+        pair("OpenStdin true vs false", stdin(true), stdin(false)),
+        pair(
+            "different env",
+            env(ENVS1),
+            env(&["ENV1=value1", "ENV3=value3"]),
         ),
-        (
-            "OpenStdin true vs false",
-            Some(stdin(true)),
-            Some(stdin(false)),
-        ),
-        ("different env", Some(env(&envs1)), Some(env(&envs2))),
-        ("different cmd", Some(cmd(&cmd1)), Some(cmd(&cmd2))),
-        (
+        pair("different cmd", cmd(SH_C), cmd(&["/bin/sh", "-d"])),
+        pair(
             "cmd of different length",
-            Some(cmd(&cmd1)),
-            Some(cmd(&cmd3)),
+            cmd(SH_C),
+            cmd(&["/bin/sh", "-c", "echo"]),
         ),
-        (
+        pair(
             "different label value",
-            Some(lab(&labels1)),
-            Some(lab(&labels2)),
+            lab(LABELS1),
+            lab(&[("LABEL1", "value1"), ("LABEL2", "value3")]),
         ),
-        (
+        pair(
             "different label count",
-            Some(lab(&labels1)),
-            Some(lab(&labels3)),
+            lab(LABELS1),
+            lab(&[
+                ("LABEL1", "value1"),
+                ("LABEL2", "value2"),
+                ("LABEL3", "value3"),
+            ]),
         ),
-        (
+        pair(
             "different ports",
-            Some(ports(&ports1)),
-            Some(ports(&ports2)),
+            ports(PORTS1),
+            ports(&["3333/tcp", "4444/tcp"]),
         ),
-        (
+        pair(
             "different port count",
-            Some(ports(&ports1)),
-            Some(ports(&ports3)),
+            ports(PORTS1),
+            ports(&["1111/tcp", "2222/tcp", "5555/tcp"]),
         ),
-        (
+        pair(
             "different entrypoint",
-            Some(entry(&entrypoint1)),
-            Some(entry(&entrypoint2)),
+            entry(SH_C),
+            entry(&["/bin/sh", "-d"]),
         ),
-        (
+        pair(
             "entrypoint of different length",
-            Some(entry(&entrypoint1)),
-            Some(entry(&entrypoint3)),
+            entry(SH_C),
+            entry(&["/bin/sh", "-c", "echo"]),
         ),
-        (
-            "different volumes",
-            Some(vols(&volumes1)),
-            Some(vols(&volumes2)),
-        ),
-        (
+        pair("different volumes", vols(&["/test1"]), vols(&["/test2"])),
+        pair(
             "different volume count",
-            Some(vols(&volumes1)),
-            Some(vols(&volumes3)),
+            vols(&["/test1"]),
+            vols(&["/test1", "/test3"]),
         ),
-    ];
+    ]
+}
+
+/// `TestCompare`: nine pairs of configs that must compare equal and fifteen
+/// that must not, with moby ≥ 26 rules.
+pub(crate) fn compare() -> Outcome {
+    let same = equal_pairs();
+    let different = different_pairs();
     assert_eq!(same.len(), 9, "compare: Docker's table has 9 equal pairs");
     assert_eq!(
         different.len(),

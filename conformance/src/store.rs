@@ -27,6 +27,10 @@ use imagecache_store::{CreateOptions, Error, Problem, RefCountLayers, Store, Sto
 use crate::check::{Must as _, MustFail as _};
 use crate::{Fixture, Harness, Outcome};
 
+mod concurrency;
+
+pub use concurrency::*;
+
 /// Lists the cases of this group for the macros: `$then!{ (args) group [names] }`.
 #[doc(hidden)]
 #[macro_export]
@@ -405,65 +409,51 @@ pub async fn store_reads_each_config_once(h: Arc<dyn Harness>) -> Outcome {
     Outcome::Passed
 }
 
-/// Every kind of bad input is a typed error that names the problem, and
-/// neither the store nor the backend changes.
-pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
-    let (_fixture, backend) = crate::images(&h).await;
-    let store = Store::open_with(
-        backend.clone(),
-        StoreOptions::new().with_max_config_size(4096),
-    )
-    .await
-    .must("open");
-    let a = store.create(config(1)).await.must("create");
-    let b = store
-        .create_with(config(2), CreateOptions::new().with_parent(a))
-        .await
-        .must("create");
-    let before = observe(&store);
-    let before_backend = backend.load().await.must("load");
+/// What a bad config must be refused as.
+type Expect = fn(&Error) -> bool;
 
-    type Expect = fn(&Error) -> bool;
-    let bad_configs: Vec<(&str, Bytes, Expect)> = vec![
-        ("malformed JSON", Bytes::from_static(b"{\"rootfs\": "), |e| {
-            matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
-        }),
-        ("not an object", Bytes::from_static(b"[1,2]"), |e| {
-            matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
-        }),
-        ("wrong type", Bytes::from_static(br#"{"rootfs":{"type":"layers"},"history":"x"}"#), |e| {
-            matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
-        }),
-        ("{}", Bytes::from_static(b"{}"), |e| {
-            matches!(e, Error::InvalidConfig(ConfigError::NoRootFs))
-        }),
-        ("rootfs null", Bytes::from_static(br#"{"rootfs":null}"#), |e| {
-            matches!(e, Error::InvalidConfig(ConfigError::NoRootFs))
-        }),
-        (
-            "too many non-empty history entries",
-            Bytes::from_static(
-                br#"{"rootfs":{"type":"layers","diff_ids":["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]},"history":[{},{"empty_layer":false}]}"#,
-            ),
-            |e| matches!(e, Error::InvalidConfig(ConfigError::TooManyHistoryLayers { non_empty: 2, diff_ids: 1 })),
+/// Configs the store must refuse, each with the error it must give.
+fn bad_configs() -> Vec<(&'static str, Bytes, Expect)> {
+    vec![
+    ("malformed JSON", Bytes::from_static(b"{\"rootfs\": "), |e| {
+        matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
+    }),
+    ("not an object", Bytes::from_static(b"[1,2]"), |e| {
+        matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
+    }),
+    ("wrong type", Bytes::from_static(br#"{"rootfs":{"type":"layers"},"history":"x"}"#), |e| {
+        matches!(e, Error::InvalidConfig(ConfigError::Malformed { .. }))
+    }),
+    ("{}", Bytes::from_static(b"{}"), |e| {
+        matches!(e, Error::InvalidConfig(ConfigError::NoRootFs))
+    }),
+    ("rootfs null", Bytes::from_static(br#"{"rootfs":null}"#), |e| {
+        matches!(e, Error::InvalidConfig(ConfigError::NoRootFs))
+    }),
+    (
+        "too many non-empty history entries",
+        Bytes::from_static(
+            br#"{"rootfs":{"type":"layers","diff_ids":["sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]},"history":[{},{"empty_layer":false}]}"#,
         ),
-        (
-            "diff_id that is no digest, with layer references on",
-            Bytes::from_static(br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../x"]}}"#),
-            |e| matches!(e, Error::InvalidConfig(ConfigError::InvalidField { .. })),
-        ),
-        ("empty", Bytes::new(), |e| matches!(e, Error::InvalidConfig(ConfigError::Empty))),
-        (
-            "over the size limit",
-            Bytes::from(format!(r#"{{"rootfs":{{}},"comment":"{}"}}"#, "x".repeat(5000))),
-            |e| matches!(e, Error::InvalidConfig(ConfigError::TooLarge { limit: 4096, .. })),
-        ),
-    ];
-    for (what, bytes, expected) in bad_configs {
-        let err = store.create(bytes).await.must_fail(what);
-        assert!(expected(&err), "{what}: unexpected error {err:?}");
-        assert!(!err.to_string().is_empty());
-    }
+        |e| matches!(e, Error::InvalidConfig(ConfigError::TooManyHistoryLayers { non_empty: 2, diff_ids: 1 })),
+    ),
+    (
+        "diff_id that is no digest, with layer references on",
+        Bytes::from_static(br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../x"]}}"#),
+        |e| matches!(e, Error::InvalidConfig(ConfigError::InvalidField { .. })),
+    ),
+    ("empty", Bytes::new(), |e| matches!(e, Error::InvalidConfig(ConfigError::Empty))),
+    (
+        "over the size limit",
+        Bytes::from(format!(r#"{{"rootfs":{{}},"comment":"{}"}}"#, "x".repeat(5000))),
+        |e| matches!(e, Error::InvalidConfig(ConfigError::TooLarge { limit: 4096, .. })),
+    ),
+]
+}
+
+/// Operations on unknown images, cycles and bad searches, each refused
+/// with its typed error; `b` is a child of `a`.
+async fn refuse_bad_operations(store: &Store, a: ImageId, b: ImageId) {
     let unknown = ImageId::of_config(b"unknown");
     let err = store
         .create_with(config(3), CreateOptions::new().with_parent(unknown))
@@ -499,6 +489,32 @@ pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
         assert!(matches!(err, Error::Ambiguous { .. }), "{err:?}");
         assert!(err.to_string().contains("ambiguous digest string"), "{err}");
     }
+}
+
+/// Every kind of bad input is a typed error that names the problem, and
+/// neither the store nor the backend changes.
+pub async fn store_bad_input_changes_nothing(h: Arc<dyn Harness>) -> Outcome {
+    let (_fixture, backend) = crate::images(&h).await;
+    let store = Store::open_with(
+        backend.clone(),
+        StoreOptions::new().with_max_config_size(4096),
+    )
+    .await
+    .must("open");
+    let a = store.create(config(1)).await.must("create");
+    let b = store
+        .create_with(config(2), CreateOptions::new().with_parent(a))
+        .await
+        .must("create");
+    let before = observe(&store);
+    let before_backend = backend.load().await.must("load");
+
+    for (what, bytes, expected) in bad_configs() {
+        let err = store.create(bytes).await.must_fail(what);
+        assert!(expected(&err), "{what}: unexpected error {err:?}");
+        assert!(!err.to_string().is_empty());
+    }
+    refuse_bad_operations(&store, a, b).await;
 
     assert_eq!(observe(&store), before);
     assert_eq!(backend.load().await.must("load"), before_backend);
@@ -680,121 +696,5 @@ pub async fn store_batch_create_with_chain(h: Arc<dyn Harness>) -> Outcome {
     );
     assert_eq!(store.len(), 5);
     assert_eq!(backend.load().await.must("load"), before);
-    Outcome::Passed
-}
-
-/// Four tasks on each of two store handles over one location create,
-/// re-parent and delete at once; afterwards no parent link is lost, every
-/// link names an image that exists, and both handles agree.
-pub async fn store_concurrent_handles_stay_consistent(h: Arc<dyn Harness>) -> Outcome {
-    let (fixture, backend) = crate::images(&h).await;
-    let Some(other) = crate::reopen_images(&*fixture).await else {
-        return Outcome::skipped(
-            "store_concurrent_handles_stay_consistent",
-            "harness cannot open a second handle",
-        );
-    };
-    let s1 = Store::open(backend.clone()).await.must("open");
-    let s2 = Store::open(other).await.must("open");
-    // A shared base every handle knows about.
-    let base = s1.create(config(0)).await.must("create");
-    s2.refresh().await.must("refresh");
-    let mut tasks = Vec::new();
-    for (h_idx, store) in [s1.clone(), s2.clone()].into_iter().enumerate() {
-        for t in 0..4 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut mine = Vec::new();
-                for i in 0..8 {
-                    let n = 1000 + h_idx * 100 + t * 10 + i;
-                    let parent = mine.last().copied().unwrap_or(base);
-                    let id = store
-                        .create_with(config(n), CreateOptions::new().with_parent(parent))
-                        .await
-                        .must("create");
-                    mine.push(id);
-                    if i % 3 == 2 {
-                        // Re-parent the newest image onto the base.
-                        store.set_parent(&id, &base).await.must("re-parent");
-                    }
-                    if i % 4 == 3 {
-                        let victim = mine.remove(0);
-                        store.delete(&victim).await.must("delete");
-                    }
-                }
-                mine
-            }));
-        }
-    }
-    let mut survivors = BTreeSet::new();
-    for t in tasks {
-        survivors.extend(t.await.must("task"));
-    }
-    s1.refresh().await.must("refresh");
-    s2.refresh().await.must("refresh");
-    let fresh = Store::open(backend).await.must("open");
-    for store in [&s1, &s2, &fresh] {
-        let ids: BTreeSet<ImageId> = store.ids().into_iter().collect();
-        assert!(survivors.is_subset(&ids), "an image was lost");
-        for id in &ids {
-            if let Some(p) = store.parent(id).must("parent") {
-                assert!(ids.contains(&p), "{id} has a parent {p} that is gone");
-                assert!(store.children(&p).contains(id));
-            }
-            for c in store.children(id) {
-                assert_eq!(store.parent(&c).must("parent"), Some(*id));
-            }
-        }
-    }
-    assert_eq!(observe(&s1), observe(&fresh));
-    assert_eq!(observe(&s2), observe(&fresh));
-    Outcome::Passed
-}
-
-/// Sixteen tasks create the same images at once, half of them naming one
-/// parent and half another: each image ends up once in the store, holding
-/// one layer reference, with a parent that a fresh open of the backend
-/// agrees with.
-pub async fn store_concurrent_creates_agree(h: Arc<dyn Harness>) -> Outcome {
-    let (_fixture, backend) = crate::images(&h).await;
-    let layers = Arc::new(RefCountLayers::new());
-    let store = Store::open_with(
-        backend.clone(),
-        StoreOptions::new().with_layers(layers.clone()),
-    )
-    .await
-    .must("open");
-    let a = store.create(config(0)).await.must("create");
-    let b = store.create(config(1)).await.must("create");
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let store = store.clone();
-        let parent = if t % 2 == 0 { a } else { b };
-        tasks.push(tokio::spawn(async move {
-            for n in 2..10 {
-                store
-                    .create_with(config(n), CreateOptions::new().with_parent(parent))
-                    .await
-                    .must("create");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.must("task");
-    }
-    assert_eq!(store.len(), 10);
-    for id in store.ids() {
-        let chain = store
-            .info(&id)
-            .and_then(|i| i.chain_id)
-            .must("every test config has a layer");
-        assert_eq!(layers.references(&chain), 1, "layer references of {id}");
-        let parent = store.parent(&id).must("parent");
-        // The bases have none; every other image was created on one of them.
-        assert_eq!(parent.is_none(), id == a || id == b, "parent of {id}");
-        assert!(parent.is_none() || parent == Some(a) || parent == Some(b));
-    }
-    let fresh = Store::open(backend).await.must("open");
-    assert_eq!(observe(&fresh), observe(&store));
     Outcome::Passed
 }

@@ -174,117 +174,38 @@ mod tests {
         assert!(cmp(&a, &b) && cmp(&b, &a));
     }
 
+    /// The default config with one field changed.
+    fn changed(f: fn(&mut ContainerConfig)) -> ContainerConfig {
+        let mut c = ContainerConfig::default();
+        f(&mut c);
+        c
+    }
+
     #[test]
     fn every_compared_field_matters() {
         let base = ContainerConfig::default();
-        let mutations: Vec<(&str, ContainerConfig)> = vec![
-            (
-                "user",
-                ContainerConfig {
-                    user: "u".into(),
-                    ..base.clone()
-                },
-            ),
-            (
-                "working_dir",
-                ContainerConfig {
-                    working_dir: "/w".into(),
-                    ..base.clone()
-                },
-            ),
-            (
-                "stop_signal",
-                ContainerConfig {
-                    stop_signal: "TERM".into(),
-                    ..base.clone()
-                },
-            ),
-            (
-                "stop_timeout",
-                ContainerConfig {
-                    stop_timeout: Some(0),
-                    ..base.clone()
-                },
-            ),
-            (
-                "attach_stdin",
-                ContainerConfig {
-                    attach_stdin: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "attach_stdout",
-                ContainerConfig {
-                    attach_stdout: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "attach_stderr",
-                ContainerConfig {
-                    attach_stderr: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "network_disabled",
-                ContainerConfig {
-                    network_disabled: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "tty",
-                ContainerConfig {
-                    tty: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "open_stdin",
-                ContainerConfig {
-                    open_stdin: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "stdin_once",
-                ContainerConfig {
-                    stdin_once: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "args_escaped",
-                ContainerConfig {
-                    args_escaped: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "shell",
-                ContainerConfig {
-                    shell: Some(vec!["sh".into()]),
-                    ..base.clone()
-                },
-            ),
-            (
-                "on_build",
-                ContainerConfig {
-                    on_build: Some(vec!["RUN x".into()]),
-                    ..base.clone()
-                },
-            ),
-            (
-                "healthcheck",
-                ContainerConfig {
-                    healthcheck: Some(HealthConfig::default()),
-                    ..base.clone()
-                },
-            ),
+        let mutations: Vec<(&str, fn(&mut ContainerConfig))> = vec![
+            ("user", |c| c.user = "u".into()),
+            ("working_dir", |c| c.working_dir = "/w".into()),
+            ("stop_signal", |c| c.stop_signal = "TERM".into()),
+            ("stop_timeout", |c| c.stop_timeout = Some(0)),
+            ("attach_stdin", |c| c.attach_stdin = true),
+            ("attach_stdout", |c| c.attach_stdout = true),
+            ("attach_stderr", |c| c.attach_stderr = true),
+            ("network_disabled", |c| c.network_disabled = true),
+            ("tty", |c| c.tty = true),
+            ("open_stdin", |c| c.open_stdin = true),
+            ("stdin_once", |c| c.stdin_once = true),
+            ("args_escaped", |c| c.args_escaped = true),
+            ("shell", |c| c.shell = Some(vec!["sh".into()])),
+            ("on_build", |c| c.on_build = Some(vec!["RUN x".into()])),
+            ("healthcheck", |c| {
+                c.healthcheck = Some(HealthConfig::default())
+            }),
         ];
-        for (name, m) in mutations {
+        assert_eq!(mutations.len(), 15);
+        for (name, f) in mutations {
+            let m = changed(f);
             assert!(!cmp(&base, &m), "{name}");
             assert!(!cmp(&m, &base), "{name}");
             assert!(cmp(&m, &m), "{name}");
