@@ -184,7 +184,8 @@ mod tests {
     #[test]
     fn every_compared_field_matters() {
         let base = ContainerConfig::default();
-        let mutations: Vec<(&str, fn(&mut ContainerConfig))> = vec![
+        type Mutation = (&'static str, fn(&mut ContainerConfig));
+        let mutations: Vec<Mutation> = vec![
             ("user", |c| c.user = "u".into()),
             ("working_dir", |c| c.working_dir = "/w".into()),
             ("stop_signal", |c| c.stop_signal = "TERM".into()),
