@@ -71,12 +71,13 @@ pub enum Error {
     },
     /// A config stored in the backend no longer parses or verifies; it has
     /// been quarantined (or reported, if quarantine is off).
-    #[error("image {id} is corrupt: {reason}")]
+    #[error("image {id} is corrupt: {source}")]
     Corrupt {
         /// The image.
         id: ImageId,
-        /// What is wrong.
-        reason: String,
+        /// What reading or parsing it found.
+        #[source]
+        source: Box<Self>,
     },
     /// The backend failed.
     #[error(transparent)]

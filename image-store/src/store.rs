@@ -197,11 +197,11 @@ impl Store {
                 self.release_layer(removed.as_ref());
                 write(&self.inner.report)
                     .problems
-                    .push(Problem::Unreadable {
-                        id: *id,
-                        reason: reason.clone(),
-                    });
-                Err(Error::Corrupt { id: *id, reason })
+                    .push(Problem::Unreadable { id: *id, reason });
+                Err(Error::Corrupt {
+                    id: *id,
+                    source: Box::new(e),
+                })
             }
         }
     }
