@@ -33,6 +33,7 @@ use serde::Serialize;
 use super::{Ctx, print_json, print_lines, print_table};
 use crate::cli::ConformanceArgs;
 use crate::error::{CliError, EXIT_OK, Result};
+use crate::progress::Step;
 
 /// A random 16-hex-digit name for one run.
 fn random_name() -> String {
@@ -198,43 +199,8 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
         ),
         false,
     );
-    {
-        let step = step.clone();
-        let ui = ctx.ui;
-        let json = ctx.json();
-        options = options.with_progress(move |p| {
-            if let Progress::Finished {
-                result,
-                index,
-                total,
-            } = p
-            {
-                step.inc(1);
-                // In line mode the table comes at the end; failures are
-                // worth seeing as they happen.
-                if !json && matches!(result.status, CaseStatus::Failed { .. }) {
-                    ui.line(format!(
-                        "[{}/{total}] {}::{} {}",
-                        index + 1,
-                        result.group,
-                        result.name,
-                        result.status
-                    ));
-                }
-            }
-        });
-    }
-    let suite = imagecache_conformance::run_with(Arc::clone(&harness), &options);
-    let cancel = Arc::clone(&ctx.cancel);
-    let stopped = async move {
-        while !cancel.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let report: Option<Report> = tokio::select! {
-        r = suite => Some(r),
-        () = stopped => None,
-    };
+    options = with_progress(ctx, &step, options);
+    let report = run_until_cancelled(ctx, Arc::clone(&harness), &options).await;
     // Every handle goes before the namespaces are removed.
     drop(harness);
     let cleaned = clean_up(&kind).await;
@@ -245,7 +211,65 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
     };
     step.finish(&ctx.ui, report.summary_line());
     cleaned?;
+    print_report(ctx, store, &report)?;
+    if report.is_success() {
+        Ok(EXIT_OK)
+    } else {
+        Err(CliError::ConformanceFailed {
+            failed: report.failed(),
+            store: store.to_owned(),
+        })
+    }
+}
 
+/// Advances the progress step per case; in line mode failures are shown
+/// as they happen (the table comes at the end).
+fn with_progress(ctx: &Ctx, step: &Step, options: RunOptions) -> RunOptions {
+    let step = step.clone();
+    let ui = ctx.ui;
+    let json = ctx.json();
+    options.with_progress(move |p| {
+        if let Progress::Finished {
+            result,
+            index,
+            total,
+        } = p
+        {
+            step.inc(1);
+            if !json && matches!(result.status, CaseStatus::Failed { .. }) {
+                ui.line(format!(
+                    "[{}/{total}] {}::{} {}",
+                    index + 1,
+                    result.group,
+                    result.name,
+                    result.status
+                ));
+            }
+        }
+    })
+}
+
+/// Runs the suite; `None` when the user interrupted it.
+async fn run_until_cancelled(
+    ctx: &Ctx,
+    harness: Arc<dyn Harness>,
+    options: &RunOptions,
+) -> Option<Report> {
+    let suite = imagecache_conformance::run_with(harness, options);
+    let cancel = Arc::clone(&ctx.cancel);
+    let stopped = async move {
+        while !cancel.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = suite => Some(r),
+        () = stopped => None,
+    }
+}
+
+/// The report as JSON, or as a table and a summary line.
+fn print_report(ctx: &Ctx, store: &str, report: &Report) -> Result<()> {
     if ctx.json() {
         print_json(&ReportOut {
             store,
@@ -271,35 +295,27 @@ pub(super) async fn run(ctx: &Ctx, args: &ConformanceArgs) -> Result<u8> {
             failed: report.failed(),
             skipped: report.skipped(),
         })?;
-    } else {
-        let rows: Vec<Vec<String>> = report
-            .results
-            .iter()
-            .map(|r| {
-                let status = match &r.status {
-                    CaseStatus::Passed => "pass".to_owned(),
-                    CaseStatus::Failed { reason } => format!("FAIL: {}", reason.replace('\n', " ")),
-                    CaseStatus::Skipped { reason } => format!("skipped ({reason})"),
-                    _ => "unknown".to_owned(),
-                };
-                vec![
-                    format!("{}::{}", r.group, r.name),
-                    status,
-                    format!("{} ms", r.duration.as_millis()),
-                ]
-            })
-            .collect();
-        print_table(&["CASE", "RESULT", "TIME"], &rows)?;
-        print_lines([report.summary_line()])?;
+        return Ok(());
     }
-    if report.is_success() {
-        Ok(EXIT_OK)
-    } else {
-        Err(CliError::ConformanceFailed {
-            failed: report.failed(),
-            store: store.to_owned(),
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            let status = match &r.status {
+                CaseStatus::Passed => "pass".to_owned(),
+                CaseStatus::Failed { reason } => format!("FAIL: {}", reason.replace('\n', " ")),
+                CaseStatus::Skipped { reason } => format!("skipped ({reason})"),
+                _ => "unknown".to_owned(),
+            };
+            vec![
+                format!("{}::{}", r.group, r.name),
+                status,
+                format!("{} ms", r.duration.as_millis()),
+            ]
         })
-    }
+        .collect();
+    print_table(&["CASE", "RESULT", "TIME"], &rows)?;
+    print_lines([report.summary_line()])
 }
 
 #[cfg(test)]
