@@ -1,8 +1,9 @@
 //! `import`, `ls`, `inspect`, `history`, `search`, `rm` and `parent`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use imagecache_core::{ChainId, DiffId, ImageId, Platform, Timestamp};
+use imagecache_core::{ChainId, DiffId, Image, ImageId, Platform, Timestamp};
 use imagecache_engine::blob::BlobCache;
 use imagecache_store::{ImageInfo, Store};
 use serde::Serialize;
@@ -170,17 +171,7 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
     let mut found = Vec::new();
     let mut first_error: Option<CliError> = None;
     for term in terms {
-        let looked_up = match store.search(term) {
-            Ok(id) => match (store.get(&id).await, store.info(&id)) {
-                (Ok(image), Some(info)) => Ok((image, info)),
-                (Err(e), _) => Err(CliError::from(e)),
-                (Ok(_), None) => Err(CliError::NotFound {
-                    what: format!("No such image: {term}"),
-                }),
-            },
-            Err(e) => Err(CliError::from(e)),
-        };
-        match looked_up {
+        match look_up(&store, term).await {
             Ok(pair) => found.push(pair),
             Err(e) => {
                 eprintln!("error: {}", e.one_line());
@@ -189,80 +180,101 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
         }
     }
     if ctx.json() {
-        let shown: Vec<Inspected> = found
-            .iter()
-            .map(|(image, info)| -> Result<Inspected> {
-                Ok(Inspected {
-                    id: info.id,
-                    parent: info.parent,
-                    children: info.children.clone(),
-                    built_locally: info.built_locally,
-                    last_updated: info.last_updated.map(|t| t.to_string()),
-                    created: info.created.map(|t| t.to_string()),
-                    platform: PlatformOut {
-                        os: info.platform.os.clone(),
-                        architecture: info.platform.architecture.clone(),
-                        variant: info.platform.variant.clone(),
-                        os_version: info.platform.os_version.clone(),
-                        os_features: info.platform.os_features.clone(),
-                    },
-                    layers: info.layers,
-                    chain_id: info.chain_id,
-                    config_size: info.config_len,
-                    config: raw_config(image.raw_json())?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        print_json(&shown)?;
+        print_json(&inspected(&found)?)?;
     } else {
-        let mut lines = Vec::new();
-        for (n, (image, info)) in found.iter().enumerate() {
-            if n > 0 {
-                lines.push(String::new());
-            }
-            let ids = |v: &[ImageId]| {
-                v.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            lines.push(format!("ID:             {}", info.id));
-            lines.push(format!(
-                "Parent:         {}",
-                info.parent.map(|p| p.to_string()).unwrap_or_default()
-            ));
-            lines.push(format!("Children:       {}", ids(&info.children)));
-            lines.push(format!("Built locally:  {}", info.built_locally));
-            lines.push(format!(
-                "Last updated:   {}",
-                info.last_updated.map(|t| t.to_string()).unwrap_or_default()
-            ));
-            lines.push(format!(
-                "Created:        {}",
-                info.created.map(|t| t.to_string()).unwrap_or_default()
-            ));
-            lines.push(format!("Platform:       {}", platform_text(&info.platform)));
-            lines.push(format!("Layers:         {}", info.layers));
-            lines.push(format!(
-                "Chain ID:       {}",
-                info.chain_id.map(|c| c.to_string()).unwrap_or_default()
-            ));
-            lines.push(format!(
-                "Config:         {} bytes, as stored:",
-                info.config_len
-            ));
-            let value: Option<serde_json::Value> = serde_json::from_slice(image.raw_json()).ok();
-            match value.and_then(|v| serde_json::to_string_pretty(&v).ok()) {
-                Some(pretty) => lines.extend(pretty.lines().map(str::to_owned)),
-                None => lines.push(String::from_utf8_lossy(image.raw_json()).into_owned()),
-            }
-        }
-        print_lines(lines)?;
+        print_lines(inspect_lines(&found))?;
     }
     match first_error {
         Some(e) => Ok(e.exit_code()),
         None => Ok(EXIT_OK),
     }
+}
+
+/// The image a search term names, with what the store knows of it.
+async fn look_up(store: &Store, term: &str) -> Result<(Arc<Image>, ImageInfo)> {
+    let id = store.search(term)?;
+    match (store.get(&id).await, store.info(&id)) {
+        (Ok(image), Some(info)) => Ok((image, info)),
+        (Err(e), _) => Err(CliError::from(e)),
+        (Ok(_), None) => Err(CliError::NotFound {
+            what: format!("No such image: {term}"),
+        }),
+    }
+}
+
+/// The images as `inspect --format json` shows them.
+fn inspected(found: &[(Arc<Image>, ImageInfo)]) -> Result<Vec<Inspected>> {
+    found
+        .iter()
+        .map(|(image, info)| -> Result<Inspected> {
+            Ok(Inspected {
+                id: info.id,
+                parent: info.parent,
+                children: info.children.clone(),
+                built_locally: info.built_locally,
+                last_updated: info.last_updated.map(|t| t.to_string()),
+                created: info.created.map(|t| t.to_string()),
+                platform: PlatformOut {
+                    os: info.platform.os.clone(),
+                    architecture: info.platform.architecture.clone(),
+                    variant: info.platform.variant.clone(),
+                    os_version: info.platform.os_version.clone(),
+                    os_features: info.platform.os_features.clone(),
+                },
+                layers: info.layers,
+                chain_id: info.chain_id,
+                config_size: info.config_len,
+                config: raw_config(image.raw_json())?,
+            })
+        })
+        .collect()
+}
+
+/// The images as `inspect` shows them in text.
+fn inspect_lines(found: &[(Arc<Image>, ImageInfo)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (n, (image, info)) in found.iter().enumerate() {
+        if n > 0 {
+            lines.push(String::new());
+        }
+        let ids = |v: &[ImageId]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        lines.push(format!("ID:             {}", info.id));
+        lines.push(format!(
+            "Parent:         {}",
+            info.parent.map(|p| p.to_string()).unwrap_or_default()
+        ));
+        lines.push(format!("Children:       {}", ids(&info.children)));
+        lines.push(format!("Built locally:  {}", info.built_locally));
+        lines.push(format!(
+            "Last updated:   {}",
+            info.last_updated.map(|t| t.to_string()).unwrap_or_default()
+        ));
+        lines.push(format!(
+            "Created:        {}",
+            info.created.map(|t| t.to_string()).unwrap_or_default()
+        ));
+        lines.push(format!("Platform:       {}", platform_text(&info.platform)));
+        lines.push(format!("Layers:         {}", info.layers));
+        lines.push(format!(
+            "Chain ID:       {}",
+            info.chain_id.map(|c| c.to_string()).unwrap_or_default()
+        ));
+        lines.push(format!(
+            "Config:         {} bytes, as stored:",
+            info.config_len
+        ));
+        let value: Option<serde_json::Value> = serde_json::from_slice(image.raw_json()).ok();
+        match value.and_then(|v| serde_json::to_string_pretty(&v).ok()) {
+            Some(pretty) => lines.extend(pretty.lines().map(str::to_owned)),
+            None => lines.push(String::from_utf8_lossy(image.raw_json()).into_owned()),
+        }
+    }
+    lines
 }
 
 /// One history entry as `history` shows it.
