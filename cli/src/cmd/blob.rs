@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use bytes::BytesMut;
 use futures::StreamExt as _;
 use imagecache_core::{BlobNotes, ByteStream, Digest, Hasher};
-use imagecache_engine::blob::{LayerOptions, PutOptions};
+use imagecache_engine::blob::{Compression, LayerOptions, PutOptions};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -173,17 +173,10 @@ struct Stored {
     decompressed_size: Option<u64>,
 }
 
-async fn put(
-    ctx: &Ctx,
-    path: &PathBuf,
-    digest: Option<Digest>,
-    media_type: Option<String>,
-) -> Result<u8> {
-    let cache = ctx.blobs().await?;
-    let digest = match digest {
-        Some(d) => d,
-        None => hash_file(path).await?,
-    };
+/// Opens a file to put; returns it rewound, with its size and whether its
+/// first bytes say it is a gzip or zstd stream.
+async fn open_and_sniff(path: &PathBuf) -> Result<(tokio::fs::File, u64, bool)> {
+    use tokio::io::AsyncSeekExt as _;
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(io_error(path, "opening the file"))?;
@@ -192,7 +185,7 @@ async fn put(
         .await
         .map_err(io_error(path, "reading the file's size"))?
         .len();
-    let mut head = [0u8; 4];
+    let mut head = [0u8; 8];
     let mut have = 0;
     while have < head.len() {
         let n = file
@@ -204,15 +197,28 @@ async fn put(
         }
         have += n;
     }
-    let compressed =
-        head[..have].starts_with(&[0x1f, 0x8b]) || head[..have] == [0x28, 0xb5, 0x2f, 0xfd];
-    let file = {
-        use tokio::io::AsyncSeekExt as _;
-        file.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(io_error(path, "reading the file"))?;
-        file
+    let compressed = matches!(
+        Compression::sniff(&head[..have]),
+        Ok(Compression::Gzip | Compression::Zstd)
+    );
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(io_error(path, "reading the file"))?;
+    Ok((file, size, compressed))
+}
+
+async fn put(
+    ctx: &Ctx,
+    path: &PathBuf,
+    digest: Option<Digest>,
+    media_type: Option<String>,
+) -> Result<u8> {
+    let cache = ctx.blobs().await?;
+    let digest = match digest {
+        Some(d) => d,
+        None => hash_file(path).await?,
     };
+    let (file, size, compressed) = open_and_sniff(path).await?;
     let stored = if compressed {
         // A compressed layer goes through the layer path, which keeps a
         // decompressed copy and notes each copy against the other.
