@@ -47,8 +47,10 @@
 //!
 //! [`Error::Locked`]: imagecache_core::Error::Locked
 //! [`Error::Config`]: imagecache_core::Error::Config
+//! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
+//! [`WriteBatch`]: imagecache_core::WriteBatch
 
-mod blob;
+mod blobs;
 #[cfg(feature = "testing")]
 mod harness;
 mod images;
@@ -61,12 +63,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use imagecache_core::{
-    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Digest, ImageId, Key,
-    MetadataKey, Snapshot, StoreBackend, WriteBatch, normalize_notes,
-};
+use imagecache_core::{Digest, ImageId, Key, MetadataKey};
 use redb::{ReadableTable as _, TableDefinition};
 
 use self::lock_info::LockInfo;
@@ -410,7 +408,7 @@ impl Inner {
                 }
             }
             images::create_tables(&txn)?;
-            blob::prepare(&txn)?
+            blobs::prepare(&txn)?
         };
         txn.commit()?;
         if orphans > 0 {
@@ -428,123 +426,6 @@ impl Inner {
     /// The durability the configuration asks for.
     fn durability(&self) -> redb::Durability {
         self.config.durability.to_redb()
-    }
-}
-
-#[async_trait]
-impl StoreBackend for RedbBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-            .with_persistent(true)
-            .with_atomic_batch(true)
-    }
-
-    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.run(None, move |inner| inner.write(batch.into_ops()))
-            .await
-    }
-
-    async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
-        let id = *id;
-        self.run(Some(Key::Image(id)), move |inner| inner.get(&id))
-            .await
-    }
-
-    async fn get_metadata(
-        &self,
-        id: &ImageId,
-        key: &MetadataKey,
-    ) -> imagecache_core::Result<Bytes> {
-        let (id, key) = (*id, key.clone());
-        self.run(
-            Some(Key::Metadata {
-                id,
-                key: key.clone(),
-            }),
-            move |inner| inner.get_metadata(&id, &key),
-        )
-        .await
-    }
-
-    async fn load(&self) -> imagecache_core::Result<Snapshot> {
-        self.run(None, Inner::load).await
-    }
-}
-
-#[async_trait]
-impl BlobBackend for RedbBackend {
-    async fn put_blob(
-        &self,
-        digest: &Digest,
-        body: ByteStream,
-    ) -> imagecache_core::Result<BlobInfo> {
-        blob::put(self, *digest, body).await
-    }
-
-    async fn get_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobReader> {
-        blob::get(self, *digest).await
-    }
-
-    async fn head_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobInfo> {
-        let digest = *digest;
-        self.run(Some(Key::Blob(digest)), move |inner| {
-            inner
-                .blob_info(&digest)?
-                .ok_or_else(|| blob_not_found(digest))
-        })
-        .await
-    }
-
-    async fn delete_blob(&self, digest: &Digest) -> imagecache_core::Result<()> {
-        let digest = *digest;
-        self.run(Some(Key::Blob(digest)), move |inner| {
-            inner.delete_blob(&digest)
-        })
-        .await
-    }
-
-    async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
-        self.run(None, Inner::list_blobs).await
-    }
-
-    async fn set_blob_notes(
-        &self,
-        digest: &Digest,
-        notes: BlobNotes,
-    ) -> imagecache_core::Result<()> {
-        let digest = *digest;
-        let notes = normalize_notes(notes);
-        self.run(Some(Key::Blob(digest)), move |inner| {
-            inner.set_blob_notes(&digest, &notes)
-        })
-        .await
-    }
-
-    async fn blob_notes(&self, digest: &Digest) -> imagecache_core::Result<BlobNotes> {
-        let digest = *digest;
-        self.run(Some(Key::Blob(digest)), move |inner| {
-            inner.blob_notes(&digest)
-        })
-        .await
-    }
-
-    async fn get_blob_note(
-        &self,
-        digest: &Digest,
-        key: &MetadataKey,
-    ) -> imagecache_core::Result<Bytes> {
-        let (digest, key) = (*digest, key.clone());
-        self.run(
-            Some(Key::BlobNote {
-                digest,
-                key: key.clone(),
-            }),
-            move |inner| inner.get_blob_note(&digest, &key),
-        )
-        .await
     }
 }
 
@@ -682,7 +563,10 @@ mod tests {
     use super::images::{BLOCKS, QUARANTINE};
     use super::record::{BlockWriter, QuarantineEntry, Record, block_entries};
     use super::*;
-    use imagecache_core::{Content, Error as CoreError, Quarantined, StoreBackendExt as _};
+    use imagecache_core::{
+        Content, Error as CoreError, Quarantined, Snapshot, StoreBackend as _,
+        StoreBackendExt as _, WriteBatch,
+    };
     use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
 
     fn content(n: u32) -> Content {
