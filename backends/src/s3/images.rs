@@ -2,7 +2,7 @@
 //! writing a batch as configs plus one record, and serving lookups and
 //! loads from the merged state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use object_store::{ObjectStoreExt as _, PutPayload};
 
 use super::error::Error;
 use super::state::{self, Index, RecordName, RecordOp, State};
-use super::{Listing, S3Backend, is_not_found};
+use super::{Listing, S3Backend, View, is_not_found};
 
 /// How often a reader lists again when objects vanish under it.
 const MAX_READ_ATTEMPTS: usize = 5;
@@ -32,110 +32,13 @@ impl S3Backend {
             let last_attempt = attempt == MAX_READ_ATTEMPTS;
             let (indexes, records) =
                 futures::try_join!(self.list_names("index"), self.list_names("log"))?;
-            let mut raced = false;
+            let indexes_raced = self.join_indexes(&indexes).await?;
 
-            let wanted: Vec<String> = {
-                let view = self.view();
-                indexes
-                    .iter()
-                    .filter(|n| !view.indexes.contains(*n))
-                    .cloned()
-                    .collect()
-            };
-            let fetched: Vec<(String, Result<Bytes, Error>)> = futures::stream::iter(wanted)
-                .map(|name| async move {
-                    let path = self.path(&["index", &name]);
-                    let got = self.get_bytes(&path, Key::Other(path.to_string())).await;
-                    (name, got)
-                })
-                .buffer_unordered(4)
-                .collect()
-                .await;
-            for (name, got) in fetched {
-                let bytes = match got {
-                    Ok(b) => b,
-                    Err(e) if is_not_found(&e) => {
-                        // A newer compaction merged and removed it.
-                        raced = true;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let decoded = state::decode_index(&bytes);
-                let mut view = self.view();
-                match decoded {
-                    Ok(index) => {
-                        let Index { merged, state } = index;
-                        view.covered.extend(merged);
-                        view.state.join(state);
-                    }
-                    Err(e) => {
-                        let key = self.path(&["index", &name]).to_string();
-                        tracing::warn!(object = %key, reason = %e, "unreadable index");
-                        view.unreadable.insert(key, e.to_string());
-                    }
-                }
-                view.indexes.insert(name);
-            }
-
-            let wanted: Vec<String> = {
-                let view = self.view();
-                records
-                    .iter()
-                    .filter(|n| {
-                        !view.applied.contains(*n)
-                            && !view.covered.contains(*n)
-                            && !view
-                                .unreadable
-                                .contains_key(&self.path(&["log", n]).to_string())
-                    })
-                    .cloned()
-                    .collect()
-            };
-            let fetched: Vec<(String, Result<Bytes, Error>)> = futures::stream::iter(wanted)
-                .map(|name| async move {
-                    let path = self.path(&["log", &name]);
-                    let got = self.get_bytes(&path, Key::Other(path.to_string())).await;
-                    (name, got)
-                })
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .collect()
-                .await;
+            let wanted = self.wanted_records(&records);
+            let fetched = self.fetch_all("log", wanted, FETCH_CONCURRENCY).await;
             let mut view = self.view();
-            for (name, got) in fetched {
-                let key = self.path(&["log", &name]).to_string();
-                let bytes = match got {
-                    Ok(b) => b,
-                    Err(e) if is_not_found(&e) && !last_attempt => {
-                        raced = true;
-                        continue;
-                    }
-                    Err(e) if is_not_found(&e) => {
-                        view.unreadable
-                            .insert(key, "listed, then gone, and merged by no index".into());
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let parsed = RecordName::parse(&name)
-                    .ok_or_else(|| "not a record name".to_owned())
-                    .and_then(|n| {
-                        state::decode_record(&bytes)
-                            .map(|ops| (n, ops))
-                            .map_err(|e| e.to_string())
-                    });
-                match parsed {
-                    Ok((record, ops)) => {
-                        view.state.apply(record, ops);
-                        view.applied.insert(name);
-                    }
-                    Err(reason) => {
-                        tracing::warn!(object = %key, reason = %reason, "unreadable record");
-                        view.unreadable.insert(key, reason);
-                    }
-                }
-            }
-            if !raced {
+            let records_raced = self.apply_records(&mut view, fetched, last_attempt)?;
+            if !(indexes_raced || records_raced) {
                 view.loaded = true;
                 view.uncompacted = records
                     .iter()
@@ -148,6 +51,129 @@ impl S3Backend {
             prefix: self.inner.root.to_string(),
             attempts: MAX_READ_ATTEMPTS,
         })
+    }
+
+    /// Reads the objects `names` under `PREFIX/<dir>/`, `concurrency` at a
+    /// time, each with what reading it gave.
+    async fn fetch_all(
+        &self,
+        dir: &str,
+        names: Vec<String>,
+        concurrency: usize,
+    ) -> Vec<(String, Result<Bytes, Error>)> {
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let path = self.path(&[dir, &name]);
+                let got = self.get_bytes(&path, Key::Other(path.to_string())).await;
+                (name, got)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    }
+
+    /// Reads the listed indexes this handle has not joined yet and joins
+    /// them into its state; returns whether one was gone when read.
+    async fn join_indexes(&self, indexes: &BTreeSet<String>) -> Result<bool, Error> {
+        let mut raced = false;
+        let wanted: Vec<String> = {
+            let view = self.view();
+            indexes
+                .iter()
+                .filter(|n| !view.indexes.contains(*n))
+                .cloned()
+                .collect()
+        };
+        for (name, got) in self.fetch_all("index", wanted, 4).await {
+            let bytes = match got {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => {
+                    // A newer compaction merged and removed it.
+                    raced = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let decoded = state::decode_index(&bytes);
+            let mut view = self.view();
+            match decoded {
+                Ok(index) => {
+                    let Index { merged, state } = index;
+                    view.covered.extend(merged);
+                    view.state.join(state);
+                }
+                Err(e) => {
+                    let key = self.path(&["index", &name]).to_string();
+                    tracing::warn!(object = %key, reason = %e, "unreadable index");
+                    view.unreadable.insert(key, e.to_string());
+                }
+            }
+            view.indexes.insert(name);
+        }
+        Ok(raced)
+    }
+
+    /// The listed records that are neither applied, merged into a joined
+    /// index, nor known to be unreadable.
+    fn wanted_records(&self, records: &BTreeSet<String>) -> Vec<String> {
+        let view = self.view();
+        records
+            .iter()
+            .filter(|n| {
+                !view.applied.contains(*n)
+                    && !view.covered.contains(*n)
+                    && !view
+                        .unreadable
+                        .contains_key(&self.path(&["log", n]).to_string())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Applies fetched records to `view`; returns whether one was gone when
+    /// read. On the last attempt a vanished record is set down as
+    /// unreadable instead.
+    fn apply_records(
+        &self,
+        view: &mut View,
+        fetched: Vec<(String, Result<Bytes, Error>)>,
+        last_attempt: bool,
+    ) -> Result<bool, Error> {
+        let mut raced = false;
+        for (name, got) in fetched {
+            let key = self.path(&["log", &name]).to_string();
+            let bytes = match got {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) && !last_attempt => {
+                    raced = true;
+                    continue;
+                }
+                Err(e) if is_not_found(&e) => {
+                    view.unreadable
+                        .insert(key, "listed, then gone, and merged by no index".into());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let parsed = RecordName::parse(&name)
+                .ok_or_else(|| "not a record name".to_owned())
+                .and_then(|n| {
+                    state::decode_record(&bytes)
+                        .map(|ops| (n, ops))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((record, ops)) => {
+                    view.state.apply(record, ops);
+                    view.applied.insert(name);
+                }
+                Err(reason) => {
+                    tracing::warn!(object = %key, reason = %reason, "unreadable record");
+                    view.unreadable.insert(key, reason);
+                }
+            }
+        }
+        Ok(raced)
     }
 
     async fn ensure_loaded(&self) -> Result<(), Error> {
