@@ -63,8 +63,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use imagecache_core::{Digest, ImageId, Key, MetadataKey};
+use imagecache_core::{Digest, ImageId, Key};
 use redb::{ReadableTable as _, TableDefinition};
 
 use self::lock_info::LockInfo;
@@ -278,7 +277,7 @@ impl RedbBackend {
     pub(crate) async fn insert_raw_content(
         &self,
         id: ImageId,
-        data: Bytes,
+        data: bytes::Bytes,
     ) -> imagecache_core::Result<()> {
         self.run(Some(Key::Image(id)), move |inner| {
             inner.insert_raw_content(&id, &data)
@@ -291,7 +290,7 @@ impl RedbBackend {
     pub(crate) async fn insert_raw_blob(
         &self,
         digest: Digest,
-        data: Bytes,
+        data: bytes::Bytes,
     ) -> imagecache_core::Result<()> {
         self.run(Some(Key::Blob(digest)), move |inner| {
             inner.insert_raw_blob(&digest, &data)
@@ -304,8 +303,8 @@ impl RedbBackend {
     pub(crate) async fn insert_raw_note(
         &self,
         digest: Digest,
-        key: MetadataKey,
-        data: Bytes,
+        key: imagecache_core::MetadataKey,
+        data: bytes::Bytes,
     ) -> imagecache_core::Result<()> {
         self.run(Some(Key::Blob(digest)), move |inner| {
             inner.insert_raw_note(&digest, &key, &data)

@@ -1,9 +1,10 @@
 use super::images::{BLOCKS, QUARANTINE};
 use super::record::{BlockWriter, QuarantineEntry, Record, block_entries};
 use super::*;
+use bytes::Bytes;
 use imagecache_core::{
-    Content, Error as CoreError, Quarantined, Snapshot, StoreBackend as _, StoreBackendExt as _,
-    WriteBatch,
+    Content, Error as CoreError, MetadataKey, Quarantined, Snapshot, StoreBackend as _,
+    StoreBackendExt as _, WriteBatch,
 };
 use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
 
