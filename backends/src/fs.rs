@@ -82,12 +82,16 @@
 //! #     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(f)
 //! # }
 //! ```
+//!
+//! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
+//! [`StoreBackend::write`]: imagecache_core::StoreBackend::write
 
 mod batch;
 mod blobs;
 mod files;
 #[cfg(feature = "testing")]
 mod harness;
+mod images;
 mod index;
 mod scan;
 
@@ -101,15 +105,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use imagecache_core::{
-    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest,
-    Error as CoreError, ImageId, Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch,
-    normalize_notes,
-};
+use imagecache_core::{Digest, Error as CoreError, ImageId, Key, Result};
 
-use self::files::{Opened, Token, ensure_dir, open_regular, read_regular, read_to_end};
+use self::files::{Token, ensure_dir};
 use self::index::IndexFiles;
 
 /// The URL scheme of this backend.
@@ -271,6 +269,8 @@ impl Inner {
 /// Clones share one handle. Several handles, in one process or several, may
 /// use the same directory at once; each sees the others' writes at its next
 /// [`StoreBackend::load`].
+///
+/// [`StoreBackend::load`]: imagecache_core::StoreBackend::load
 #[derive(Clone)]
 pub struct FsBackend {
     inner: Arc<Inner>,
@@ -358,131 +358,6 @@ fn content_present(path: &Path) -> Result<bool, Error> {
         Ok(m) => Ok(m.is_file() && m.len() > 0),
         Err(e) if files::is_missing(&e) => Ok(false),
         Err(source) => Err(Error::io("inspect", path, source)),
-    }
-}
-
-#[async_trait]
-impl StoreBackend for FsBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none().with_persistent(true).with_shared(true)
-    }
-
-    async fn write(&self, batch: WriteBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let inner = Arc::clone(&self.inner);
-        blocking(move || batch::write(&inner, batch)).await
-    }
-
-    async fn get(&self, id: &ImageId) -> Result<Bytes> {
-        let id = *id;
-        let path = self.inner.layout.content_path(&id);
-        let data = blocking(move || match open_regular(&path)? {
-            Opened::File(f, len) => read_to_end(f, len, &path),
-            Opened::Missing => Err(CoreError::NotFound {
-                key: Key::Image(id),
-            }
-            .into()),
-            Opened::NotRegular(kind) => Err(CoreError::Corrupt {
-                key: Key::Image(id),
-                reason: format!("a {kind} occupies {}", path.display()),
-            }
-            .into()),
-        })
-        .await?;
-        Ok(Content::verify(id, Bytes::from(data))?.into_data())
-    }
-
-    async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes> {
-        let id = *id;
-        let key = key.clone();
-        let content = self.inner.layout.content_path(&id);
-        let path = self.inner.layout.metadata_dir(&id).join(key.as_str());
-        blocking(move || {
-            // Docker re-reads and re-hashes the config here; existence is
-            // all that matters for a metadata read.
-            if !content_present(&content)? {
-                return Err(CoreError::NotFound {
-                    key: Key::Image(id),
-                }
-                .into());
-            }
-            match read_regular(&path)? {
-                Some(Ok(data)) => Ok(Bytes::from(data)),
-                None => Err(CoreError::NotFound {
-                    key: Key::Metadata { id, key },
-                }
-                .into()),
-                Some(Err(found)) => Err(Error::destination(path, found, Key::Metadata { id, key })),
-            }
-        })
-        .await
-    }
-
-    async fn load(&self) -> Result<Snapshot> {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || scan::load(&inner)).await
-    }
-}
-
-#[async_trait]
-impl BlobBackend for FsBackend {
-    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
-        blobs::put(Arc::clone(&self.inner), *digest, body).await
-    }
-
-    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
-        blobs::get(Arc::clone(&self.inner), *digest).await
-    }
-
-    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
-        let digest = *digest;
-        let path = self.inner.layout.blob_path(&digest);
-        blocking(move || blobs::head(&path, digest)).await
-    }
-
-    async fn delete_blob(&self, digest: &Digest) -> Result<()> {
-        let inner = Arc::clone(&self.inner);
-        let digest = *digest;
-        blocking(move || blobs::delete(&inner, &digest)).await
-    }
-
-    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || blobs::list(&inner)).await
-    }
-
-    async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
-        let inner = Arc::clone(&self.inner);
-        let digest = *digest;
-        let notes = normalize_notes(notes);
-        blocking(move || blobs::set_notes(&inner, &digest, &notes)).await
-    }
-
-    async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
-        let inner = Arc::clone(&self.inner);
-        let digest = *digest;
-        blocking(move || blobs::notes(&inner, &digest)).await
-    }
-
-    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
-        let path = self.inner.layout.notes_dir(digest).join(key.as_str());
-        let digest = *digest;
-        let key = key.clone();
-        blocking(move || match read_regular(&path)? {
-            Some(Ok(data)) => Ok(Bytes::from(data)),
-            None => Err(CoreError::NotFound {
-                key: Key::BlobNote { digest, key },
-            }
-            .into()),
-            Some(Err(found)) => Err(Error::destination(
-                path,
-                found,
-                Key::BlobNote { digest, key },
-            )),
-        })
-        .await
     }
 }
 

@@ -163,29 +163,51 @@ struct Staged {
     removals: Vec<(MetadataKey, PathBuf)>,
 }
 
+/// A run's temp files, written and (if asked) fsynced: phase 1 done.
+struct Staging {
+    /// New configs with their destinations.
+    content_temps: Vec<(TempFile, PathBuf)>,
+    /// Every image of the run, in order.
+    staged: Vec<Staged>,
+    /// Whether a metadata directory was created.
+    new_meta_dir: bool,
+}
+
 /// Applies one run; see the module docs.
 fn flush_run(inner: &Inner, run: &mut Run) -> Result<(), Error> {
     if run.is_empty() {
         return Ok(());
     }
     let mut run = std::mem::take(run);
-    let fsync = inner.config.fsync;
-    let layout = &inner.layout;
+    let pre = pre_tokens(inner, &run.order)?;
+    let Staging {
+        content_temps,
+        staged,
+        new_meta_dir,
+    } = stage_run(inner, &mut run, pre)?;
+    place_contents(inner, content_temps, new_meta_dir)?;
+    place_run(inner, staged)
+}
 
-    // Tokens before anything in the run changes a metadata directory (its
-    // own temp files included), so that when nobody else wrote in between,
-    // the record chains onto the previous record of the same image.
-    let mut pre = Vec::with_capacity(run.order.len());
-    for id in &run.order {
+/// Tokens before anything in the run changes a metadata directory (its
+/// own temp files included), so that when nobody else wrote in between,
+/// the record chains onto the previous record of the same image.
+fn pre_tokens(inner: &Inner, order: &[ImageId]) -> Result<Vec<Token>, Error> {
+    let mut pre = Vec::with_capacity(order.len());
+    for id in order {
         let token = inner
-            .dir_token(&layout.metadata_dir(id))
+            .dir_token(&inner.layout.metadata_dir(id))
             .map_err(|e| e.with_key(Key::Image(*id)))?;
         #[cfg(test)]
         inner.seams.reached(super::tests::Point::PreToken, id);
         pre.push(token);
     }
+    Ok(pre)
+}
 
-    // Phase 1: temp files, fsynced together.
+/// Phase 1: temp files, fsynced together.
+fn stage_run(inner: &Inner, run: &mut Run, pre: Vec<Token>) -> Result<Staging, Error> {
+    let layout = &inner.layout;
     let mut content_temps: Vec<(TempFile, PathBuf)> = Vec::new();
     let mut staged: Vec<Staged> = Vec::with_capacity(run.order.len());
     let mut new_meta_dir = false;
@@ -193,26 +215,10 @@ fn flush_run(inner: &Inner, run: &mut Run) -> Result<(), Error> {
         let Some(img) = run.images.remove(id) else {
             continue;
         };
-        let key = || Key::Image(*id);
-        if let Some(content) = &img.put {
-            let target = layout.content_path(id);
-            match check_destination(&target).map_err(|e| e.with_key(key()))? {
-                Err(found) => {
-                    return Err(Error::destination(target, found, key()));
-                }
-                // The same ID and length means the same bytes, short of
-                // damage that reads detect; storing existing content is a
-                // no-op.
-                Ok(Destination::File(len)) if len == content.data().len() as u64 => {}
-                Ok(_) => {
-                    let mut tmp = TempFile::create(&layout.content, &id.hex())
-                        .map_err(|e| e.with_key(key()))?;
-                    tmp.write_all(content.data())
-                        .and_then(|()| tmp.set_mode())
-                        .map_err(|e| e.with_key(key()))?;
-                    content_temps.push((tmp, target));
-                }
-            }
+        if let Some(content) = &img.put
+            && let Some(temp) = stage_content(layout, id, content)?
+        {
+            content_temps.push(temp);
         }
         let mut stage = Staged {
             id: *id,
@@ -223,39 +229,10 @@ fn flush_run(inner: &Inner, run: &mut Run) -> Result<(), Error> {
             values: Vec::new(),
             removals: Vec::new(),
         };
-        if !img.changes.is_empty() {
-            let dir = layout.metadata_dir(id);
-            if img.changes.values().any(Option::is_some) {
-                new_meta_dir |= ensure_dir(&dir).map_err(|e| e.with_key(key()))?;
-            }
-            for (k, value) in img.changes {
-                let target = dir.join(k.as_str());
-                let meta_key = || Key::Metadata {
-                    id: *id,
-                    key: k.clone(),
-                };
-                match &value {
-                    Some(value) => {
-                        if let Err(found) =
-                            check_destination(&target).map_err(|e| e.with_key(meta_key()))?
-                        {
-                            return Err(Error::destination(target, found, meta_key()));
-                        }
-                        let mut tmp = TempFile::create(&dir, k.as_str())
-                            .map_err(|e| e.with_key(meta_key()))?;
-                        tmp.write_all(value)
-                            .and_then(|()| tmp.set_mode())
-                            .map_err(|e| e.with_key(meta_key()))?;
-                        stage.values.push((tmp, target));
-                    }
-                    None => stage.removals.push((k.clone(), target)),
-                }
-                stage.changes.push((k, value));
-            }
-        }
+        new_meta_dir |= stage_metadata(layout, &mut stage, img.changes)?;
         staged.push(stage);
     }
-    if fsync {
+    if inner.config.fsync {
         let jobs = content_temps
             .iter()
             .map(|(t, _)| t.sync_job())
@@ -267,13 +244,90 @@ fn flush_run(inner: &Inner, run: &mut Run) -> Result<(), Error> {
             .collect::<Result<Vec<Job>, Error>>()?;
         run_parallel(jobs)?;
     }
+    Ok(Staging {
+        content_temps,
+        staged,
+        new_meta_dir,
+    })
+}
 
-    // Phase 2: configs into place, durably, before any metadata.
+/// Writes a config to a temp file beside its destination; `None` when the
+/// destination already holds it.
+fn stage_content(
+    layout: &Layout,
+    id: &ImageId,
+    content: &Content,
+) -> Result<Option<(TempFile, PathBuf)>, Error> {
+    let key = || Key::Image(*id);
+    let target = layout.content_path(id);
+    match check_destination(&target).map_err(|e| e.with_key(key()))? {
+        Err(found) => Err(Error::destination(target, found, key())),
+        // The same ID and length means the same bytes, short of damage
+        // that reads detect; storing existing content is a no-op.
+        Ok(Destination::File(len)) if len == content.data().len() as u64 => Ok(None),
+        Ok(_) => {
+            let mut tmp =
+                TempFile::create(&layout.content, &id.hex()).map_err(|e| e.with_key(key()))?;
+            tmp.write_all(content.data())
+                .and_then(|()| tmp.set_mode())
+                .map_err(|e| e.with_key(key()))?;
+            Ok(Some((tmp, target)))
+        }
+    }
+}
+
+/// Writes an image's new metadata values to temp files and notes its
+/// removals in `stage`; returns whether its metadata directory was created.
+fn stage_metadata(
+    layout: &Layout,
+    stage: &mut Staged,
+    changes: BTreeMap<MetadataKey, Option<Bytes>>,
+) -> Result<bool, Error> {
+    if changes.is_empty() {
+        return Ok(false);
+    }
+    let id = stage.id;
+    let dir = layout.metadata_dir(&id);
+    let mut new_dir = false;
+    if changes.values().any(Option::is_some) {
+        new_dir = ensure_dir(&dir).map_err(|e| e.with_key(Key::Image(id)))?;
+    }
+    for (k, value) in changes {
+        let target = dir.join(k.as_str());
+        let meta_key = || Key::Metadata { id, key: k.clone() };
+        match &value {
+            Some(value) => {
+                if let Err(found) =
+                    check_destination(&target).map_err(|e| e.with_key(meta_key()))?
+                {
+                    return Err(Error::destination(target, found, meta_key()));
+                }
+                let mut tmp =
+                    TempFile::create(&dir, k.as_str()).map_err(|e| e.with_key(meta_key()))?;
+                tmp.write_all(value)
+                    .and_then(|()| tmp.set_mode())
+                    .map_err(|e| e.with_key(meta_key()))?;
+                stage.values.push((tmp, target));
+            }
+            None => stage.removals.push((k.clone(), target)),
+        }
+        stage.changes.push((k, value));
+    }
+    Ok(new_dir)
+}
+
+/// Phase 2: configs into place, durably, before any metadata.
+fn place_contents(
+    inner: &Inner,
+    content_temps: Vec<(TempFile, PathBuf)>,
+    new_meta_dir: bool,
+) -> Result<(), Error> {
+    let layout = &inner.layout;
     let any_content = !content_temps.is_empty();
     for (tmp, target) in content_temps {
         tmp.persist(&target)?;
     }
-    if fsync {
+    if inner.config.fsync {
         let mut jobs = Vec::new();
         if any_content {
             jobs.push(sync_dir_job(layout.content.clone()));
@@ -283,8 +337,13 @@ fn flush_run(inner: &Inner, run: &mut Run) -> Result<(), Error> {
         }
         run_parallel(jobs)?;
     }
+    Ok(())
+}
 
-    // Phase 3: metadata into place, tokens and records, under the lock.
+/// Phase 3: metadata into place, tokens and records, under the lock.
+fn place_run(inner: &Inner, staged: Vec<Staged>) -> Result<(), Error> {
+    let fsync = inner.config.fsync;
+    let layout = &inner.layout;
     let mut lock = inner.index.lock()?;
     let mut records = Vec::with_capacity(staged.len());
     let mut dir_jobs = Vec::new();
@@ -378,30 +437,41 @@ fn flush_resets(inner: &Inner, resets: &mut Vec<Reset>) -> Result<(), Error> {
         return Ok(());
     }
     let resets = std::mem::take(resets);
-    let fsync = inner.config.fsync;
-    let layout = &inner.layout;
+    let qdirs = quarantine_dirs(inner, &resets)?;
+    reset_metadata(inner, &resets, &qdirs)?;
+    reset_content(inner, &resets, &qdirs)
+}
 
-    // Where quarantined images go, with the reason beside them.
+/// Where quarantined images go, with the reason beside them.
+fn quarantine_dirs(inner: &Inner, resets: &[Reset]) -> Result<HashMap<ImageId, PathBuf>, Error> {
     let mut qdirs: HashMap<ImageId, PathBuf> = HashMap::new();
-    for reset in &resets {
+    for reset in resets {
         if let Reset::Quarantine(id, reason) = reset {
             let key = || Key::Image(*id);
-            let qdir = quarantine_dir(layout, id).map_err(|e| e.with_key(key()))?;
-            write_atomic(&qdir, "reason", reason.as_bytes(), fsync)
+            let qdir = quarantine_dir(&inner.layout, id).map_err(|e| e.with_key(key()))?;
+            write_atomic(&qdir, "reason", reason.as_bytes(), inner.config.fsync)
                 .map_err(|e| e.with_key(key()))?;
             qdirs.insert(*id, qdir);
         }
     }
+    Ok(qdirs)
+}
 
-    // Metadata first, durably: a metadata directory left behind by a crash
-    // would attach itself to the image if its content came back (a stale
-    // `builtLocally` is a cache-poisoning risk). The directories go under
-    // the index lock, each with its record.
+/// Metadata first, durably: a metadata directory left behind by a crash
+/// would attach itself to the image if its content came back (a stale
+/// `builtLocally` is a cache-poisoning risk). The directories go under
+/// the index lock, each with its record.
+fn reset_metadata(
+    inner: &Inner,
+    resets: &[Reset],
+    qdirs: &HashMap<ImageId, PathBuf>,
+) -> Result<(), Error> {
+    let layout = &inner.layout;
     let mut meta_changed = false;
     let mut lock = inner.index.lock()?;
     let mut failure = None;
     let mut records = Vec::with_capacity(resets.len());
-    for reset in &resets {
+    for reset in resets {
         let id = reset.id();
         // A removal record only makes the next load look afresh, so one
         // is written for every reset, whether or not it got that far.
@@ -427,7 +497,7 @@ fn flush_resets(inner: &Inner, resets: &mut Vec<Reset>) -> Result<(), Error> {
     if let Some(e) = failure {
         return Err(e);
     }
-    if fsync {
+    if inner.config.fsync {
         let mut jobs: Vec<Job> = qdirs.values().cloned().map(sync_dir_job).collect();
         if meta_changed {
             jobs.push(sync_dir_job(layout.metadata.clone()));
@@ -437,9 +507,18 @@ fn flush_resets(inner: &Inner, resets: &mut Vec<Reset>) -> Result<(), Error> {
         }
         run_parallel(jobs)?;
     }
+    Ok(())
+}
 
+/// Then the configs: removed, or moved beside their metadata.
+fn reset_content(
+    inner: &Inner,
+    resets: &[Reset],
+    qdirs: &HashMap<ImageId, PathBuf>,
+) -> Result<(), Error> {
+    let layout = &inner.layout;
     let mut content_changed = false;
-    for reset in &resets {
+    for reset in resets {
         let id = reset.id();
         let path = layout.content_path(&id);
         match reset {
@@ -454,7 +533,7 @@ fn flush_resets(inner: &Inner, resets: &mut Vec<Reset>) -> Result<(), Error> {
             }
         }
     }
-    if fsync {
+    if inner.config.fsync {
         let mut jobs: Vec<Job> = qdirs.values().cloned().map(sync_dir_job).collect();
         if content_changed {
             jobs.push(sync_dir_job(layout.content.clone()));

@@ -15,10 +15,12 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use imagecache_core::{
-    BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error as CoreError, Key, MetadataKey,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error as CoreError, Key,
+    MetadataKey, Result, normalize_notes,
 };
 use tokio::sync::mpsc;
 
@@ -27,7 +29,7 @@ use super::files::{
     open_regular, read_regular, remove_any, remove_file_if_present, remove_if_stale, sync_dir,
     write_atomic,
 };
-use super::{Error, Inner, blocking};
+use super::{Error, FsBackend, Inner, blocking};
 
 /// Size of the chunks written and read.
 const CHUNK: usize = 1 << 20;
@@ -37,6 +39,66 @@ const PASS_THROUGH: usize = CHUNK / 4;
 const QUEUE: usize = 4;
 /// Bytes written between two requests to flush a blob's data early.
 const EARLY_FLUSH: u64 = 16 << 20;
+
+#[async_trait]
+impl BlobBackend for FsBackend {
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
+        put(Arc::clone(&self.inner), *digest, body).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        get(Arc::clone(&self.inner), *digest).await
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        let digest = *digest;
+        let path = self.inner.layout.blob_path(&digest);
+        blocking(move || head(&path, digest)).await
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let digest = *digest;
+        blocking(move || delete(&inner, &digest)).await
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || list(&inner)).await
+    }
+
+    async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let digest = *digest;
+        let notes = normalize_notes(notes);
+        blocking(move || set_notes(&inner, &digest, &notes)).await
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
+        let inner = Arc::clone(&self.inner);
+        let digest = *digest;
+        blocking(move || notes(&inner, &digest)).await
+    }
+
+    async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
+        let path = self.inner.layout.notes_dir(digest).join(key.as_str());
+        let digest = *digest;
+        let key = key.clone();
+        blocking(move || match read_regular(&path)? {
+            Some(Ok(data)) => Ok(Bytes::from(data)),
+            None => Err(CoreError::NotFound {
+                key: Key::BlobNote { digest, key },
+            }
+            .into()),
+            Some(Err(found)) => Err(Error::destination(
+                path,
+                found,
+                Key::BlobNote { digest, key },
+            )),
+        })
+        .await
+    }
+}
 
 enum Msg {
     Data(Bytes),
@@ -174,7 +236,7 @@ fn writer(
 }
 
 /// Stores a blob from a stream.
-pub(super) async fn put(
+async fn put(
     inner: Arc<Inner>,
     digest: Digest,
     mut body: ByteStream,
@@ -260,7 +322,7 @@ fn read_chunk(file: File, path: &Path) -> Result<(File, Vec<u8>), Error> {
 }
 
 /// Opens a blob and streams it.
-pub(super) async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader, CoreError> {
+async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader, CoreError> {
     let path = inner.layout.blob_path(&digest);
     let opened = {
         let path = path.clone();
@@ -305,7 +367,7 @@ pub(super) async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader,
 }
 
 /// Size of a blob.
-pub(super) fn head(path: &Path, digest: Digest) -> Result<BlobInfo, Error> {
+fn head(path: &Path, digest: Digest) -> Result<BlobInfo, Error> {
     match fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(BlobInfo {
             digest,
@@ -325,7 +387,7 @@ pub(super) fn head(path: &Path, digest: Digest) -> Result<BlobInfo, Error> {
 }
 
 /// Removes a blob and its notes.
-pub(super) fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
+fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
     let key = || Key::Blob(*digest);
     // Notes first: a crash in between leaves a blob without notes, which
     // are only hints, rather than notes without their blob.
@@ -339,7 +401,7 @@ pub(super) fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
 }
 
 /// Every blob, sorted by digest. Stale temp files are removed on the way.
-pub(super) fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
+fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
     let root = &inner.layout.blobs;
     let algs = match fs::read_dir(root) {
         Ok(rd) => rd,
@@ -388,7 +450,7 @@ pub(super) fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
 
 /// Attaches notes to a stored blob: each written atomically, then one
 /// directory sync for all of them.
-pub(super) fn set_notes(inner: &Inner, digest: &Digest, notes: &BlobNotes) -> Result<(), Error> {
+fn set_notes(inner: &Inner, digest: &Digest, notes: &BlobNotes) -> Result<(), Error> {
     if notes.is_empty() {
         return Ok(());
     }
@@ -431,7 +493,7 @@ pub(super) fn set_notes(inner: &Inner, digest: &Digest, notes: &BlobNotes) -> Re
 /// Every note of a blob, sorted by key; none when the blob has no notes
 /// directory. Files that are not notes (temp files, foreign names) are
 /// passed over.
-pub(super) fn notes(inner: &Inner, digest: &Digest) -> Result<BlobNotes, Error> {
+fn notes(inner: &Inner, digest: &Digest) -> Result<BlobNotes, Error> {
     let dir = inner.layout.notes_dir(digest);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,

@@ -363,18 +363,16 @@ const ROUNDS: usize = 12;
 /// Writes per writer per round.
 const WRITES: usize = 4;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_a_coarse_clock_loads_still_match_the_disk_under_concurrent_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+/// [`HANDLES`] handles on `root` with a coarse clock. Every other writer
+/// dawdles between renaming its values into place and recording them,
+/// which gives the others every chance to slip in between, were they
+/// allowed to.
+async fn dawdling_handles(root: &Path) -> Vec<FsBackend> {
     let mut handles = Vec::new();
     let calls = Arc::new(AtomicUsize::new(0));
     for _ in 0..HANDLES {
         let b = FsBackend::open(root).await.unwrap();
         coarse_clock(&b);
-        // Every other writer dawdles between renaming its values into place
-        // and recording them, which gives the others every chance to slip
-        // in between, were they allowed to.
         let calls = Arc::clone(&calls);
         set_hook(&b, move |point, _| {
             if point == Point::Placed && calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
@@ -383,6 +381,14 @@ async fn with_a_coarse_clock_loads_still_match_the_disk_under_concurrent_writers
         });
         handles.push(b);
     }
+    handles
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_coarse_clock_loads_still_match_the_disk_under_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let handles = dawdling_handles(root).await;
     let mut failures = Vec::new();
     for round in 0..ROUNDS {
         let image = handles[0]

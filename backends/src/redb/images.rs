@@ -24,8 +24,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use imagecache_core::{Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, WriteOp};
+use imagecache_core::{
+    Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, StoreBackend,
+    WriteBatch, WriteOp,
+};
 use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 
 use super::index::{self, ChunkKey, ContentRef, Edit, Entry, Found, Location};
@@ -34,7 +38,50 @@ use super::record::{
     BLOCK_TARGET, BlockWriter, CONTENT_TARGET, ContentWriter, ImageKey, QuarantineEntry, Record,
     block_entries, content_slot, find_in_block, remove_slots,
 };
-use super::{Error, Inner, NAME};
+use super::{Error, Inner, NAME, RedbBackend};
+
+#[async_trait]
+impl StoreBackend for RedbBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_persistent(true)
+            .with_atomic_batch(true)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.run(None, move |inner| inner.write(batch.into_ops()))
+            .await
+    }
+
+    async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
+        let id = *id;
+        self.run(Some(Key::Image(id)), move |inner| inner.get(&id))
+            .await
+    }
+
+    async fn get_metadata(
+        &self,
+        id: &ImageId,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
+        let (id, key) = (*id, key.clone());
+        self.run(
+            Some(Key::Metadata {
+                id,
+                key: key.clone(),
+            }),
+            move |inner| inner.get_metadata(&id, &key),
+        )
+        .await
+    }
+
+    async fn load(&self) -> imagecache_core::Result<Snapshot> {
+        self.run(None, Inner::load).await
+    }
+}
 
 pub(super) const CONTENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("content");
 pub(super) const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");

@@ -549,6 +549,16 @@ mod tests {
         txn.commit().unwrap();
     }
 
+    fn apply_edits(db: &redb::Database, edits: Vec<Edit>) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut chunks = txn.open_table(CHUNKS).unwrap();
+            let mut runs = txn.open_table(RUNS).unwrap();
+            edit(&mut chunks, &mut runs, edits).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
     fn lookup_all(db: &redb::Database, keys: &[ImageKey]) -> (Vec<Option<Found>>, usize) {
         let txn = db.begin_read().unwrap();
         let chunks = txn.open_table(CHUNKS).unwrap();
@@ -672,13 +682,7 @@ mod tests {
                 _ => {}
             }
         }
-        let txn = db.begin_write().unwrap();
-        {
-            let mut chunks = txn.open_table(CHUNKS).unwrap();
-            let mut runs = txn.open_table(RUNS).unwrap();
-            edit(&mut chunks, &mut runs, edits).unwrap();
-        }
-        txn.commit().unwrap();
+        apply_edits(&db, edits);
 
         let (after, _) = lookup_all(&db, &all);
         for (n, f) in after.iter().enumerate() {
@@ -693,24 +697,18 @@ mod tests {
 
         // Removing the rest empties the index: no runs, no chunks.
         drop(txn);
-        let txn = db.begin_write().unwrap();
-        {
-            let mut chunks = txn.open_table(CHUNKS).unwrap();
-            let mut runs = txn.open_table(RUNS).unwrap();
-            let edits = after
-                .iter()
-                .enumerate()
-                .filter_map(|(n, f)| {
-                    f.map(|f| Edit {
-                        id: key(n as u64),
-                        run: f.run,
-                        content: None,
-                    })
+        let edits = after
+            .iter()
+            .enumerate()
+            .filter_map(|(n, f)| {
+                f.map(|f| Edit {
+                    id: key(n as u64),
+                    run: f.run,
+                    content: None,
                 })
-                .collect();
-            edit(&mut chunks, &mut runs, edits).unwrap();
-        }
-        txn.commit().unwrap();
+            })
+            .collect();
+        apply_edits(&db, edits);
         let txn = db.begin_read().unwrap();
         assert!(
             txn.open_table(RUNS)

@@ -97,28 +97,8 @@ pub(super) fn read(
         .collect();
     let total: usize = sizes.iter().sum();
     let mut images: Vec<SnapshotEntry> = (0..total).map(|_| placeholder()).collect();
-    let mut lower_slots = Vec::with_capacity(buckets.count());
-    let mut upper_slots = Vec::with_capacity(buckets.count());
-    {
-        // The vector's length is the sum of the counts, so every split is
-        // within it.
-        let mut rest: &mut [SnapshotEntry] = &mut images;
-        let mut at = 0;
-        for (a, b) in lower.counts.iter().zip(&upper.counts) {
-            let (mine, after) = rest.split_at_mut(*a);
-            let (theirs, after) = after.split_at_mut(*b);
-            lower_slots.push(Slots {
-                start: at,
-                entries: mine,
-            });
-            upper_slots.push(Slots {
-                start: at + a,
-                entries: theirs,
-            });
-            at += a + b;
-            rest = after;
-        }
-    }
+    let (lower_slots, upper_slots) =
+        split_slots(&mut images, &lower.counts, &upper.counts, buckets);
     let (lower_failed, upper_failed) = both(
         parallel,
         || decode(&lower.blocks, lower_slots, buckets),
@@ -144,8 +124,47 @@ pub(super) fn read(
     quarantined.extend(left.quarantined);
     quarantined.extend(right.quarantined);
 
-    // Only damage leaves images to drop: undecodable records, and a second
-    // record for one image.
+    remove_dropped(&mut images, dropped);
+    Ok(Loaded {
+        images,
+        quarantined,
+    })
+}
+
+/// Cuts `images` into each bucket's slots: the lower half's images, then
+/// the upper half's.
+fn split_slots<'a>(
+    images: &'a mut [SnapshotEntry],
+    lower: &[usize],
+    upper: &[usize],
+    buckets: Buckets,
+) -> (Vec<Slots<'a>>, Vec<Slots<'a>>) {
+    let mut lower_slots = Vec::with_capacity(buckets.count());
+    let mut upper_slots = Vec::with_capacity(buckets.count());
+    // The slice's length is the sum of the counts, so every split is
+    // within it.
+    let mut rest = images;
+    let mut at = 0;
+    for (a, b) in lower.iter().zip(upper) {
+        let (mine, after) = rest.split_at_mut(*a);
+        let (theirs, after) = after.split_at_mut(*b);
+        lower_slots.push(Slots {
+            start: at,
+            entries: mine,
+        });
+        upper_slots.push(Slots {
+            start: at + a,
+            entries: theirs,
+        });
+        at += a + b;
+        rest = after;
+    }
+    (lower_slots, upper_slots)
+}
+
+/// Removes the images at the positions in `dropped`. Only damage leaves
+/// images to drop: undecodable records, and a second record for one image.
+fn remove_dropped(images: &mut Vec<SnapshotEntry>, mut dropped: Vec<usize>) {
     if !dropped.is_empty() {
         dropped.sort_unstable();
         let mut position = 0;
@@ -155,10 +174,6 @@ pub(super) fn read(
             keep
         });
     }
-    Ok(Loaded {
-        images,
-        quarantined,
-    })
 }
 
 /// Runs `a` and `b`, on two threads when `parallel`.

@@ -19,13 +19,91 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
-use imagecache_core::{BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey};
+use imagecache_core::{
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey,
+    normalize_notes,
+};
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::task::JoinHandle;
 
 use super::{Error, Inner, META, META_NEXT_UPLOAD, RedbBackend, blob_not_found, with_key};
+
+#[async_trait]
+impl BlobBackend for RedbBackend {
+    async fn put_blob(
+        &self,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> imagecache_core::Result<BlobInfo> {
+        put(self, *digest, body).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobReader> {
+        get(self, *digest).await
+    }
+
+    async fn head_blob(&self, digest: &Digest) -> imagecache_core::Result<BlobInfo> {
+        let digest = *digest;
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner
+                .blob_info(&digest)?
+                .ok_or_else(|| blob_not_found(digest))
+        })
+        .await
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> imagecache_core::Result<()> {
+        let digest = *digest;
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.delete_blob(&digest)
+        })
+        .await
+    }
+
+    async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
+        self.run(None, Inner::list_blobs).await
+    }
+
+    async fn set_blob_notes(
+        &self,
+        digest: &Digest,
+        notes: BlobNotes,
+    ) -> imagecache_core::Result<()> {
+        let digest = *digest;
+        let notes = normalize_notes(notes);
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.set_blob_notes(&digest, &notes)
+        })
+        .await
+    }
+
+    async fn blob_notes(&self, digest: &Digest) -> imagecache_core::Result<BlobNotes> {
+        let digest = *digest;
+        self.run(Some(Key::Blob(digest)), move |inner| {
+            inner.blob_notes(&digest)
+        })
+        .await
+    }
+
+    async fn get_blob_note(
+        &self,
+        digest: &Digest,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
+        let (digest, key) = (*digest, key.clone());
+        self.run(
+            Some(Key::BlobNote {
+                digest,
+                key: key.clone(),
+            }),
+            move |inner| inner.get_blob_note(&digest, &key),
+        )
+        .await
+    }
+}
 
 pub(super) const BLOBS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("blobs");
 pub(super) const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> =
@@ -59,7 +137,7 @@ pub(super) fn prepare(txn: &redb::WriteTransaction) -> Result<usize, Error> {
 /// Stores a blob from `body`; see [`BlobBackend::put_blob`].
 ///
 /// [`BlobBackend::put_blob`]: imagecache_core::BlobBackend::put_blob
-pub(super) async fn put(
+async fn put(
     backend: &RedbBackend,
     digest: Digest,
     mut body: ByteStream,
@@ -118,10 +196,7 @@ pub(super) async fn put(
 ///
 /// [`BlobBackend::get_blob`]: imagecache_core::BlobBackend::get_blob
 /// [`Error::Truncated`]: imagecache_core::Error::Truncated
-pub(super) async fn get(
-    backend: &RedbBackend,
-    digest: Digest,
-) -> imagecache_core::Result<BlobReader> {
+async fn get(backend: &RedbBackend, digest: Digest) -> imagecache_core::Result<BlobReader> {
     let (upload, size) = backend
         .run(Some(Key::Blob(digest)), move |inner| {
             inner

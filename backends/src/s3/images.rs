@@ -1,0 +1,409 @@
+//! Images: reading and merging the log and indexes into the handle's view,
+//! writing a batch as configs plus one record, and serving lookups and
+//! loads from the merged state.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use imagecache_core::{
+    Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, StoreBackend,
+    WriteBatch, WriteOp, validate_batch,
+};
+use object_store::{ObjectStoreExt as _, PutPayload};
+
+use super::error::Error;
+use super::state::{self, Index, RecordName, RecordOp, State};
+use super::{Listing, S3Backend, View, is_not_found};
+
+/// How often a reader lists again when objects vanish under it.
+const MAX_READ_ATTEMPTS: usize = 5;
+/// Objects fetched at once while reading the log.
+const FETCH_CONCURRENCY: usize = 32;
+/// Configs uploaded at once by one batch.
+const UPLOAD_CONCURRENCY: usize = 16;
+
+impl S3Backend {
+    /// Reads the indexes and records this handle has not merged yet.
+    pub(super) async fn refresh(&self) -> Result<Listing, Error> {
+        let _reading = self.inner.reading.lock().await;
+        for attempt in 1..=MAX_READ_ATTEMPTS {
+            let last_attempt = attempt == MAX_READ_ATTEMPTS;
+            let (indexes, records) =
+                futures::try_join!(self.list_names("index"), self.list_names("log"))?;
+            let indexes_raced = self.join_indexes(&indexes).await?;
+
+            let wanted = self.wanted_records(&records);
+            let fetched = self.fetch_all("log", wanted, FETCH_CONCURRENCY).await;
+            let mut view = self.view();
+            let records_raced = self.apply_records(&mut view, fetched, last_attempt)?;
+            if !(indexes_raced || records_raced) {
+                view.loaded = true;
+                view.uncompacted = records
+                    .iter()
+                    .filter(|n| !view.covered.contains(*n) && view.applied.contains(*n))
+                    .count();
+                return Ok(Listing { indexes, records });
+            }
+        }
+        Err(Error::Unsettled {
+            prefix: self.inner.root.to_string(),
+            attempts: MAX_READ_ATTEMPTS,
+        })
+    }
+
+    /// Reads the objects `names` under `PREFIX/<dir>/`, `concurrency` at a
+    /// time, each with what reading it gave.
+    async fn fetch_all(
+        &self,
+        dir: &str,
+        names: Vec<String>,
+        concurrency: usize,
+    ) -> Vec<(String, Result<Bytes, Error>)> {
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let path = self.path(&[dir, &name]);
+                let got = self.get_bytes(&path, Key::Other(path.to_string())).await;
+                (name, got)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    }
+
+    /// Reads the listed indexes this handle has not joined yet and joins
+    /// them into its state; returns whether one was gone when read.
+    async fn join_indexes(&self, indexes: &BTreeSet<String>) -> Result<bool, Error> {
+        let mut raced = false;
+        let wanted: Vec<String> = {
+            let view = self.view();
+            indexes
+                .iter()
+                .filter(|n| !view.indexes.contains(*n))
+                .cloned()
+                .collect()
+        };
+        for (name, got) in self.fetch_all("index", wanted, 4).await {
+            let bytes = match got {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => {
+                    // A newer compaction merged and removed it.
+                    raced = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let decoded = state::decode_index(&bytes);
+            let mut view = self.view();
+            match decoded {
+                Ok(index) => {
+                    let Index { merged, state } = index;
+                    view.covered.extend(merged);
+                    view.state.join(state);
+                }
+                Err(e) => {
+                    let key = self.path(&["index", &name]).to_string();
+                    tracing::warn!(object = %key, reason = %e, "unreadable index");
+                    view.unreadable.insert(key, e.to_string());
+                }
+            }
+            view.indexes.insert(name);
+        }
+        Ok(raced)
+    }
+
+    /// The listed records that are neither applied, merged into a joined
+    /// index, nor known to be unreadable.
+    fn wanted_records(&self, records: &BTreeSet<String>) -> Vec<String> {
+        let view = self.view();
+        records
+            .iter()
+            .filter(|n| {
+                !view.applied.contains(*n)
+                    && !view.covered.contains(*n)
+                    && !view
+                        .unreadable
+                        .contains_key(&self.path(&["log", n]).to_string())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Applies fetched records to `view`; returns whether one was gone when
+    /// read. On the last attempt a vanished record is set down as
+    /// unreadable instead.
+    fn apply_records(
+        &self,
+        view: &mut View,
+        fetched: Vec<(String, Result<Bytes, Error>)>,
+        last_attempt: bool,
+    ) -> Result<bool, Error> {
+        let mut raced = false;
+        for (name, got) in fetched {
+            let key = self.path(&["log", &name]).to_string();
+            let bytes = match got {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) && !last_attempt => {
+                    raced = true;
+                    continue;
+                }
+                Err(e) if is_not_found(&e) => {
+                    view.unreadable
+                        .insert(key, "listed, then gone, and merged by no index".into());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let parsed = RecordName::parse(&name)
+                .ok_or_else(|| "not a record name".to_owned())
+                .and_then(|n| {
+                    state::decode_record(&bytes)
+                        .map(|ops| (n, ops))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((record, ops)) => {
+                    view.state.apply(record, ops);
+                    view.applied.insert(name);
+                }
+                Err(reason) => {
+                    tracing::warn!(object = %key, reason = %reason, "unreadable record");
+                    view.unreadable.insert(key, reason);
+                }
+            }
+        }
+        Ok(raced)
+    }
+
+    async fn ensure_loaded(&self) -> Result<(), Error> {
+        if !self.view().loaded {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `id` exists, reading the log again if this handle does not
+    /// know it yet.
+    async fn known(&self, id: &ImageId) -> Result<bool, Error> {
+        self.ensure_loaded().await?;
+        if self.view().state.exists(id) {
+            return Ok(true);
+        }
+        self.refresh().await?;
+        Ok(self.view().state.exists(id))
+    }
+
+    /// Checks a batch against the merged state with the contract's rule
+    /// ([`validate_batch`]). Returns the first image that does not exist
+    /// when an operation needs it, since another handle may have created
+    /// it meanwhile.
+    fn check_batch(state: &State, ops: &[WriteOp]) -> Option<ImageId> {
+        match validate_batch(ops, |id| Ok(state.exists(id))) {
+            Ok(()) => None,
+            Err(imagecache_core::Error::NotFound {
+                key: Key::Image(id),
+            }) => Some(id),
+            // `exists` never fails, so nothing else is returned.
+            Err(_) => None,
+        }
+    }
+
+    async fn write_record(&self, ops: &[RecordOp]) -> Result<RecordName, Error> {
+        let body = state::encode_record(ops);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let name = self.next_name();
+            let path = self.path(&["log", &name.to_string()]);
+            match self
+                .inner
+                .store
+                .put_opts(&path, PutPayload::from(body.clone()), self.create_mode())
+                .await
+            {
+                Ok(_) => return Ok(name),
+                // A name taken by another writer (astronomically unlikely):
+                // pick another.
+                Err(object_store::Error::AlreadyExists { .. }) if attempt < 3 => {}
+                Err(e) => return Err(Error::store("put", Key::Other(path.to_string()), e)),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StoreBackend for S3Backend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_persistent(true)
+            .with_shared(true)
+            .with_atomic_batch(true)
+            .with_conditional_writes(self.inner.conditional)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.ensure_loaded().await?;
+        let missing = Self::check_batch(&self.view().state, batch.ops());
+        if missing.is_some() {
+            // Another handle may have created the image since this one last
+            // read the log.
+            self.refresh().await?;
+            if let Some(id) = Self::check_batch(&self.view().state, batch.ops()) {
+                return Err(imagecache_core::Error::NotFound {
+                    key: Key::Image(id),
+                });
+            }
+        }
+
+        let mut contents: BTreeMap<ImageId, Bytes> = BTreeMap::new();
+        let mut quarantines: Vec<ImageId> = Vec::new();
+        let mut ops = Vec::with_capacity(batch.len());
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put(content) => {
+                    let id = content.id();
+                    contents.insert(id, content.into_data());
+                    ops.push(RecordOp::Put(id));
+                }
+                WriteOp::SetMetadata { id, key, value } => {
+                    ops.push(RecordOp::SetMetadata(id, key, value));
+                }
+                WriteOp::DeleteMetadata { id, key } => ops.push(RecordOp::DeleteMetadata(id, key)),
+                WriteOp::SetSummary { id, summary } => ops.push(RecordOp::SetSummary(id, summary)),
+                WriteOp::Delete { id } => ops.push(RecordOp::Delete(id)),
+                WriteOp::Quarantine { id, reason } => {
+                    quarantines.push(id);
+                    ops.push(RecordOp::Quarantine(id, reason));
+                }
+                // check_batch refused every other operation.
+                _ => {}
+            }
+        }
+
+        // Configs first: a record may only name content that is stored.
+        // Content is always overwritten (never put-if-absent), which heals a
+        // damaged object and refreshes its age for collect_garbage.
+        futures::stream::iter(contents)
+            .map(|(id, data)| async move {
+                let path = self.content_path(&id);
+                self.inner
+                    .store
+                    .put(&path, PutPayload::from(data))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::store("put", Key::Image(id), e))
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for id in quarantines {
+            let from = self.content_path(&id);
+            let to = self.path(&["quarantine", "sha256", &id.hex()]);
+            match self.inner.store.copy(&from, &to).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store("copy", Key::Image(id), e).into()),
+            }
+        }
+
+        let name = self.write_record(&ops).await?;
+        {
+            let mut view = self.view();
+            view.state.apply(name, ops);
+            view.applied.insert(name.to_string());
+            view.uncompacted += 1;
+        }
+        self.maybe_compact().await;
+        Ok(())
+    }
+
+    async fn get(&self, id: &ImageId) -> imagecache_core::Result<Bytes> {
+        if !self.known(id).await? {
+            return Err(imagecache_core::Error::NotFound {
+                key: Key::Image(*id),
+            });
+        }
+        let data = self
+            .get_bytes(&self.content_path(id), Key::Image(*id))
+            .await?;
+        Content::verify(*id, data).map(Content::into_data)
+    }
+
+    async fn get_metadata(
+        &self,
+        id: &ImageId,
+        key: &MetadataKey,
+    ) -> imagecache_core::Result<Bytes> {
+        if !self.known(id).await? {
+            return Err(imagecache_core::Error::NotFound {
+                key: Key::Image(*id),
+            });
+        }
+        let view = self.view();
+        view.state
+            .image(id)
+            .and_then(|image| image.metadata(key))
+            .cloned()
+            .ok_or_else(|| imagecache_core::Error::NotFound {
+                key: Key::Metadata {
+                    id: *id,
+                    key: key.clone(),
+                },
+            })
+    }
+
+    async fn load(&self) -> imagecache_core::Result<Snapshot> {
+        self.refresh().await?;
+        // Listed after the log: a config is stored before the record that
+        // names it, so every image in the records read has its config listed
+        // unless the object is really gone.
+        let dir = self.path(&["content", "sha256"]);
+        let present: HashSet<String> = self
+            .inner
+            .store
+            .list(Some(&dir))
+            .map_err(|e| Error::store("list", Key::Other(dir.to_string()), e))
+            .try_filter_map(|meta| async move { Ok(meta.location.filename().map(str::to_owned)) })
+            .try_collect()
+            .await?;
+        let snapshot = {
+            let view = self.view();
+            let mut images = Vec::new();
+            let mut quarantined: Vec<Quarantined> = view
+                .state
+                .quarantined()
+                .map(|(id, reason)| Quarantined {
+                    name: id.to_string(),
+                    reason: reason.to_owned(),
+                })
+                .collect();
+            for entry in view.state.entries() {
+                if present.contains(&entry.id.hex()) {
+                    images.push(entry);
+                } else {
+                    quarantined.push(Quarantined {
+                        name: entry.id.to_string(),
+                        reason: format!(
+                            "config object {} is missing",
+                            self.content_path(&entry.id)
+                        ),
+                    });
+                }
+            }
+            quarantined.extend(view.unreadable.iter().map(|(name, reason)| Quarantined {
+                name: name.clone(),
+                reason: reason.clone(),
+            }));
+            quarantined.sort_by(|a, b| a.name.cmp(&b.name));
+            Snapshot {
+                images,
+                quarantined,
+            }
+        };
+        self.maybe_compact().await;
+        Ok(snapshot)
+    }
+}
