@@ -18,7 +18,7 @@ pub mod s3;
 pub use memory::MemoryBackend;
 pub use opened::Backend;
 
-#[cfg(feature = "testing")]
+#[cfg(all(feature = "testing", any(feature = "fs", feature = "redb")))]
 mod testing;
 
 /// The schemes [`open`] understands, in this build.
@@ -76,12 +76,15 @@ fn missing_feature(scheme: &str) -> Error {
 /// # }).unwrap();
 /// ```
 pub async fn open(url: &str) -> Result<Backend> {
+    // Only the local backends read a path.
+    #[cfg_attr(not(any(feature = "fs", feature = "redb")), allow(unused_variables))]
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(config_error(format!(
             "{url:?} is not a store URL; write SCHEME://LOCATION with a scheme of {}",
             schemes().join(", ")
         )));
     };
+    #[cfg(any(feature = "fs", feature = "redb"))]
     let path = || {
         if rest.is_empty() {
             Err(config_error(format!(

@@ -2,7 +2,7 @@
 //! fresh directories, either temporary or below a directory the caller
 //! names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,13 +55,14 @@ impl Namespaces {
     }
 }
 
+#[cfg(feature = "fs")]
 /// Overwrites an existing file with `data`, as damage below the backend.
 ///
 /// # Errors
 /// The file is missing (there is nothing to damage), or cannot be written.
 pub(crate) async fn overwrite(
     hook: &'static str,
-    path: &Path,
+    path: &std::path::Path,
     data: bytes::Bytes,
     must_exist: bool,
 ) -> imagecache_conformance::HookResult {
