@@ -13,7 +13,7 @@ impl BlobCache {
     ///
     /// # Errors
     /// Nothing is stored on [`Error::EmptyManifest`], [`Error::TooLarge`]
-    /// (over [`BlobCacheOptions::max_manifest_size`]) or
+    /// (over [`BlobCacheOptions::max_manifest_size`](super::BlobCacheOptions::max_manifest_size)) or
     /// [`Error::DigestMismatch`]. [`Error::Backend`] when the backend fails.
     pub async fn put_manifest(
         &self,
@@ -58,11 +58,11 @@ impl BlobCache {
 
     /// Reads a cached manifest, fully verified, with its noted media type.
     ///
-    /// A blob larger than [`BlobCacheOptions::max_manifest_size`] is not
+    /// A blob larger than [`BlobCacheOptions::max_manifest_size`](super::BlobCacheOptions::max_manifest_size) is not
     /// read and is a miss. Counts one hit or miss.
     ///
     /// # Errors
-    /// Only in [strict](BlobCacheOptions::strict) mode: [`Error::Backend`], [`Error::Read`].
+    /// Only in [strict](super::BlobCacheOptions::strict) mode: [`Error::Backend`], [`Error::Read`].
     pub async fn get_manifest(&self, digest: &Digest) -> Result<Option<Manifest>> {
         let inner = &self.inner;
         let Some(data) = inner

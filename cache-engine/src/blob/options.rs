@@ -11,8 +11,8 @@ pub struct BlobCacheOptions {
     /// them as misses. Off by default: a cache that cannot be read should
     /// slow a build down, not fail it.
     pub strict: bool,
-    /// Largest manifest accepted by [`BlobCache::put_manifest`] and returned
-    /// by [`BlobCache::get_manifest`]. Default 4 MiB, as registries commonly allow.
+    /// Largest manifest accepted by [`BlobCache::put_manifest`](super::BlobCache::put_manifest) and returned
+    /// by [`BlobCache::get_manifest`](super::BlobCache::get_manifest). Default 4 MiB, as registries commonly allow.
     pub max_manifest_size: u64,
 }
 
@@ -44,7 +44,7 @@ impl BlobCacheOptions {
     }
 }
 
-/// Options of one [`BlobCache::put_opts`].
+/// Options of one [`BlobCache::put_opts`](super::BlobCache::put_opts).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PutOptions {
@@ -101,7 +101,7 @@ pub struct BlobStats {
     pub bytes: u64,
 }
 
-/// What [`BlobCache::clear`] removed.
+/// What [`BlobCache::clear`](super::BlobCache::clear) removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Cleared {

@@ -12,7 +12,7 @@ impl BlobCache {
     /// compressed copy. Only variants that are cached and look whole count.
     ///
     /// # Errors
-    /// Only in [strict](BlobCacheOptions::strict) mode: [`Error::Backend`].
+    /// Only in [strict](super::BlobCacheOptions::strict) mode: [`Error::Backend`](super::Error::Backend).
     pub async fn variant(&self, digest: &Digest, to: Compression) -> Result<Option<BlobInfo>> {
         let inner = &self.inner;
         let key = if to == Compression::None {
@@ -41,7 +41,7 @@ impl BlobCache {
     /// name for the variant's compression, are kept as they are.
     ///
     /// # Errors
-    /// Only in [strict](BlobCacheOptions::strict) mode: [`Error::Backend`].
+    /// Only in [strict](super::BlobCacheOptions::strict) mode: [`Error::Backend`](super::Error::Backend).
     pub async fn substitute(
         &self,
         layers: &[LayerInfo],
