@@ -134,6 +134,13 @@ impl<'a> HeldLayers<'a> {
         }
     }
 
+    /// Room for `additional` more references without reallocating.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        if self.provider.is_some() {
+            self.chains.reserve(additional);
+        }
+    }
+
     /// Takes a reference on `chain`. Returns whether one was taken (false
     /// when there is no provider).
     pub(crate) fn take(&mut self, chain: &ChainId) -> Result<bool, LayerError> {

@@ -139,10 +139,12 @@ impl Store {
             },
             known,
         };
+        // Images already held keep their reference.
+        let new_images = snapshot.images.len().saturating_sub(loader.known.len());
         if let Some(layers) = &self.inner.options.layers {
-            // Images already held keep their reference.
-            layers.reserve(snapshot.images.len().saturating_sub(loader.known.len()));
+            layers.reserve(new_images);
         }
+        loader.held.reserve(new_images);
         let missing = loader.admit_summarised(snapshot.images);
         let reads = self.read_configs(missing).await;
         loader.report.configs_read = reads.len();
