@@ -361,6 +361,20 @@ impl S3Backend {
         }
     }
 
+    /// Every object below `dir`; a failure names `key`.
+    async fn list_objects(
+        &self,
+        dir: &Path,
+        key: Key,
+    ) -> Result<Vec<object_store::ObjectMeta>, Error> {
+        self.inner
+            .store
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store("list", key, e))
+    }
+
     /// Lists the object names directly under `PREFIX/<dir>/`.
     async fn list_names(&self, dir: &str) -> Result<BTreeSet<String>, Error> {
         let path = self.path(&[dir]);

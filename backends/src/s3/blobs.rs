@@ -98,13 +98,7 @@ impl BlobBackend for S3Backend {
 
     async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
         let dir = self.path(&["blobs"]);
-        let objects: Vec<object_store::ObjectMeta> = self
-            .inner
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| Error::store("list", Key::Other(dir.to_string()), e))?;
+        let objects = self.list_objects(&dir, Key::Other(dir.to_string())).await?;
         let mut blobs: Vec<BlobInfo> = objects
             .into_iter()
             .filter_map(|meta| {
@@ -168,13 +162,7 @@ impl BlobBackend for S3Backend {
 
     async fn blob_notes(&self, digest: &Digest) -> imagecache_core::Result<BlobNotes> {
         let dir = self.path(&["blobnotes", digest.algorithm().as_str(), &digest.hex()]);
-        let objects: Vec<object_store::ObjectMeta> = self
-            .inner
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| Error::store("list", Key::Blob(*digest), e))?;
+        let objects = self.list_objects(&dir, Key::Blob(*digest)).await?;
         let reads = objects.into_iter().filter_map(|meta| {
             let key = {
                 let mut parts = meta.location.prefix_match(&dir)?;

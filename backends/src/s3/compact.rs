@@ -179,13 +179,7 @@ impl S3Backend {
     pub async fn collect_garbage(&self, min_age: Duration) -> imagecache_core::Result<usize> {
         self.refresh().await?;
         let dir = self.path(&["content", "sha256"]);
-        let objects: Vec<object_store::ObjectMeta> = self
-            .inner
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| Error::store("list", Key::Other(dir.to_string()), e))?;
+        let objects = self.list_objects(&dir, Key::Other(dir.to_string())).await?;
         let cutoff = SystemTime::now() - min_age;
         let doomed: Vec<Path> = {
             let view = self.view();
