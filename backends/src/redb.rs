@@ -428,18 +428,6 @@ impl Inner {
     }
 }
 
-/// An error and its sources, for a contract variant that has no source field.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// What to do about a file of another layout version.
 fn format_hint(found: u64) -> &'static str {
     if found < FORMAT {
@@ -527,15 +515,23 @@ impl From<Error> for imagecache_core::Error {
             },
             Error::BadRecord { id, source } => Self::Corrupt {
                 key: Key::Image(id),
-                reason: format!("index record cannot be decoded: {source}"),
+                reason: "index record cannot be decoded".to_owned(),
+                source: Some(Box::new(source)),
             },
-            err @ (Error::BadBlock { .. } | Error::BadChunk { .. }) => Self::Corrupt {
+            Error::BadBlock { block, source } => Self::Corrupt {
                 key: Key::Other(NAME.to_owned() + " index"),
-                reason: error_chain(&err),
+                reason: format!("index block {block} cannot be decoded"),
+                source: Some(Box::new(source)),
+            },
+            Error::BadChunk { run, source } => Self::Corrupt {
+                key: Key::Other(NAME.to_owned() + " index"),
+                reason: format!("run {run} of the ID index cannot be used"),
+                source: Some(Box::new(source)),
             },
             Error::MissingRecord { id, block } => Self::Corrupt {
                 key: Key::Image(id),
                 reason: format!("index block {block} holds no record for it"),
+                source: None,
             },
             Error::Open { path, source } => Self::Config {
                 backend: NAME,

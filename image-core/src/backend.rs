@@ -48,6 +48,7 @@ impl Content {
             return Err(Error::Corrupt {
                 key: Key::Image(id),
                 reason: format!("{} stored bytes hash to {actual}", data.len()),
+                source: None,
             });
         }
         Ok(Self { id, data })

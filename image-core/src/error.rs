@@ -241,6 +241,9 @@ pub enum Error {
         key: Key,
         /// What was found, for example the digest the bytes really have.
         reason: String,
+        /// The decoding failure behind it, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// Bytes offered under a digest hash to something else; nothing was stored.
     #[error("failed to verify: expected {expected}, the data hashes to {actual}")]

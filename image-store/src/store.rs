@@ -185,7 +185,7 @@ impl Store {
             }
             Err(e) if e.is_not_found() => Err(not_found(id)),
             Err(e) => {
-                let reason = e.to_string();
+                let reason = crate::error::full_text(&e);
                 tracing::error!(image = %id, error = %reason, "stored config is corrupt");
                 let _guard = self.inner.mutation.write().await;
                 if self.inner.options.quarantine {

@@ -339,6 +339,7 @@ async fn get(inner: Arc<Inner>, digest: Digest) -> Result<BlobReader, CoreError>
             return Err(CoreError::Corrupt {
                 key: Key::Blob(digest),
                 reason: format!("a {kind} occupies {}", path.display()),
+                source: None,
             });
         }
     };

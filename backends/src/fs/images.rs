@@ -40,6 +40,7 @@ impl StoreBackend for FsBackend {
             Opened::NotRegular(kind) => Err(CoreError::Corrupt {
                 key: Key::Image(id),
                 reason: format!("a {kind} occupies {}", path.display()),
+                source: None,
             }
             .into()),
         })

@@ -376,6 +376,7 @@ impl ChunkReader {
                             "stored chunks hold more than the recorded {} bytes",
                             self.size
                         ),
+                        source: None,
                     }));
                 }
                 if self.delivered < self.size {
@@ -436,7 +437,8 @@ impl Inner {
             let digest = Digest::parse(key.value()).map_err(|err| {
                 Error::Contract(imagecache_core::Error::Corrupt {
                     key: Key::Other(format!("blob table key {:?}", key.value())),
-                    reason: err.to_string(),
+                    reason: "the key is not a digest".to_owned(),
+                    source: Some(Box::new(err)),
                 })
             })?;
             out.push(BlobInfo {

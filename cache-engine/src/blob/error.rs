@@ -211,6 +211,7 @@ impl From<Error> for imagecache_core::Error {
             Error::Corrupt { digest, reason } => Self::Corrupt {
                 key: Key::Blob(digest),
                 reason,
+                source: None,
             },
             Error::Source { source, .. }
             | Error::Read { source, .. }

@@ -100,7 +100,7 @@ impl Loader<'_> {
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
-                    let reason = e.to_string();
+                    let reason = crate::error::full_text(&e);
                     tracing::error!(image = %id, error = %reason, "invalid image");
                     let problem = if quarantine_on {
                         quarantine.quarantine(id, reason.clone());
