@@ -912,3 +912,70 @@ fn layer_puts_need_a_runtime_only_for_compressed_layers() {
     let plain = futures::executor::block_on(cache.put_layer(&sha(&tar), body(tar.clone(), 1000)));
     assert_eq!(plain.unwrap().decompressed.digest, sha(&tar));
 }
+
+/// A body like a file reader's: an `unfold` stream, which panics if it is
+/// polled again after it has ended.
+fn once_body(data: Bytes, chunk: usize) -> imagecache_core::ByteStream {
+    let chunks: Vec<Bytes> = (0..data.len())
+        .step_by(chunk.max(1))
+        .map(|i| data.slice(i..data.len().min(i + chunk)))
+        .collect();
+    Box::pin(futures::stream::unfold(
+        chunks.into_iter(),
+        |mut rest| async move { rest.next().map(|c| (Ok(c), rest)) },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_and_magic_only_layers_are_refused_or_stored_never_a_panic() {
+    let fx = Fixture::memory().await;
+    // A compression's magic bytes and nothing else: refused, nothing stored.
+    for (magic, compression) in [
+        (&[0x1f, 0x8b][..], Compression::Gzip),
+        (&[0x28, 0xb5, 0x2f, 0xfd][..], Compression::Zstd),
+    ] {
+        let data = Bytes::copy_from_slice(magic);
+        let err = fx
+            .cache
+            .put_layer(&sha(&data), once_body(data.clone(), 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Decompress { compression: c, .. } if c == compression),
+            "{compression}: {err:?}"
+        );
+    }
+    // An empty body declared gzip: refused as well.
+    let empty = Bytes::new();
+    let err = fx
+        .cache
+        .put_layer_opts(
+            &sha(&empty),
+            once_body(empty.clone(), 1),
+            LayerOptions::new().with_media_type(media_type::OCI_LAYER_GZIP),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Decompress { .. }), "{err:?}");
+    assert!(fx.stored().await.is_empty());
+
+    // Bodies shorter than the bytes the compression is read from: stored.
+    for data in [Bytes::new(), Bytes::from_static(b"abc")] {
+        let put = fx
+            .cache
+            .put_layer(&sha(&data), once_body(data.clone(), 1))
+            .await
+            .unwrap();
+        assert_eq!(put.compression, Compression::None);
+        assert_eq!(fx.cache.get_bytes(&sha(&data)).await.unwrap(), Some(data));
+    }
+    // A whole gzip layer through the same kind of body.
+    let tar = tarish(72, 20_000);
+    let gz = gzip(&tar);
+    let put = fx
+        .cache
+        .put_layer(&sha(&gz), once_body(gz.clone(), 4096))
+        .await
+        .unwrap();
+    assert_eq!(put.decompressed.digest, sha(&tar));
+}

@@ -386,17 +386,22 @@ async fn compression_of(
 }
 
 /// Reads the first `want` bytes of a body (fewer if it is shorter) and
-/// returns them with a body that still yields everything.
+/// returns them with a body that still yields everything. A body that
+/// ended is not polled again: many streams panic if they are.
 async fn peek(mut body: ByteStream, want: usize, digest: &Digest) -> Result<(Vec<u8>, ByteStream)> {
     let mut prefix = Vec::new();
     let mut have = 0;
+    let mut ended = false;
     while have < want {
         match body.try_next().await {
             Ok(Some(chunk)) => {
                 have += chunk.len();
                 prefix.push(chunk);
             }
-            Ok(None) => break,
+            Ok(None) => {
+                ended = true;
+                break;
+            }
             Err(source) => {
                 return Err(Error::Source {
                     digest: *digest,
@@ -411,5 +416,8 @@ async fn peek(mut body: ByteStream, want: usize, digest: &Digest) -> Result<(Vec
         .take(want)
         .collect();
     let replay = futures::stream::iter(prefix.into_iter().map(Ok));
+    if ended {
+        return Ok((head, Box::pin(replay)));
+    }
     Ok((head, Box::pin(replay.chain(body))))
 }
