@@ -694,3 +694,36 @@ fn conformance_on_s3_touches_only_its_prefix_and_removes_it() {
     });
     assert_eq!(left, 0, "objects left under {}", env.store);
 }
+
+#[test]
+fn blob_get_writes_into_a_fifo_instead_of_replacing_it() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let env = Env::redb();
+    let data = layer(&[("f", b"blob content for a pipe")]);
+    let file = env.path("blob.tar");
+    write(&file, &data);
+    let digest = sha(&data).to_string();
+    env.cmd(&["blob", "put", file.to_str().unwrap()])
+        .assert()
+        .success();
+    let fifo = env.path("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The reader is the other end of the pipe; it sees the blob's bytes if
+    // the command writes into the FIFO.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    env.cmd(&["blob", "get", &digest, "-o", fifo.to_str().unwrap()])
+        .assert()
+        .success();
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced by {kind:?}");
+    assert_eq!(reader.join().unwrap(), data);
+}

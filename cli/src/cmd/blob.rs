@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use bytes::BytesMut;
 use futures::StreamExt as _;
 use imagecache_core::{BlobNotes, ByteStream, Digest, Hasher};
-use imagecache_engine::blob::{Compression, LayerOptions, PutOptions};
+use imagecache_engine::blob::{BlobCache, Compression, LayerOptions, PutOptions};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -84,6 +84,9 @@ async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
         out.flush().await.map_err(CliError::Output)?;
         return Ok(EXIT_OK);
     };
+    if is_special(path).await {
+        return get_into_special(ctx, &cache, digest, path).await;
+    }
     // To a file: written beside it, renamed only once every byte verified.
     let name = path
         .file_name()
@@ -116,6 +119,42 @@ async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
             let _ = tokio::fs::remove_file(&tmp).await;
             flushed?;
             copied?;
+            eprintln!("blob {digest} is not cached");
+            Ok(EXIT_NOT_FOUND)
+        }
+    }
+}
+
+/// Whether `path` exists and is something other than a regular file (a
+/// device, a FIFO, a socket): such a path is written into, never replaced.
+async fn is_special(path: &Path) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|m| !m.file_type().is_file() && !m.is_dir())
+}
+
+/// `blob get -o` into a device or FIFO: the bytes stream into it as they
+/// verify, as they would into a pipe; damage found at the end is reported
+/// after the bytes were written.
+async fn get_into_special(
+    ctx: &Ctx,
+    cache: &BlobCache,
+    digest: &Digest,
+    path: &Path,
+) -> Result<u8> {
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .await
+        .map_err(io_error(path, "opening the output"))?;
+    match cache.copy_to(digest, &mut out).await? {
+        Some(info) => {
+            if ctx.json() {
+                print_json(&BlobOut::from(info))?;
+            }
+            Ok(EXIT_OK)
+        }
+        None => {
             eprintln!("blob {digest} is not cached");
             Ok(EXIT_NOT_FOUND)
         }
