@@ -346,6 +346,27 @@ fn with_key(err: imagecache_core::Error, key: Option<Key>) -> imagecache_core::E
     }
 }
 
+/// Refuses an existing file with no bytes: redb would take it for a place
+/// to create a database, and a typo or a truncated file would then become
+/// an empty store. A file a concurrent opener has just created gets its
+/// header within moments, so an empty file is looked at a few times.
+fn refuse_empty_file(path: &Path) -> Result<(), Error> {
+    for attempt in 0..4 {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                if attempt == 3 {
+                    return Err(Error::EmptyFile {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 impl Inner {
     fn open(path: PathBuf, config: RedbConfig) -> Result<Self, Error> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -354,6 +375,7 @@ impl Inner {
                 source,
             })?;
         }
+        refuse_empty_file(&path)?;
         let db = redb::Builder::new()
             .set_cache_size(config.cache_size)
             .create(&path)
@@ -463,6 +485,11 @@ enum Error {
         format_hint(*found)
     )]
     Format { path: PathBuf, found: u64 },
+    #[error(
+        "{} is an empty file, not a redb database; remove it to create a new store there",
+        path.display()
+    )]
+    EmptyFile { path: PathBuf },
     #[error("cannot create directory {}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -538,7 +565,7 @@ impl From<Error> for imagecache_core::Error {
                 reason: format!("cannot open database file {}", path.display()),
                 source: Some(Box::new(source)),
             },
-            err @ Error::Format { .. } => Self::Config {
+            err @ (Error::Format { .. } | Error::EmptyFile { .. }) => Self::Config {
                 backend: NAME,
                 reason: err.to_string(),
                 source: None,

@@ -391,6 +391,22 @@ async fn newer_layout_version_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_empty_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.redb");
+    std::fs::write(&path, b"").unwrap();
+    let err = RedbBackend::open(&path).await.unwrap_err();
+    assert_config(&err);
+    assert!(err.to_string().contains("empty.redb"), "{err}");
+    assert!(err.to_string().contains("empty file"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    // Where there was nothing, a database is created.
+    let fresh = dir.path().join("fresh.redb");
+    RedbBackend::open(&fresh).await.unwrap();
+    assert!(std::fs::metadata(&fresh).unwrap().len() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_file_that_is_not_a_database_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.redb");
