@@ -164,6 +164,9 @@ impl Image {
 /// Decodes `json` into the Go type `target` names, without the checks
 /// [`ImageConfig::from_json`] adds.
 pub(crate) fn decode(json: &[u8], target: Target) -> Result<Decoded, ConfigError> {
+    if let Some(err) = raw_control_in_string(json) {
+        return Err(err);
+    }
     let ctx = Ctx::default();
     let mut de = serde_json::Deserializer::from_slice(json);
     let fields = match target {
@@ -218,6 +221,42 @@ pub(crate) fn malformed(err: &serde_json::Error) -> ConfigError {
         column: err.column(),
         message,
     }
+}
+
+/// Go's decoder refuses a control character (below U+0020) written raw
+/// inside a string, and Docker would not load such a config; serde_json lets
+/// them through in byte strings, so they are looked for here. Documents
+/// without any such byte, the usual case, cost one scan.
+fn raw_control_in_string(json: &[u8]) -> Option<ConfigError> {
+    if !json.iter().any(|&b| b < 0x20) {
+        return None;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    let (mut line, mut column) = (1usize, 0usize);
+    for &b in json {
+        if b == b'\n' {
+            line += 1;
+            column = 0;
+        } else {
+            column += 1;
+        }
+        if !in_string {
+            in_string = b == b'"';
+        } else if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            in_string = false;
+        } else if b < 0x20 {
+            return Some(ConfigError::Malformed {
+                line,
+                column,
+                message: format!("control character (\\u{b:04X}) found while parsing a string"),
+            });
+        }
+    }
+    None
 }
 
 /// Converts bytes to a string as Go's JSON decoder does: every byte that does
@@ -293,6 +332,28 @@ fn lookup<'t, F>(key: &[u8], table: &'t [(&'static str, F)]) -> Option<&'t (&'st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_control_characters_in_strings_are_refused_as_go_does() {
+        for raw in [&b"a\tb"[..], b"a\x00b", b"a\nb", b"\x1f"] {
+            let mut json = br#"{"rootfs":{"type":"layers"},"comment":""#.to_vec();
+            json.extend_from_slice(raw);
+            json.extend_from_slice(br#""}"#);
+            match ImageConfig::from_json(&json) {
+                Err(ConfigError::Malformed { message, .. }) => {
+                    assert!(message.contains("control character"), "{message}");
+                }
+                other => panic!("{raw:?}: {other:?}"),
+            }
+        }
+        // Escaped, they are ordinary characters; raw white space between
+        // tokens is fine.
+        let c = ImageConfig::from_json(
+            b"{\"rootfs\":{\"type\":\"layers\"},\n\t\"comment\":\"a\\tb\\u0000\\n\"}\r\n",
+        )
+        .unwrap();
+        assert_eq!(c.comment, "a\tb\u{0}\n");
+    }
 
     fn parse(s: &str) -> Result<ImageConfig, ConfigError> {
         ImageConfig::from_json(s.as_bytes())
