@@ -273,7 +273,7 @@ impl RedbBackend {
 
     /// Replaces the stored bytes of an image without any check, as a damaged
     /// disk would, for the conformance harness's damage hooks.
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     pub(crate) async fn insert_raw_content(
         &self,
         id: ImageId,
@@ -286,7 +286,7 @@ impl RedbBackend {
     }
 
     /// Replaces the stored bytes of a blob without any check.
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     pub(crate) async fn insert_raw_blob(
         &self,
         digest: Digest,

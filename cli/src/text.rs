@@ -4,17 +4,7 @@ use std::error::Error as StdError;
 
 /// Any error and its sources on one line; see [`CliError::one_line`](crate::error::CliError::one_line).
 pub(crate) fn one_line(err: &dyn StdError) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line.replace(['\n', '\r'], " ")
+    imagecache_core::error_text(err).replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! * `blob_cache_short_or_failed_body_stores_nothing` — a body shorter or longer than announced, or one that fails, is refused with a typed error; nothing is stored.
 //! * `blob_cache_bad_put_keeps_stored_blob` — wrong bytes offered under a cached digest never replace it.
 //! * `blob_cache_corrupt_blob_is_an_evicted_miss` — (hook `corrupt_blob`) damaged bytes are a miss, an error count and an eviction; a streaming read ends with `Corrupt`.
-//! * `blob_cache_truncated_blob_is_an_evicted_miss` — (hook `corrupt_blob`) a blob shorter than its recorded size is absent and evicted.
+//! * `blob_cache_truncated_blob_is_an_evicted_miss` — (hook `corrupt_blob`, and `corrupt_note` when offered) a blob whose size differs from its recorded size is absent and evicted.
 //! * `blob_cache_manifest_roundtrips` — a manifest reads back with its media type and a note marking its kind.
 //! * `blob_cache_bad_manifest_stores_nothing` — empty, oversized and wrong-digest manifests are refused; nothing is stored.
 //! * `blob_cache_gzip_layer_kept_in_both_forms` — a gzip layer is kept compressed and decompressed, each noted against the other, with or without a diff ID.
@@ -108,19 +108,32 @@ impl Subject {
         true
     }
 
+    /// Replaces one note of a stored blob; `false` when the fixture has no
+    /// such hook. A hook that is offered but fails fails the case.
+    async fn corrupt_note(&self, digest: &Digest, key: &str, data: Bytes) -> bool {
+        if !self.fixture.damage().note {
+            return false;
+        }
+        let key = check::key(key);
+        self.fixture
+            .corrupt_note(digest, &key, data)
+            .await
+            .must(format_args!("corrupt_note {key} of {digest}"));
+        true
+    }
+
     /// A second blob backend on the same namespace, if it can reopen.
     async fn reopen(&self) -> Option<Backend> {
         self.fixture.reopen().await?.blobs()
     }
 }
 
-/// A fresh blob backend and a cache over it. The runner skips this group
-/// for harnesses without blobs, so the `Result` is always `Ok` there; it is
-/// kept so that every case reads the same.
-async fn setup(h: &Arc<dyn Harness>, case: &str) -> Result<(Subject, BlobCache), Outcome> {
+/// A fresh blob backend and a cache over it (the runner skips this group
+/// for harnesses without blobs).
+async fn setup(h: &Arc<dyn Harness>, case: &str) -> (Subject, BlobCache) {
     let (fixture, blobs) = crate::blobs(h).await;
     match BlobCache::new(Arc::clone(&blobs)) {
-        Ok(cache) => Ok((Subject { fixture, blobs }, cache)),
+        Ok(cache) => (Subject { fixture, blobs }, cache),
         Err(e) => panic!("{case}: BlobCache::new over a blob backend: {e}"),
     }
 }

@@ -352,6 +352,29 @@ impl Error {
     }
 }
 
+/// An error and the sources behind it as one text, each source appended
+/// after `: ` unless the text already says it (as a transparent wrapper or
+/// a message that embeds its source does): what a report, a quarantine
+/// record or a one-line message keeps of a failure.
+///
+/// ```
+/// let err = std::io::Error::other("disk on fire");
+/// assert_eq!(imagecache_core::error_text(&err), "disk on fire");
+/// ```
+pub fn error_text(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

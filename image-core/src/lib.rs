@@ -30,7 +30,7 @@ pub use digest::{
     Algorithm, ChainId, DiffId, Digest, DigestError, DigestErrorKind, Hasher, ImageId, chain_id,
     hex_encode,
 };
-pub use error::{BoxError, ConfigError, Error, Key, MetadataKey, Result};
+pub use error::{BoxError, ConfigError, Error, Key, MetadataKey, Result, error_text};
 pub use model::{ContainerConfig, HealthConfig, History, Image, ImageConfig, Platform, RootFs};
 pub use platform::compare_platform;
 pub use time::{Timestamp, TimestampError};

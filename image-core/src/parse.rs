@@ -357,6 +357,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.comment, "a\tb\u{0}\n");
+        // An escaped quote or backslash does not end or hide the string's
+        // end, and keys are strings too.
+        for json in [
+            &b"{\"rootfs\":{\"type\":\"layers\"},\"comment\":\"a\\\"\tb\"}"[..],
+            b"{\"rootfs\":{\"type\":\"layers\"},\"co\tmment\":\"x\"}",
+        ] {
+            assert!(
+                matches!(
+                    ImageConfig::from_json(json),
+                    Err(ConfigError::Malformed { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        let c =
+            ImageConfig::from_json(b"{\"rootfs\":{\"type\":\"layers\"},\"comment\":\"a\\\\\"\n}")
+                .unwrap();
+        assert_eq!(c.comment, "a\\");
     }
 
     fn parse(s: &str) -> Result<ImageConfig, ConfigError> {

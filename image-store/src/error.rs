@@ -94,19 +94,3 @@ impl Error {
         }
     }
 }
-
-/// An error and the sources behind it, as one text: what a report or a
-/// quarantine record keeps of a failure.
-pub(crate) fn full_text(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}

@@ -135,8 +135,10 @@ impl<'a> HeldLayers<'a> {
     }
 
     /// Room for `additional` more references without reallocating.
+    /// The provider is told too ([`LayerProvider::reserve`]).
     pub(crate) fn reserve(&mut self, additional: usize) {
-        if self.provider.is_some() {
+        if let Some(provider) = self.provider {
+            provider.reserve(additional);
             self.chains.reserve(additional);
         }
     }
@@ -156,7 +158,7 @@ impl<'a> HeldLayers<'a> {
     pub(crate) fn give_back(&mut self, chain: &ChainId) {
         if let Some(i) = self.chains.iter().rposition(|c| c == chain) {
             let chain = self.chains.swap_remove(i);
-            release(self.provider, &chain);
+            let _ = release(self.provider, &chain);
         }
     }
 
@@ -175,17 +177,21 @@ impl<'a> HeldLayers<'a> {
 impl Drop for HeldLayers<'_> {
     fn drop(&mut self) {
         for chain in std::mem::take(&mut self.chains) {
-            release(self.provider, &chain);
+            let _ = release(self.provider, &chain);
         }
     }
 }
 
-fn release(provider: Option<&dyn LayerProvider>, chain: &ChainId) {
-    if let Some(provider) = provider
-        && let Err(e) = provider.release(chain)
-    {
+/// Gives one reference back; returns the chains nothing references any
+/// more. A refusal is logged, as there is nothing else to do about it.
+pub(crate) fn release(provider: Option<&dyn LayerProvider>, chain: &ChainId) -> Vec<ChainId> {
+    let Some(provider) = provider else {
+        return Vec::new();
+    };
+    provider.release(chain).unwrap_or_else(|e| {
         tracing::warn!(chain = %chain, error = %e, "releasing layer failed");
-    }
+        Vec::new()
+    })
 }
 
 #[cfg(test)]

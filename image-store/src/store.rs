@@ -185,7 +185,7 @@ impl Store {
             }
             Err(e) if e.is_not_found() => Err(not_found(id)),
             Err(e) => {
-                let reason = crate::error::full_text(&e);
+                let reason = imagecache_core::error_text(&e);
                 tracing::error!(image = %id, error = %reason, "stored config is corrupt");
                 let _guard = self.inner.mutation.write().await;
                 if self.inner.options.quarantine {
@@ -266,10 +266,7 @@ impl Store {
             return Vec::new();
         };
         match (entry.holds_layer, entry.summary.chain_id) {
-            (true, Some(chain)) => layers.release(&chain).unwrap_or_else(|e| {
-                tracing::warn!(chain = %chain, error = %e, "releasing layer failed");
-                Vec::new()
-            }),
+            (true, Some(chain)) => crate::layers::release(Some(layers.as_ref()), &chain),
             _ => Vec::new(),
         }
     }

@@ -413,6 +413,11 @@ fn note_key(digest: &Digest, key: &MetadataKey) -> String {
     format!("{digest}/{key}")
 }
 
+/// The bounds of the `blob_notes` keys of one digest; see [`note_key`].
+fn notes_range(digest: &Digest) -> (String, String) {
+    (format!("{digest}/"), format!("{digest}0"))
+}
+
 impl Inner {
     /// The upload id and size of a stored blob.
     pub(super) fn blob_entry(&self, digest: &Digest) -> Result<Option<(u64, u64)>, Error> {
@@ -462,7 +467,7 @@ impl Inner {
                 return Ok(());
             };
             remove_chunks(&mut txn.open_table(BLOB_CHUNKS)?, upload)?;
-            let (low, high) = (format!("{name}/"), format!("{name}0"));
+            let (low, high) = notes_range(digest);
             txn.open_table(BLOB_NOTES)?
                 .retain_in(low.as_str()..high.as_str(), |_, _| false)?;
         }
@@ -499,8 +504,7 @@ impl Inner {
     pub(super) fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes, Error> {
         let txn = self.db.begin_read()?;
         let notes = txn.open_table(BLOB_NOTES)?;
-        let name = digest.to_string();
-        let (low, high) = (format!("{name}/"), format!("{name}0"));
+        let (low, high) = notes_range(digest);
         let mut out = BlobNotes::new();
         for entry in notes.range(low.as_str()..high.as_str())? {
             let (key, value) = entry?;
@@ -629,7 +633,7 @@ impl Inner {
 
     /// Stores `data` as the blob's bytes without any check (for tests of
     /// corrupt-blob handling).
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     pub(super) fn insert_raw_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), Error> {
         let txn = self.begin_write(self.durability())?;
         {

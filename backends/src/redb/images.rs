@@ -603,7 +603,7 @@ impl Inner {
     /// Stores `data` as an image's config without any check (for tests of
     /// corrupt-content handling). An image not stored before appears with
     /// no metadata.
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     pub(super) fn insert_raw_content(&self, id: &ImageId, data: &[u8]) -> Result<(), Error> {
         let txn = self.begin_write(self.durability())?;
         {

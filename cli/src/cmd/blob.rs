@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use futures::StreamExt as _;
-use imagecache_core::{BlobNotes, ByteStream, Digest, Hasher};
+use imagecache_core::{BlobInfo, BlobNotes, ByteStream, Digest, Hasher};
 use imagecache_engine::blob::{BlobCache, Compression, LayerOptions, PutOptions};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -110,15 +110,28 @@ async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
             tokio::fs::rename(&tmp, path)
                 .await
                 .map_err(io_error(path, "renaming the output file into place"))?;
-            if ctx.json() {
-                print_json(&BlobOut::from(info))?;
-            }
-            Ok(EXIT_OK)
+            reported(ctx, digest, Some(info))
         }
         (copied, flushed) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             flushed?;
             copied?;
+            reported(ctx, digest, None)
+        }
+    }
+}
+
+/// The outcome of `blob get -o`: the blob's info as JSON when asked, or
+/// that it is not cached.
+fn reported(ctx: &Ctx, digest: &Digest, copied: Option<BlobInfo>) -> Result<u8> {
+    match copied {
+        Some(info) => {
+            if ctx.json() {
+                print_json(&BlobOut::from(info))?;
+            }
+            Ok(EXIT_OK)
+        }
+        None => {
             eprintln!("blob {digest} is not cached");
             Ok(EXIT_NOT_FOUND)
         }
@@ -147,18 +160,8 @@ async fn get_into_special(
         .open(path)
         .await
         .map_err(io_error(path, "opening the output"))?;
-    match cache.copy_to(digest, &mut out).await? {
-        Some(info) => {
-            if ctx.json() {
-                print_json(&BlobOut::from(info))?;
-            }
-            Ok(EXIT_OK)
-        }
-        None => {
-            eprintln!("blob {digest} is not cached");
-            Ok(EXIT_NOT_FOUND)
-        }
-    }
+    let copied = cache.copy_to(digest, &mut out).await?;
+    reported(ctx, digest, copied)
 }
 
 /// Reads a file in chunks as a blob body.

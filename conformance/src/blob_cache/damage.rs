@@ -5,10 +5,7 @@ use super::*;
 /// Damaged bytes are a miss, an error count and an eviction; a streaming read ends with `Corrupt`.
 pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_corrupt_blob_is_an_evicted_miss";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let data = noise(200_000, 7);
     let digest = sha(&data);
     cache.put_bytes(&digest, data.clone()).await.must("put");
@@ -68,10 +65,7 @@ pub async fn blob_cache_corrupt_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> 
 /// A blob shorter than its recorded size is absent and evicted.
 pub async fn blob_cache_truncated_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_truncated_blob_is_an_evicted_miss";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let data = noise(90_000, 8);
     let digest = sha(&data);
     cache.put_bytes(&digest, data.clone()).await.must("put");
@@ -89,6 +83,27 @@ pub async fn blob_cache_truncated_blob_is_an_evicted_miss(h: Arc<dyn Harness>) -
         cache.get_bytes(&digest).await.must("get_bytes"),
         None,
         "{CASE}: a miss"
+    );
+
+    // The same for whole bytes whose size note was damaged instead.
+    cache
+        .put_bytes(&digest, data.clone())
+        .await
+        .must("put again");
+    if !b
+        .corrupt_note(&digest, "size", Bytes::from_static(b"40000"))
+        .await
+    {
+        return Outcome::Passed;
+    }
+    assert_eq!(
+        cache.has(&digest).await.must("has"),
+        None,
+        "{CASE}: a blob that disagrees with its size note is absent"
+    );
+    assert!(
+        stored(&b).await.is_empty(),
+        "{CASE}: evicted after a bad note"
     );
     Outcome::Passed
 }

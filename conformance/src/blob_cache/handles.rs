@@ -5,10 +5,7 @@ use super::*;
 /// Eight racing puts of one digest leave one whole blob; racing readers never see part of it.
 pub async fn blob_cache_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_concurrent_puts_are_idempotent";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let data = noise((1 << 20) + 77, 16);
     let digest = sha(&data);
     let puts: Vec<_> = (0..8)
@@ -57,10 +54,7 @@ pub async fn blob_cache_concurrent_puts_are_idempotent(h: Arc<dyn Harness>) -> O
 /// Blobs and their notes put through one handle are served by another.
 pub async fn blob_cache_second_handle_sees_blobs(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_second_handle_sees_blobs";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let Some(other) = b.reopen().await else {
         return Outcome::skipped(CASE, "hook reopen");
     };
@@ -92,10 +86,7 @@ pub async fn blob_cache_second_handle_sees_blobs(h: Arc<dyn Harness>) -> Outcome
 /// Stats count blobs and bytes; clear removes them all and says how many.
 pub async fn blob_cache_stats_and_clear(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_stats_and_clear";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let sizes = [1000usize, 2000, 3000];
     for (i, size) in sizes.iter().enumerate() {
         let data = noise(*size, 20 + i as u64);

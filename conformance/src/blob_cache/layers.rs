@@ -5,10 +5,7 @@ use super::*;
 /// A gzip layer is kept compressed and decompressed, each noted against the other, with or without a diff ID.
 pub async fn blob_cache_gzip_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_gzip_layer_kept_in_both_forms";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     // With a diff ID and a media type: one pass.
     let tar = noise(400_000, 10);
     let gz = gzip(&tar);
@@ -72,10 +69,7 @@ pub async fn blob_cache_gzip_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
 /// The same for a zstd layer.
 pub async fn blob_cache_zstd_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_zstd_layer_kept_in_both_forms";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let tar = noise(300_000, 12);
     let zst = zstd(&tar);
     let (digest, diff) = (sha(&zst), sha(&tar));
@@ -101,10 +95,7 @@ pub async fn blob_cache_zstd_layer_kept_in_both_forms(h: Arc<dyn Harness>) -> Ou
 /// Wrong digest, wrong diff ID, damaged data and unsupported compression are refused; nothing is stored.
 pub async fn blob_cache_bad_layer_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_bad_layer_stores_nothing";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let tar = noise(200_000, 13);
     let gz = gzip(&tar);
 
@@ -174,10 +165,7 @@ fn layer(digest: Digest, size: usize, media_type: &str) -> LayerInfo {
 /// Layer lists switch to the cached variant on request, keep their layers when signed or preserved.
 pub async fn blob_cache_substitution_follows_mode(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_substitution_follows_mode";
-    let (_b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (_b, cache) = setup(&h, CASE).await;
     let (tar1, tar2) = (noise(100_000, 14), noise(80_000, 15));
     let (gz1, gz2) = (gzip(&tar1), gzip(&tar2));
     cache

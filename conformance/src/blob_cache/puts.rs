@@ -5,10 +5,7 @@ use super::*;
 /// A streamed put reads back byte for byte through every read path, each counted as a hit.
 pub async fn blob_cache_put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_put_then_get_roundtrips";
-    let (_b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (_b, cache) = setup(&h, CASE).await;
     let data = noise((2 << 20) + 11, 1);
     let digest = sha(&data);
     let info = cache.put(&digest, body(&data, 48 << 10)).await.must("put");
@@ -55,10 +52,7 @@ pub async fn blob_cache_put_then_get_roundtrips(h: Arc<dyn Harness>) -> Outcome 
 /// Lookups of an unknown digest are `None`, counted as misses, never errors.
 pub async fn blob_cache_missing_is_a_miss(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_missing_is_a_miss";
-    let (_b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (_b, cache) = setup(&h, CASE).await;
     let digest = sha(b"never cached");
     assert_eq!(cache.has(&digest).await.must("has"), None, "{CASE}: has");
     assert!(
@@ -89,10 +83,7 @@ pub async fn blob_cache_missing_is_a_miss(h: Arc<dyn Harness>) -> Outcome {
 /// A body that does not hash to its digest is `DigestMismatch`; nothing is stored.
 pub async fn blob_cache_wrong_digest_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_wrong_digest_stores_nothing";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let data = noise(300_000, 2);
     let claimed = sha(b"another blob");
     match cache.put(&claimed, body(&data, 10_000)).await {
@@ -124,10 +115,7 @@ pub async fn blob_cache_wrong_digest_stores_nothing(h: Arc<dyn Harness>) -> Outc
 /// A body shorter or longer than announced, or one that fails, is refused with a typed error; nothing is stored.
 pub async fn blob_cache_short_or_failed_body_stores_nothing(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_short_or_failed_body_stores_nothing";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let data = noise(120_000, 3);
     let digest = sha(&data);
     let short = data.slice(..50_000);
@@ -172,10 +160,7 @@ pub async fn blob_cache_short_or_failed_body_stores_nothing(h: Arc<dyn Harness>)
 /// Wrong bytes offered under a cached digest never replace it.
 pub async fn blob_cache_bad_put_keeps_stored_blob(h: Arc<dyn Harness>) -> Outcome {
     const CASE: &str = "blob_cache_bad_put_keeps_stored_blob";
-    let (b, cache) = match setup(&h, CASE).await {
-        Ok(s) => s,
-        Err(skip) => return skip,
-    };
+    let (b, cache) = setup(&h, CASE).await;
     let good = noise(64_000, 4);
     let digest = sha(&good);
     cache.put_bytes(&digest, good.clone()).await.must("put");

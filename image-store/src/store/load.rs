@@ -100,7 +100,7 @@ impl Loader<'_> {
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
-                    let reason = crate::error::full_text(&e);
+                    let reason = imagecache_core::error_text(&e);
                     tracing::error!(image = %id, error = %reason, "invalid image");
                     let problem = if quarantine_on {
                         quarantine.quarantine(id, reason.clone());
@@ -141,9 +141,6 @@ impl Store {
         };
         // Images already held keep their reference.
         let new_images = snapshot.images.len().saturating_sub(loader.known.len());
-        if let Some(layers) = &self.inner.options.layers {
-            layers.reserve(new_images);
-        }
         loader.held.reserve(new_images);
         let missing = loader.admit_summarised(snapshot.images);
         let reads = self.read_configs(missing).await;
@@ -217,7 +214,7 @@ impl Store {
                     && !state.contains(id)
                     && let Some(chain) = summary.chain_id
                 {
-                    let _ = layers.release(&chain);
+                    let _ = crate::layers::release(Some(layers.as_ref()), &chain);
                 }
             }
         }
