@@ -450,6 +450,9 @@ pub async fn blob_notes_in_one_call(h: Arc<dyn Harness>) -> Outcome {
 /// Notes need their blob, and go with it: `digest` is stored, with notes.
 async fn notes_need_their_blob(b: &Backend, digest: &Digest) {
     let absent = Digest::sha256(b"never stored");
+    b.set_blob_notes(&absent, Vec::new())
+        .await
+        .must("set_blob_notes with no note on an absent blob writes nothing");
     assert_err!(
         b.set_blob_notes(&absent, vec![(key("size"), Bytes::from_static(b"1"))]).await,
         Error::NotFound { key: Key::Blob(d) } if *d == absent,

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
-use imagecache_conformance::{CaseStatus, Damage, Fixture, Harness, HookResult, RunOptions};
+use imagecache_conformance::{
+    CaseStatus, Damage, Fixture, Harness, HookError, HookResult, RunOptions,
+};
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest, Error,
     ImageId, Key, MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend,
@@ -244,6 +246,9 @@ impl BlobBackend for LoggingMap {
     }
 
     async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
+        if notes.is_empty() {
+            return Ok(());
+        }
         let mut data = self.data();
         let blob = data.blobs.get_mut(digest).ok_or(Error::NotFound {
             key: Key::Blob(*digest),
@@ -309,25 +314,41 @@ impl Fixture for MapFixture {
         Damage::all()
     }
 
+    // Each hook damages what is stored and fails for what is not, as the
+    // `Fixture` docs ask.
     async fn corrupt_config(&self, id: &ImageId, data: Bytes) -> HookResult {
-        self.0.data().images.entry(*id).or_default().content = data;
+        let mut map = self.0.data();
+        let image = map
+            .images
+            .get_mut(id)
+            .ok_or_else(|| absent("corrupt_config", id))?;
+        image.content = data;
         Ok(())
     }
 
     async fn corrupt_blob(&self, digest: &Digest, data: Bytes) -> HookResult {
-        self.0.data().blobs.entry(*digest).or_default().0 = data;
+        let mut map = self.0.data();
+        let blob = map
+            .blobs
+            .get_mut(digest)
+            .ok_or_else(|| absent("corrupt_blob", digest))?;
+        blob.0 = data;
         Ok(())
     }
 
     async fn corrupt_note(&self, digest: &Digest, key: &MetadataKey, data: Bytes) -> HookResult {
         let mut map = self.0.data();
-        map.blobs
-            .entry(*digest)
-            .or_default()
-            .1
-            .insert(key.clone(), data);
+        let blob = map
+            .blobs
+            .get_mut(digest)
+            .ok_or_else(|| absent("corrupt_note", digest))?;
+        blob.1.insert(key.clone(), data);
         Ok(())
     }
+}
+
+fn absent(hook: &'static str, what: &dyn std::fmt::Display) -> HookError {
+    HookError::failed(hook, format!("{what} is not stored"))
 }
 
 async fn certify() -> imagecache_conformance::Report {

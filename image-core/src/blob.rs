@@ -109,11 +109,12 @@ pub trait BlobBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
 
     /// Sets several notes of one blob in one call (for example every note
     /// a layer put records), replacing notes of the same keys and keeping
-    /// the others. The blob must exist. An empty list writes nothing.
+    /// the others. The blob must exist. An empty list writes nothing and
+    /// succeeds, whether or not the blob exists.
     ///
     /// # Errors
     /// [`Error::NotFound`] with [`Key::Blob`](crate::Key::Blob) when the blob
-    /// is absent.
+    /// is absent and there are notes to write.
     async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()>;
 
     /// Reads a note.

@@ -82,6 +82,9 @@ impl BlobBackend for MemoryBackend {
     }
 
     async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
+        if notes.is_empty() {
+            return Ok(());
+        }
         let mut state = self.lock();
         let blob = state.blobs.get_mut(digest).ok_or(Error::NotFound {
             key: Key::Blob(*digest),
