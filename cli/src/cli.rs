@@ -41,12 +41,34 @@ pub(crate) enum Format {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Import docker-archive tarballs and OCI image layouts (directories or tars).
-    Import {
-        /// Archives (`docker save`, `skopeo copy … docker-archive:`, plain or
-        /// gzip) and OCI layouts (`skopeo copy … oci:`, umoci), as directories or tars.
-        #[arg(required = true, value_name = "PATH")]
+    /// Load images from docker-archive and OCI archives or layouts (stdin when no input is given).
+    #[command(visible_alias = "import")]
+    Load {
+        /// An archive (`docker save`, skopeo, podman: plain, gzip, bzip2, xz
+        /// or zstd) or a layout directory (OCI, extracted docker-archive);
+        /// `-` for stdin. Repeat for several.
+        #[arg(short = 'i', long = "input", value_name = "FILE|DIR")]
+        inputs: Vec<PathBuf>,
+        /// More inputs, as with -i.
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Which platform of a multi-platform image: OS/ARCH[/VARIANT], or
+        /// `all` [default: this machine's].
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Save images to a docker-archive or OCI layout (stdout when -o is absent).
+    Save {
+        /// A file for a tar, a directory (existing and empty, or ending in
+        /// `/`) for an extracted layout.
+        #[arg(short = 'o', long, value_name = "FILE|DIR")]
+        output: Option<PathBuf>,
+        /// The layout: docker-archive (what `docker save` writes) or oci.
+        #[arg(long = "format", id = "save_format", default_value = "docker-archive", value_parser = parse_export_format)]
+        save_format: imagecache_transfer::ExportFormat,
+        /// Image IDs, unique ID prefixes or names.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
     },
     /// List images: those without children, or all with -a.
     Ls {
@@ -212,4 +234,8 @@ pub(crate) struct ConformanceArgs {
     /// Seconds one case may run.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub(crate) timeout: u64,
+}
+
+fn parse_export_format(text: &str) -> Result<imagecache_transfer::ExportFormat, String> {
+    text.parse()
 }

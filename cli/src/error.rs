@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use imagecache_core::ImageId;
 
-use crate::import::ImportError;
-
 /// Exit code of a successful command.
 pub(crate) const EXIT_OK: u8 = 0;
 /// Exit code for "not found" and for a miss the command was asked about.
@@ -51,9 +49,9 @@ pub(crate) enum CliError {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] imagecache_core::Error),
-    /// An import failed; nothing was imported.
+    /// An import or export failed; nothing was imported or written.
     #[error(transparent)]
-    Import(#[from] ImportError),
+    Transfer(#[from] imagecache_transfer::Error),
     /// Something looked up does not exist.
     #[error("{what}")]
     NotFound {
@@ -142,7 +140,8 @@ impl CliError {
             Self::Engine(imagecache_engine::Error::Store(e)) => store_exit_code(e),
             Self::Engine(imagecache_engine::Error::UnknownImage { .. }) => EXIT_NOT_FOUND,
             Self::Interrupted => EXIT_INTERRUPTED,
-            Self::Import(e) if e.is_interrupted() => EXIT_INTERRUPTED,
+            Self::Transfer(e) if e.is_interrupted() => EXIT_INTERRUPTED,
+            Self::Transfer(imagecache_transfer::Error::NoSuchImage { .. }) => EXIT_NOT_FOUND,
             _ => EXIT_ERROR,
         }
     }

@@ -3,7 +3,6 @@
 mod cli;
 mod cmd;
 mod error;
-mod import;
 mod progress;
 mod text;
 mod units;

@@ -31,6 +31,24 @@ impl ImageConfig {
     }
 }
 
+impl Platform {
+    /// The platform this process runs on, in Go's naming (`linux/amd64`,
+    /// `linux/arm64`, …): what Docker picks from a multi-platform image by
+    /// default.
+    ///
+    /// ```
+    /// let host = imagecache_core::Platform::host();
+    /// assert!(!host.architecture.is_empty());
+    /// ```
+    pub fn host() -> Self {
+        Self {
+            os: std::env::consts::OS.to_owned(),
+            architecture: host_architecture().to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 /// The host's CPU architecture in Go's `GOARCH` naming (`amd64`, `arm64`, …),
 /// which is what Docker records for images built without a base.
 pub(crate) fn host_architecture() -> &'static str {

@@ -1,6 +1,5 @@
 //! `import`, `ls`, `inspect`, `history`, `search`, `rm` and `parent`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use imagecache_core::{ChainId, DiffId, Image, ImageId, Platform, Timestamp};
@@ -11,7 +10,6 @@ use serde_json::value::RawValue;
 
 use super::{Ctx, print_json, print_lines, print_table};
 use crate::error::{CliError, EXIT_NOT_FOUND, EXIT_OK, Result, short};
-use crate::import;
 use crate::units::{human_ago, human_size};
 
 /// `os/architecture[/variant]`.
@@ -22,40 +20,6 @@ pub(super) fn platform_text(p: &Platform) -> String {
         s.push_str(&p.variant);
     }
     if s == "/" { String::new() } else { s }
-}
-
-pub(super) async fn import(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8> {
-    let store = ctx.store().await?;
-    let cache = ctx.blobs().await?;
-    let summary = import::import(&store, &cache, paths, ctx.cancel.clone(), ctx.ui).await?;
-    if ctx.json() {
-        return print_json(&summary);
-    }
-    let rows: Vec<Vec<String>> = summary
-        .images
-        .iter()
-        .map(|i| {
-            vec![
-                short(&i.id),
-                if i.new { "imported" } else { "already present" }.to_owned(),
-                i.layers.to_string(),
-                i.parent
-                    .as_ref()
-                    .map(|p| format!("{} ({})", short(p), i.parent_from.unwrap_or("")))
-                    .unwrap_or_default(),
-                i.tags.join(", "),
-            ]
-        })
-        .collect();
-    print_table(&["IMAGE ID", "STATUS", "LAYERS", "PARENT", "TAGS"], &rows)?;
-    print_lines([format!(
-        "{} image(s) from {} path(s); {} layer(s) stored, {} blob(s) added",
-        summary.images.len(),
-        summary.archives.len(),
-        summary.layers,
-        summary.blobs_added
-    )])?;
-    Ok(EXIT_OK)
 }
 
 /// One image as `ls` shows it.

@@ -6,6 +6,7 @@ mod conformance;
 mod images;
 mod info;
 mod prune;
+mod transfer;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -129,7 +130,19 @@ pub(crate) async fn run(cli: Cli, url: String, cancel: Arc<AtomicBool>) -> Resul
         store: OnceCell::new(),
     };
     match cli.command {
-        Command::Import { paths } => images::import(&ctx, &paths).await,
+        Command::Load {
+            mut inputs,
+            paths,
+            platform,
+        } => {
+            inputs.extend(paths);
+            transfer::load(&ctx, &inputs, platform.as_deref()).await
+        }
+        Command::Save {
+            output,
+            save_format,
+            images,
+        } => transfer::save(&ctx, &images, output.as_deref(), save_format).await,
         Command::Ls { all } => images::ls(&ctx, all).await,
         Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
         Command::History { id } => images::history(&ctx, &id).await,

@@ -8,26 +8,30 @@
 //! checked against their diff IDs while they are stored, when they are
 //! decompressed anyway.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
-use imagecache_core::{Digest, Image, ImageId};
+use imagecache_core::{Digest, Image, ImageId, Platform, compare_platform};
 use imagecache_engine::blob::Compression;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType, OciLayout};
 use serde::Deserialize;
 
 use super::archive::{self, SMALL_MAX, TarIndex};
-use super::error::{ImportError, Result};
+use crate::error::{Error, Result};
+use crate::options::PlatformChoice;
 
 /// Deepest nesting of OCI indexes followed.
 const MAX_INDEX_DEPTH: usize = 8;
 
-/// What kind of archive a path holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
+/// What kind of archive an input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Format {
     /// `docker save` / `skopeo copy … docker-archive:` output.
     DockerArchive,
     /// An OCI image layout packed in a tar (`oci-archive:`).
@@ -38,7 +42,7 @@ pub(crate) enum Format {
 
 impl Format {
     /// The name shown to users.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::DockerArchive => "docker-archive",
             Self::OciArchive => "oci-archive",
@@ -116,33 +120,51 @@ pub(crate) struct ArchivePlan {
     pub(crate) images: Vec<ImagePlan>,
     /// Its layers, each blob once.
     pub(crate) jobs: Vec<LayerJob>,
+    /// Manifests of an index left out, and why.
+    pub(crate) skipped: Vec<Skipped>,
 }
 
-/// Reads the metadata of the archive or layout at `path` into a plan.
+/// A manifest an import left out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// The manifest's digest.
+    pub digest: String,
+    /// Its platform, as the index gives it (`os/arch[/variant]`), if any.
+    pub platform: Option<String>,
+    /// Why it was left out.
+    pub reason: String,
+}
+
+/// Reads the metadata of the archive or layout `file` (called `path` in
+/// messages) into a plan.
 ///
 /// `progress` is called with the bytes read of a tar archive.
 ///
 /// # Errors
-/// Any [`ImportError`] about the archive's contents; see the module docs.
+/// Any [`Error`] about the archive's contents; see the module docs.
 pub(crate) fn plan(
+    file: &Path,
     path: &Path,
+    platform: &PlatformChoice,
     cancel: &AtomicBool,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<ArchivePlan> {
-    let meta = fs::metadata(path).map_err(|source| ImportError::Open {
+    let meta = fs::metadata(file).map_err(|source| Error::Open {
         path: path.to_owned(),
         source,
     })?;
     let source = if meta.is_dir() {
-        Source::Dir(path.to_owned())
+        Source::Dir(file.to_owned())
     } else {
-        Source::Tar(archive::scan(path, cancel, progress)?)
+        Source::Tar(archive::scan(file, path, cancel, progress)?)
     };
     let reader = Reader {
         path: path.to_owned(),
         source,
         cancel,
     };
+    // Docker 25 and later write both: manifest.json is what `docker load`
+    // reads, and it names every layer and the tags.
     let format = if reader.exists("manifest.json") {
         Format::DockerArchive
     } else if reader.exists("oci-layout") || reader.exists("index.json") {
@@ -152,22 +174,24 @@ pub(crate) fn plan(
         }
     } else {
         let reason = match (&reader.source, meta.is_dir()) {
-            (_, true) => "the directory has no oci-layout file".to_owned(),
+            (_, true) => "the directory has neither manifest.json (docker-archive) nor oci-layout and index.json (OCI layout)".to_owned(),
             (Source::Tar(index), _) if index.entries.is_empty() => {
                 "it is empty or not a tar archive".to_owned()
             }
             _ => "it has neither manifest.json (docker-archive) nor index.json (OCI layout)"
                 .to_owned(),
         };
-        return Err(ImportError::UnknownFormat {
+        return Err(Error::UnknownFormat {
             path: path.to_owned(),
             reason,
         });
     };
     let mut builder = Builder {
         reader,
+        platform,
         images: Vec::new(),
         jobs: Vec::new(),
+        skipped: Vec::new(),
         seen_images: HashMap::new(),
         seen_jobs: HashMap::new(),
     };
@@ -176,7 +200,7 @@ pub(crate) fn plan(
         Format::OciArchive | Format::OciLayout => builder.oci_layout()?,
     }
     if builder.images.is_empty() {
-        return Err(ImportError::Empty {
+        return Err(Error::Empty {
             path: path.to_owned(),
         });
     }
@@ -186,6 +210,7 @@ pub(crate) fn plan(
         source: builder.reader.source,
         images: builder.images,
         jobs: builder.jobs,
+        skipped: builder.skipped,
     })
 }
 
@@ -200,10 +225,12 @@ struct Reader<'a> {
 struct Found {
     location: Location,
     name: String,
-    /// Size and digest, when the first pass measured them.
-    measured: Option<(u64, Digest)>,
-    /// The first bytes, when the first pass saw them.
-    head: Option<Vec<u8>>,
+    /// Its size.
+    size: u64,
+    /// Its SHA-256, when it was hashed.
+    digest: Option<Digest>,
+    /// Its first bytes (up to 8), to recognise compression.
+    head: Vec<u8>,
 }
 
 impl Reader<'_> {
@@ -214,16 +241,16 @@ impl Reader<'_> {
         }
     }
 
-    fn missing(&self, name: &str, referenced_by: &str) -> ImportError {
-        ImportError::MissingEntry {
+    fn missing(&self, name: &str, referenced_by: &str) -> Error {
+        Error::MissingEntry {
             path: self.path.clone(),
             entry: name.to_owned(),
             referenced_by: referenced_by.to_owned(),
         }
     }
 
-    fn too_large(&self, name: &str, size: u64) -> ImportError {
-        ImportError::TooLarge {
+    fn too_large(&self, name: &str, size: u64) -> Error {
+        Error::TooLarge {
             path: self.path.clone(),
             entry: name.to_owned(),
             size,
@@ -261,13 +288,13 @@ impl Reader<'_> {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(self.missing(name, referenced_by));
                     }
-                    Err(source) => return Err(ImportError::Open { path: file, source }),
+                    Err(source) => return Err(Error::Open { path: file, source }),
                 };
                 let mut data = Vec::new();
                 (&mut opened)
                     .take(SMALL_MAX + 1)
                     .read_to_end(&mut data)
-                    .map_err(|source| ImportError::Read {
+                    .map_err(|source| Error::Read {
                         path: self.path.clone(),
                         entry: Some(name.to_owned()),
                         source,
@@ -280,8 +307,11 @@ impl Reader<'_> {
         }
     }
 
-    /// Finds a layer entry.
-    fn layer(&self, name: &str, referenced_by: &str) -> Result<Found> {
+    /// Finds a layer entry. A tar's first pass measured every entry; a
+    /// directory's file is hashed here when `hash` is set (docker-archive
+    /// names promise no digest), and otherwise only its size and first bytes
+    /// are read (a descriptor gives the digest, which the blob cache checks).
+    fn layer(&self, name: &str, referenced_by: &str, hash: Option<&Digest>) -> Result<Found> {
         match &self.source {
             Source::Tar(index) => {
                 let position = index
@@ -293,20 +323,53 @@ impl Reader<'_> {
                 Ok(Found {
                     location: Location::Entry(position),
                     name: archive::normalize(name),
-                    measured: Some((size, digest)),
-                    head: Some(head.to_vec()),
+                    size,
+                    digest: Some(digest),
+                    head: head.to_vec(),
                 })
             }
             Source::Dir(dir) => {
                 let file = dir.join(archive::normalize(name));
-                if !file.is_file() {
+                let read_error = |source| Error::Read {
+                    path: self.path.clone(),
+                    entry: Some(archive::normalize(name)),
+                    source,
+                };
+                let mut opened = match fs::File::open(&file) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(self.missing(name, referenced_by));
+                    }
+                    Err(source) => return Err(Error::Open { path: file, source }),
+                };
+                let meta = opened.metadata().map_err(read_error)?;
+                if !meta.is_file() {
                     return Err(self.missing(name, referenced_by));
                 }
+                let (size, digest, head) = match hash {
+                    None => {
+                        let (size, digest, head) = archive::measure(&mut opened, self.cancel)
+                            .map_err(|e| match e {
+                                archive::Measure::Cancelled => Error::Interrupted,
+                                archive::Measure::Io(source) => read_error(source),
+                            })?;
+                        (size, Some(digest), head)
+                    }
+                    Some(_) => {
+                        let mut head = Vec::with_capacity(8);
+                        (&mut opened)
+                            .take(8)
+                            .read_to_end(&mut head)
+                            .map_err(read_error)?;
+                        (meta.len(), None, head)
+                    }
+                };
                 Ok(Found {
                     location: Location::File(file),
                     name: archive::normalize(name),
-                    measured: None,
-                    head: None,
+                    size,
+                    digest,
+                    head,
                 })
             }
         }
@@ -347,45 +410,47 @@ struct DockerManifest {
     parent: Option<String>,
 }
 
-/// An OCI descriptor.
-#[derive(Debug, Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-}
-
-/// `index.json` or any image index.
-#[derive(Debug, Deserialize)]
-struct OciIndex {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
-/// An image manifest.
-#[derive(Debug, Deserialize)]
-struct OciManifest {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-/// `oci-layout`.
-#[derive(Debug, Deserialize)]
-struct OciLayoutFile {
-    #[serde(rename = "imageLayoutVersion")]
-    image_layout_version: String,
-}
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// What an index entry points at.
+enum Target {
+    Index,
+    Manifest,
+    Other,
+}
+
+fn target(media_type: &MediaType) -> Target {
+    match media_type {
+        MediaType::ImageIndex => Target::Index,
+        MediaType::ImageManifest => Target::Manifest,
+        MediaType::Other(other) if other == DOCKER_LIST => Target::Index,
+        MediaType::Other(other) if other == DOCKER_MANIFEST => Target::Manifest,
+        _ => Target::Other,
+    }
+}
+
+/// `os/arch[/variant]` of an index entry.
+fn platform_text(platform: &oci_spec::image::Platform) -> String {
+    let mut text = format!("{}/{}", platform.os(), platform.architecture());
+    if let Some(variant) = platform.variant().as_deref().filter(|v| !v.is_empty()) {
+        text.push('/');
+        text.push_str(variant);
+    }
+    text
+}
+
+/// An index entry's platform in this crate's terms.
+fn platform_of(platform: &oci_spec::image::Platform) -> Platform {
+    Platform {
+        os: platform.os().to_string(),
+        architecture: platform.architecture().to_string(),
+        variant: platform.variant().clone().unwrap_or_default(),
+        os_version: platform.os_version().clone().unwrap_or_default(),
+        os_features: platform.os_features().clone().unwrap_or_default(),
+    }
+}
 
 /// Annotations that name an image in an OCI index.
 const NAME_ANNOTATIONS: [&str; 2] = [
@@ -395,7 +460,9 @@ const NAME_ANNOTATIONS: [&str; 2] = [
 
 struct Builder<'a> {
     reader: Reader<'a>,
+    platform: &'a PlatformChoice,
     images: Vec<ImagePlan>,
+    skipped: Vec<Skipped>,
     jobs: Vec<LayerJob>,
     seen_images: HashMap<ImageId, usize>,
     seen_jobs: HashMap<Digest, usize>,
@@ -412,7 +479,7 @@ impl Builder<'_> {
         entry: &str,
         what: &'static str,
     ) -> Result<T> {
-        serde_json::from_slice(bytes).map_err(|source| ImportError::BadJson {
+        serde_json::from_slice(bytes).map_err(|source| Error::BadJson {
             path: self.path(),
             entry: entry.to_owned(),
             what,
@@ -425,8 +492,8 @@ impl Builder<'_> {
         entry: &str,
         field: String,
         source: imagecache_core::DigestError,
-    ) -> ImportError {
-        ImportError::BadDigest {
+    ) -> Error {
+        Error::BadDigest {
             path: self.path(),
             entry: entry.to_owned(),
             field,
@@ -436,7 +503,7 @@ impl Builder<'_> {
 
     /// Parses a config and its diff IDs.
     fn config(&self, bytes: Bytes, entry: &str) -> Result<(Image, Vec<Digest>)> {
-        let image = Image::from_bytes(bytes).map_err(|source| ImportError::BadConfig {
+        let image = Image::from_bytes(bytes).map_err(|source| Error::BadConfig {
             path: self.path(),
             entry: entry.to_owned(),
             source,
@@ -479,13 +546,13 @@ impl Builder<'_> {
     /// Records a layer job, once per blob; returns its position.
     ///
     /// # Errors
-    /// [`ImportError::ConflictingDiffIds`] when the blob was listed before
+    /// [`Error::ConflictingDiffIds`] when the blob was listed before
     /// with another diff ID.
     fn add_job(&mut self, job: LayerJob) -> Result<usize> {
         if let Some(&at) = self.seen_jobs.get(&job.digest) {
             let known = &self.jobs[at];
             if known.diff_id != job.diff_id {
-                return Err(ImportError::ConflictingDiffIds {
+                return Err(Error::ConflictingDiffIds {
                     path: self.path(),
                     entry: job.entry,
                     first: known.diff_id,
@@ -513,7 +580,7 @@ impl Builder<'_> {
             if let Some(expected) = digest_in_name(&m.config, true)
                 && expected != actual
             {
-                return Err(ImportError::ConfigDigestMismatch {
+                return Err(Error::ConfigDigestMismatch {
                     path: self.path(),
                     entry: m.config.clone(),
                     expected,
@@ -523,7 +590,7 @@ impl Builder<'_> {
             let (image, diff_ids) = self.config(config_bytes, &m.config)?;
             let layers = m.layers.unwrap_or_default();
             if layers.len() != diff_ids.len() {
-                return Err(ImportError::LayerCount {
+                return Err(Error::LayerCount {
                     path: self.path(),
                     entry: "manifest.json".to_owned(),
                     image: image.id(),
@@ -540,29 +607,32 @@ impl Builder<'_> {
                 };
             let mut positions = Vec::with_capacity(layers.len());
             for (index, (name, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
-                let found = self
-                    .reader
-                    .layer(name, &format!("manifest.json[{n}].Layers[{index}]"))?;
-                let Some((size, digest)) = found.measured else {
+                let found = self.reader.layer(
+                    name,
+                    &format!("manifest.json[{n}].Layers[{index}]"),
+                    None,
+                )?;
+                let (size, Some(digest)) = (found.size, found.digest) else {
                     return Err(self.reader.missing(name, "manifest.json"));
                 };
                 if let Some(expected) = digest_in_name(name, false)
                     && expected.algorithm() == digest.algorithm()
                     && expected != digest
                 {
-                    return Err(ImportError::BlobDigestMismatch {
+                    return Err(Error::BlobDigestMismatch {
                         path: self.path(),
                         entry: found.name,
                         expected,
                         actual: digest,
                     });
                 }
-                let compression = Compression::sniff(found.head.as_deref().unwrap_or_default())
-                    .map_err(|compression| ImportError::UnsupportedCompression {
+                let compression = Compression::sniff(&found.head).map_err(|compression| {
+                    Error::UnsupportedCompression {
                         path: self.path(),
                         entry: found.name.clone(),
                         compression,
-                    })?;
+                    }
+                })?;
                 let job = self.checked_job(
                     found,
                     digest,
@@ -600,7 +670,7 @@ impl Builder<'_> {
         index: usize,
     ) -> Result<LayerJob> {
         if compression == Compression::None && digest != diff_id {
-            return Err(ImportError::DiffIdMismatch {
+            return Err(Error::DiffIdMismatch {
                 path: self.path(),
                 entry: found.name,
                 image: image.id(),
@@ -624,39 +694,100 @@ impl Builder<'_> {
 
     fn oci_layout(&mut self) -> Result<()> {
         let layout = self.reader.small("oci-layout", "the OCI image layout")?;
-        let layout: OciLayoutFile = self.json(&layout, "oci-layout", "oci-layout file")?;
-        if !layout.image_layout_version.starts_with("1.") {
-            return Err(ImportError::UnknownFormat {
+        let layout: OciLayout = self.json(&layout, "oci-layout", "oci-layout file")?;
+        if !layout.image_layout_version().starts_with("1.") {
+            return Err(Error::UnknownFormat {
                 path: self.path(),
                 reason: format!(
                     "oci-layout has imageLayoutVersion {:?}, expected 1.x",
-                    layout.image_layout_version
+                    layout.image_layout_version()
                 ),
             });
         }
         let index = self.reader.small("index.json", "the OCI image layout")?;
-        let index: OciIndex = self.json(&index, "index.json", "OCI image index")?;
-        self.oci_index(index, "index.json", 0, &[])
+        let index: ImageIndex = self.json(&index, "index.json", "OCI image index")?;
+        self.oci_index(&index, "index.json", 0, &[])
+    }
+
+    /// The entries of `index` to import: those for the platform asked for
+    /// (all, with [`PlatformChoice::All`]); entries without a platform are
+    /// always taken. The rest are recorded as skipped.
+    fn choose<'i>(&mut self, index: &'i ImageIndex, entry: &str) -> Result<Vec<&'i Descriptor>> {
+        let wanted = match self.platform {
+            PlatformChoice::All => return Ok(index.manifests().iter().collect()),
+            PlatformChoice::Host => Platform::host(),
+            PlatformChoice::Only(p) => p.clone(),
+        };
+        let mut chosen = Vec::new();
+        let mut others = Vec::new();
+        for desc in index.manifests() {
+            match desc.platform() {
+                None => chosen.push(desc),
+                Some(p) if compare_platform(&wanted, &platform_of(p)) => chosen.push(desc),
+                Some(_) => others.push(desc),
+            }
+        }
+        // Of several platforms the host can run, the exact one wins (an
+        // arm64 host takes arm64 over arm/v7), as Docker picks the best.
+        let exact = |d: &&Descriptor| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.architecture().to_string() == wanted.architecture
+                    && (wanted.variant.is_empty()
+                        || p.variant().as_deref() == Some(wanted.variant.as_str()))
+            })
+        };
+        if chosen.iter().any(exact) {
+            let (keep, drop): (Vec<_>, Vec<_>) = chosen
+                .into_iter()
+                .partition(|d| d.platform().is_none() || exact(d));
+            chosen = keep;
+            others.extend(drop);
+        }
+        if chosen.is_empty() && !others.is_empty() {
+            return Err(Error::NoMatchingPlatform {
+                path: self.path(),
+                entry: entry.to_owned(),
+                wanted: format!("{}/{}", wanted.os, wanted.architecture)
+                    + &if wanted.variant.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{}", wanted.variant)
+                    },
+                available: others
+                    .iter()
+                    .filter_map(|d| d.platform().as_ref().map(platform_text))
+                    .collect(),
+            });
+        }
+        for desc in others {
+            self.skipped.push(Skipped {
+                digest: desc.digest().to_string(),
+                platform: desc.platform().as_ref().map(platform_text),
+                reason: "another platform".to_owned(),
+            });
+        }
+        Ok(chosen)
     }
 
     fn oci_index(
         &mut self,
-        index: OciIndex,
+        index: &ImageIndex,
         entry: &str,
         depth: usize,
         names: &[String],
     ) -> Result<()> {
         if depth >= MAX_INDEX_DEPTH {
-            return Err(ImportError::IndexTooDeep {
+            return Err(Error::IndexTooDeep {
                 path: self.path(),
                 entry: entry.to_owned(),
                 limit: MAX_INDEX_DEPTH,
             });
         }
-        for (n, desc) in index.manifests.iter().enumerate() {
+        let all = matches!(self.platform, PlatformChoice::All);
+        for (n, desc) in self.choose(index, entry)?.into_iter().enumerate() {
             let field = format!("{entry} manifests[{n}]");
             let mut tags: Vec<String> = names.to_vec();
-            if let Some(annotations) = &desc.annotations {
+            if let Some(annotations) = desc.annotations() {
                 for key in NAME_ANNOTATIONS {
                     if let Some(name) = annotations.get(key)
                         && !tags.contains(name)
@@ -665,96 +796,110 @@ impl Builder<'_> {
                     }
                 }
             }
+            let kind = target(desc.media_type());
+            if matches!(kind, Target::Other) {
+                return Err(Error::UnsupportedMediaType {
+                    path: self.path(),
+                    entry: field,
+                    media_type: desc.media_type().to_string(),
+                });
+            }
+            // A sparse index (a partial copy of a multi-platform image)
+            // lacks the blobs of platforms nobody asked for; with every
+            // platform asked for, what is absent is skipped and named.
+            let digest = self.descriptor_digest(desc, &field)?;
+            if all && !self.reader.exists(&blob_name(&digest)) {
+                self.skipped.push(Skipped {
+                    digest: digest.to_string(),
+                    platform: desc.platform().as_ref().map(platform_text),
+                    reason: format!("{} is not in the archive", blob_name(&digest)),
+                });
+                continue;
+            }
             let (name, bytes) = self.blob(desc, &field, false)?;
-            let is_index = match desc.media_type.as_deref() {
-                Some(OCI_INDEX | DOCKER_LIST) => true,
-                Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
-                // Without a media type, the document says what it is.
-                None => {
-                    let probe: serde_json::Value =
-                        self.json(&bytes, &name, "OCI manifest or index")?;
-                    probe.get("manifests").is_some()
+            match kind {
+                Target::Index => {
+                    let nested: ImageIndex = self.json(&bytes, &name, "OCI image index")?;
+                    self.oci_index(&nested, &name, depth + 1, &tags)?;
                 }
-                Some(other) => {
-                    return Err(ImportError::UnsupportedMediaType {
-                        path: self.path(),
-                        entry: name,
-                        media_type: other.to_owned(),
-                    });
+                Target::Manifest | Target::Other => {
+                    let manifest: ImageManifest = self.json(&bytes, &name, "OCI image manifest")?;
+                    self.oci_manifest(&manifest, &name, tags)?;
                 }
-            };
-            if is_index {
-                let nested: OciIndex = self.json(&bytes, &name, "OCI image index")?;
-                self.oci_index(nested, &name, depth + 1, &tags)?;
-            } else {
-                let manifest: OciManifest = self.json(&bytes, &name, "OCI image manifest")?;
-                self.oci_manifest(manifest, &name, tags)?;
             }
         }
         Ok(())
     }
 
+    fn descriptor_digest(&self, desc: &Descriptor, field: &str) -> Result<Digest> {
+        Digest::parse(desc.digest().as_ref())
+            .map_err(|e| self.bad_digest(field, "digest".to_owned(), e))
+    }
+
     fn oci_manifest(
         &mut self,
-        manifest: OciManifest,
+        manifest: &ImageManifest,
         entry: &str,
         tags: Vec<String>,
     ) -> Result<()> {
-        match manifest.config.media_type.as_deref() {
-            None | Some(OCI_CONFIG | DOCKER_CONFIG) => {}
+        match manifest.config().media_type() {
+            MediaType::ImageConfig => {}
+            MediaType::Other(other) if other == DOCKER_CONFIG => {}
             // Attestations, signatures and other artifacts are stored as
             // manifests beside the images; they are not images.
-            Some(_) => return Ok(()),
+            _ => return Ok(()),
         }
         let (config_entry, config_bytes) =
-            self.blob(&manifest.config, &format!("{entry} config"), true)?;
+            self.blob(manifest.config(), &format!("{entry} config"), true)?;
         let (image, diff_ids) = self.config(config_bytes, &config_entry)?;
-        if manifest.layers.len() != diff_ids.len() {
-            return Err(ImportError::LayerCount {
+        if manifest.layers().len() != diff_ids.len() {
+            return Err(Error::LayerCount {
                 path: self.path(),
                 entry: entry.to_owned(),
                 image: image.id(),
-                layers: manifest.layers.len(),
+                layers: manifest.layers().len(),
                 diff_ids: diff_ids.len(),
             });
         }
         let mut positions = Vec::with_capacity(diff_ids.len());
-        for (index, (desc, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
+        for (index, (desc, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
             let field = format!("{entry} layers[{index}]");
-            let digest = Digest::parse(&desc.digest)
+            let digest = Digest::parse(desc.digest().as_ref())
                 .map_err(|e| self.bad_digest(entry, format!("layers[{index}].digest"), e))?;
-            let media_type = desc.media_type.clone().unwrap_or_default();
+            let media_type = desc.media_type().to_string();
             let Some(compression) = declared(&media_type) else {
-                return Err(ImportError::UnsupportedMediaType {
+                return Err(Error::UnsupportedMediaType {
                     path: self.path(),
                     entry: field,
                     media_type,
                 });
             };
             let name = blob_name(&digest);
-            let found = self.reader.layer(&name, &field)?;
-            if let Some((size, actual)) = found.measured {
-                if actual != digest {
-                    return Err(ImportError::BlobDigestMismatch {
-                        path: self.path(),
-                        entry: found.name,
-                        expected: digest,
-                        actual,
-                    });
-                }
-                if size != desc.size {
-                    return Err(ImportError::BlobSizeMismatch {
-                        path: self.path(),
-                        entry: found.name,
-                        expected: desc.size,
-                        actual: size,
-                    });
-                }
+            let found = self.reader.layer(&name, &field, Some(&digest))?;
+            if found.size != desc.size() {
+                return Err(Error::BlobSizeMismatch {
+                    path: self.path(),
+                    entry: found.name,
+                    expected: desc.size(),
+                    actual: found.size,
+                });
             }
+            if let Some(actual) = found.digest
+                && actual.algorithm() == digest.algorithm()
+                && actual != digest
+            {
+                return Err(Error::BlobDigestMismatch {
+                    path: self.path(),
+                    entry: found.name,
+                    expected: digest,
+                    actual,
+                });
+            }
+            self.check_compression(&found, &media_type, compression)?;
             let job = self.checked_job(
                 found,
                 digest,
-                desc.size,
+                desc.size(),
                 *diff_id,
                 compression,
                 Some(media_type),
@@ -773,13 +918,43 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Refuses a layer whose bytes are not compressed as its media type
+    /// says: the blob cache would otherwise record notes about a
+    /// compression the blob does not have.
+    fn check_compression(
+        &self,
+        found: &Found,
+        media_type: &str,
+        declared: Compression,
+    ) -> Result<()> {
+        let actual = Compression::sniff(&found.head);
+        // An honestly empty uncompressed layer has no bytes to recognise.
+        if actual == Ok(declared) || (declared == Compression::None && found.size == 0) {
+            return Ok(());
+        }
+        Err(Error::MediaTypeMismatch {
+            path: self.path(),
+            entry: found.name.clone(),
+            media_type: media_type.to_owned(),
+            declared: match declared {
+                Compression::None => "uncompressed",
+                other => other.as_str(),
+            },
+            actual: match actual {
+                _ if found.size == 0 => "empty".to_owned(),
+                Ok(Compression::None) => "not compressed (a plain tar or unknown data)".to_owned(),
+                Ok(other) => format!("{other}-compressed"),
+                Err(other) => format!("{other}-compressed"),
+            },
+        })
+    }
+
     /// Reads a small blob a descriptor names and checks its size and digest.
     fn blob(&mut self, desc: &Descriptor, field: &str, config: bool) -> Result<(String, Bytes)> {
-        let digest = Digest::parse(&desc.digest)
-            .map_err(|e| self.bad_digest(field, "digest".to_owned(), e))?;
+        let digest = self.descriptor_digest(desc, field)?;
         let name = blob_name(&digest);
-        if desc.size > SMALL_MAX {
-            return Err(self.reader.too_large(&name, desc.size));
+        if desc.size() > SMALL_MAX {
+            return Err(self.reader.too_large(&name, desc.size()));
         }
         let bytes = self.reader.small(&name, field)?;
         let mut hasher = digest.hasher();
@@ -787,14 +962,14 @@ impl Builder<'_> {
         let actual = hasher.finish();
         if actual != digest {
             return Err(if config {
-                ImportError::ConfigDigestMismatch {
+                Error::ConfigDigestMismatch {
                     path: self.path(),
                     entry: name,
                     expected: digest,
                     actual,
                 }
             } else {
-                ImportError::BlobDigestMismatch {
+                Error::BlobDigestMismatch {
                     path: self.path(),
                     entry: name,
                     expected: digest,
@@ -802,11 +977,11 @@ impl Builder<'_> {
                 }
             });
         }
-        if bytes.len() as u64 != desc.size {
-            return Err(ImportError::BlobSizeMismatch {
+        if bytes.len() as u64 != desc.size() {
+            return Err(Error::BlobSizeMismatch {
                 path: self.path(),
                 entry: name,
-                expected: desc.size,
+                expected: desc.size(),
                 actual: bytes.len() as u64,
             });
         }

@@ -1,18 +1,18 @@
-//! Why an import was refused. Every variant names the archive and, where
-//! there is one, the entry inside it; nothing was imported when one is
-//! returned.
+//! Why an import or an export failed. Import variants name the archive and,
+//! where there is one, the entry inside it; nothing was imported when one is
+//! returned. Export variants name the image or the output.
 
 use std::path::PathBuf;
 
 use imagecache_core::{ConfigError, Digest, DigestError, ImageId};
 
-/// `Result` with [`ImportError`].
-pub(crate) type Result<T, E = ImportError> = std::result::Result<T, E>;
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why an import failed.
+/// Why an import or an export failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ImportError {
+pub enum Error {
     /// The path could not be opened.
     #[error("{}: cannot open", path.display())]
     Open {
@@ -305,14 +305,116 @@ pub(crate) enum ImportError {
         #[source]
         source: tokio::task::JoinError,
     },
-    /// Ctrl-C was pressed; blobs added so far were removed again.
-    #[error("import interrupted; nothing was imported")]
+    /// The import or export was cancelled; what it added was removed again.
+    #[error("cancelled; nothing was imported or written")]
     Interrupted,
+    /// A stream could not be copied to a temporary file to be read.
+    #[error("{}: cannot copy the stream to a temporary file in {}", path.display(), dir.display())]
+    Spool {
+        /// The input.
+        path: PathBuf,
+        /// Where the temporary file was to go.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A layer's bytes are not compressed the way its media type says.
+    #[error(
+        "{}: layer {entry} is declared {declared} by its media type {media_type:?}, but its bytes are {actual}",
+        path.display()
+    )]
+    MediaTypeMismatch {
+        /// The archive.
+        path: PathBuf,
+        /// The layer's entry.
+        entry: String,
+        /// The media type.
+        media_type: String,
+        /// The compression the media type declares.
+        declared: &'static str,
+        /// What the bytes are.
+        actual: String,
+    },
+    /// An index holds no image for the platform asked for.
+    #[error(
+        "{}: {entry} has no image for platform {wanted}; it has {}",
+        path.display(),
+        if available.is_empty() { "none with a platform".to_owned() } else { available.join(", ") }
+    )]
+    NoMatchingPlatform {
+        /// The archive.
+        path: PathBuf,
+        /// The index.
+        entry: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The platforms the index lists.
+        available: Vec<String>,
+    },
+    /// A name or ID to export names no image.
+    #[error("no such image: {reference}")]
+    NoSuchImage {
+        /// The name or ID given.
+        reference: String,
+        /// Why it did not resolve.
+        #[source]
+        source: imagecache_store::Error,
+    },
+    /// A layer an exported image needs is not in the blob cache in any form.
+    #[error(
+        "image {image}: layer {index} ({diff_id}) is not in the blob cache; import or pull the image again to export it"
+    )]
+    MissingLayer {
+        /// The image.
+        image: ImageId,
+        /// The 0-based layer position.
+        index: usize,
+        /// The layer's diff ID.
+        diff_id: Digest,
+    },
+    /// Reading a blob to export failed.
+    #[error("reading blob {digest} from the blob cache failed")]
+    BlobRead {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: imagecache_engine::blob::Error,
+    },
+    /// A blob failed verification while it was exported; the export is
+    /// incomplete.
+    #[error("blob {digest} failed verification while it was exported")]
+    BlobVerify {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: imagecache_core::Error,
+    },
+    /// Writing the export failed.
+    #[error("{}: writing the export failed", path.display())]
+    Write {
+        /// The output.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An export to a directory found the directory not empty.
+    #[error("{}: the directory is not empty; export into a new or empty directory", path.display())]
+    NotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An export was asked for no image.
+    #[error("nothing to export: no image was named")]
+    NothingToExport,
 }
 
-impl ImportError {
+impl Error {
     /// Whether the import stopped because of Ctrl-C.
-    pub(crate) fn is_interrupted(&self) -> bool {
+    pub fn is_interrupted(&self) -> bool {
         matches!(self, Self::Interrupted)
     }
 }

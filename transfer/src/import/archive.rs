@@ -1,4 +1,5 @@
-//! Reading tar archives (plain or gzip-compressed) in bounded memory.
+//! Reading tar archives (plain, or compressed with gzip, bzip2, xz or zstd,
+//! the way `docker load` accepts them) in bounded memory.
 //!
 //! An archive is read at most three times, each time front to back, never
 //! holding a layer in memory:
@@ -25,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use imagecache_core::{Algorithm, Digest, Hasher, Key};
 use tokio::sync::mpsc;
 
-use super::error::{ImportError, Result};
+use crate::error::{Error, Result};
 
 /// Size of the chunks read from an archive and sent on.
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -83,7 +84,9 @@ pub(crate) struct EntryMeta {
 /// What [`scan`] learned about an archive.
 #[derive(Debug, Clone)]
 pub(crate) struct TarIndex {
-    /// The archive file.
+    /// The archive file read.
+    pub(crate) file: PathBuf,
+    /// The archive's name in messages (the path given, or a stream's name).
     pub(crate) path: PathBuf,
     /// Every member, in archive order.
     pub(crate) entries: Vec<EntryMeta>,
@@ -98,7 +101,7 @@ impl TarIndex {
     /// The position of the regular file `name` resolves to, following links.
     ///
     /// # Errors
-    /// [`ImportError::BadLink`] for links that go in circles, too deep, or
+    /// [`Error::BadLink`] for links that go in circles, too deep, or
     /// to something that is not a file.
     pub(crate) fn resolve(&self, name: &str) -> Result<Option<usize>> {
         let mut current = normalize(name);
@@ -112,7 +115,7 @@ impl TarIndex {
                 EntryKind::Other => break,
             }
         }
-        Err(ImportError::BadLink {
+        Err(Error::BadLink {
             path: self.path.clone(),
             entry: name.to_owned(),
         })
@@ -167,35 +170,148 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Opens the archive at `path`, a plain tar or a gzip-compressed one
-/// (`.tar.gz`, possibly several members), told apart by its first bytes.
-fn open(path: &Path, count: Arc<AtomicU64>) -> Result<tar::Archive<Box<dyn Read>>> {
-    let file = File::open(path).map_err(|source| ImportError::Open {
-        path: path.to_owned(),
+/// How a whole archive is compressed, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    Plain,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+impl Packing {
+    fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(b"BZh") {
+            Self::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Self::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::Plain
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "tar",
+            Self::Gzip => "gzip-compressed tar",
+            Self::Bzip2 => "bzip2-compressed tar",
+            Self::Xz => "xz-compressed tar",
+            Self::Zstd => "zstd-compressed tar",
+        }
+    }
+}
+
+/// An open archive, decompressed as it is read.
+struct Opened {
+    archive: tar::Archive<Box<dyn Read>>,
+    packing: Packing,
+}
+
+/// Opens the archive `file`, a plain tar or one compressed with gzip,
+/// bzip2, xz or zstd (each possibly of several members or frames), told
+/// apart by its first bytes.
+fn open(file: &Path, name: &Path, count: Arc<AtomicU64>) -> Result<Opened> {
+    let opened = File::open(file).map_err(|source| Error::Open {
+        path: name.to_owned(),
         source,
     })?;
-    let mut buffered = BufReader::with_capacity(256 << 10, file);
-    let gzip = loop {
+    let mut buffered = BufReader::with_capacity(256 << 10, opened);
+    let packing = loop {
         match buffered.fill_buf() {
-            Ok(head) => break head.starts_with(&[0x1f, 0x8b]),
+            Ok(head) => break Packing::sniff(head),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(path, None, e)),
+            Err(e) => return Err(read_error(name, None, e)),
         }
     };
     let counting = Counting {
         inner: buffered,
         count,
     };
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(counting))
-    } else {
-        Box::new(counting)
+    let reader: Box<dyn Read> = match packing {
+        Packing::Plain => Box::new(counting),
+        Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counting)),
+        Packing::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(counting)),
+        Packing::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(counting)),
+        Packing::Zstd => Box::new(ZstdFrames::new(counting)),
     };
-    Ok(tar::Archive::new(reader))
+    Ok(Opened {
+        archive: tar::Archive::new(reader),
+        packing,
+    })
 }
 
-fn read_error(path: &Path, entry: Option<&str>, source: io::Error) -> ImportError {
-    ImportError::Read {
+/// Largest zstd window accepted (the zstd tool's default limit).
+const MAX_ZSTD_WINDOW: u64 = 1 << 27;
+
+/// A zstd stream of one or more frames (and skippable frames), decoded.
+struct ZstdFrames<R: Read> {
+    source: BufReader<R>,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(inner: R) -> Self {
+        let mut decoder = ruzstd::decoding::FrameDecoder::new();
+        decoder.set_max_window_size(MAX_ZSTD_WINDOW);
+        Self {
+            source: BufReader::new(inner),
+            decoder,
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::BlockDecodingStrategy;
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.in_frame {
+                if self.decoder.can_collect() > 0 {
+                    return self.decoder.read(buf);
+                }
+                if !self.decoder.is_finished() {
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    continue;
+                }
+                self.in_frame = false;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped = io::copy(
+                        &mut (&mut self.source).take(u64::from(length)),
+                        &mut io::sink(),
+                    )?;
+                    if skipped != u64::from(length) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "zstd skippable frame ends early",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+}
+
+fn read_error(path: &Path, entry: Option<&str>, source: io::Error) -> Error {
+    Error::Read {
         path: path.to_owned(),
         entry: entry.map(str::to_owned),
         source,
@@ -219,23 +335,46 @@ enum Flow {
     Stop,
 }
 
-/// Walks the archive, calling `visit` for every member with its position
-/// and normalised name, until it says [`Flow::Stop`].
+/// Walks the archive `file` (called `path` in errors), calling `visit` for
+/// every member with its position and normalised name, until it says
+/// [`Flow::Stop`].
+///
+/// # Errors
+/// [`Error::UnknownFormat`] when not even the first header can be read:
+/// the input is not a tar archive, or not one compressed in a known way.
 fn walk(
+    file: &Path,
     path: &Path,
     count: Arc<AtomicU64>,
     mut visit: impl FnMut(usize, &str, &mut tar::Entry<'_, Box<dyn Read>>) -> Result<Flow>,
 ) -> Result<()> {
-    let mut archive = open(path, count)?;
-    let entries = archive.entries().map_err(|e| read_error(path, None, e))?;
+    let Opened {
+        mut archive,
+        packing,
+    } = open(file, path, count)?;
+    let not_tar = |source: io::Error| Error::UnknownFormat {
+        path: path.to_owned(),
+        reason: format!(
+            "it is not a {} archive ({}); expected a docker-archive or OCI archive, as a plain tar or compressed with gzip, bzip2, xz or zstd",
+            packing.name(),
+            source.kind()
+        ),
+    };
+    let entries = archive.entries().map_err(not_tar)?;
     let mut last: Option<String> = None;
     for (index, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|source| ImportError::Read {
-            path: path.to_owned(),
-            // The header that failed follows the last entry read.
-            entry: last.as_ref().map(|l| format!("the header after {l}")),
-            source,
-        })?;
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            Err(source) if last.is_none() => return Err(not_tar(source)),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: path.to_owned(),
+                    // The header that failed follows the last entry read.
+                    entry: last.as_ref().map(|l| format!("the header after {l}")),
+                    source,
+                });
+            }
+        };
         let name = {
             let raw = entry.path().map_err(|e| read_error(path, None, e))?;
             normalize(&raw.to_string_lossy())
@@ -253,10 +392,11 @@ fn walk(
 /// `progress` is called with the number of archive-file bytes read so far.
 ///
 /// # Errors
-/// [`ImportError::Read`] for I/O errors and damaged headers or compressed
-/// data, [`ImportError::Truncated`] for a member shorter than its header
-/// says, [`ImportError::Interrupted`] when `cancel` is set.
+/// [`Error::Read`] for I/O errors and damaged headers or compressed
+/// data, [`Error::Truncated`] for a member shorter than its header
+/// says, [`Error::Interrupted`] when `cancel` is set.
 pub(crate) fn scan(
+    file: &Path,
     path: &Path,
     cancel: &AtomicBool,
     progress: &(dyn Fn(u64) + Send + Sync),
@@ -267,7 +407,7 @@ pub(crate) fn scan(
     let mut retained = HashMap::new();
     let mut budget = RETAIN_BUDGET;
     let mut buf = vec![0u8; CHUNK];
-    walk(path, Arc::clone(&count), |index, name, entry| {
+    walk(file, path, Arc::clone(&count), |index, name, entry| {
         let header_type = entry.header().entry_type();
         let kind = if header_type.is_symlink() || header_type.is_hard_link() {
             let target = entry
@@ -292,7 +432,7 @@ pub(crate) fn scan(
             let mut actual = 0u64;
             loop {
                 if cancel.load(Ordering::Relaxed) {
-                    return Err(ImportError::Interrupted);
+                    return Err(Error::Interrupted);
                 }
                 let n = read_some(entry, &mut buf).map_err(|e| read_error(path, Some(name), e))?;
                 if n == 0 {
@@ -313,7 +453,7 @@ pub(crate) fn scan(
                 progress(count.load(Ordering::Relaxed));
             }
             if actual != expected {
-                return Err(ImportError::Truncated {
+                return Err(Error::Truncated {
                     path: path.to_owned(),
                     entry: name.to_owned(),
                     expected,
@@ -341,11 +481,48 @@ pub(crate) fn scan(
     })?;
     progress(count.load(Ordering::Relaxed));
     Ok(TarIndex {
+        file: file.to_owned(),
         path: path.to_owned(),
         entries,
         by_name,
         retained,
     })
+}
+
+/// Why [`measure`] stopped.
+#[derive(Debug)]
+pub(crate) enum Measure {
+    /// The cancel flag was set.
+    Cancelled,
+    /// Reading failed.
+    Io(io::Error),
+}
+
+/// Size, SHA-256 and first bytes (up to 8) of everything `reader` yields.
+pub(crate) fn measure(
+    reader: &mut dyn Read,
+    cancel: &AtomicBool,
+) -> std::result::Result<(u64, Digest, Vec<u8>), Measure> {
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut buf = vec![0u8; CHUNK];
+    let mut head = Vec::new();
+    let mut size = 0u64;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Measure::Cancelled);
+        }
+        let n = read_some(reader, &mut buf).map_err(Measure::Io)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 8 {
+            let take = (8 - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finish(), head))
 }
 
 /// Whether an entry may be metadata worth keeping: the names image
@@ -372,6 +549,7 @@ pub(crate) fn fetch(
 ) -> Result<HashMap<usize, Bytes>> {
     let mut out = HashMap::new();
     walk(
+        &index.file,
         &index.path,
         Arc::new(AtomicU64::new(0)),
         |position, name, entry| {
@@ -379,7 +557,7 @@ pub(crate) fn fetch(
                 return Ok(Flow::Next);
             }
             if cancel.load(Ordering::Relaxed) {
-                return Err(ImportError::Interrupted);
+                return Err(Error::Interrupted);
             }
             let expected = entry.size();
             let mut data =
@@ -389,7 +567,7 @@ pub(crate) fn fetch(
                 .read_to_end(&mut data)
                 .map_err(|e| read_error(&index.path, Some(name), e))?;
             if data.len() as u64 != expected {
-                return Err(ImportError::Truncated {
+                return Err(Error::Truncated {
                     path: index.path.clone(),
                     entry: name.to_owned(),
                     expected,
@@ -442,7 +620,7 @@ impl Pump<'_> {
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 let _ = body.blocking_send(Err(imagecache_core::Error::Cancelled));
-                return Err(ImportError::Interrupted);
+                return Err(Error::Interrupted);
             }
             let mut chunk = BytesMut::zeroed(CHUNK);
             let n = match read_some(reader, &mut chunk) {
@@ -466,7 +644,7 @@ impl Pump<'_> {
             && sent != expected
         {
             let _ = body.blocking_send(Err(body_error(entry)));
-            return Err(ImportError::Truncated {
+            return Err(Error::Truncated {
                 path: self.path.to_owned(),
                 entry: entry.to_owned(),
                 expected,
@@ -493,7 +671,7 @@ impl Pump<'_> {
 /// listening.
 ///
 /// # Errors
-/// As [`scan`], plus [`ImportError::MissingEntry`] when a wanted entry is
+/// As [`scan`], plus [`Error::MissingEntry`] when a wanted entry is
 /// no longer in the archive (the file changed since the first pass).
 pub(crate) fn stream(
     index: &TarIndex,
@@ -504,6 +682,7 @@ pub(crate) fn stream(
     let mut remaining = wanted.len();
     let mut stopped = false;
     let walked = walk(
+        &index.file,
         &index.path,
         Arc::new(AtomicU64::new(0)),
         |position, name, entry| {
@@ -532,7 +711,7 @@ pub(crate) fn stream(
             .map(|e| e.name.clone())
             .next()
             .unwrap_or_default();
-        return Err(ImportError::MissingEntry {
+        return Err(Error::MissingEntry {
             path: index.path.clone(),
             entry: missing,
             referenced_by: "the first pass over the archive (it changed meanwhile)".to_owned(),
@@ -547,7 +726,7 @@ pub(crate) fn stream(
 /// size and refuses a body that is shorter or longer.
 ///
 /// # Errors
-/// [`ImportError::Open`], [`ImportError::Read`], [`ImportError::Interrupted`].
+/// [`Error::Open`], [`Error::Read`], [`Error::Interrupted`].
 pub(crate) fn stream_files(
     files: &[(usize, PathBuf, String)],
     pump: &Pump<'_>,
@@ -556,7 +735,7 @@ pub(crate) fn stream_files(
     for (job, file, entry) in files {
         let mut reader = BufReader::with_capacity(
             256 << 10,
-            File::open(file).map_err(|source| ImportError::Open {
+            File::open(file).map_err(|source| Error::Open {
                 path: file.clone(),
                 source,
             })?,
