@@ -64,8 +64,9 @@ pub(crate) enum Command {
         #[arg(short = 'o', long, value_name = "FILE|DIR")]
         output: Option<PathBuf>,
         /// The layout: docker-archive (what `docker save` writes) or oci.
-        #[arg(long = "format", id = "save_format", default_value = "docker-archive", value_parser = parse_export_format)]
-        save_format: imagecache_transfer::ExportFormat,
+        /// (`--format` stays the output format of the report, as for every command.)
+        #[arg(long, default_value = "docker-archive", value_parser = parse_export_format)]
+        layout: imagecache_transfer::ExportFormat,
         /// Image IDs, unique ID prefixes or names.
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,

@@ -140,9 +140,9 @@ pub(crate) async fn run(cli: Cli, url: String, cancel: Arc<AtomicBool>) -> Resul
         }
         Command::Save {
             output,
-            save_format,
+            layout,
             images,
-        } => transfer::save(&ctx, &images, output.as_deref(), save_format).await,
+        } => transfer::save(&ctx, &images, output.as_deref(), layout).await,
         Command::Ls { all } => images::ls(&ctx, all).await,
         Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
         Command::History { id } => images::history(&ctx, &id).await,
