@@ -1,0 +1,386 @@
+//! Import and export through the library: the defects an import must not
+//! have, every archive compression and input kind, and round trips.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write as _;
+
+use common::*;
+use imagecache_engine::blob::Compression;
+use imagecache_transfer::{
+    Cancel, Error, ExportFormat, ExportOptions, ExportTarget, ImportOptions, Input, import,
+};
+
+/// One image with two plain layers, as an OCI layout directory.
+fn simple_layout(dir: &std::path::Path) -> Vec<u8> {
+    let l1 = layer(&[("a", b"one")]);
+    let l2 = layer(&[("b", b"two")]);
+    let cfg = config(&[sha(&l1), sha(&l2)], &["ADD a /", "ADD b /"], "amd64");
+    oci_layout(
+        dir,
+        &[OciImage {
+            config: cfg.clone(),
+            layers: vec![
+                OciLayer {
+                    bytes: gzip(&l1),
+                    media_type: TAR_GZIP,
+                },
+                OciLayer {
+                    bytes: l2,
+                    media_type: TAR,
+                },
+            ],
+            name: Some("example/app:1".to_owned()),
+            platform: None,
+        }],
+    );
+    cfg
+}
+
+async fn export_bytes(s: &Stores, refs: &[&str], format: ExportFormat) -> Vec<u8> {
+    let (writer, mut reader) = tokio::io::duplex(1 << 16);
+    let options = ExportOptions::new().with_format(format);
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out)
+            .await
+            .unwrap();
+        out
+    });
+    imagecache_transfer::export(
+        &s.store,
+        &s.blobs,
+        refs,
+        ExportTarget::writer("test", writer),
+        &options,
+    )
+    .await
+    .unwrap();
+    collect.await.unwrap()
+}
+
+#[tokio::test]
+async fn honestly_empty_layers_import_and_truncated_ones_are_refused_by_name() {
+    let s = stores("fs").await;
+    let empty = Vec::new();
+    let empty_gz = gzip(&[]);
+    let cfg = config(&[sha(&empty), sha(&[])], &["RUN true", "RUN true"], "amd64");
+    let dir = s.dir.path().join("empty");
+    oci_layout(
+        &dir,
+        &[OciImage {
+            config: cfg.clone(),
+            layers: vec![
+                OciLayer {
+                    bytes: empty.clone(),
+                    media_type: TAR,
+                },
+                OciLayer {
+                    bytes: empty_gz.clone(),
+                    media_type: TAR_GZIP,
+                },
+            ],
+            name: None,
+            platform: None,
+        }],
+    );
+    let report = import(
+        &s.store,
+        &s.blobs,
+        [Input::path(&dir)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.images[0].id.to_string(), sha(&cfg).to_string());
+
+    // The same layout with its gzip layer truncated to zero bytes.
+    let other = stores("redb").await;
+    std::fs::write(dir.join("blobs/sha256").join(sha(&empty_gz).hex()), b"").unwrap();
+    let err = import(
+        &other.store,
+        &other.blobs,
+        [Input::path(&dir)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::BlobSizeMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains(&sha(&empty_gz).hex()), "{err}");
+    assert!(other.ids().is_empty());
+    assert!(other.blob_digests().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_gzip_label_on_a_plain_tar_is_refused_in_any_order_of_imports() {
+    let l = layer(&[("x", b"plain")]);
+    let cfg = config(&[sha(&l)], &["ADD x /"], "amd64");
+    let lying = |dir: &std::path::Path| {
+        oci_layout(
+            dir,
+            &[OciImage {
+                config: cfg.clone(),
+                layers: vec![OciLayer {
+                    bytes: l.clone(),
+                    media_type: TAR_GZIP,
+                }],
+                name: None,
+                platform: None,
+            }],
+        );
+    };
+    // On an empty store.
+    let s = stores("fs").await;
+    let dir = s.dir.path().join("lying");
+    lying(&dir);
+    let err = import(
+        &s.store,
+        &s.blobs,
+        [Input::path(&dir)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::MediaTypeMismatch { .. }), "{err:?}");
+    assert!(s.blob_digests().await.is_empty());
+
+    // After the same bytes came in honestly labelled.
+    let honest = s.dir.path().join("honest");
+    oci_layout(
+        &honest,
+        &[OciImage {
+            config: cfg.clone(),
+            layers: vec![OciLayer {
+                bytes: l.clone(),
+                media_type: TAR,
+            }],
+            name: None,
+            platform: None,
+        }],
+    );
+    import(
+        &s.store,
+        &s.blobs,
+        [Input::path(&honest)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap();
+    let before = s.blob_digests().await;
+    let err = import(
+        &s.store,
+        &s.blobs,
+        [Input::path(&dir)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::MediaTypeMismatch { .. }), "{err:?}");
+    assert_eq!(s.blob_digests().await, before);
+    // No note points the blob at itself.
+    for to in [Compression::None, Compression::Gzip] {
+        let variant = s.blobs.variant(&sha(&l), to).await.unwrap();
+        assert!(
+            variant.is_none_or(|v| v.digest != sha(&l)),
+            "{to}: {variant:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn extracted_docker_archives_and_docker_25_directories_import() {
+    let s = stores("fs").await;
+    let dir = s.dir.path().join("oci");
+    let cfg = simple_layout(&dir);
+    import(
+        &s.store,
+        &s.blobs,
+        [Input::path(&dir)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap();
+    // A docker-archive export holds manifest.json, oci-layout and
+    // index.json, as Docker 25 writes; extracted into a directory, it
+    // imports through manifest.json.
+    let out = s.dir.path().join("extracted");
+    let id = sha(&cfg).to_string();
+    imagecache_transfer::export(
+        &s.store,
+        &s.blobs,
+        &[&id],
+        ExportTarget::dir(&out),
+        &ExportOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert!(out.join("manifest.json").is_file() && out.join("oci-layout").is_file());
+    let fresh = stores("redb").await;
+    let report = import(
+        &fresh.store,
+        &fresh.blobs,
+        [Input::path(&out)],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.archives[0].format,
+        imagecache_transfer::Format::DockerArchive
+    );
+    assert_eq!(fresh.ids(), vec![id]);
+}
+
+#[tokio::test]
+async fn archives_compressed_every_way_docker_load_accepts_import_from_streams() {
+    let s = stores("fs").await;
+    let dir = s.dir.path().join("oci");
+    let cfg = simple_layout(&dir);
+    let plain = tar_dir(&dir);
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(&plain).unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+    xz.write_all(&plain).unwrap();
+    let zst =
+        ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let packed = [
+        ("tar", plain.clone()),
+        ("gzip", gzip(&plain)),
+        ("bzip2", bz.finish().unwrap()),
+        ("xz", xz.finish().unwrap()),
+        ("zstd", zst),
+    ];
+    for (how, bytes) in packed {
+        let fresh = stores("redb").await;
+        let spool = tempfile::tempdir().unwrap();
+        let options = ImportOptions::new().with_spool_dir(spool.path());
+        let input = Input::reader(how, std::io::Cursor::new(bytes));
+        let report = import(&fresh.store, &fresh.blobs, [input], &options)
+            .await
+            .unwrap_or_else(|e| panic!("{how}: {e}"));
+        assert_eq!(
+            report.images[0].id.to_string(),
+            sha(&cfg).to_string(),
+            "{how}"
+        );
+        assert_eq!(
+            std::fs::read_dir(spool.path()).unwrap().count(),
+            0,
+            "{how}: spool left behind"
+        );
+    }
+    // Garbage is refused with a message free of its bytes.
+    let fresh = stores("fs").await;
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let err = import(
+        &fresh.store,
+        &fresh.blobs,
+        [Input::reader("garbage", std::io::Cursor::new(garbage))],
+        &ImportOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    let text = imagecache_core::error_text(&err);
+    assert!(text.contains("not a tar archive"), "{text}");
+    assert!(
+        text.chars()
+            .all(|c| !c.is_control() && (c.is_ascii() || c.is_alphanumeric() || "—…".contains(c))),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_import_leaves_nothing() {
+    let s = stores("fs").await;
+    let dir = s.dir.path().join("oci");
+    simple_layout(&dir);
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let spool = tempfile::tempdir().unwrap();
+    let options = ImportOptions::new()
+        .with_cancel(cancel)
+        .with_spool_dir(spool.path());
+    let input = Input::reader("stream", std::io::Cursor::new(tar_dir(&dir)));
+    let err = import(&s.store, &s.blobs, [input], &options)
+        .await
+        .unwrap_err();
+    assert!(err.is_interrupted(), "{err:?}");
+    assert!(s.ids().is_empty());
+    assert!(s.blob_digests().await.is_empty());
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn exports_reimport_to_the_same_images_on_every_backend() {
+    for format in [ExportFormat::DockerArchive, ExportFormat::Oci] {
+        let s = stores("fs").await;
+        let dir = s.dir.path().join("oci");
+        let cfg = simple_layout(&dir);
+        import(
+            &s.store,
+            &s.blobs,
+            [Input::path(&dir)],
+            &ImportOptions::new(),
+        )
+        .await
+        .unwrap();
+        let id = sha(&cfg).to_string();
+        let first = export_bytes(&s, &[&id], format).await;
+        let second = export_bytes(&s, &[&id[7..19]], format).await;
+        assert_eq!(first, second, "{format:?}: exports are reproducible");
+        // Re-importing into the source changes nothing.
+        let (ids, blobs) = (s.ids(), s.blob_digests().await);
+        let again = import(
+            &s.store,
+            &s.blobs,
+            [Input::reader("export", std::io::Cursor::new(first.clone()))],
+            &ImportOptions::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.blobs_stored, 0);
+        assert!(again.images.iter().all(|i| !i.created));
+        assert_eq!((s.ids(), s.blob_digests().await), (ids.clone(), blobs));
+        for kind in ["fs", "redb"] {
+            let fresh = stores(kind).await;
+            import(
+                &fresh.store,
+                &fresh.blobs,
+                [Input::reader("export", std::io::Cursor::new(first.clone()))],
+                &ImportOptions::new(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(fresh.ids(), ids, "{format:?} into {kind}");
+            let got = fresh
+                .store
+                .get(&imagecache_core::ImageId::parse(&id).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(got.raw_json().as_ref(), &cfg[..]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn exporting_nothing_or_an_unknown_image_is_a_typed_error() {
+    let s = stores("fs").await;
+    let none: [&str; 0] = [];
+    let target = || ExportTarget::writer("sink", tokio::io::sink());
+    let err =
+        imagecache_transfer::export(&s.store, &s.blobs, &none, target(), &ExportOptions::new())
+            .await
+            .unwrap_err();
+    assert!(matches!(err, Error::NothingToExport));
+    let err = imagecache_transfer::export(
+        &s.store,
+        &s.blobs,
+        &["deadbeef"],
+        target(),
+        &ExportOptions::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::NoSuchImage { .. }), "{err:?}");
+}
