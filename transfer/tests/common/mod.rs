@@ -1,5 +1,5 @@
 //! Stores, layers, configs and layouts for the transfer tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 use std::path::Path;
