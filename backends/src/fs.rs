@@ -11,7 +11,21 @@
 //! <root>/imagecache/quarantine/sha256/<hex>/{content,metadata/,reason}
 //! <root>/imagecache/blobs/<alg>/<hex>      cached blobs
 //! <root>/imagecache/blobs/notes/<alg>/<hex>/<key>
+//! <root>/imagecache/quarantine/names/<n>/{repositories.json,reason}
+//! <names>/repositories.json                names (0600)
 //! ```
+//!
+//! Names (`busybox:latest` → image ID) are kept in Docker's own
+//! `repositories.json`, in Docker's format, so Docker and this backend read
+//! each other's names. Docker keeps that file beside its image database:
+//! `/var/lib/docker/image/overlay2/repositories.json` for the root
+//! `/var/lib/docker/image/overlay2/imagedb`. So `<names>` is the root's
+//! parent when the root's last component is `imagedb`, and the root itself
+//! otherwise. A names file that cannot be read is reported by a load and
+//! left alone until a name is set; it is then moved aside to
+//! `imagecache/quarantine/names/` and a new one is started. Names whose
+//! image is not in the store are kept in the file but not listed, as Docker
+//! ignores them too.
 //!
 //! `content/` and `metadata/` are exactly Docker's `imagedb`: a directory
 //! written by Docker opens here unchanged, and Docker reads ours, because
@@ -93,6 +107,7 @@ mod files;
 mod harness;
 mod images;
 mod index;
+mod names;
 mod scan;
 
 #[cfg(feature = "testing")]
@@ -216,6 +231,11 @@ impl Layout {
         self.content.join(id.hex())
     }
 
+    /// `<root>/imagecache/quarantine/names`: damaged names files set aside.
+    fn names_quarantine(&self) -> PathBuf {
+        self.own.join("quarantine").join("names")
+    }
+
     fn metadata_dir(&self, id: &ImageId) -> PathBuf {
         self.metadata.join(id.hex())
     }
@@ -240,6 +260,8 @@ struct Inner {
     config: FsConfig,
     layout: Layout,
     index: IndexFiles,
+    /// `repositories.json`, beside `imagedb` or in the root.
+    names_file: PathBuf,
     /// Lets this module's tests coarsen change tokens and pause writers.
     #[cfg(test)]
     seams: tests::Seams,
@@ -316,11 +338,13 @@ impl FsBackend {
                 ensure_dir(dir).map_err(|e| e.into_create())?;
             }
             let index = IndexFiles::open(&layout.own).map_err(Error::into_create)?;
+            let names_file = names::file_path(&config.root);
             Ok(Self {
                 inner: Arc::new(Inner {
                     config,
                     layout,
                     index,
+                    names_file,
                     #[cfg(test)]
                     seams: tests::Seams::default(),
                 }),
@@ -337,6 +361,29 @@ impl FsBackend {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.config.root
+    }
+
+    /// Where this store keeps its names: Docker's `repositories.json`,
+    /// beside the root when the root is an `imagedb` directory, inside it
+    /// otherwise (see the [module docs](self)).
+    ///
+    /// ```
+    /// # tokio_test_block_on(async {
+    /// use imagecache_backends::fs::FsBackend;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let docker = FsBackend::open(dir.path().join("overlay2/imagedb")).await?;
+    /// assert_eq!(docker.names_file(), dir.path().join("overlay2/repositories.json"));
+    /// let plain = FsBackend::open(dir.path().join("store")).await?;
+    /// assert_eq!(plain.names_file(), dir.path().join("store/repositories.json"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(f)
+    /// # }
+    /// ```
+    pub fn names_file(&self) -> &Path {
+        &self.inner.names_file
     }
 }
 

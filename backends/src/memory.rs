@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use imagecache_core::{Digest, ImageId, MetadataKey};
+use imagecache_core::{Digest, ImageId, MetadataKey, Reference};
 
 mod blobs;
 #[cfg(feature = "testing")]
@@ -41,6 +41,7 @@ struct BlobEntry {
 struct State {
     images: BTreeMap<ImageId, ImageEntry>,
     quarantined: BTreeMap<ImageId, (ImageEntry, String)>,
+    names: BTreeMap<Reference, ImageId>,
     blobs: BTreeMap<Digest, BlobEntry>,
 }
 

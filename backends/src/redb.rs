@@ -9,6 +9,7 @@
 //! | `id_runs` | run | number of images in the run |
 //! | `blocks` | index block number | the records (metadata and summary) of up to 32 KiB of images |
 //! | `quarantine` | image ID | reason, record and config bytes of a set-aside image |
+//! | `names` | name in full (`docker.io/library/busybox:latest`) | image ID |
 //! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
 //! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
 //! | `blob_notes` | `<digest>/<key>` | note value |

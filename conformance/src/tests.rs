@@ -67,11 +67,17 @@ fn names_of(group: &str) -> BTreeSet<&'static str> {
         .collect()
 }
 
-/// The case names a trait's `# Behavior` list gives, one per bullet.
-fn bullets(source: &str) -> BTreeSet<&str> {
+/// The case names a `# <heading>` section of a trait's docs gives, one per
+/// bullet; the section ends at the next heading.
+fn bullets<'a>(source: &'a str, heading: &str) -> BTreeSet<&'a str> {
+    let start = format!("/// # {heading}");
     source
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("/// * `"))
+        .map(str::trim)
+        .skip_while(|l| *l != start)
+        .skip(1)
+        .take_while(|l| !l.starts_with("/// #"))
+        .filter_map(|l| l.strip_prefix("/// * `"))
         .filter_map(|l| l.split_once('`').map(|(name, _)| name))
         .collect()
 }
@@ -80,11 +86,13 @@ fn bullets(source: &str) -> BTreeSet<&str> {
 fn every_behavior_bullet_has_a_case() {
     // Each trait's `# Behavior` list is the contract; each bullet names a
     // case of that trait's group.
-    let images = bullets(include_str!("../../image-core/src/backend.rs"));
-    let blobs = bullets(include_str!("../../image-core/src/blob.rs"));
+    let backend_rs = include_str!("../../image-core/src/backend.rs");
+    let images = bullets(backend_rs, "Behavior");
+    let names = bullets(backend_rs, "Behavior of names");
+    let blobs = bullets(include_str!("../../image-core/src/blob.rs"), "Behavior");
     assert!(
-        images.len() + blobs.len() >= 20,
-        "found only {images:?} {blobs:?}"
+        images.len() + blobs.len() >= 20 && names.len() >= 5,
+        "found only {images:?} {names:?} {blobs:?}"
     );
     for (group, bullets, beyond) in [
         (
@@ -92,6 +100,7 @@ fn every_behavior_bullet_has_a_case() {
             &images,
             vec![&"concurrent_writers_keep_every_write"],
         ),
+        ("names", &names, vec![]),
         ("blobs", &blobs, vec![]),
     ] {
         let cases = names_of(group);

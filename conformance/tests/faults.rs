@@ -2,8 +2,9 @@
 //! breaks one rule of the contract at a time, and the cases about that rule
 //! must fail while the run goes on.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -12,7 +13,7 @@ use imagecache_backends::MemoryBackend;
 use imagecache_conformance::{CaseStatus, Fixture, Harness, Kinds, Report, RunOptions};
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Digest, Error, ImageId,
-    Key, MetadataKey, Result, Snapshot, StoreBackend, WriteBatch, WriteOp,
+    Key, MetadataKey, Reference, Result, Snapshot, StoreBackend, WriteBatch, WriteOp,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +33,19 @@ enum Fault {
     VagueNotFound,
     /// The backend keeps no blobs at all: it offers no blob backend.
     NoBlobs,
+    /// Deleting an image leaves its names behind; they are listed again
+    /// once the image is stored again.
+    KeepsNamesOfDeleted,
+    /// `load` lists names in reverse order.
+    UnsortedNames,
 }
 
 #[derive(Debug, Clone)]
 struct Faulty {
     inner: MemoryBackend,
     fault: Fault,
+    /// Names a delete should have removed, for `KeepsNamesOfDeleted`.
+    stale_names: Arc<Mutex<BTreeMap<Reference, ImageId>>>,
 }
 
 impl fmt::Display for Faulty {
@@ -67,6 +75,22 @@ impl StoreBackend for Faulty {
                     self.inner.write(WriteBatch::from(vec![op])).await?;
                 }
                 Ok(())
+            }
+            Fault::KeepsNamesOfDeleted => {
+                let deleted: Vec<ImageId> = batch
+                    .ops()
+                    .iter()
+                    .filter_map(|op| match op {
+                        WriteOp::Delete { id } => Some(*id),
+                        _ => None,
+                    })
+                    .collect();
+                if !deleted.is_empty() {
+                    let names = self.inner.load().await?.names;
+                    let mut stale = self.stale_names.lock().unwrap_or_else(|e| e.into_inner());
+                    stale.extend(names.into_iter().filter(|(_, id)| deleted.contains(id)));
+                }
+                self.inner.write(batch).await
             }
             Fault::WipesOnReput => {
                 let mut ops = Vec::new();
@@ -101,8 +125,20 @@ impl StoreBackend for Faulty {
 
     async fn load(&self) -> Result<Snapshot> {
         let mut snapshot = self.inner.load().await?;
-        if self.fault == Fault::UnsortedLoad {
-            snapshot.images.reverse();
+        match self.fault {
+            Fault::UnsortedLoad => snapshot.images.reverse(),
+            Fault::UnsortedNames => snapshot.names.reverse(),
+            Fault::KeepsNamesOfDeleted => {
+                let stale = self.stale_names.lock().unwrap_or_else(|e| e.into_inner());
+                for (name, id) in stale.iter() {
+                    let present = snapshot.images.iter().any(|e| e.id == *id);
+                    if present && snapshot.name(name).is_none() {
+                        snapshot.names.push((name.clone(), *id));
+                    }
+                }
+                snapshot.names.sort();
+            }
+            _ => {}
         }
         Ok(snapshot)
     }
@@ -179,6 +215,7 @@ impl Harness for FaultyHarness {
         Box::new(Faulty {
             inner: MemoryBackend::new(),
             fault: self.0,
+            stale_names: Arc::default(),
         })
     }
 }
@@ -235,6 +272,7 @@ async fn dropped_deletes_are_caught() {
             "delete_leaves_others",
             "summary_is_returned_by_load",
             "fs_delete",
+            "names_go_with_their_image",
         ],
     );
 }
@@ -242,13 +280,40 @@ async fn dropped_deletes_are_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_atomic_batches_are_caught() {
     let report = run(Fault::NotAtomic).await;
-    assert_caught(&report, &["failed_batch_changes_nothing", "fs_invalid_set"]);
+    assert_caught(
+        &report,
+        &[
+            "failed_batch_changes_nothing",
+            "fs_invalid_set",
+            "names_require_content",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsorted_load_is_caught() {
     let report = run(Fault::UnsortedLoad).await;
     assert_caught(&report, &["load_lists_everything", "fs_walker"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_kept_after_delete_are_caught() {
+    let report = run(Fault::KeepsNamesOfDeleted).await;
+    assert_caught(&report, &["names_go_with_their_image"]);
+    assert!(
+        failed(&report).iter().all(|c| c.starts_with("names_")),
+        "{:?}",
+        failed(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsorted_names_are_caught() {
+    let report = run(Fault::UnsortedNames).await;
+    assert_caught(
+        &report,
+        &["names_are_sorted", "names_set_then_load_lists_it"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +357,12 @@ async fn blob_cases_are_skipped_without_the_capability() {
     for (name, reason) in &skipped {
         assert!(
             name.starts_with("blob_")
-                || ["get_corrupt_is_corrupt", "second_handle_sees_writes"].contains(name)
+                || [
+                    "get_corrupt_is_corrupt",
+                    "second_handle_sees_writes",
+                    "names_second_handle_sees_them",
+                ]
+                .contains(name)
                 || name.starts_with("fs_")
                 || reason.starts_with("harness cannot"),
             "{name} skipped unexpectedly ({reason})"

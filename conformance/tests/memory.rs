@@ -79,6 +79,7 @@ async fn without_hooks_the_cases_that_need_them_are_skipped() {
             "fs_get_invalid_data",
             "fs_walker_stop_on_error",
             "get_corrupt_is_corrupt",
+            "names_second_handle_sees_them",
             "second_handle_sees_writes",
             "store_concurrent_handles_stay_consistent",
             "store_corrupt_config_is_quarantined",
@@ -135,7 +136,10 @@ async fn run_with_kinds(kinds: Kinds) -> imagecache_conformance::Report {
 async fn a_backend_of_one_kind_gets_the_other_kinds_groups_skipped() {
     for (kinds, skipped_groups) in [
         (Kinds::IMAGES, vec!["blob_cache", "blobs"]),
-        (Kinds::BLOBS, vec!["backend", "cache", "docker", "store"]),
+        (
+            Kinds::BLOBS,
+            vec!["backend", "cache", "docker", "names", "store"],
+        ),
     ] {
         let report = run_with_kinds(kinds).await;
         assert_eq!(

@@ -23,8 +23,8 @@ use imagecache_conformance::{
 };
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest, Error,
-    ImageId, Key, MetadataKey, Quarantined, Result, Snapshot, SnapshotEntry, StoreBackend,
-    WriteBatch, WriteOp, validate_batch,
+    ImageId, Key, MetadataKey, Quarantined, Reference, Result, Snapshot, SnapshotEntry,
+    StoreBackend, WriteBatch, WriteOp, validate_batch,
 };
 
 #[derive(Default)]
@@ -38,6 +38,7 @@ struct Image {
 struct Data {
     images: HashMap<ImageId, Image>,
     quarantined: BTreeMap<ImageId, String>,
+    names: BTreeMap<Reference, ImageId>,
     blobs: HashMap<Digest, (Bytes, BTreeMap<MetadataKey, Bytes>)>,
 }
 
@@ -89,8 +90,17 @@ impl StoreBackend for LoggingMap {
         let mut data = self.data();
         // The contract's one validation rule, shared by every backend: an
         // image must exist (before, or earlier in the batch) for metadata,
-        // summaries and quarantine. Nothing is written if it fails.
+        // summaries, names and quarantine. Nothing is written if it fails.
         validate_batch::<Error>(batch.ops(), |id| Ok(data.images.contains_key(id)))?;
+        // `WriteOp` may grow in a later version of the contract: refuse what
+        // this backend does not know before applying anything, rather than
+        // drop it silently.
+        if let Some(op) = batch.ops().iter().find(|op| !known(op)) {
+            return Err(Error::Unsupported {
+                operation: op.name(),
+                backend: "logging-map",
+            });
+        }
         for op in batch.into_ops() {
             match op {
                 WriteOp::Put(c) => {
@@ -112,13 +122,23 @@ impl StoreBackend for LoggingMap {
                         i.summary = Some(summary);
                     }
                 }
+                // An image's names go with it.
                 WriteOp::Delete { id } => {
                     data.images.remove(&id);
+                    data.names.retain(|_, target| *target != id);
                 }
                 WriteOp::Quarantine { id, reason } => {
                     data.images.remove(&id);
                     data.quarantined.insert(id, reason);
+                    data.names.retain(|_, target| *target != id);
                 }
+                WriteOp::SetName { name, id } => {
+                    data.names.insert(name, id);
+                }
+                WriteOp::DeleteName { name } => {
+                    data.names.remove(&name);
+                }
+                // Refused above.
                 _ => {}
             }
         }
@@ -176,8 +196,29 @@ impl StoreBackend for LoggingMap {
                     reason: reason.clone(),
                 })
                 .collect(),
+            // A `BTreeMap` keeps names sorted, as the contract asks.
+            names: data
+                .names
+                .iter()
+                .map(|(name, id)| (name.clone(), *id))
+                .collect(),
         })
     }
+}
+
+/// Whether this backend knows the operation.
+fn known(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::Put(_)
+            | WriteOp::SetMetadata { .. }
+            | WriteOp::DeleteMetadata { .. }
+            | WriteOp::SetSummary { .. }
+            | WriteOp::Delete { .. }
+            | WriteOp::Quarantine { .. }
+            | WriteOp::SetName { .. }
+            | WriteOp::DeleteName { .. }
+    )
 }
 
 #[async_trait::async_trait]

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::digest::ImageId;
 use crate::error::{Error, Key, MetadataKey, Result};
+use crate::reference::Reference;
 
 /// An image config ready to store: non-empty bytes and the ID they hash to.
 ///
@@ -111,33 +112,53 @@ pub enum WriteOp {
         /// An opaque record written by the image store.
         summary: Bytes,
     },
-    /// Remove an image: its content, all its metadata and its summary.
-    /// Removing a missing image is not an error.
+    /// Remove an image: its content, all its metadata, its summary and the
+    /// names pointing at it. Removing a missing image is not an error.
     Delete {
         /// The image.
         id: ImageId,
     },
     /// Move an image that failed verification out of the way, keeping its
     /// bytes for inspection, and record why. It then no longer appears in
-    /// [`StoreBackend::load`] except in [`Snapshot::quarantined`].
+    /// [`StoreBackend::load`] except in [`Snapshot::quarantined`], and the
+    /// names pointing at it are removed.
     Quarantine {
         /// The image.
         id: ImageId,
         /// Why it was set aside.
         reason: String,
     },
+    /// Point a name (`busybox:latest`, `app@sha256:…`) at an image,
+    /// replacing where it pointed before. The image's content must exist
+    /// (stored before, or earlier in the same batch). The name is stored
+    /// exactly as given; callers that want Docker's default tag apply
+    /// [`Reference::with_default_tag`] first.
+    SetName {
+        /// The name.
+        name: Reference,
+        /// The image it points at.
+        id: ImageId,
+    },
+    /// Remove a name; removing a name that is not set is not an error.
+    DeleteName {
+        /// The name.
+        name: Reference,
+    },
 }
 
 impl WriteOp {
-    /// The image the operation touches.
-    pub fn id(&self) -> ImageId {
+    /// The image the operation touches; `None` for
+    /// [`WriteOp::DeleteName`], which names no image.
+    pub fn id(&self) -> Option<ImageId> {
         match self {
-            Self::Put(c) => c.id(),
+            Self::Put(c) => Some(c.id()),
             Self::SetMetadata { id, .. }
             | Self::DeleteMetadata { id, .. }
             | Self::SetSummary { id, .. }
             | Self::Delete { id }
-            | Self::Quarantine { id, .. } => *id,
+            | Self::Quarantine { id, .. }
+            | Self::SetName { id, .. } => Some(*id),
+            Self::DeleteName { .. } => None,
         }
     }
 
@@ -150,6 +171,8 @@ impl WriteOp {
             Self::SetSummary { .. } => "set_summary",
             Self::Delete { .. } => "delete",
             Self::Quarantine { .. } => "quarantine",
+            Self::SetName { .. } => "set_name",
+            Self::DeleteName { .. } => "delete_name",
         }
     }
 }
@@ -212,6 +235,16 @@ impl WriteBatch {
         });
     }
 
+    /// Adds a name pointing at an image.
+    pub fn set_name(&mut self, name: Reference, id: ImageId) {
+        self.ops.push(WriteOp::SetName { name, id });
+    }
+
+    /// Adds a name removal.
+    pub fn delete_name(&mut self, name: Reference) {
+        self.ops.push(WriteOp::DeleteName { name });
+    }
+
     /// Adds any operation.
     pub fn push(&mut self, op: WriteOp) {
         self.ops.push(op);
@@ -243,8 +276,9 @@ impl WriteBatch {
 ///
 /// Operations are checked in order against what `exists` reports for the
 /// stored images and what the operations before them leave: a
-/// `SetMetadata`, `SetSummary` or `Quarantine` must name an image whose
-/// content exists then. `exists` is asked at most once per image.
+/// `SetMetadata`, `SetSummary`, `SetName` or `Quarantine` must name an
+/// image whose content exists then. `exists` is asked at most once per
+/// image.
 ///
 /// # Errors
 /// [`Error::NotFound`] with [`Key::Image`] for the first operation on an
@@ -271,7 +305,10 @@ pub fn validate_batch<E: From<Error>>(
     // What the batch has done to each image so far; absent means "as stored".
     let mut overlay: BTreeMap<ImageId, bool> = BTreeMap::new();
     for op in ops {
-        let id = op.id();
+        // A name removal needs nothing to exist.
+        let Some(id) = op.id() else {
+            continue;
+        };
         let present = match overlay.get(&id) {
             Some(present) => *present,
             None => {
@@ -296,12 +333,12 @@ pub fn validate_batch<E: From<Error>>(
                 }
                 overlay.insert(id, false);
             }
-            WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } => {
+            WriteOp::SetMetadata { .. } | WriteOp::SetSummary { .. } | WriteOp::SetName { .. } => {
                 if !present {
                     return Err(absent().into());
                 }
             }
-            WriteOp::DeleteMetadata { .. } => {}
+            WriteOp::DeleteMetadata { .. } | WriteOp::DeleteName { .. } => {}
         }
     }
     Ok(())
@@ -355,6 +392,19 @@ pub struct Snapshot {
     pub images: Vec<SnapshotEntry>,
     /// Entries set aside, now or earlier, and why.
     pub quarantined: Vec<Quarantined>,
+    /// The names, each with the image it points at, sorted by name. Only
+    /// names of images in [`Snapshot::images`] are listed.
+    pub names: Vec<(Reference, ImageId)>,
+}
+
+impl Snapshot {
+    /// The image a name points at, if the name is listed.
+    pub fn name(&self, name: &Reference) -> Option<ImageId> {
+        self.names
+            .binary_search_by(|(n, _)| n.cmp(name))
+            .ok()
+            .map(|i| self.names[i].1)
+    }
 }
 
 /// What a backend can do beyond the required minimum.
@@ -431,6 +481,13 @@ impl Capabilities {
 ///   atomicity and [`Capabilities`] for what else a backend promises.
 /// * **Handles share state**: two handles on the same location see each
 ///   other's writes after [`StoreBackend::load`].
+/// * **Names** (`busybox:latest` → image ID, Docker's `repositories.json`)
+///   are written with [`WriteOp::SetName`] and [`WriteOp::DeleteName`] and
+///   listed by [`StoreBackend::load`] in [`Snapshot::names`]. A name points
+///   at one image; an image may have many names. Deleting or quarantining
+///   an image removes its names, and a name whose image is absent (left by
+///   another program, or by a crash of a backend without atomic batches) is
+///   never listed.
 ///
 /// # Behavior
 ///
@@ -455,6 +512,20 @@ impl Capabilities {
 /// * `summary_is_returned_by_load` — the last summary written is returned; delete drops it.
 /// * `quarantine_sets_aside` — a quarantined image leaves `load().images` and appears in `quarantined`.
 /// * `second_handle_sees_writes` — (`shared` or `persistent`) a new handle on the same location sees earlier writes.
+///
+/// # Behavior of names
+///
+/// Each bullet is a conformance case of the `names` group.
+///
+/// * `names_set_then_load_lists_it` — a name set on a stored image is listed by load with that image.
+/// * `names_set_existing_moves_it` — setting a name that is set already points it at the new image only.
+/// * `names_delete_removes_it` — a removed name is no longer listed; the image and its other names stay.
+/// * `names_delete_missing_is_ok` — removing a name that is not set succeeds.
+/// * `names_require_content` — a name for an image with no content is `NotFound` and the batch writes nothing.
+/// * `names_in_same_batch_as_content` — content and its names may arrive in one batch.
+/// * `names_go_with_their_image` — deleting or quarantining an image removes its names, and storing it again does not bring them back.
+/// * `names_second_handle_sees_them` — (`shared` or `persistent`) a new handle on the same location lists the names set before.
+/// * `names_are_sorted` — load lists names sorted by their full form, however they were written.
 #[async_trait::async_trait]
 pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// What this backend supports beyond the minimum.
@@ -463,8 +534,8 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Applies a batch of changes.
     ///
     /// Every operation is validated before any is applied: a `SetMetadata`,
-    /// `SetSummary` or `Quarantine` for an image with no content (stored
-    /// or earlier in the batch) fails the whole batch with
+    /// `SetSummary`, `SetName` or `Quarantine` for an image with no content
+    /// (stored or earlier in the batch) fails the whole batch with
     /// [`Error::NotFound`], and nothing is written.
     ///
     /// # Errors
@@ -485,7 +556,8 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// with [`Key::Metadata`] when the key is unset.
     async fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes>;
 
-    /// Lists every image with its metadata and summary, without reading configs.
+    /// Lists every image with its metadata and summary, and every name,
+    /// without reading configs.
     ///
     /// This is how a store opens; it must cost a listing plus reads of what
     /// the backend cannot vouch for, never a read of every config.
@@ -559,10 +631,30 @@ pub trait StoreBackendExt: StoreBackend {
         .await
     }
 
-    /// Removes an image.
+    /// Removes an image and its names.
     async fn delete(&self, id: &ImageId) -> Result<()> {
         self.write(WriteBatch::from(vec![WriteOp::Delete { id: *id }]))
             .await
+    }
+
+    /// Points a name at an image.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the image has no content.
+    async fn set_name(&self, name: &Reference, id: &ImageId) -> Result<()> {
+        self.write(WriteBatch::from(vec![WriteOp::SetName {
+            name: name.clone(),
+            id: *id,
+        }]))
+        .await
+    }
+
+    /// Removes a name; a name that is not set is not an error.
+    async fn delete_name(&self, name: &Reference) -> Result<()> {
+        self.write(WriteBatch::from(vec![WriteOp::DeleteName {
+            name: name.clone(),
+        }]))
+        .await
     }
 }
 

@@ -215,6 +215,14 @@ pub enum Error {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A Docker image reference (`name[:tag][@digest]`) is not valid.
+    #[error("invalid reference format {reference:?}: {reason}")]
+    InvalidReference {
+        /// The refused reference, at most 200 bytes of it.
+        reference: String,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// An image config was refused.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),

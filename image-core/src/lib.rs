@@ -12,6 +12,7 @@ mod error;
 mod model;
 mod parse;
 mod platform;
+mod reference;
 mod time;
 pub mod v1;
 
@@ -33,4 +34,5 @@ pub use digest::{
 pub use error::{BoxError, ConfigError, Error, Key, MetadataKey, Result, error_text};
 pub use model::{ContainerConfig, HealthConfig, History, Image, ImageConfig, Platform, RootFs};
 pub use platform::compare_platform;
+pub use reference::Reference;
 pub use time::{Timestamp, TimestampError};

@@ -1,6 +1,6 @@
 //! Errors of the image store.
 
-use imagecache_core::{BoxError, ChainId, ConfigError, ImageId};
+use imagecache_core::{BoxError, ChainId, ConfigError, ImageId, Reference};
 
 /// `Result` with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -42,6 +42,21 @@ pub enum Error {
         first: ImageId,
         /// Another match.
         second: ImageId,
+    },
+    /// No image has this name (Docker: `No such image: <name>`).
+    #[error("No such image: {name}")]
+    NameNotFound {
+        /// The name looked for, with the default tag applied.
+        name: Reference,
+    },
+    /// A digest reference names another image already; unlike a tag, it
+    /// cannot be moved (Docker: `cannot overwrite digest`).
+    #[error("cannot overwrite digest reference {name}: it names image {current}")]
+    DigestInUse {
+        /// The digest reference.
+        name: Reference,
+        /// The image it names.
+        current: ImageId,
     },
     /// A search term was empty; it would match every image.
     #[error("empty search term: give at least one character of an image ID")]
@@ -85,10 +100,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the error means "no such image" (unknown ID, no search match).
+    /// Whether the error means "no such image" (unknown ID or name, no
+    /// search match).
     pub fn is_not_found(&self) -> bool {
         match self {
-            Self::NotFound { .. } | Self::UnknownImage { .. } | Self::NoSuchImage { .. } => true,
+            Self::NotFound { .. }
+            | Self::UnknownImage { .. }
+            | Self::NoSuchImage { .. }
+            | Self::NameNotFound { .. } => true,
             Self::Backend(e) => e.is_not_found(),
             _ => false,
         }

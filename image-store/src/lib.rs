@@ -2,6 +2,7 @@
 
 mod error;
 mod layers;
+mod names;
 mod options;
 mod report;
 mod search;

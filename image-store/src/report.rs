@@ -77,6 +77,8 @@ impl fmt::Display for Problem {
 pub struct OpenReport {
     /// Images in the store.
     pub images: usize,
+    /// Names (`busybox:latest`) in the store.
+    pub names: usize,
     /// Configs that had to be read because no summary was stored for them
     /// (new since the last open, or written by another program).
     pub configs_read: usize,

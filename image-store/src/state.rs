@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use imagecache_core::{CacheKey, Image, ImageId, Timestamp};
 
+use crate::names::Names;
 use crate::summary::Summary;
 
 /// The hash map of the indexes. Keys are digests, already uniform, so a
@@ -62,6 +63,8 @@ pub(crate) struct State {
     /// Parent → images whose stored parent is that ID but which could not
     /// be linked because it is not in the store (yet).
     pub(crate) waiting: Map<ImageId, Vec<ImageId>>,
+    /// Names (`busybox:latest`) and their images; only of images held here.
+    pub(crate) names: Names,
 }
 
 /// In the graph where node `i` points at `parent_of[i]`, the node of each
@@ -352,6 +355,8 @@ impl State {
         let entry = self.entries.remove(id)?;
         self.ids.remove(id);
         self.heads.remove(id);
+        // The backend removes an image's names with it.
+        self.names.drop_image(id);
         index_remove(&mut self.by_key, (None, entry.summary.cache_key), id);
         Some(entry)
     }

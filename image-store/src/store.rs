@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{
-    CacheKey, ChainId, Error as CoreError, Image, ImageId, MetadataKey, StoreBackend, Timestamp,
-    WriteBatch,
+    CacheKey, ChainId, Error as CoreError, Image, ImageId, MetadataKey, Reference, StoreBackend,
+    Timestamp, WriteBatch,
 };
 
 use crate::error::{Error, Result};
@@ -235,9 +235,9 @@ impl Store {
         self.state().contains(id)
     }
 
-    /// Removes an image. Its children are orphaned (their parent link is
-    /// removed), never deleted. Returns the layer chains no image references
-    /// any more.
+    /// Removes an image and its names. Its children are orphaned (their
+    /// parent link is removed), never deleted. Returns the layer chains no
+    /// image references any more.
     ///
     /// # Errors
     /// [`Error::UnknownImage`] for an unknown ID; backend failures, in
@@ -279,6 +279,128 @@ impl Store {
     /// image: <term>`) or [`Error::Ambiguous`].
     pub fn search(&self, term: &str) -> Result<ImageId> {
         search(&self.state().ids, term)
+    }
+
+    /// Points a name at an image, as `docker tag` does, and records the
+    /// time as the image's [last update](Store::last_updated), in one
+    /// batch. A name without tag or digest gets the tag `latest`.
+    ///
+    /// Returns the image the name pointed at before, when it moved;
+    /// `None` when it is new or pointed at `id` already.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown image; [`Error::DigestInUse`]
+    /// when `name` has a digest and names another image (a digest
+    /// reference never moves); backend failures, in which case nothing
+    /// changed.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use imagecache_backends::MemoryBackend;
+    /// use imagecache_core::Reference;
+    /// use imagecache_store::Store;
+    ///
+    /// let store = Store::open(Arc::new(MemoryBackend::new())).await?;
+    /// let old = store.create(&br#"{"rootfs":{"type":"layers"},"comment":"old"}"#[..]).await?;
+    /// let new = store.create(&br#"{"rootfs":{"type":"layers"},"comment":"new"}"#[..]).await?;
+    /// let app: Reference = "app".parse()?;
+    /// assert_eq!(store.tag(&app, &old).await?, None);
+    /// assert_eq!(store.tag(&app, &new).await?, Some(old));
+    /// assert_eq!(store.resolve("app:latest")?, new);
+    /// assert_eq!(store.names_of(&new), vec!["app:latest".parse::<Reference>()?]);
+    /// assert!(store.last_updated(&new)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn tag(&self, name: &Reference, id: &ImageId) -> Result<Option<ImageId>> {
+        let name = name.clone().with_default_tag();
+        let _guard = self.inner.mutation.write().await;
+        let previous = {
+            let state = self.state();
+            if !state.contains(id) {
+                return Err(not_found(id));
+            }
+            state.names.get(&name)
+        };
+        if name.digest().is_some()
+            && let Some(current) = previous.filter(|p| p != id)
+        {
+            return Err(Error::DigestInUse { name, current });
+        }
+        let now = Timestamp::now_utc();
+        let mut batch = WriteBatch::new();
+        batch.set_name(name.clone(), *id);
+        batch.set_metadata(*id, MetadataKey::LAST_UPDATED, now.to_string());
+        self.inner.backend.write(batch).await?;
+        let mut state = self.state_mut();
+        state.names.set(name, *id);
+        if let Some(e) = state.entries.get_mut(id) {
+            e.last_updated = Some(now);
+        }
+        Ok(previous.filter(|p| p != id))
+    }
+
+    /// Removes a name, as `docker rmi <name>` does before deciding about
+    /// the image; the image stays. A name without tag or digest is taken
+    /// with the tag `latest`. Returns the image the name pointed at.
+    ///
+    /// # Errors
+    /// [`Error::NameNotFound`] when no image has the name; backend
+    /// failures, in which case nothing changed.
+    pub async fn untag(&self, name: &Reference) -> Result<ImageId> {
+        let name = name.clone().with_default_tag();
+        let _guard = self.inner.mutation.write().await;
+        let Some(id) = self.state().names.get(&name) else {
+            return Err(Error::NameNotFound { name });
+        };
+        let mut batch = WriteBatch::new();
+        batch.delete_name(name.clone());
+        self.inner.backend.write(batch).await?;
+        self.state_mut().names.remove(&name);
+        Ok(id)
+    }
+
+    /// Finds the image a user means, the way Docker reads an image
+    /// argument: a full ID (`sha256:<hex>` or 64 hex digits), then a name
+    /// (`busybox`, `busybox:1.36`, `ghcr.io/org/app@sha256:…`; no tag means
+    /// `latest`), then an ID prefix as [`Store::search`] takes it.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchImage`] when nothing matches; [`Error::Ambiguous`]
+    /// or [`Error::EmptySearch`] as [`Store::search`] reports them.
+    pub fn resolve(&self, name_or_id: &str) -> Result<ImageId> {
+        let state = self.state();
+        let full_id = ImageId::parse(name_or_id).ok().or_else(|| {
+            (name_or_id.len() == 64)
+                .then(|| ImageId::parse(&format!("sha256:{name_or_id}")).ok())
+                .flatten()
+        });
+        if let Some(id) = full_id {
+            return if state.contains(&id) {
+                Ok(id)
+            } else {
+                Err(Error::NoSuchImage {
+                    term: name_or_id.to_owned(),
+                })
+            };
+        }
+        if let Ok(name) = Reference::parse(name_or_id)
+            && let Some(id) = state.names.get(&name.with_default_tag())
+        {
+            return Ok(id);
+        }
+        search(&state.ids, name_or_id)
+    }
+
+    /// Every name with its image, sorted by name.
+    pub fn names(&self) -> Vec<(Reference, ImageId)> {
+        self.state().names.all()
+    }
+
+    /// The names of an image, sorted; empty for an unknown image.
+    pub fn names_of(&self, id: &ImageId) -> Vec<Reference> {
+        self.state().names.of(id)
     }
 
     /// Sets the parent of an image, replacing any earlier one.

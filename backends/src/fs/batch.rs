@@ -32,6 +32,13 @@
 //! A failure before a rename removes every temp file; what was renamed
 //! stays, as the contract allows for a backend without atomic batches, and
 //! the images it touched are recorded as needing a re-read.
+//!
+//! Names live in one file (see `names.rs`), rewritten at most twice per
+//! batch under the index lock: first with the batch's removals (names
+//! removed, and those of images it deletes or quarantines), before any
+//! image is removed, so that a crash cannot leave a name that would come
+//! back with its image; then with all its changes, once the content the new
+//! names point at is durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -47,16 +54,21 @@ use super::files::{
     run_parallel, sync_dir_job, write_atomic,
 };
 use super::index::{IndexLock, Record, Update};
+use super::names::Edits;
 use super::{Error, Inner, Layout, content_present};
 
 /// Applies a batch; see the module docs.
 pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
     let ops = batch.into_ops();
     validate(inner, &ops)?;
+    let names = Edits::of(&ops);
+    names.apply_removals(inner)?;
     let mut run = Run::default();
     let mut resets = Vec::new();
     for op in ops {
         match op {
+            // In `names`, applied around the rest.
+            WriteOp::SetName { .. } | WriteOp::DeleteName { .. } => {}
             WriteOp::Delete { id } => {
                 flush_run(inner, &mut run)?;
                 resets.push(Reset::Delete(id));
@@ -72,7 +84,8 @@ pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
         }
     }
     flush_run(inner, &mut run)?;
-    flush_resets(inner, &mut resets)
+    flush_resets(inner, &mut resets)?;
+    names.apply_all(inner)
 }
 
 /// Checks every operation against the content on disk and the operations
@@ -122,7 +135,8 @@ impl Run {
             WriteOp::SetSummary { id, summary } => {
                 self.image(id).summary = Some(summary);
             }
-            // Resets never reach a run, and validation refused the rest.
+            // Resets and names never reach a run (see `write`), and no other
+            // operation exists in this version of the contract.
             _ => {}
         }
     }

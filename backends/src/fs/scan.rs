@@ -32,7 +32,7 @@ use super::files::{
     raw_kind_name, read_regular, remove_if_stale,
 };
 use super::index::{Entries, Entry, IndexLock, Loaded, Record, apply};
-use super::{Error, Inner, Layout};
+use super::{Error, Inner, Layout, names};
 
 /// Below this many images a load runs on one thread.
 const PARALLEL_THRESHOLD: usize = 2048;
@@ -517,6 +517,11 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
     }
     let mut quarantined = list_quarantine(&inner.layout)?;
     quarantined.append(&mut failed_quarantines);
+    // Read under the lock too, so that the names agree with the images.
+    let ids: Vec<ImageId> = images.iter().map(|(id, _)| *id).collect();
+    let (names, damaged) = names::for_snapshot(inner, &ids)?;
+    quarantined.extend(damaged);
+    quarantined.extend(names::list_set_aside(inner)?);
     quarantined.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.reason.cmp(&b.reason)));
     Ok(Snapshot {
         images: images
@@ -528,5 +533,6 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
             })
             .collect(),
         quarantined,
+        names,
     })
 }

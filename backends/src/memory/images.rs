@@ -43,13 +43,22 @@ impl StoreBackend for MemoryBackend {
                 }
                 WriteOp::Delete { id } => {
                     state.images.remove(&id);
+                    state.names.retain(|_, target| *target != id);
                 }
                 WriteOp::Quarantine { id, reason } => {
                     if let Some(e) = state.images.remove(&id) {
                         state.quarantined.insert(id, (e, reason));
                     }
+                    state.names.retain(|_, target| *target != id);
                 }
-                // Every operation of this version of the contract is handled above.
+                WriteOp::SetName { name, id } => {
+                    state.names.insert(name, id);
+                }
+                WriteOp::DeleteName { name } => {
+                    state.names.remove(&name);
+                }
+                // Every operation of this version of the contract is handled
+                // above; `WriteOp` is non-exhaustive only for other crates.
                 _ => {}
             }
         }
@@ -108,6 +117,14 @@ impl StoreBackend for MemoryBackend {
                     name: id.to_string(),
                     reason: reason.clone(),
                 })
+                .collect(),
+            // Writes keep every name on a stored image; the filter is the
+            // contract's rule all the same.
+            names: state
+                .names
+                .iter()
+                .filter(|(_, id)| state.images.contains_key(id))
+                .map(|(name, id)| (name.clone(), *id))
                 .collect(),
         })
     }

@@ -15,6 +15,10 @@
 //!   32 KiB worth of images (see [`record`](super::record)). New images fill
 //!   the last block, then start new ones.
 //! * `quarantine`: image ID → reason, record and config of a set-aside image.
+//! * `names`: a name in full (`docker.io/library/busybox:latest`) → the
+//!   image ID it points at. Removing an image removes its names in the same
+//!   transaction; the first removal in a batch reads the table once into a
+//!   map from image to names, which the rest of the batch keeps up to date.
 //!
 //! So a batch of creates appends configs, a few blocks and a run of index
 //! entries, and [`StoreBackend::load`] reads the blocks in a few thousand
@@ -22,13 +26,13 @@
 //!
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, StoreBackend,
-    WriteBatch, WriteOp,
+    Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Reference, Snapshot,
+    StoreBackend, WriteBatch, WriteOp,
 };
 use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 
@@ -87,6 +91,7 @@ pub(super) const CONTENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new
 pub(super) const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
 pub(super) const QUARANTINE: TableDefinition<'_, &ImageKey, &[u8]> =
     TableDefinition::new("quarantine");
+pub(super) const NAMES: TableDefinition<'_, &str, &ImageKey> = TableDefinition::new("names");
 
 /// Creates the tables of this module if they are missing.
 pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), Error> {
@@ -95,6 +100,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), Error> {
     txn.open_table(index::RUNS)?;
     txn.open_table(BLOCKS)?;
     txn.open_table(QUARANTINE)?;
+    txn.open_table(NAMES)?;
     Ok(())
 }
 
@@ -156,6 +162,10 @@ struct Batch<'t> {
     runs: redb::Table<'t, u64, u64>,
     blocks: redb::Table<'t, u64, &'static [u8]>,
     quarantine: redb::Table<'t, &'static ImageKey, &'static [u8]>,
+    names: redb::Table<'t, &'static str, &'static ImageKey>,
+    /// The names of each image, read from `names` at the batch's first
+    /// image removal and kept up to date by every name change after it.
+    names_of: Option<HashMap<ImageKey, BTreeSet<String>>>,
     /// The number the next new content block gets.
     next_content: u64,
     /// Slots of configs removed by the batch, cleared when it ends.
@@ -194,6 +204,8 @@ impl<'t> Batch<'t> {
             runs,
             blocks: txn.open_table(BLOCKS)?,
             quarantine: txn.open_table(QUARANTINE)?,
+            names: txn.open_table(NAMES)?,
+            names_of: None,
             next_content,
             freed: Vec::new(),
             stored,
@@ -301,18 +313,68 @@ impl<'t> Batch<'t> {
             }
             WriteOp::Delete { id } => {
                 self.remove(&id, false)?;
+                self.drop_names(&id)?;
             }
             WriteOp::Quarantine { id, reason } => {
                 let removed = self.remove(&id, true)?.ok_or_else(|| not_found(id))?;
                 let entry = QuarantineEntry::encode(&reason, &removed.record, &removed.data);
                 self.quarantine.insert(&id.to_bytes(), entry.as_slice())?;
+                self.drop_names(&id)?;
             }
+            WriteOp::SetName { name, id } => {
+                if self.touch(&id)?.is_none() {
+                    return Err(not_found(id));
+                }
+                self.set_name(name.as_str(), Some(id.to_bytes()))?;
+            }
+            WriteOp::DeleteName { name } => self.set_name(name.as_str(), None)?,
             other => {
                 return Err(Error::Contract(imagecache_core::Error::Unsupported {
                     operation: other.name(),
                     backend: NAME,
                 }));
             }
+        }
+        Ok(())
+    }
+
+    /// Points `name` at `target`, or removes it for `None`.
+    fn set_name(&mut self, name: &str, target: Option<ImageKey>) -> Result<(), Error> {
+        let old = match &target {
+            Some(key) => self.names.insert(name, key)?,
+            None => self.names.remove(name)?,
+        }
+        .map(|g| *g.value());
+        if let Some(names_of) = &mut self.names_of {
+            if let Some(old) = old
+                && let Some(set) = names_of.get_mut(&old)
+            {
+                set.remove(name);
+            }
+            if let Some(key) = target {
+                names_of.entry(key).or_default().insert(name.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every name pointing at an image.
+    fn drop_names(&mut self, id: &ImageId) -> Result<(), Error> {
+        let names_of = match &mut self.names_of {
+            Some(map) => map,
+            slot => {
+                let mut map: HashMap<ImageKey, BTreeSet<String>> = HashMap::new();
+                for entry in self.names.iter()? {
+                    let (name, key) = entry?;
+                    map.entry(*key.value())
+                        .or_default()
+                        .insert(name.value().to_owned());
+                }
+                slot.insert(map)
+            }
+        };
+        for name in names_of.remove(&id.to_bytes()).unwrap_or_default() {
+            self.names.remove(name.as_str())?;
         }
         Ok(())
     }
@@ -511,6 +573,35 @@ fn read_config(
         .unwrap_or_default())
 }
 
+/// The names whose image is in `images` (sorted by ID), sorted by name; an
+/// entry that does not decode is reported in `quarantined`.
+fn read_names(
+    table: &redb::ReadOnlyTable<&'static str, &'static ImageKey>,
+    images: &[imagecache_core::SnapshotEntry],
+    quarantined: &mut Vec<Quarantined>,
+) -> Result<Vec<(Reference, ImageId)>, Error> {
+    let mut names = Vec::new();
+    for entry in table.iter()? {
+        let (name, key) = entry?;
+        let id = ImageId::from_bytes(*key.value());
+        match Reference::parse(name.value()) {
+            Ok(name) => {
+                if images.binary_search_by(|e| e.id.cmp(&id)).is_ok() {
+                    names.push((name, id));
+                }
+            }
+            Err(e) => quarantined.push(Quarantined {
+                name: format!("{NAME} names entry {:?}", name.value()),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    // The table is in key order, which is the full form's order already;
+    // sorting keeps the snapshot's promise whatever the key encoding.
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(names)
+}
+
 /// One image's record in the index block `data`, numbered `block`.
 fn record_in<'d>(data: &'d [u8], block: u64, key: &ImageKey) -> Result<Option<&'d [u8]>, Error> {
     find_in_block(data, key).map_err(|source| Error::BadBlock { block, source })
@@ -527,7 +618,7 @@ impl Inner {
     pub(super) fn write(&self, ops: Vec<WriteOp>) -> Result<(), Error> {
         let txn = self.begin_write(self.durability())?;
         {
-            let mut batch = Batch::open(&txn, ops.iter().map(WriteOp::id))?;
+            let mut batch = Batch::open(&txn, ops.iter().filter_map(WriteOp::id))?;
             for op in ops {
                 batch.apply(op)?;
             }
@@ -594,9 +685,11 @@ impl Inner {
                 reason,
             });
         }
+        let names = read_names(&txn.open_table(NAMES)?, &images, &mut quarantined)?;
         Ok(Snapshot {
             images,
             quarantined,
+            names,
         })
     }
 

@@ -279,8 +279,16 @@ impl StoreBackend for S3Backend {
                     quarantines.push(id);
                     ops.push(RecordOp::Quarantine(id, reason));
                 }
-                // check_batch refused every other operation.
-                _ => {}
+                WriteOp::SetName { name, id } => ops.push(RecordOp::SetName(name, id)),
+                WriteOp::DeleteName { name } => ops.push(RecordOp::DeleteName(name)),
+                // Every operation of this version of the contract is handled
+                // above; `WriteOp` is non-exhaustive only for other crates.
+                other => {
+                    return Err(imagecache_core::Error::Unsupported {
+                        operation: other.name(),
+                        backend: super::NAME,
+                    });
+                }
             }
         }
 
@@ -398,9 +406,18 @@ impl StoreBackend for S3Backend {
                 reason: reason.clone(),
             }));
             quarantined.sort_by(|a, b| a.name.cmp(&b.name));
+            // Only names of the images listed: an image whose config object
+            // is missing takes its names with it.
+            let names = view
+                .state
+                .names()
+                .filter(|(_, id)| images.binary_search_by(|e| e.id.cmp(id)).is_ok())
+                .map(|(name, id)| (name.clone(), id))
+                .collect();
             Snapshot {
                 images,
                 quarantined,
+                names,
             }
         };
         self.maybe_compact().await;

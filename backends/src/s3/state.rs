@@ -21,6 +21,13 @@
 //! than the last removal, so a delete hides everything written before it,
 //! and what was written before a delete is dropped from the state at once.
 //!
+//! Each name is a register too: the image it points at, or nothing. A name
+//! counts when its image exists and the name was set after the image's last
+//! removal, so removing an image removes its names, whichever of the two
+//! records a reader sees first, and storing the image again does not bring
+//! them back. Compaction turns such dead names into removals, which are
+//! forgotten after the horizon like the others.
+//!
 //! # Formats
 //!
 //! Both objects start with a 4-byte magic. Integers are unsigned LEB128
@@ -35,11 +42,19 @@
 //!         4 id bytes                set summary
 //!         5 id                      delete
 //!         6 id bytes(utf-8 reason)  quarantine
+//!         7 bytes(name) id          set name
+//!         8 bytes(name)             delete name
 //! index:  "ICI1" varint(n) bytes(record name)*n  varint(m) image*m
+//!         "ICI2" the same, then varint(p) (bytes(name) stamp u8(has image) [id])*p
 //!   image: id flags [put] [removed] varint(k) (key stamp u8(has value) [bytes])*k
 //!          [summary: stamp u8(has value) [bytes]] [quarantine: stamp bytes]
 //!   flags: bit 0 put, bit 1 removed, bit 2 summary, bit 3 quarantine
 //! ```
+//!
+//! A name is its full form (`docker.io/library/busybox:latest`) in UTF-8.
+//! An index with no names is written as `ICI1`, which versions without
+//! names read too; records and indexes with names are unreadable to them
+//! (they report those objects instead of guessing).
 //!
 //! Decoding checks every length against what remains, so a damaged object is
 //! an error naming what was wrong, never a panic.
@@ -48,10 +63,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use imagecache_core::{ImageId, MetadataKey, SnapshotEntry};
+use imagecache_core::{ImageId, MetadataKey, Reference, SnapshotEntry};
 
 const RECORD_MAGIC: &[u8; 4] = b"ICR1";
 const INDEX_MAGIC: &[u8; 4] = b"ICI1";
+/// An index with a names section after the images.
+const INDEX_NAMES_MAGIC: &[u8; 4] = b"ICI2";
 
 /// The name of a record or index object: when it was named, and a random
 /// number that keeps names from two writers in the same nanosecond apart.
@@ -114,19 +131,8 @@ pub(super) enum RecordOp {
     SetSummary(ImageId, Bytes),
     Delete(ImageId),
     Quarantine(ImageId, String),
-}
-
-impl RecordOp {
-    fn id(&self) -> ImageId {
-        match self {
-            Self::Put(id)
-            | Self::SetMetadata(id, ..)
-            | Self::DeleteMetadata(id, _)
-            | Self::SetSummary(id, _)
-            | Self::Delete(id)
-            | Self::Quarantine(id, _) => *id,
-        }
-    }
+    SetName(Reference, ImageId),
+    DeleteName(Reference),
 }
 
 /// The merged registers of one image.
@@ -259,6 +265,8 @@ impl ImageState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct State {
     images: BTreeMap<ImageId, ImageState>,
+    /// Each name's last write: the image it points at, or `None` when removed.
+    names: BTreeMap<Reference, (Stamp, Option<ImageId>)>,
 }
 
 impl State {
@@ -266,22 +274,67 @@ impl State {
     pub(super) fn apply(&mut self, name: RecordName, ops: Vec<RecordOp>) {
         for (i, op) in ops.into_iter().enumerate() {
             let stamp = name.stamp(u32::try_from(i).unwrap_or(u32::MAX));
-            let image = self.images.entry(op.id()).or_default();
+            let (id, op) = match op {
+                RecordOp::SetName(name, id) => {
+                    self.set_name(name, stamp, Some(id));
+                    continue;
+                }
+                RecordOp::DeleteName(name) => {
+                    self.set_name(name, stamp, None);
+                    continue;
+                }
+                RecordOp::Put(id) => (id, ImageOp::Put),
+                RecordOp::SetMetadata(id, key, value) => (id, ImageOp::Metadata(key, Some(value))),
+                RecordOp::DeleteMetadata(id, key) => (id, ImageOp::Metadata(key, None)),
+                RecordOp::SetSummary(id, value) => (id, ImageOp::Summary(value)),
+                RecordOp::Delete(id) => (id, ImageOp::Removed),
+                RecordOp::Quarantine(id, reason) => (id, ImageOp::Quarantine(reason)),
+            };
+            let image = self.images.entry(id).or_default();
             match op {
-                RecordOp::Put(_) => image.set_put(stamp),
-                RecordOp::SetMetadata(_, key, value) => image.set_metadata(key, stamp, Some(value)),
-                RecordOp::DeleteMetadata(_, key) => image.set_metadata(key, stamp, None),
-                RecordOp::SetSummary(_, value) => image.set_summary(stamp, Some(value)),
-                RecordOp::Delete(_) => image.set_removed(stamp),
-                RecordOp::Quarantine(_, reason) => image.set_quarantine(stamp, reason),
+                ImageOp::Put => image.set_put(stamp),
+                ImageOp::Metadata(key, value) => image.set_metadata(key, stamp, value),
+                ImageOp::Summary(value) => image.set_summary(stamp, Some(value)),
+                ImageOp::Removed => image.set_removed(stamp),
+                ImageOp::Quarantine(reason) => image.set_quarantine(stamp, reason),
             }
         }
+    }
+
+    /// Keeps a name write if it is the newest of its name.
+    fn set_name(&mut self, name: Reference, stamp: Stamp, target: Option<ImageId>) {
+        match self.names.get(&name) {
+            Some((s, _)) if *s >= stamp => {}
+            _ => {
+                self.names.insert(name, (stamp, target));
+            }
+        }
+    }
+
+    /// Whether a name written at `stamp` pointing at `id` counts: the image
+    /// exists and has not been removed since.
+    fn name_counts(&self, stamp: Stamp, id: &ImageId) -> bool {
+        self.images
+            .get(id)
+            .is_some_and(|image| image.exists() && image.newer_than_removal(stamp))
+    }
+
+    /// Every name that counts, with its image, sorted by name.
+    pub(super) fn names(&self) -> impl Iterator<Item = (&Reference, ImageId)> + '_ {
+        self.names.iter().filter_map(|(name, (stamp, target))| {
+            target
+                .filter(|id| self.name_counts(*stamp, id))
+                .map(|id| (name, id))
+        })
     }
 
     /// Merges another state (an index) into this one.
     pub(super) fn join(&mut self, other: Self) {
         for (id, image) in other.images {
             self.images.entry(id).or_default().join(image);
+        }
+        for (name, (stamp, target)) in other.names {
+            self.set_name(name, stamp, target);
         }
     }
 
@@ -312,16 +365,43 @@ impl State {
 
     /// A copy without the removal markers and deleted values named before
     /// `horizon`, as compaction writes it.
+    ///
+    /// A name whose image was removed after it was set can never count
+    /// again, so it becomes a removal with the same stamp, which keeps its
+    /// place among the name's writes; that must happen before the image's
+    /// removal marker may be forgotten.
     pub(super) fn compacted(&self, horizon: u64) -> Self {
+        let names = self
+            .names
+            .iter()
+            .map(|(name, (stamp, target))| {
+                let dead = target.is_some_and(|id| {
+                    self.images
+                        .get(&id)
+                        .is_some_and(|image| !image.newer_than_removal(*stamp))
+                });
+                (name.clone(), (*stamp, if dead { None } else { *target }))
+            })
+            .filter(|(_, (stamp, target))| target.is_some() || stamp.nanos >= horizon)
+            .collect();
         let mut images = self.images.clone();
         images.retain(|_, image| image.forget_before(horizon));
-        Self { images }
+        Self { images, names }
     }
 
     /// Number of images with any register, existing or not.
     pub(super) fn len(&self) -> usize {
         self.images.len()
     }
+}
+
+/// An image's share of a record operation.
+enum ImageOp {
+    Put,
+    Metadata(MetadataKey, Option<Bytes>),
+    Summary(Bytes),
+    Removed,
+    Quarantine(String),
 }
 
 /// Why a record or index could not be decoded.
@@ -364,6 +444,10 @@ impl Writer {
 
     fn key(&mut self, key: &MetadataKey) {
         self.bytes(key.as_str().as_bytes());
+    }
+
+    fn name(&mut self, name: &Reference) {
+        self.bytes(name.as_str().as_bytes());
     }
 
     fn stamp(&mut self, s: Stamp) {
@@ -456,6 +540,14 @@ impl Reader<'_> {
         }
     }
 
+    fn name(&mut self) -> Result<Reference, DecodeError> {
+        let s = self.string()?;
+        match Reference::parse(&s) {
+            Ok(name) => Ok(name),
+            Err(_) => self.fail("invalid name"),
+        }
+    }
+
     fn stamp(&mut self) -> Result<Stamp, DecodeError> {
         let nanos = self.varint()?;
         let random = self.varint()?;
@@ -528,6 +620,15 @@ pub(super) fn encode_record(ops: &[RecordOp]) -> Bytes {
                 w.id(id);
                 w.bytes(reason.as_bytes());
             }
+            RecordOp::SetName(name, id) => {
+                w.0.push(7);
+                w.name(name);
+                w.id(id);
+            }
+            RecordOp::DeleteName(name) => {
+                w.0.push(8);
+                w.name(name);
+            }
         }
     }
     Bytes::from(w.0)
@@ -547,6 +648,8 @@ pub(super) fn decode_record(buf: &Bytes) -> Result<Vec<RecordOp>, DecodeError> {
             4 => RecordOp::SetSummary(r.id()?, r.bytes()?),
             5 => RecordOp::Delete(r.id()?),
             6 => RecordOp::Quarantine(r.id()?, r.string()?),
+            7 => RecordOp::SetName(r.name()?, r.id()?),
+            8 => RecordOp::DeleteName(r.name()?),
             _ => return r.fail("unknown operation"),
         };
         ops.push(op);
@@ -572,7 +675,12 @@ const FLAG_QUARANTINE: u8 = 8;
 /// Encodes an index.
 pub(super) fn encode_index(index: &Index) -> Bytes {
     let mut w = Writer(Vec::with_capacity(64 + index.state.images.len() * 256));
-    w.0.extend_from_slice(INDEX_MAGIC);
+    let with_names = !index.state.names.is_empty();
+    w.0.extend_from_slice(if with_names {
+        INDEX_NAMES_MAGIC
+    } else {
+        INDEX_MAGIC
+    });
     w.len(index.merged.len());
     for name in &index.merged {
         w.bytes(name.as_bytes());
@@ -615,13 +723,32 @@ pub(super) fn encode_index(index: &Index) -> Bytes {
             w.bytes(reason.as_bytes());
         }
     }
+    if with_names {
+        w.len(index.state.names.len());
+        for (name, (stamp, target)) in &index.state.names {
+            w.name(name);
+            w.stamp(*stamp);
+            match target {
+                Some(id) => {
+                    w.0.push(1);
+                    w.id(id);
+                }
+                None => w.0.push(0),
+            }
+        }
+    }
     Bytes::from(w.0)
 }
 
 /// Decodes an index.
 pub(super) fn decode_index(buf: &Bytes) -> Result<Index, DecodeError> {
     let mut r = Reader { buf, pos: 0 };
-    r.magic(INDEX_MAGIC)?;
+    let with_names = buf.get(..4) == Some(&INDEX_NAMES_MAGIC[..]);
+    r.magic(if with_names {
+        INDEX_NAMES_MAGIC
+    } else {
+        INDEX_MAGIC
+    })?;
     let n = r.len()?;
     let mut merged = Vec::with_capacity(n);
     for _ in 0..n {
@@ -661,10 +788,26 @@ pub(super) fn decode_index(buf: &Bytes) -> Result<Index, DecodeError> {
             return r.fail("image listed twice");
         }
     }
+    let mut names = BTreeMap::new();
+    if with_names {
+        let p = r.len()?;
+        for _ in 0..p {
+            let name = r.name()?;
+            let stamp = r.stamp()?;
+            let target = match r.u8()? {
+                0 => None,
+                1 => Some(r.id()?),
+                _ => return r.fail("bad presence byte"),
+            };
+            if names.insert(name, (stamp, target)).is_some() {
+                return r.fail("name listed twice");
+            }
+        }
+    }
     r.end()?;
     Ok(Index {
         merged,
-        state: State { images },
+        state: State { images, names },
     })
 }
 

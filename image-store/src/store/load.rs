@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use imagecache_core::{
-    Image, ImageId, MetadataKey, Quarantined, Snapshot, SnapshotEntry, Timestamp, WriteBatch,
+    Image, ImageId, MetadataKey, Quarantined, Reference, Snapshot, SnapshotEntry, Timestamp,
+    WriteBatch,
 };
 
 use super::Store;
 use crate::error::{Error, Result};
 use crate::layers::HeldLayers;
+use crate::names::Names;
 use crate::report::{OpenReport, Problem};
 use crate::state::{Entry, State};
 use crate::summary::{Interner, Summary};
@@ -26,6 +28,8 @@ struct Loader<'a> {
     held: HeldLayers<'a>,
     interner: Interner,
     list: Vec<(ImageId, Entry)>,
+    /// The snapshot's names; those of images left out are dropped.
+    names: Vec<(Reference, ImageId)>,
     report: OpenReport,
 }
 
@@ -129,6 +133,7 @@ impl Store {
             held: HeldLayers::new(self.inner.options.layers.as_deref()),
             interner: Interner::default(),
             list: Vec::with_capacity(snapshot.images.len()),
+            names: snapshot.names,
             report: OpenReport {
                 problems: snapshot
                     .quarantined
@@ -197,12 +202,14 @@ impl Store {
             known,
             held,
             list,
+            names,
             mut report,
             ..
         } = loader;
         // Which link of a stored cycle is ignored depends on nothing but
         // the data: the one of the member with the greatest ID.
-        let (state, cycles) = State::build(list);
+        let (mut state, cycles) = State::build(list);
+        state.names = Names::from_snapshot(names, |id| state.contains(id));
         report.problems.extend(
             cycles
                 .into_iter()
@@ -219,6 +226,7 @@ impl Store {
             }
         }
         report.images = state.entries.len();
+        report.names = state.names.len();
         *self.state_mut() = state;
         held.keep();
         report
