@@ -79,13 +79,13 @@ pub(crate) enum Command {
     },
     /// Show images' configs as stored, with what the store knows about them.
     Inspect {
-        /// Image IDs or unique ID prefixes.
+        /// Image IDs, unique ID prefixes or names.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
     /// Show an image's history, newest first.
     History {
-        /// Image ID or unique ID prefix.
+        /// Image ID, unique ID prefix or name.
         id: String,
     },
     /// List the images whose ID starts with PREFIX.
@@ -93,18 +93,32 @@ pub(crate) enum Command {
         /// Hex digits, with or without `sha256:`.
         prefix: String,
     },
-    /// Remove images. Refuses images with children unless --force.
+    /// Remove images. A name is untagged first, and its image goes when no
+    /// other name holds it. Refuses images with children unless --force.
     Rm {
-        /// Image IDs or unique ID prefixes.
+        /// Image IDs, unique ID prefixes or names.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
         /// Remove images with children too; the children are orphaned.
         #[arg(long, short)]
         force: bool,
     },
+    /// Give an image a name (REPOSITORY[:TAG]); a name another image had moves.
+    Tag {
+        /// Image ID, unique ID prefix or name.
+        source: String,
+        /// The new name.
+        target: String,
+    },
+    /// Remove names; the images stay.
+    Untag {
+        /// Names to remove.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Show or set an image's parent.
     Parent {
-        /// Image ID or unique ID prefix.
+        /// Image ID, unique ID prefix or name.
         id: String,
         /// The new parent (ID or unique prefix).
         #[arg(long, value_name = "PARENT")]

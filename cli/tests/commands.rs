@@ -570,7 +570,7 @@ fn memory_store_has_nothing_across_runs() {
     // One run stores images and blobs…
     let first = env.import(&archive);
     assert_eq!(first["images"].as_array().unwrap().len(), 2, "{first}");
-    assert!(first["blobs_added"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["blobs_stored"].as_u64().unwrap() > 0, "{first}");
     // …which the next run does not see.
     assert_eq!(env.json(&["ls", "-a"]), json!([]));
     let info = env.json(&["info"]);
@@ -580,7 +580,10 @@ fn memory_store_has_nothing_across_runs() {
     let again = env.import(&archive);
     let images = again["images"].as_array().unwrap();
     assert_eq!(images.len(), 2, "{again}");
-    assert!(images.iter().all(|i| i["new"] == json!(true)), "{again}");
+    assert!(
+        images.iter().all(|i| i["created"] == json!(true)),
+        "{again}"
+    );
 }
 
 #[test]

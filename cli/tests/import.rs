@@ -511,3 +511,39 @@ fn one_blob_with_two_diff_ids_is_refused() {
     );
     refused(&env, &archive, "is listed with diff ID");
 }
+
+#[test]
+fn names_from_an_archive_resolve_move_and_untag_the_way_docker_does() {
+    let env = Env::fs();
+    let (base, child) = chain(true);
+    let archive = env.write_archive(
+        "chain.tar",
+        &[base.clone(), child.clone()],
+        ArchiveOptions::default(),
+    );
+    env.import(&archive);
+    // RepoTags became names; a name works wherever an ID does.
+    assert_eq!(
+        env.json(&["inspect", "example/app:1"])[0]["id"],
+        json!(child.id())
+    );
+    env.cmd(&["tag", "example/base:1", "example/app:1"])
+        .assert()
+        .success();
+    assert_eq!(
+        env.json(&["inspect", "example/app:1"])[0]["id"],
+        json!(base.id())
+    );
+    env.cmd(&["tag", "example/app:1", "extra"])
+        .assert()
+        .success();
+    // rm NAME untags first; the image stays while another name holds it.
+    let out = env.json(&["rm", "extra"]);
+    assert_eq!(out["removed"][0]["deleted"], json!(false));
+    assert!(env.image_ids().contains(&base.id()));
+    env.cmd(&["untag", "example/app:1"]).assert().success();
+    env.cmd(&["inspect", "example/app:1"]).assert().code(1);
+    env.cmd(&["tag", "example/base:1", "Bad Name"])
+        .assert()
+        .code(2);
+}

@@ -32,9 +32,10 @@
 //! 4. **Configs** are created in one [`Store::create_batch`], byte for byte,
 //!    so the IDs are the ones the tools that wrote the archive report.
 //!    Images are not marked built locally.
-//! 5. **Names** the archive gives (`RepoTags`, or an OCI name annotation)
-//!    are recorded, moving a name from the image that had it, as `docker
-//!    load` does.
+//! 5. **Names** the archive gives (`RepoTags`; in an OCI index containerd's
+//!    `io.containerd.image.name`, else `org.opencontainers.image.ref.name`)
+//!    are recorded in the store's names, moving a name from the image that
+//!    had it, as `docker load` does; tagging also records `lastUpdated`.
 //!
 //! Nothing partial is left behind: if anything fails, the import is
 //! cancelled or its future is dropped before step 4, the blobs this import
@@ -48,7 +49,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use imagecache_core::{ByteStream, Digest, Image, ImageConfig, ImageId, Timestamp};
+use imagecache_core::{ByteStream, Digest, Image, ImageConfig, ImageId};
 use imagecache_engine::blob::{BlobCache, Compression, Error as BlobError, LayerOptions};
 use imagecache_engine::classic::is_valid_parent;
 use imagecache_store::{CreateOptions, Store};
@@ -74,6 +75,10 @@ pub struct ImportReport {
     /// Parents an archive names that the store already holds differently;
     /// the stored parent was kept.
     pub parent_conflicts: Vec<ParentConflict>,
+    /// Names recorded, in order; a name another image had moved.
+    pub names: Vec<NameRecord>,
+    /// Names the archive gives that are not valid references, not recorded.
+    pub invalid_names: Vec<String>,
     /// Layers streamed into the blob cache (already cached ones included).
     pub layers: usize,
     /// Blobs the import added to the blob cache (compressed and
@@ -129,6 +134,40 @@ pub struct ImportedImage {
     pub layers: usize,
     /// Whether the store did not hold it before.
     pub created: bool,
+}
+
+/// A name an import recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NameRecord {
+    /// The name, in Docker's short form (`busybox:latest`).
+    pub name: String,
+    /// The image it names now.
+    pub image: ImageId,
+    /// The image it named before, when the name moved.
+    pub previous: Option<ImageId>,
+}
+
+/// Records the names the archives give, as `docker load` tags images,
+/// moving a name from the image that had it.
+async fn record_names(
+    store: &Store,
+    images: &[ImportedImage],
+) -> Result<(Vec<NameRecord>, Vec<String>)> {
+    let mut records = Vec::new();
+    let mut invalid = Vec::new();
+    for image in images {
+        let (names, bad) = crate::names::parse_all(&image.names);
+        invalid.extend(bad);
+        for name in names {
+            let previous = store.tag(&name, &image.id).await.map_err(Error::Store)?;
+            records.push(NameRecord {
+                name: name.familiar().to_owned(),
+                image: image.id,
+                previous,
+            });
+        }
+    }
+    Ok((records, invalid))
 }
 
 /// An archive names another parent than the one the store holds.
@@ -196,6 +235,7 @@ pub async fn import(
     // Stored: nothing to undo any more.
     importer.undo.added.clear();
     drop(locals);
+    let (names, invalid_names) = record_names(store, &images).await?;
     Ok(ImportReport {
         archives: plans
             .iter()
@@ -209,6 +249,8 @@ pub async fn import(
             .collect(),
         images,
         parent_conflicts: parents.conflicts,
+        names,
+        invalid_names,
         layers,
         blobs_stored,
         blobs_present: importer.present,
@@ -591,7 +633,6 @@ impl Importer<'_> {
         parents: &Parents,
     ) -> Result<Vec<ImportedImage>> {
         self.check_cancel()?;
-        let now = Timestamp::now_utc();
         let mut pending: BTreeMap<ImageId, (&PathBuf, &plan::ImagePlan)> = BTreeMap::new();
         for plan in plans {
             for image in &plan.images {
@@ -634,9 +675,6 @@ impl Importer<'_> {
             let set = parents.set.get(&id).copied();
             if let Some(parent) = set {
                 options = options.with_parent(parent);
-            }
-            if !plan.tags.is_empty() {
-                options = options.with_last_updated(now);
             }
             items.push((plan.image.raw_json().clone(), options));
             report.push(ImportedImage {

@@ -29,7 +29,7 @@ mod source;
 pub use error::{Error, Result};
 pub use export::{ExportReport, ExportTarget, ExportedImage, export};
 pub use import::{
-    ArchiveReport, Format, ImportReport, ImportedImage, ParentConflict, Skipped, import,
+    ArchiveReport, Format, ImportReport, ImportedImage, NameRecord, ParentConflict, Skipped, import,
 };
 pub use options::{ExportFormat, ExportOptions, ImportOptions, PlatformChoice};
 pub use progress::{Cancel, Progress, ProgressFn};

@@ -326,6 +326,12 @@ async fn exports_reimport_to_the_same_images_on_every_backend() {
         .await
         .unwrap();
         let id = sha(&cfg).to_string();
+        assert_eq!(
+            s.store
+                .names_of(&imagecache_core::ImageId::parse(&id).unwrap())[0]
+                .familiar(),
+            "example/app:1"
+        );
         let first = export_bytes(&s, &[&id], format).await;
         let second = export_bytes(&s, &[&id[7..19]], format).await;
         assert_eq!(first, second, "{format:?}: exports are reproducible");

@@ -189,7 +189,7 @@ async fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<u8> {
     };
     let store = ctx.store().await?;
     let parent = match &args.parent {
-        Some(term) => Some(store.search(term)?),
+        Some(term) => Some(store.resolve(term)?),
         None => None,
     };
     let (hit, skipped) = if args.cache_from.is_empty() {

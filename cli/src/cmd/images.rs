@@ -156,7 +156,7 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
 
 /// The image a search term names, with what the store knows of it.
 async fn look_up(store: &Store, term: &str) -> Result<(Arc<Image>, ImageInfo)> {
-    let id = store.search(term)?;
+    let id = store.resolve(term)?;
     match (store.get(&id).await, store.info(&id)) {
         (Ok(image), Some(info)) => Ok((image, info)),
         (Err(e), _) => Err(CliError::from(e)),
@@ -257,7 +257,7 @@ struct HistoryEntry {
 
 pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
     let store = ctx.store().await?;
-    let id = store.search(term)?;
+    let id = store.resolve(term)?;
     let image = store.get(&id).await?;
     // Sizes come from the blob cache; a backend without blobs has none.
     let cache: Option<BlobCache> = ctx.blobs().await.ok();
@@ -352,6 +352,10 @@ pub(super) async fn search(ctx: &Ctx, prefix: &str) -> Result<u8> {
 #[derive(Debug, Serialize)]
 struct Removed {
     id: ImageId,
+    /// The name removed first, when the image was named by it.
+    untagged: Option<String>,
+    /// Whether the image itself went (not when other names still hold it).
+    deleted: bool,
     orphaned: Vec<ImageId>,
 }
 
@@ -365,7 +369,7 @@ pub(super) async fn rm(ctx: &Ctx, terms: &[String], force: bool) -> Result<u8> {
         let outcome = remove_one(&store, term, force).await;
         match outcome {
             Ok((r, image)) => {
-                configs.push(image);
+                configs.extend(image);
                 removed.push(r);
             }
             Err(e) => {
@@ -389,22 +393,51 @@ pub(super) async fn rm(ctx: &Ctx, terms: &[String], force: bool) -> Result<u8> {
             blobs_removed: blobs.iter().map(|b| b.digest.to_string()).collect(),
         })?;
     } else {
-        let mut lines: Vec<String> = removed
-            .iter()
-            .map(|r| format!("Deleted: {}", r.id))
-            .collect();
+        let mut lines = Vec::new();
+        for r in &removed {
+            if let Some(name) = &r.untagged {
+                lines.push(format!("Untagged: {name}"));
+            }
+            if r.deleted {
+                lines.push(format!("Deleted: {}", r.id));
+            }
+        }
         lines.extend(blobs.iter().map(|b| format!("Deleted blob: {}", b.digest)));
         print_lines(lines)?;
     }
     Ok(code)
 }
 
+/// Removes what `term` names, as `docker rmi` does: a name is untagged
+/// first, and the image goes only when no other name holds it (or with
+/// `force`); an ID removes the image and its names.
 async fn remove_one(
     store: &Store,
     term: &str,
     force: bool,
-) -> Result<(Removed, std::sync::Arc<imagecache_core::Image>)> {
-    let id = store.search(term)?;
+) -> Result<(Removed, Option<std::sync::Arc<imagecache_core::Image>>)> {
+    let named = imagecache_core::Reference::parse(term)
+        .ok()
+        .map(imagecache_core::Reference::with_default_tag)
+        .filter(|name| store.names().iter().any(|(n, _)| n == name));
+    let (id, untagged) = match named {
+        Some(name) => {
+            let id = store.untag(&name).await?;
+            (id, Some(name.familiar().to_owned()))
+        }
+        None => (store.resolve(term)?, None),
+    };
+    if untagged.is_some() && !force && !store.names_of(&id).is_empty() {
+        return Ok((
+            Removed {
+                id,
+                untagged,
+                deleted: false,
+                orphaned: Vec::new(),
+            },
+            None,
+        ));
+    }
     let children = store.children(&id);
     if !children.is_empty() && !force {
         return Err(CliError::HasChildren { id, children });
@@ -414,17 +447,61 @@ async fn remove_one(
     Ok((
         Removed {
             id,
+            untagged,
+            deleted: true,
             orphaned: children,
         },
-        image,
+        Some(image),
     ))
+}
+
+/// `tag SOURCE TARGET`.
+pub(super) async fn tag(ctx: &Ctx, source: &str, target: &str) -> Result<u8> {
+    let store = ctx.store().await?;
+    let id = store.resolve(source)?;
+    let name = parse_name(target)?;
+    let previous = store.tag(&name, &id).await?;
+    if ctx.json() {
+        #[derive(Serialize)]
+        struct Out {
+            name: String,
+            id: ImageId,
+            previous: Option<ImageId>,
+        }
+        return print_json(&Out {
+            name: name.with_default_tag().familiar().to_owned(),
+            id,
+            previous,
+        });
+    }
+    Ok(EXIT_OK)
+}
+
+/// `untag NAME`.
+pub(super) async fn untag(ctx: &Ctx, names: &[String]) -> Result<u8> {
+    let store = ctx.store().await?;
+    let mut lines = Vec::new();
+    for text in names {
+        let name = parse_name(text)?.with_default_tag();
+        let id = store.untag(&name).await?;
+        lines.push(format!("Untagged: {} ({})", name.familiar(), short(&id)));
+    }
+    print_lines(lines)?;
+    Ok(EXIT_OK)
+}
+
+fn parse_name(text: &str) -> Result<imagecache_core::Reference> {
+    imagecache_core::Reference::parse(text).map_err(|e| CliError::Usage {
+        what: format!("name {text:?}"),
+        reason: imagecache_core::error_text(&e),
+    })
 }
 
 pub(super) async fn parent(ctx: &Ctx, term: &str, set: Option<&str>) -> Result<u8> {
     let store = ctx.store().await?;
-    let id = store.search(term)?;
+    let id = store.resolve(term)?;
     if let Some(new) = set {
-        let parent = store.search(new)?;
+        let parent = store.resolve(new)?;
         store.set_parent(&id, &parent).await?;
     }
     let parent = store.parent(&id)?;

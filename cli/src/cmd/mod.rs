@@ -148,6 +148,8 @@ pub(crate) async fn run(cli: Cli, url: String, cancel: Arc<AtomicBool>) -> Resul
         Command::History { id } => images::history(&ctx, &id).await,
         Command::Search { prefix } => images::search(&ctx, &prefix).await,
         Command::Rm { ids, force } => images::rm(&ctx, &ids, force).await,
+        Command::Tag { source, target } => images::tag(&ctx, &source, &target).await,
+        Command::Untag { names } => images::untag(&ctx, &names).await,
         Command::Parent { id, set } => images::parent(&ctx, &id, set.as_deref()).await,
         Command::Prune(args) => prune::prune(&ctx, &args).await,
         Command::Cache { command } => cache::run(&ctx, command).await,

@@ -787,14 +787,15 @@ impl Builder<'_> {
         for (n, desc) in self.choose(index, entry)?.into_iter().enumerate() {
             let field = format!("{entry} manifests[{n}]");
             let mut tags: Vec<String> = names.to_vec();
-            if let Some(annotations) = desc.annotations() {
-                for key in NAME_ANNOTATIONS {
-                    if let Some(name) = annotations.get(key)
-                        && !tags.contains(name)
-                    {
-                        tags.push(name.clone());
-                    }
-                }
+            // Docker writes the full name for containerd and only the tag
+            // as the OCI ref name; the full name wins when both are there.
+            if let Some(name) = desc
+                .annotations()
+                .as_ref()
+                .and_then(|a| NAME_ANNOTATIONS.iter().find_map(|key| a.get(*key)))
+                && !tags.contains(name)
+            {
+                tags.push(name.clone());
             }
             let kind = target(desc.media_type());
             if matches!(kind, Target::Other) {
