@@ -479,3 +479,62 @@ async fn shuffled_batches_of_ids_sharing_prefixes_read_back_after_reopen() {
         assert!(backend.get(id).await.unwrap_err().is_not_found());
     }
 }
+
+/// The table of names, as the module documentation describes it.
+const NAMES: TableDefinition<'_, &str, &[u8; 32]> = TableDefinition::new("names");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_survive_a_reopen_and_a_file_without_the_table_gains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let backend = open(&path).await;
+    let a = backend.put(config(1).data().clone()).await.unwrap();
+    let b = backend.put(config(2).data().clone()).await.unwrap();
+    let latest: imagecache_core::Reference = "app:latest".parse().unwrap();
+    backend.set_name(&latest, &a).await.unwrap();
+    let mut batch = WriteBatch::new();
+    batch.set_name("ghcr.io/x/y:1".parse().unwrap(), b);
+    batch.delete(b);
+    backend.write(batch).await.unwrap();
+    drop(backend);
+
+    // Names are kept in full, and a deleted image took its names along.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table = txn.open_table(NAMES).unwrap();
+            let stored: Vec<(String, [u8; 32])> = table
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value().to_owned(), *v.value())
+                })
+                .collect();
+            assert_eq!(
+                stored,
+                vec![("docker.io/library/app:latest".to_owned(), a.to_bytes())],
+                "names are kept in full, and a deleted image takes its names"
+            );
+        }
+        txn.commit().unwrap();
+    }
+    let backend = open(&path).await;
+    assert_eq!(backend.load().await.unwrap().names, vec![(latest, a)]);
+    drop(backend);
+    // A file from before names existed has no table; opening makes it.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(NAMES).unwrap();
+        txn.commit().unwrap();
+    }
+    let backend = open(&path).await;
+    assert!(backend.load().await.unwrap().names.is_empty());
+    backend
+        .set_name(&"app:2".parse().unwrap(), &a)
+        .await
+        .unwrap();
+    assert_eq!(backend.load().await.unwrap().names.len(), 1);
+}

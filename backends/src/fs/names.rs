@@ -387,3 +387,69 @@ pub(super) fn for_snapshot(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_is_beside_imagedb_or_inside_the_root() {
+        for (root, file) in [
+            (
+                "/var/lib/docker/image/overlay2/imagedb",
+                "/var/lib/docker/image/overlay2/repositories.json",
+            ),
+            (
+                "/var/lib/docker/image/overlay2/imagedb/",
+                "/var/lib/docker/image/overlay2/repositories.json",
+            ),
+            ("imagedb", "repositories.json"),
+            ("/srv/cache", "/srv/cache/repositories.json"),
+            ("/srv/imagedb-old", "/srv/imagedb-old/repositories.json"),
+        ] {
+            assert_eq!(file_path(Path::new(root)), Path::new(file), "{root}");
+        }
+    }
+
+    #[test]
+    fn edits_apply_in_order() {
+        let a = ImageId::of_config(b"a");
+        let b = ImageId::of_config(b"b");
+        let n = |s: &str| Reference::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        let mut names = Names::default();
+        for edit in [
+            Edit::Set(n("x:1"), a),
+            Edit::Set(n("x:2"), a),
+            Edit::Set(n("y:1"), b),
+            Edit::DropImage(a),
+            Edit::Set(n("x:3"), a),
+            Edit::Remove(n("y:1")),
+            Edit::Remove(n("y:2")),
+        ] {
+            names.apply(&edit);
+        }
+        assert_eq!(names.names, BTreeMap::from([(n("x:3"), a)]));
+    }
+
+    #[test]
+    fn what_is_damaged_says_why() {
+        for (text, why) in [
+            ("", "EOF"),
+            ("[]", "top level is an array"),
+            (r#"{"Repositories":[]}"#, "\"Repositories\" is an array"),
+            (
+                r#"{"Repositories":{"x":1}}"#,
+                "repository \"x\" is a number",
+            ),
+            (
+                r#"{"Repositories":{"x":{"x:1":2}}}"#,
+                "is a number, not a string",
+            ),
+        ] {
+            match Names::decode(text.as_bytes()) {
+                Err(reason) => assert!(reason.contains(why), "{text}: {reason}"),
+                Ok(n) => panic!("{text} should be damaged, read {n:?}"),
+            }
+        }
+    }
+}

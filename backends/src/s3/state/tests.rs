@@ -149,3 +149,142 @@ fn names_sort_by_time() {
     assert_eq!(RecordName::parse(&a.to_string()), Some(a));
     assert_eq!(RecordName::parse("123-abc"), None);
 }
+
+fn reference(s: &str) -> Reference {
+    Reference::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn named_records() -> Vec<(RecordName, Vec<RecordOp>)> {
+    vec![
+        (
+            name(1),
+            vec![
+                RecordOp::Put(id(1)),
+                RecordOp::Put(id(2)),
+                RecordOp::SetName(reference("a:1"), id(1)),
+                RecordOp::SetName(reference("b:1"), id(2)),
+                RecordOp::SetName(reference("moved:1"), id(1)),
+            ],
+        ),
+        (
+            name(2),
+            vec![
+                RecordOp::SetName(reference("moved:1"), id(2)),
+                RecordOp::Delete(id(1)),
+                RecordOp::SetName(reference("gone:1"), id(2)),
+            ],
+        ),
+        (
+            name(3),
+            vec![
+                // Stored again: the names set before the delete stay gone.
+                RecordOp::Put(id(1)),
+                RecordOp::DeleteName(reference("gone:1")),
+                RecordOp::SetName(reference("after:1"), id(1)),
+            ],
+        ),
+    ]
+}
+
+fn listed(state: &State) -> Vec<(String, ImageId)> {
+    state
+        .names()
+        .map(|(n, id)| (n.familiar().to_owned(), id))
+        .collect()
+}
+
+#[test]
+fn names_merge_in_any_order_and_go_with_their_image() {
+    let records = named_records();
+    let mut forward = State::default();
+    for (n, ops) in records.iter().cloned() {
+        forward.apply(n, ops);
+    }
+    let mut backward = State::default();
+    for (n, ops) in records.iter().rev().cloned() {
+        backward.apply(n, ops);
+    }
+    assert_eq!(forward, backward);
+    let mut want = vec![
+        ("after:1".to_owned(), id(1)),
+        ("b:1".to_owned(), id(2)),
+        ("moved:1".to_owned(), id(2)),
+    ];
+    want.sort_by(|a, b| reference(&a.0).cmp(&reference(&b.0)));
+    assert_eq!(listed(&forward), want);
+}
+
+#[test]
+fn records_and_indexes_with_names_roundtrip() {
+    for (_, ops) in named_records() {
+        let bytes = encode_record(&ops);
+        assert_eq!(decode_record(&bytes), Ok(ops));
+        for cut in 0..bytes.len() {
+            assert!(decode_record(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+    }
+    let mut state = State::default();
+    for (n, ops) in named_records() {
+        state.apply(n, ops);
+    }
+    let index = Index {
+        merged: vec![name(1).to_string()],
+        state,
+    };
+    let bytes = encode_index(&index);
+    assert_eq!(&bytes[..4], b"ICI2");
+    assert_eq!(decode_index(&bytes).as_ref(), Ok(&index));
+    for cut in 0..bytes.len() {
+        assert!(decode_index(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    // Without names the index keeps the format older versions read.
+    let plain = Index {
+        merged: vec![],
+        state: {
+            let mut s = State::default();
+            s.apply(name(1), vec![RecordOp::Put(id(1))]);
+            s
+        },
+    };
+    assert_eq!(&encode_index(&plain)[..4], b"ICI1");
+    // A name that is not a valid reference is damage.
+    let mut bad = encode_record(&[RecordOp::DeleteName(reference("x:1"))]).to_vec();
+    // `docker.io/library/x:1` with an uppercase path.
+    let at = bad.len() - 3;
+    assert_eq!(bad[at], b'x');
+    bad[at] = b'X';
+    assert!(decode_record(&Bytes::from(bad)).is_err());
+}
+
+#[test]
+fn compaction_turns_dead_names_into_removals_it_can_forget() {
+    let mut state = State::default();
+    state.apply(
+        name(10),
+        vec![
+            RecordOp::Put(id(1)),
+            RecordOp::SetName(reference("dead:1"), id(1)),
+            RecordOp::Delete(id(1)),
+            RecordOp::Put(id(2)),
+            RecordOp::SetName(reference("live:1"), id(2)),
+            RecordOp::DeleteName(reference("old-removal:1")),
+        ],
+    );
+    state.apply(
+        name(30),
+        vec![RecordOp::DeleteName(reference("new-removal:1"))],
+    );
+    let compacted = state.compacted(25);
+    // The image's removal is forgotten, and the dead name with it; storing
+    // the image again must not bring the name back.
+    assert!(compacted.image(&id(1)).is_none());
+    let mut again = compacted.clone();
+    again.apply(name(40), vec![RecordOp::Put(id(1))]);
+    assert_eq!(listed(&again), vec![("live:1".to_owned(), id(2))]);
+    assert!(!compacted.names.contains_key(&reference("old-removal:1")));
+    assert!(compacted.names.contains_key(&reference("new-removal:1")));
+    // Merged with the records it covers, the index changes nothing.
+    let mut joined = state.clone();
+    joined.join(compacted.clone());
+    assert_eq!(listed(&joined), listed(&state));
+}
