@@ -103,7 +103,7 @@ pub(crate) enum Command {
         #[arg(long, short)]
         force: bool,
     },
-    /// Give an image a name (REPOSITORY[:TAG]); a name another image had moves.
+    /// Give an image a name (`REPOSITORY[:TAG]`); a name another image had moves.
     Tag {
         /// Image ID, unique ID prefix or name.
         source: String,

@@ -5,7 +5,7 @@
 //!
 //! 0. **Inputs** that can be read only once (pipes, stdin, FIFOs, any
 //!    [`AsyncRead`](tokio::io::AsyncRead)) are copied to a temporary file
-//!    first, as `docker load` does; see [`Input`](crate::Input).
+//!    first, as `docker load` does; see [`Input`].
 //! 1. **Plan** (per input, on a blocking thread): a tar is read once front to
 //!    back, hashing every member and keeping the small JSON ones; then
 //!    `manifest.json` (docker-archive, preferred when both are present as in

@@ -19,8 +19,8 @@
 //! parses them and kept byte for byte.
 
 mod error;
-mod export;
-mod import;
+pub mod export;
+pub mod import;
 mod names;
 mod options;
 mod progress;
