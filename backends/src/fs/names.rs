@@ -364,12 +364,15 @@ pub(super) fn list_set_aside(inner: &Inner) -> Result<Vec<Quarantined>, Error> {
     Ok(out)
 }
 
+/// Names with their images, as a snapshot lists them.
+type Listed = Vec<(Reference, ImageId)>;
+
 /// The names to list in a snapshot: those of the file whose image is in
 /// `images` (sorted), with what a load must report about the file.
 pub(super) fn for_snapshot(
     inner: &Inner,
     images: &[ImageId],
-) -> Result<(Vec<(Reference, ImageId)>, Option<Quarantined>), Error> {
+) -> Result<(Listed, Option<Quarantined>), Error> {
     let path = &inner.names_file;
     match read(path)? {
         Read::Missing => Ok((Vec::new(), None)),

@@ -210,7 +210,7 @@ fn names_merge_in_any_order_and_go_with_their_image() {
         ("b:1".to_owned(), id(2)),
         ("moved:1".to_owned(), id(2)),
     ];
-    want.sort_by(|a, b| reference(&a.0).cmp(&reference(&b.0)));
+    want.sort_by_key(|a| reference(&a.0));
     assert_eq!(listed(&forward), want);
 }
 
