@@ -243,12 +243,17 @@ async fn files_docker_accepts_are_read_as_docker_reads_them() {
     )
     .unwrap();
     assert!(b.load().await.unwrap().names.is_empty());
+    // Removing a name removes an unreadable entry written where it goes;
+    // setting it writes a good entry there.
+    b.delete_name(&name("x:1")).await.unwrap();
+    assert_eq!(
+        read(&file),
+        format!(r#"{{"Repositories":{{"Bad Name":{{"Bad Name:1":"{a}"}}}}}}"#)
+    );
     b.set_name(&name("y:1"), &a).await.unwrap();
     assert_eq!(
         read(&file),
-        format!(
-            r#"{{"Repositories":{{"Bad Name":{{"Bad Name:1":"{a}"}},"x":{{"x:1":"sha256:short"}},"y":{{"y:1":"{a}"}}}}}}"#
-        )
+        format!(r#"{{"Repositories":{{"Bad Name":{{"Bad Name:1":"{a}"}},"y":{{"y:1":"{a}"}}}}}}"#)
     );
 }
 

@@ -15,7 +15,7 @@
 //!
 //! Entries this module cannot understand (a key that is not a valid
 //! reference, a value that is not an image ID) are kept as they are and not
-//! listed. A file that is not JSON of this shape at all is *damaged*: a load
+//! listed, until a name set or removed at the same place replaces them. A file that is not JSON of this shape at all is *damaged*: a load
 //! reports it in [`Snapshot::quarantined`](imagecache_core::Snapshot) and
 //! lists no names; a batch that only removes names or images leaves it
 //! alone; a batch that sets a name moves it to
@@ -125,13 +125,22 @@ impl Names {
     fn apply(&mut self, edit: &Edit) {
         match edit {
             Edit::Set(name, id) => {
+                self.drop_foreign(name);
                 self.names.insert(name.clone(), *id);
             }
             Edit::Remove(name) => {
+                self.drop_foreign(name);
                 self.names.remove(name);
             }
             Edit::DropImage(id) => self.names.retain(|_, v| v != id),
         }
+    }
+
+    /// Forgets an unreadable entry where `name` is written, so that the
+    /// name's own entry replaces it, or its removal removes it.
+    fn drop_foreign(&mut self, name: &Reference) {
+        self.foreign
+            .remove(&(name.repository().to_owned(), name.familiar().to_owned()));
     }
 
     /// Parses the file's bytes as Docker's decoder would accept them.
@@ -279,10 +288,12 @@ fn update(inner: &Inner, edits: &[Edit], replace_damaged: bool) -> Result<(), Er
         }
     };
     let before = names.names.clone();
+    // Edits only ever remove unreadable entries.
+    let foreign_before = names.foreign.len();
     for edit in edits {
         names.apply(edit);
     }
-    if names.names == before {
+    if names.names == before && names.foreign.len() == foreign_before {
         return Ok(());
     }
     let key = || Key::Other(path.display().to_string());
