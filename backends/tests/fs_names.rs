@@ -282,3 +282,30 @@ async fn concurrent_handles_lose_no_name() {
         assert_eq!(names.len(), 16, "{names:?}");
     }
 }
+
+#[tokio::test]
+async fn an_image_a_load_sets_aside_takes_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = FsBackend::open(dir.path()).await.unwrap();
+    let k = put(&b, "kept").await;
+    // Another program left an empty config for an image, and names for it.
+    let config = r#"{"rootfs":{"type":"layers"},"comment":"a"}"#;
+    let a = ImageId::of_config(config.as_bytes());
+    std::fs::write(dir.path().join("content/sha256").join(a.hex()), b"").unwrap();
+    std::fs::write(
+        b.names_file(),
+        format!(r#"{{"Repositories":{{"a":{{"a:1":"{a}"}},"k":{{"k:1":"{k}"}}}}}}"#),
+    )
+    .unwrap();
+
+    // The load sets the image aside, and its names go with it.
+    let snapshot = b.load().await.unwrap();
+    assert!(snapshot.quarantined.iter().any(|q| q.name == a.to_string()));
+    assert_eq!(snapshot.names, vec![(name("k:1"), k)]);
+    assert_eq!(
+        read(b.names_file()),
+        format!(r#"{{"Repositories":{{"k":{{"k:1":"{k}"}}}}}}"#)
+    );
+    b.put(Bytes::from_static(config.as_bytes())).await.unwrap();
+    assert_eq!(b.load().await.unwrap().names, vec![(name("k:1"), k)]);
+}

@@ -273,8 +273,29 @@ pub(super) fn damaged(path: &Path, reason: &str) -> Quarantined {
 /// `replace_damaged`: whether a damaged file is moved aside and replaced
 /// (when the edits set names) or left alone (when they only remove some).
 fn update(inner: &Inner, edits: &[Edit], replace_damaged: bool) -> Result<(), Error> {
+    let lock = inner.index.lock()?;
+    update_locked(inner, &lock, edits, replace_damaged)
+}
+
+/// Removes the names of images a load set aside, under the lock the load
+/// holds.
+pub(super) fn drop_images_locked(
+    inner: &Inner,
+    lock: &IndexLock<'_>,
+    ids: &[ImageId],
+) -> Result<(), Error> {
+    let edits: Vec<Edit> = ids.iter().copied().map(Edit::DropImage).collect();
+    update_locked(inner, lock, &edits, false)
+}
+
+/// [`update`], with the index lock held by the caller.
+fn update_locked(
+    inner: &Inner,
+    _lock: &IndexLock<'_>,
+    edits: &[Edit],
+    replace_damaged: bool,
+) -> Result<(), Error> {
     let path = &inner.names_file;
-    let _lock: IndexLock<'_> = inner.index.lock()?;
     let mut names = match read(path)? {
         Read::Missing => Names::default(),
         Read::Valid(names) => names,
