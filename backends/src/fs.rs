@@ -25,7 +25,10 @@
 //! left alone until a name is set; it is then moved aside to
 //! `imagecache/quarantine/names/` and a new one is started. Names whose
 //! image is not in the store are kept in the file but not listed, as Docker
-//! ignores them too.
+//! ignores them too. A running Docker daemon reads the file only when it
+//! starts and rewrites it whole from memory, so names this backend writes
+//! while a daemon runs on the same directory are lost at the daemon's next
+//! change of names (and the daemon does not see them before it restarts).
 //!
 //! `content/` and `metadata/` are exactly Docker's `imagedb`: a directory
 //! written by Docker opens here unchanged, and Docker reads ours, because

@@ -243,12 +243,17 @@ async fn files_docker_accepts_are_read_as_docker_reads_them() {
     )
     .unwrap();
     assert!(b.load().await.unwrap().names.is_empty());
+    // Removing a name removes an unreadable entry written where it goes;
+    // setting it writes a good entry there.
+    b.delete_name(&name("x:1")).await.unwrap();
+    assert_eq!(
+        read(&file),
+        format!(r#"{{"Repositories":{{"Bad Name":{{"Bad Name:1":"{a}"}}}}}}"#)
+    );
     b.set_name(&name("y:1"), &a).await.unwrap();
     assert_eq!(
         read(&file),
-        format!(
-            r#"{{"Repositories":{{"Bad Name":{{"Bad Name:1":"{a}"}},"x":{{"x:1":"sha256:short"}},"y":{{"y:1":"{a}"}}}}}}"#
-        )
+        format!(r#"{{"Repositories":{{"Bad Name":{{"Bad Name:1":"{a}"}},"y":{{"y:1":"{a}"}}}}}}"#)
     );
 }
 
@@ -276,4 +281,31 @@ async fn concurrent_handles_lose_no_name() {
         let names = b.load().await.unwrap().names;
         assert_eq!(names.len(), 16, "{names:?}");
     }
+}
+
+#[tokio::test]
+async fn an_image_a_load_sets_aside_takes_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = FsBackend::open(dir.path()).await.unwrap();
+    let k = put(&b, "kept").await;
+    // Another program left an empty config for an image, and names for it.
+    let config = r#"{"rootfs":{"type":"layers"},"comment":"a"}"#;
+    let a = ImageId::of_config(config.as_bytes());
+    std::fs::write(dir.path().join("content/sha256").join(a.hex()), b"").unwrap();
+    std::fs::write(
+        b.names_file(),
+        format!(r#"{{"Repositories":{{"a":{{"a:1":"{a}"}},"k":{{"k:1":"{k}"}}}}}}"#),
+    )
+    .unwrap();
+
+    // The load sets the image aside, and its names go with it.
+    let snapshot = b.load().await.unwrap();
+    assert!(snapshot.quarantined.iter().any(|q| q.name == a.to_string()));
+    assert_eq!(snapshot.names, vec![(name("k:1"), k)]);
+    assert_eq!(
+        read(b.names_file()),
+        format!(r#"{{"Repositories":{{"k":{{"k:1":"{k}"}}}}}}"#)
+    );
+    b.put(Bytes::from_static(config.as_bytes())).await.unwrap();
+    assert_eq!(b.load().await.unwrap().names, vec![(name("k:1"), k)]);
 }

@@ -15,7 +15,7 @@
 //!
 //! Entries this module cannot understand (a key that is not a valid
 //! reference, a value that is not an image ID) are kept as they are and not
-//! listed. A file that is not JSON of this shape at all is *damaged*: a load
+//! listed, until a name set or removed at the same place replaces them. A file that is not JSON of this shape at all is *damaged*: a load
 //! reports it in [`Snapshot::quarantined`](imagecache_core::Snapshot) and
 //! lists no names; a batch that only removes names or images leaves it
 //! alone; a batch that sets a name moves it to
@@ -125,13 +125,22 @@ impl Names {
     fn apply(&mut self, edit: &Edit) {
         match edit {
             Edit::Set(name, id) => {
+                self.drop_foreign(name);
                 self.names.insert(name.clone(), *id);
             }
             Edit::Remove(name) => {
+                self.drop_foreign(name);
                 self.names.remove(name);
             }
             Edit::DropImage(id) => self.names.retain(|_, v| v != id),
         }
+    }
+
+    /// Forgets an unreadable entry where `name` is written, so that the
+    /// name's own entry replaces it, or its removal removes it.
+    fn drop_foreign(&mut self, name: &Reference) {
+        self.foreign
+            .remove(&(name.repository().to_owned(), name.familiar().to_owned()));
     }
 
     /// Parses the file's bytes as Docker's decoder would accept them.
@@ -264,8 +273,29 @@ pub(super) fn damaged(path: &Path, reason: &str) -> Quarantined {
 /// `replace_damaged`: whether a damaged file is moved aside and replaced
 /// (when the edits set names) or left alone (when they only remove some).
 fn update(inner: &Inner, edits: &[Edit], replace_damaged: bool) -> Result<(), Error> {
+    let lock = inner.index.lock()?;
+    update_locked(inner, &lock, edits, replace_damaged)
+}
+
+/// Removes the names of images a load set aside, under the lock the load
+/// holds.
+pub(super) fn drop_images_locked(
+    inner: &Inner,
+    lock: &IndexLock<'_>,
+    ids: &[ImageId],
+) -> Result<(), Error> {
+    let edits: Vec<Edit> = ids.iter().copied().map(Edit::DropImage).collect();
+    update_locked(inner, lock, &edits, false)
+}
+
+/// [`update`], with the index lock held by the caller.
+fn update_locked(
+    inner: &Inner,
+    _lock: &IndexLock<'_>,
+    edits: &[Edit],
+    replace_damaged: bool,
+) -> Result<(), Error> {
     let path = &inner.names_file;
-    let _lock: IndexLock<'_> = inner.index.lock()?;
     let mut names = match read(path)? {
         Read::Missing => Names::default(),
         Read::Valid(names) => names,
@@ -279,10 +309,12 @@ fn update(inner: &Inner, edits: &[Edit], replace_damaged: bool) -> Result<(), Er
         }
     };
     let before = names.names.clone();
+    // Edits only ever remove unreadable entries.
+    let foreign_before = names.foreign.len();
     for edit in edits {
         names.apply(edit);
     }
-    if names.names == before {
+    if names.names == before && names.foreign.len() == foreign_before {
         return Ok(());
     }
     let key = || Key::Other(path.display().to_string());
@@ -364,15 +396,15 @@ pub(super) fn list_set_aside(inner: &Inner) -> Result<Vec<Quarantined>, Error> {
     Ok(out)
 }
 
-/// Names with their images, sorted by name.
-type NameList = Vec<(Reference, ImageId)>;
+/// Names with their images, as a snapshot lists them.
+type Listed = Vec<(Reference, ImageId)>;
 
 /// The names to list in a snapshot: those of the file whose image is in
 /// `images` (sorted), with what a load must report about the file.
 pub(super) fn for_snapshot(
     inner: &Inner,
     images: &[ImageId],
-) -> Result<(NameList, Option<Quarantined>), Error> {
+) -> Result<(Listed, Option<Quarantined>), Error> {
     let path = &inner.names_file;
     match read(path)? {
         Read::Missing => Ok((Vec::new(), None)),

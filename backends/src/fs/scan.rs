@@ -300,6 +300,8 @@ fn relist(dirs: Dirs<'_>, id: &ImageId) -> Result<Option<Listed>, Error> {
 struct Settled {
     images: Vec<(ImageId, Entry)>,
     failed_quarantines: Vec<Quarantined>,
+    /// Images this load set aside, whose names go with them.
+    set_aside: Vec<ImageId>,
     /// The index should be rewritten.
     changed: bool,
 }
@@ -339,6 +341,7 @@ impl Settled {
             Outcome::Quarantine(reason) => {
                 self.changed = true;
                 tracing::warn!(%id, reason, "setting a broken image aside");
+                self.set_aside.push(id);
                 if let Err(e) = quarantine_now(inner, &id, &reason) {
                     tracing::warn!(%id, error = %e, "cannot move a broken image aside");
                     self.failed_quarantines.push(Quarantined {
@@ -389,6 +392,7 @@ impl Settled {
         }
         self.failed_quarantines
             .append(&mut again.failed_quarantines);
+        self.set_aside.append(&mut again.set_aside);
         // Both lists are in ID order: one merge puts the images examined
         // again in place of their old entries, however many there are.
         let old = std::mem::take(&mut self.images);
@@ -493,6 +497,7 @@ fn settle_all(dirs: Dirs<'_>, loaded: Loaded, listed: &[Listed]) -> Result<Settl
     let mut settled = Settled {
         images: Vec::with_capacity(listed.len()),
         failed_quarantines: Vec::new(),
+        set_aside: Vec::new(),
         changed: loaded.stale,
     };
     for (l, outcome) in listed.iter().zip(outcomes) {
@@ -510,6 +515,7 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
     let Settled {
         images,
         mut failed_quarantines,
+        set_aside,
         changed,
     } = settled;
     if changed && let Err(e) = lock.store(images.iter().map(|(id, e)| (id, e))) {
@@ -517,6 +523,13 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
     }
     let mut quarantined = list_quarantine(&inner.layout)?;
     quarantined.append(&mut failed_quarantines);
+    // Names go with the images set aside, as with a quarantine in a batch.
+    // A failure costs only names that stay hidden while their image is.
+    if !set_aside.is_empty()
+        && let Err(e) = names::drop_images_locked(inner, lock, &set_aside)
+    {
+        tracing::warn!(error = %e, "cannot remove the names of images set aside");
+    }
     // Read under the lock too, so that the names agree with the images.
     let ids: Vec<ImageId> = images.iter().map(|(id, _)| *id).collect();
     let (names, damaged) = names::for_snapshot(inner, &ids)?;
