@@ -5,7 +5,12 @@
 //! ```sh
 //! cargo bench -p imagecache-cli --bench import
 //! IMAGECACHE_BENCH_LAYERS=4 IMAGECACHE_BENCH_LAYER_MIB=256 cargo bench -p imagecache-cli --bench import
+//! IMAGECACHE_BENCH_LAYER_COMPRESSION=zstd IMAGECACHE_BENCH_SCHEME=fs cargo bench -p imagecache-cli --bench import
 //! ```
+//!
+//! Layers are plain tars by default; `IMAGECACHE_BENCH_LAYER_COMPRESSION`
+//! set to `gzip` or `zstd` compresses them (the data is incompressible, so
+//! the sizes stay about the same, and the import stores both copies).
 //!
 //! The archive (4 layers of 256 MiB of pseudo-random data by default) is
 //! streamed to disk, never held in memory, in a temporary directory beside
@@ -65,8 +70,43 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
+/// How the bench's layers are stored in the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+/// Compresses `body` into a file beside the archive; returns the file.
+fn compress(body: &mut dyn Read, packing: Packing, path: &Path) -> io::Result<File> {
+    let out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let out = match packing {
+        Packing::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            io::copy(body, &mut encoder)?;
+            encoder.finish()?
+        }
+        Packing::Zstd => {
+            let mut out = out;
+            ruzstd::encoding::compress(body, &mut out, ruzstd::encoding::CompressionLevel::Fastest);
+            out
+        }
+        Packing::Plain => unreachable!("plain layers are not compressed"),
+    };
+    out.into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .sync_all()?;
+    File::open(path)
+}
+
 /// Writes the archive; returns its size in bytes and the image ID.
-fn write_archive(path: &Path, layers: u64, layer_bytes: u64) -> io::Result<(u64, Digest)> {
+fn write_archive(
+    path: &Path,
+    layers: u64,
+    layer_bytes: u64,
+    packing: Packing,
+) -> io::Result<(u64, Digest)> {
     let mut out = tar::Builder::new(BufWriter::with_capacity(1 << 20, File::create(path)?));
     let mut diff_ids = Vec::new();
     for n in 0..layers {
@@ -87,11 +127,19 @@ fn write_archive(path: &Path, layers: u64, layer_bytes: u64) -> io::Result<(u64,
             inner: body,
             hasher: Hasher::new(Algorithm::Sha256),
         };
-        out.append_data(
-            &mut header(inner_size),
-            format!("layer{n}/layer.tar"),
-            &mut hashing,
-        )?;
+        if packing == Packing::Plain {
+            out.append_data(
+                &mut header(inner_size),
+                format!("layer{n}/layer.tar"),
+                &mut hashing,
+            )?;
+        } else {
+            let packed = path.with_extension(format!("layer{n}"));
+            let mut file = compress(&mut hashing, packing, &packed)?;
+            let size = file.metadata()?.len();
+            out.append_data(&mut header(size), format!("layer{n}/layer.tar"), &mut file)?;
+            std::fs::remove_file(&packed)?;
+        }
         diff_ids.push(hashing.hasher.finish());
     }
     let history: Vec<serde_json::Value> = (0..layers)
@@ -187,14 +235,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let layers = env_u64("IMAGECACHE_BENCH_LAYERS", 4);
     let layer_mib = env_u64("IMAGECACHE_BENCH_LAYER_MIB", 256);
     let scheme = std::env::var("IMAGECACHE_BENCH_SCHEME").unwrap_or_else(|_| "redb".to_owned());
+    let packing = match std::env::var("IMAGECACHE_BENCH_LAYER_COMPRESSION").as_deref() {
+        Ok("gzip") => Packing::Gzip,
+        Ok("zstd") => Packing::Zstd,
+        Ok("none") | Err(_) => Packing::Plain,
+        Ok(other) => {
+            return Err(format!(
+                "IMAGECACHE_BENCH_LAYER_COMPRESSION={other}: expected none, gzip or zstd"
+            )
+            .into());
+        }
+    };
     let base = std::env::var_os("IMAGECACHE_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base)?;
     let archive = dir.path().join("layered.tar");
 
     let started = Instant::now();
-    let (size, id) = write_archive(&archive, layers, layer_mib << 20)?;
+    let (size, id) = write_archive(&archive, layers, layer_mib << 20, packing)?;
     println!(
-        "archive: {layers} layers x {layer_mib} MiB = {:.1} MiB, written in {:.1?}",
+        "archive: {layers} {packing:?} layers x {layer_mib} MiB = {:.1} MiB, written in {:.1?}",
         size as f64 / f64::from(1 << 20),
         started.elapsed()
     );

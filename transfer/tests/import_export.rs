@@ -9,7 +9,7 @@ use std::io::Write as _;
 use common::*;
 use imagecache_engine::blob::Compression;
 use imagecache_transfer::{
-    Cancel, Error, ExportFormat, ExportOptions, ExportTarget, ImportOptions, Input, import,
+    Cancel, Error, ExportFormat, ExportOptions, ExportTarget, ImportOptions, Input,
 };
 
 /// One image with two plain layers, as an OCI layout directory.
@@ -38,28 +38,6 @@ fn simple_layout(dir: &std::path::Path) -> Vec<u8> {
     cfg
 }
 
-async fn export_bytes(s: &Stores, refs: &[&str], format: ExportFormat) -> Vec<u8> {
-    let (writer, mut reader) = tokio::io::duplex(1 << 16);
-    let options = ExportOptions::new().with_format(format);
-    let collect = tokio::spawn(async move {
-        let mut out = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out)
-            .await
-            .unwrap();
-        out
-    });
-    imagecache_transfer::export(
-        &s.store,
-        &s.blobs,
-        refs,
-        ExportTarget::writer("test", writer),
-        &options,
-    )
-    .await
-    .unwrap();
-    collect.await.unwrap()
-}
-
 #[tokio::test]
 async fn honestly_empty_layers_import_and_truncated_ones_are_refused_by_name() {
     let s = stores("fs").await;
@@ -85,27 +63,19 @@ async fn honestly_empty_layers_import_and_truncated_ones_are_refused_by_name() {
             platform: None,
         }],
     );
-    let report = import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&dir)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap();
+    let report = s
+        .load_with(Input::path(&dir), &ImportOptions::new())
+        .await
+        .unwrap();
     assert_eq!(report.images[0].id.to_string(), sha(&cfg).to_string());
 
     // The same layout with its gzip layer truncated to zero bytes.
     let other = stores("redb").await;
     std::fs::write(dir.join("blobs/sha256").join(sha(&empty_gz).hex()), b"").unwrap();
-    let err = import(
-        &other.store,
-        &other.blobs,
-        [Input::path(&dir)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = other
+        .load_with(Input::path(&dir), &ImportOptions::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::BlobSizeMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains(&sha(&empty_gz).hex()), "{err}");
     assert!(other.ids().is_empty());
@@ -134,14 +104,10 @@ async fn a_gzip_label_on_a_plain_tar_is_refused_in_any_order_of_imports() {
     let s = stores("fs").await;
     let dir = s.dir.path().join("lying");
     lying(&dir);
-    let err = import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&dir)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = s
+        .load_with(Input::path(&dir), &ImportOptions::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::MediaTypeMismatch { .. }), "{err:?}");
     assert!(s.blob_digests().await.is_empty());
 
@@ -159,23 +125,14 @@ async fn a_gzip_label_on_a_plain_tar_is_refused_in_any_order_of_imports() {
             platform: None,
         }],
     );
-    import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&honest)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap();
+    s.load_with(Input::path(&honest), &ImportOptions::new())
+        .await
+        .unwrap();
     let before = s.blob_digests().await;
-    let err = import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&dir)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = s
+        .load_with(Input::path(&dir), &ImportOptions::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::MediaTypeMismatch { .. }), "{err:?}");
     assert_eq!(s.blob_digests().await, before);
     // No note points the blob at itself.
@@ -193,14 +150,9 @@ async fn extracted_docker_archives_and_docker_25_directories_import() {
     let s = stores("fs").await;
     let dir = s.dir.path().join("oci");
     let cfg = simple_layout(&dir);
-    import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&dir)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap();
+    s.load_with(Input::path(&dir), &ImportOptions::new())
+        .await
+        .unwrap();
     // A docker-archive export holds manifest.json, oci-layout and
     // index.json, as Docker 25 writes; extracted into a directory, it
     // imports through manifest.json.
@@ -217,14 +169,10 @@ async fn extracted_docker_archives_and_docker_25_directories_import() {
     .unwrap();
     assert!(out.join("manifest.json").is_file() && out.join("oci-layout").is_file());
     let fresh = stores("redb").await;
-    let report = import(
-        &fresh.store,
-        &fresh.blobs,
-        [Input::path(&out)],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap();
+    let report = fresh
+        .load_with(Input::path(&out), &ImportOptions::new())
+        .await
+        .unwrap();
     assert_eq!(
         report.archives[0].format,
         imagecache_transfer::Format::DockerArchive
@@ -256,7 +204,8 @@ async fn archives_compressed_every_way_docker_load_accepts_import_from_streams()
         let spool = tempfile::tempdir().unwrap();
         let options = ImportOptions::new().with_spool_dir(spool.path());
         let input = Input::reader(how, std::io::Cursor::new(bytes));
-        let report = import(&fresh.store, &fresh.blobs, [input], &options)
+        let report = fresh
+            .load_with(input, &options)
             .await
             .unwrap_or_else(|e| panic!("{how}: {e}"));
         assert_eq!(
@@ -273,14 +222,13 @@ async fn archives_compressed_every_way_docker_load_accepts_import_from_streams()
     // Garbage is refused with a message free of its bytes.
     let fresh = stores("fs").await;
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
-    let err = import(
-        &fresh.store,
-        &fresh.blobs,
-        [Input::reader("garbage", std::io::Cursor::new(garbage))],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = fresh
+        .load_with(
+            Input::reader("garbage", std::io::Cursor::new(garbage)),
+            &ImportOptions::new(),
+        )
+        .await
+        .unwrap_err();
     let text = imagecache_core::error_text(&err);
     assert!(text.contains("not a tar archive"), "{text}");
     assert!(
@@ -302,9 +250,7 @@ async fn a_cancelled_import_leaves_nothing() {
         .with_cancel(cancel)
         .with_spool_dir(spool.path());
     let input = Input::reader("stream", std::io::Cursor::new(tar_dir(&dir)));
-    let err = import(&s.store, &s.blobs, [input], &options)
-        .await
-        .unwrap_err();
+    let err = s.load_with(input, &options).await.unwrap_err();
     assert!(err.is_interrupted(), "{err:?}");
     assert!(s.ids().is_empty());
     assert!(s.blob_digests().await.is_empty());
@@ -317,14 +263,9 @@ async fn exports_reimport_to_the_same_images_on_every_backend() {
         let s = stores("fs").await;
         let dir = s.dir.path().join("oci");
         let cfg = simple_layout(&dir);
-        import(
-            &s.store,
-            &s.blobs,
-            [Input::path(&dir)],
-            &ImportOptions::new(),
-        )
-        .await
-        .unwrap();
+        s.load_with(Input::path(&dir), &ImportOptions::new())
+            .await
+            .unwrap();
         let id = sha(&cfg).to_string();
         assert_eq!(
             s.store
@@ -332,32 +273,30 @@ async fn exports_reimport_to_the_same_images_on_every_backend() {
                 .familiar(),
             "example/app:1"
         );
-        let first = export_bytes(&s, &[&id], format).await;
-        let second = export_bytes(&s, &[&id[7..19]], format).await;
+        let first = s.export_bytes(std::slice::from_ref(&id), format).await;
+        let second = s.export_bytes(&[id[7..19].to_owned()], format).await;
         assert_eq!(first, second, "{format:?}: exports are reproducible");
         // Re-importing into the source changes nothing.
         let (ids, blobs) = (s.ids(), s.blob_digests().await);
-        let again = import(
-            &s.store,
-            &s.blobs,
-            [Input::reader("export", std::io::Cursor::new(first.clone()))],
-            &ImportOptions::new(),
-        )
-        .await
-        .unwrap();
+        let again = s
+            .load_with(
+                Input::reader("export", std::io::Cursor::new(first.clone())),
+                &ImportOptions::new(),
+            )
+            .await
+            .unwrap();
         assert_eq!(again.blobs_stored, 0);
         assert!(again.images.iter().all(|i| !i.created));
         assert_eq!((s.ids(), s.blob_digests().await), (ids.clone(), blobs));
         for kind in ["fs", "redb"] {
             let fresh = stores(kind).await;
-            import(
-                &fresh.store,
-                &fresh.blobs,
-                [Input::reader("export", std::io::Cursor::new(first.clone()))],
-                &ImportOptions::new(),
-            )
-            .await
-            .unwrap();
+            fresh
+                .load_with(
+                    Input::reader("export", std::io::Cursor::new(first.clone())),
+                    &ImportOptions::new(),
+                )
+                .await
+                .unwrap();
             assert_eq!(fresh.ids(), ids, "{format:?} into {kind}");
             let got = fresh
                 .store

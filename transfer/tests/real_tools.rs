@@ -13,7 +13,7 @@ use std::process::Command;
 use common::*;
 use imagecache_core::Platform;
 use imagecache_transfer::{
-    ExportFormat, ExportOptions, ExportTarget, ImportOptions, Input, PlatformChoice, import,
+    ExportFormat, ExportOptions, ExportTarget, ImportOptions, Input, PlatformChoice,
 };
 use serde_json::{Value, json};
 
@@ -114,14 +114,12 @@ async fn what_skopeo_and_umoci_write_imports_with_their_ids_and_exports_read_bac
     ] {
         for kind in ["fs", "redb"] {
             let s = stores(kind).await;
-            let report = import(
-                &s.store,
-                &s.blobs,
-                [Input::path(dir.join(input))],
-                &ImportOptions::new(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{input} into {kind}: {}", imagecache_core::error_text(&e)));
+            let report = s
+                .load_with(Input::path(dir.join(input)), &ImportOptions::new())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{input} into {kind}: {}", imagecache_core::error_text(&e))
+                });
             assert_eq!(report.images.len(), 1, "{input}");
             assert_eq!(report.images[0].id.to_string(), id, "{input} into {kind}");
         }
@@ -129,14 +127,9 @@ async fn what_skopeo_and_umoci_write_imports_with_their_ids_and_exports_read_bac
 
     // Exports, read back by skopeo with the same config digest.
     let s = stores("redb").await;
-    import(
-        &s.store,
-        &s.blobs,
-        [Input::path(dir.join("zstd"))],
-        &ImportOptions::new(),
-    )
-    .await
-    .unwrap();
+    s.load_with(Input::path(dir.join("zstd")), &ImportOptions::new())
+        .await
+        .unwrap();
     for (format, file, transport) in [
         (
             ExportFormat::DockerArchive,
@@ -165,14 +158,10 @@ async fn what_skopeo_and_umoci_write_imports_with_their_ids_and_exports_read_bac
         );
         // Re-importing the export changes nothing.
         let (ids, blobs) = (s.ids(), s.blob_digests().await);
-        let again = import(
-            &s.store,
-            &s.blobs,
-            [Input::path(dir.join(file))],
-            &ImportOptions::new(),
-        )
-        .await
-        .unwrap();
+        let again = s
+            .load_with(Input::path(dir.join(file)), &ImportOptions::new())
+            .await
+            .unwrap();
         assert_eq!(again.blobs_stored, 0, "{file}");
         assert_eq!((s.ids(), s.blob_digests().await), (ids, blobs), "{file}");
     }
@@ -259,27 +248,25 @@ async fn multi_platform_and_sparse_indexes_import_the_platform_asked_for() {
         }),
     ] {
         let s = stores("fs").await;
-        let report = import(
-            &s.store,
-            &s.blobs,
-            [Input::path(&layout)],
-            &ImportOptions::new().with_platform(choice.clone()),
-        )
-        .await
-        .unwrap();
+        let report = s
+            .load_with(
+                Input::path(&layout),
+                &ImportOptions::new().with_platform(choice.clone()),
+            )
+            .await
+            .unwrap();
         assert_eq!(s.ids(), expected, "{choice:?}");
         let skipped = report.archives[0].skipped.len();
         assert_eq!(skipped, 2 - expected.len(), "{choice:?}");
     }
     let s = stores("fs").await;
-    let err = import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&layout)],
-        &ImportOptions::new().with_platform(platform("s390x")),
-    )
-    .await
-    .unwrap_err();
+    let err = s
+        .load_with(
+            Input::path(&layout),
+            &ImportOptions::new().with_platform(platform("s390x")),
+        )
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("linux/amd64, linux/arm64/v8"),
         "{err}"
@@ -296,24 +283,21 @@ async fn multi_platform_and_sparse_indexes_import_the_platform_asked_for() {
         .to_owned();
     std::fs::remove_file(layout.join("blobs/sha256").join(&arm_manifest)).unwrap();
     let s = stores("redb").await;
-    import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&layout)],
+    s.load_with(
+        Input::path(&layout),
         &ImportOptions::new().with_platform(platform("amd64")),
     )
     .await
     .unwrap();
     assert_eq!(s.ids(), vec![amd.clone()]);
     let s = stores("redb").await;
-    let report = import(
-        &s.store,
-        &s.blobs,
-        [Input::path(&layout)],
-        &ImportOptions::new().with_platform(PlatformChoice::All),
-    )
-    .await
-    .unwrap();
+    let report = s
+        .load_with(
+            Input::path(&layout),
+            &ImportOptions::new().with_platform(PlatformChoice::All),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.ids(), vec![amd]);
     assert!(
         report.archives[0].skipped[0]

@@ -16,7 +16,7 @@ use imagecache_conformance::Harness;
 use imagecache_core::{Digest, ImageId, Reference};
 use imagecache_engine::blob::{BlobCache, Compression, LayerOptions};
 use imagecache_store::{CreateOptions, Store};
-use imagecache_transfer::{ExportFormat, ExportOptions, ExportTarget, ImportOptions, Input};
+use imagecache_transfer::{ExportFormat, ImportOptions, Input};
 use proptest::prelude::*;
 
 /// One generated image: how many layers it adds on top of its parent,
@@ -172,24 +172,7 @@ async fn round_trip(harnesses: &[Arc<dyn Harness>], specs: &[Spec], seed: u64) {
     let ids = build(&source, specs, seed).await;
     let refs: Vec<String> = ids.iter().map(ToString::to_string).collect();
     for format in [ExportFormat::DockerArchive, ExportFormat::Oci] {
-        let (writer, mut reader) = tokio::io::duplex(1 << 16);
-        let collect = tokio::spawn(async move {
-            let mut out = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out)
-                .await
-                .unwrap();
-            out
-        });
-        imagecache_transfer::export(
-            &source.store,
-            &source.blobs,
-            &refs,
-            ExportTarget::writer("export", writer),
-            &ExportOptions::new().with_format(format),
-        )
-        .await
-        .unwrap();
-        let archive = collect.await.unwrap();
+        let archive = common::export_bytes(&source.store, &source.blobs, &refs, format).await;
         let with_parents = format == ExportFormat::DockerArchive;
         let expected = kept(&source, with_parents).await;
         for harness in harnesses {

@@ -39,6 +39,33 @@ pub async fn stores(kind: &str) -> Stores {
 }
 
 impl Stores {
+    /// Imports one input with default options.
+    pub async fn load(
+        &self,
+        input: imagecache_transfer::Input,
+    ) -> Result<imagecache_transfer::ImportReport, imagecache_transfer::Error> {
+        self.load_with(input, &imagecache_transfer::ImportOptions::new())
+            .await
+    }
+
+    /// Imports one input.
+    pub async fn load_with(
+        &self,
+        input: imagecache_transfer::Input,
+        options: &imagecache_transfer::ImportOptions,
+    ) -> Result<imagecache_transfer::ImportReport, imagecache_transfer::Error> {
+        imagecache_transfer::import(&self.store, &self.blobs, [input], options).await
+    }
+
+    /// Exports `refs` as a tar held in memory.
+    pub async fn export_bytes(
+        &self,
+        refs: &[String],
+        format: imagecache_transfer::ExportFormat,
+    ) -> Vec<u8> {
+        export_bytes(&self.store, &self.blobs, refs, format).await
+    }
+
     /// Image IDs, sorted.
     pub fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.store.ids().iter().map(ToString::to_string).collect();
@@ -177,3 +204,26 @@ pub fn tar_dir(dir: &Path) -> Vec<u8> {
 pub const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// A gzip layer media type.
 pub const TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Exports `refs` from `store` and `blobs` as a tar held in memory.
+pub async fn export_bytes(
+    store: &Store,
+    blobs: &BlobCache,
+    refs: &[String],
+    format: imagecache_transfer::ExportFormat,
+) -> Vec<u8> {
+    let (writer, mut reader) = tokio::io::duplex(1 << 16);
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out)
+            .await
+            .unwrap();
+        out
+    });
+    let options = imagecache_transfer::ExportOptions::new().with_format(format);
+    let target = imagecache_transfer::ExportTarget::writer("export", writer);
+    imagecache_transfer::export(store, blobs, refs, target, &options)
+        .await
+        .unwrap();
+    collect.await.unwrap()
+}
