@@ -329,3 +329,139 @@ async fn exporting_nothing_or_an_unknown_image_is_a_typed_error() {
     .unwrap_err();
     assert!(matches!(err, Error::NoSuchImage { .. }), "{err:?}");
 }
+
+/// A layout of a small layer and a large one, so that an import can be
+/// caught after the first is stored and while the second streams in.
+fn big_layout(dir: &std::path::Path) {
+    // xorshift: incompressible, so compressed sizes stay known.
+    let noise = |n: usize, seed: u64| -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(n);
+        out
+    };
+    let small = layer(&[("small", &noise(4 << 20, 1))]);
+    let big = layer(&[("big", &noise(24 << 20, 2))]);
+    let cfg = config(
+        &[sha(&small), sha(&big)],
+        &["ADD small /", "ADD big /"],
+        "amd64",
+    );
+    oci_layout(
+        dir,
+        &[OciImage {
+            config: cfg,
+            layers: vec![
+                OciLayer {
+                    bytes: gzip(&small),
+                    media_type: TAR_GZIP,
+                },
+                OciLayer {
+                    bytes: gzip(&big),
+                    media_type: TAR_GZIP,
+                },
+            ],
+            name: None,
+            platform: None,
+        }],
+    );
+}
+
+#[tokio::test]
+async fn cancelling_or_dropping_an_import_while_layers_are_stored_leaves_nothing() {
+    let s = stores("fs").await;
+    let dir = s.dir.path().join("big");
+    big_layout(&dir);
+    // Cancelled through the flag once storing has started.
+    let cancel = Cancel::new();
+    let flag = cancel.clone();
+    let progress: imagecache_transfer::ProgressFn = std::sync::Arc::new(move |p| {
+        if matches!(p, imagecache_transfer::Progress::Position { .. }) && flag.is_cancelled() {
+            return;
+        }
+        if let imagecache_transfer::Progress::Begin { label, .. } = p
+            && label.starts_with("storing")
+        {
+            flag.cancel();
+        }
+    });
+    let options = ImportOptions::new()
+        .with_cancel(cancel)
+        .with_progress(progress);
+    let err = s.load_with(Input::path(&dir), &options).await.unwrap_err();
+    assert!(err.is_interrupted(), "{err:?}");
+    assert!(s.ids().is_empty());
+    assert!(s.blob_digests().await.is_empty());
+
+    // The future dropped while a layer streams in: the blobs it added go
+    // too, removed by a task on the runtime.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let storing = std::sync::atomic::AtomicBool::new(false);
+    let progress: imagecache_transfer::ProgressFn = std::sync::Arc::new(move |p| match p {
+        imagecache_transfer::Progress::Begin { label, .. } => {
+            storing.store(
+                label.starts_with("storing"),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
+        // Past the small layer by more than the chunks in flight: the
+        // small layer's blobs are stored.
+        imagecache_transfer::Progress::Position { done }
+            if *done > 16 << 20 && storing.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+        _ => {}
+    });
+    let options = ImportOptions::new().with_progress(progress);
+    let spool = tempfile::tempdir().unwrap();
+    let options = options.with_spool_dir(spool.path());
+    let bytes = tar_dir(&dir);
+    let import = s.load_with(
+        Input::reader("stream", std::io::Cursor::new(bytes)),
+        &options,
+    );
+    tokio::select! {
+        done = import => panic!("the import ended before it could be dropped: {done:?}"),
+        _ = rx => {}
+    }
+    let mut left = s.blob_digests().await;
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = s.blob_digests().await;
+    }
+    assert!(left.is_empty(), "blobs left behind: {left:?}");
+    assert!(s.ids().is_empty());
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+    let temps = temp_files(&s.dir.path().join("fs"));
+    assert!(temps.is_empty(), "temp files left behind: {temps:?}");
+}
+
+/// Files below `dir` named as writers name their temporary files.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(".tmp") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
