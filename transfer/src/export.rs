@@ -104,6 +104,9 @@ pub struct ExportReport {
     pub images: Vec<ExportedImage>,
     /// Blobs written (configs, layers, manifests; each once).
     pub blobs: usize,
+    /// Layers written as their cached compressed variant instead of the
+    /// uncompressed tar the config's diff ID names (OCI layouts).
+    pub substituted: usize,
     /// Bytes written, tar headers included.
     pub bytes: u64,
 }
@@ -139,7 +142,7 @@ pub async fn export(
 ) -> Result<ExportReport> {
     let progress = Reporter::new(options.progress.clone());
     let wanted = resolve(store, references)?;
-    let images = plan(store, blobs, &wanted, options.format).await?;
+    let (images, substituted) = plan(store, blobs, &wanted, options.format).await?;
     let total: u64 = images.iter().map(layout::Planned::size).sum();
     let mut sink = Sink::open(target, options.cancel.clone(), progress.clone()).await?;
     progress.begin(
@@ -177,6 +180,7 @@ pub async fn export(
             })
             .collect(),
         blobs: sink.blobs(),
+        substituted,
         bytes: sink.bytes(),
     })
 }
@@ -208,13 +212,15 @@ fn resolve(store: &Store, references: &[impl AsRef<str>]) -> Result<Vec<(ImageId
     Ok(out)
 }
 
-/// Reads every config and finds every layer before anything is written.
+/// Reads every config and finds every layer before anything is written;
+/// also counts the layers substituted by a compressed variant.
 async fn plan(
     store: &Store,
     blobs: &BlobCache,
     wanted: &[(ImageId, Vec<String>)],
     format: ExportFormat,
-) -> Result<Vec<layout::Planned>> {
+) -> Result<(Vec<layout::Planned>, usize)> {
+    let mut substituted = 0;
     let ids: BTreeSet<ImageId> = wanted.iter().map(|(id, _)| *id).collect();
     let mut out = Vec::with_capacity(wanted.len());
     for (id, names) in wanted {
@@ -224,63 +230,19 @@ async fn plan(
         })?;
         let mut layers = Vec::with_capacity(image.rootfs.raw_diff_ids.len());
         for (index, raw) in image.rootfs.raw_diff_ids.iter().enumerate() {
-            let diff_id = Digest::parse(raw).map_err(|_| Error::MissingLayer {
+            let missing = |diff_id| Error::MissingLayer {
                 image: *id,
                 index,
-                diff_id: Digest::sha256(raw.as_bytes()),
-            })?;
-            let size = blobs
-                .has(&diff_id)
-                .await
-                .map_err(|source| Error::BlobRead {
-                    digest: diff_id,
-                    source,
-                })?;
-            let plain = size.map(|size| LayerInfo {
-                digest: diff_id,
-                size,
-                media_type: media_type::OCI_LAYER.to_owned(),
-            });
-            let layer = match (format, plain) {
-                (ExportFormat::DockerArchive, Some(plain)) => plain,
-                (ExportFormat::Oci, plain) => {
-                    let probe = plain.clone().unwrap_or(LayerInfo {
-                        digest: diff_id,
-                        size: 0,
-                        media_type: media_type::OCI_LAYER.to_owned(),
-                    });
-                    let compressed = blobs
-                        .substitute(
-                            std::slice::from_ref(&probe),
-                            LayerCompression::Compress,
-                            false,
-                        )
-                        .await
-                        .map_err(|source| Error::BlobRead {
-                            digest: diff_id,
-                            source,
-                        })?
-                        .pop()
-                        .filter(|l| l.digest != diff_id);
-                    match compressed.or(plain) {
-                        Some(layer) => layer,
-                        None => {
-                            return Err(Error::MissingLayer {
-                                image: *id,
-                                index,
-                                diff_id,
-                            });
-                        }
-                    }
-                }
-                (_, None) => {
-                    return Err(Error::MissingLayer {
-                        image: *id,
-                        index,
-                        diff_id,
-                    });
-                }
+                diff_id,
             };
+            let diff_id =
+                Digest::parse(raw).map_err(|_| missing(Digest::sha256(raw.as_bytes())))?;
+            let layer = find_layer(blobs, diff_id, format)
+                .await?
+                .ok_or_else(|| missing(diff_id))?;
+            if layer.digest != diff_id {
+                substituted += 1;
+            }
             layers.push(layer);
         }
         let parent = store
@@ -296,5 +258,46 @@ async fn plan(
             layers,
         });
     }
-    Ok(out)
+    Ok((out, substituted))
+}
+
+/// The blob to write for the layer `diff_id`: the uncompressed tar for a
+/// docker-archive; for OCI its cached compressed variant, else the tar.
+async fn find_layer(
+    blobs: &BlobCache,
+    diff_id: Digest,
+    format: ExportFormat,
+) -> Result<Option<LayerInfo>> {
+    let read_error = |source| Error::BlobRead {
+        digest: diff_id,
+        source,
+    };
+    let plain = blobs
+        .has(&diff_id)
+        .await
+        .map_err(read_error)?
+        .map(|size| LayerInfo {
+            digest: diff_id,
+            size,
+            media_type: media_type::OCI_LAYER.to_owned(),
+        });
+    if format == ExportFormat::DockerArchive {
+        return Ok(plain);
+    }
+    let probe = plain.clone().unwrap_or(LayerInfo {
+        digest: diff_id,
+        size: 0,
+        media_type: media_type::OCI_LAYER.to_owned(),
+    });
+    let compressed = blobs
+        .substitute(
+            std::slice::from_ref(&probe),
+            LayerCompression::Compress,
+            false,
+        )
+        .await
+        .map_err(read_error)?
+        .pop()
+        .filter(|l| l.digest != diff_id);
+    Ok(compressed.or(plain))
 }

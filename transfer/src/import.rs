@@ -473,32 +473,7 @@ impl Importer<'_> {
             let cancel = self.cancel.clone();
             let bar = self.progress.clone();
             let path = plan.path.clone();
-            let work = match &plan.source {
-                Source::Tar(index) => {
-                    let wanted: HashMap<usize, usize> = plan
-                        .jobs
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(job, j)| match j.location {
-                            Location::Entry(position) => Some((position, job)),
-                            Location::File(_) => None,
-                        })
-                        .collect();
-                    // The index is needed on the blocking thread; it is
-                    // small (names and digests), so a copy is cheap.
-                    Work::Tar(index.clone(), wanted)
-                }
-                Source::Dir(_) => Work::Files(
-                    plan.jobs
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(job, j)| match &j.location {
-                            Location::File(file) => Some((job, file.clone(), j.entry.clone())),
-                            Location::Entry(_) => None,
-                        })
-                        .collect(),
-                ),
-            };
+            let work = Work::of(plan);
             tokio::task::spawn_blocking(move || {
                 let progress = move |n: u64| bar.add(n);
                 let pump = Pump {
@@ -695,6 +670,39 @@ impl Importer<'_> {
 
 /// What the reading thread of step 3 works on.
 enum Work {
+    /// The archive's index, and archive position → job.
     Tar(archive::TarIndex, HashMap<usize, usize>),
+    /// Job, file and entry name of each layer file.
     Files(Vec<(usize, PathBuf, String)>),
+}
+
+impl Work {
+    fn of(plan: &ArchivePlan) -> Self {
+        match &plan.source {
+            Source::Tar(index) => {
+                let wanted = plan
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(job, j)| match j.location {
+                        Location::Entry(position) => Some((position, job)),
+                        Location::File(_) => None,
+                    })
+                    .collect();
+                // The index is needed on the blocking thread; it is small
+                // (names and digests), so a copy is cheap.
+                Self::Tar(index.clone(), wanted)
+            }
+            Source::Dir(_) => Self::Files(
+                plan.jobs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(job, j)| match &j.location {
+                        Location::File(file) => Some((job, file.clone(), j.entry.clone())),
+                        Location::Entry(_) => None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }

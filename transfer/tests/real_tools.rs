@@ -140,7 +140,7 @@ async fn what_skopeo_and_umoci_write_imports_with_their_ids_and_exports_read_bac
     ] {
         let out = tokio::fs::File::create(dir.join(file)).await.unwrap();
         let target = ExportTarget::writer(file, out);
-        imagecache_transfer::export(
+        let report = imagecache_transfer::export(
             &s.store,
             &s.blobs,
             &[&id],
@@ -149,6 +149,10 @@ async fn what_skopeo_and_umoci_write_imports_with_their_ids_and_exports_read_bac
         )
         .await
         .unwrap();
+        // The store holds the zstd layers and their tars: an OCI layout
+        // gets the zstd blobs, a docker-archive the tars.
+        let expected = if format == ExportFormat::Oci { 2 } else { 0 };
+        assert_eq!(report.substituted, expected, "{file}");
         let reference = format!("{transport}:{file}");
         assert_eq!(skopeo_config(dir, &reference), id, "{reference}");
         run(

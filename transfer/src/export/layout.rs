@@ -94,6 +94,13 @@ fn full_name(name: &str) -> String {
     }
 }
 
+/// What one image adds to the layout's documents.
+struct Written<'a> {
+    manifest: Digest,
+    index_entries: Vec<Descriptor>,
+    docker_entry: DockerEntry<'a>,
+}
+
 /// Writes every image's blobs and manifest, then the layout's documents;
 /// returns the manifest digest of each image.
 pub(super) async fn write(
@@ -106,79 +113,10 @@ pub(super) async fn write(
     let mut index_entries = Vec::new();
     let mut docker_entries = Vec::with_capacity(images.len());
     for image in images {
-        let config = image.id.digest();
-        if sink.wants(config) {
-            sink.file(&blob_path(config), &image.config).await?;
-        }
-        let mut layer_descriptors = Vec::with_capacity(image.layers.len());
-        for layer in &image.layers {
-            if sink.wants(&layer.digest) {
-                let reader = blobs
-                    .get(&layer.digest)
-                    .await
-                    .map_err(|source| Error::BlobRead {
-                        digest: layer.digest,
-                        source,
-                    })?
-                    .ok_or(Error::MissingLayer {
-                        image: image.id,
-                        index: layer_descriptors.len(),
-                        diff_id: layer.digest,
-                    })?;
-                sink.blob(&blob_path(&layer.digest), reader).await?;
-            }
-            layer_descriptors.push(descriptor(
-                MediaType::from(layer.media_type.as_str()),
-                &layer.digest,
-                layer.size,
-            )?);
-        }
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .config(descriptor(
-                MediaType::ImageConfig,
-                config,
-                image.config.len() as u64,
-            )?)
-            .layers(layer_descriptors)
-            .build()
-            .map_err(|e| document_error(&e))?;
-        let manifest_bytes = stable_json(&manifest)?;
-        let manifest_digest = Digest::sha256(&manifest_bytes);
-        if sink.wants(&manifest_digest) {
-            sink.file(&blob_path(&manifest_digest), &manifest_bytes)
-                .await?;
-        }
-        let entry = |annotations: Option<HashMap<String, String>>| -> Result<Descriptor> {
-            let mut d = descriptor(
-                MediaType::ImageManifest,
-                &manifest_digest,
-                manifest_bytes.len() as u64,
-            )?;
-            d.set_annotations(annotations);
-            Ok(d)
-        };
-        if image.names.is_empty() {
-            index_entries.push(entry(None)?);
-        }
-        for name in &image.names {
-            let ref_name = match format {
-                ExportFormat::DockerArchive => tag_of(name).to_owned(),
-                ExportFormat::Oci => name.clone(),
-            };
-            index_entries.push(entry(Some(HashMap::from([
-                ("io.containerd.image.name".to_owned(), full_name(name)),
-                ("org.opencontainers.image.ref.name".to_owned(), ref_name),
-            ])))?);
-        }
-        docker_entries.push(DockerEntry {
-            config: blob_path(config),
-            repo_tags: &image.names,
-            layers: image.layers.iter().map(|l| blob_path(&l.digest)).collect(),
-            parent: image.parent.map(|p| p.to_string()),
-        });
-        manifests.push(manifest_digest);
+        let written = write_image(sink, blobs, image, format).await?;
+        manifests.push(written.manifest);
+        index_entries.extend(written.index_entries);
+        docker_entries.push(written.docker_entry);
     }
     let index = ImageIndexBuilder::default()
         .schema_version(SCHEMA_VERSION)
@@ -194,6 +132,103 @@ pub(super) async fn write(
     sink.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
         .await?;
     Ok(manifests)
+}
+
+/// The `index.json` entries of one image: one per name (containerd's full
+/// name, and the OCI ref name the format uses), or one without a name.
+fn index_entries(
+    image: &Planned,
+    manifest: &Digest,
+    size: u64,
+    format: ExportFormat,
+) -> Result<Vec<Descriptor>> {
+    let entry = |annotations: Option<HashMap<String, String>>| -> Result<Descriptor> {
+        let mut d = descriptor(MediaType::ImageManifest, manifest, size)?;
+        d.set_annotations(annotations);
+        Ok(d)
+    };
+    if image.names.is_empty() {
+        return Ok(vec![entry(None)?]);
+    }
+    image
+        .names
+        .iter()
+        .map(|name| {
+            let ref_name = match format {
+                ExportFormat::DockerArchive => tag_of(name).to_owned(),
+                ExportFormat::Oci => name.clone(),
+            };
+            entry(Some(HashMap::from([
+                ("io.containerd.image.name".to_owned(), full_name(name)),
+                ("org.opencontainers.image.ref.name".to_owned(), ref_name),
+            ])))
+        })
+        .collect()
+}
+
+/// Writes one image's config, layers and manifest.
+async fn write_image<'a>(
+    sink: &mut Sink,
+    blobs: &BlobCache,
+    image: &'a Planned,
+    format: ExportFormat,
+) -> Result<Written<'a>> {
+    let config = image.id.digest();
+    if sink.wants(config) {
+        sink.file(&blob_path(config), &image.config).await?;
+    }
+    let mut layer_descriptors = Vec::with_capacity(image.layers.len());
+    for layer in &image.layers {
+        if sink.wants(&layer.digest) {
+            let reader = blobs
+                .get(&layer.digest)
+                .await
+                .map_err(|source| Error::BlobRead {
+                    digest: layer.digest,
+                    source,
+                })?
+                .ok_or(Error::MissingLayer {
+                    image: image.id,
+                    index: layer_descriptors.len(),
+                    diff_id: layer.digest,
+                })?;
+            sink.blob(&blob_path(&layer.digest), reader).await?;
+        }
+        layer_descriptors.push(descriptor(
+            MediaType::from(layer.media_type.as_str()),
+            &layer.digest,
+            layer.size,
+        )?);
+    }
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            config,
+            image.config.len() as u64,
+        )?)
+        .layers(layer_descriptors)
+        .build()
+        .map_err(|e| document_error(&e))?;
+    let manifest_bytes = stable_json(&manifest)?;
+    let manifest_digest = Digest::sha256(&manifest_bytes);
+    if sink.wants(&manifest_digest) {
+        sink.file(&blob_path(&manifest_digest), &manifest_bytes)
+            .await?;
+    }
+    let index_entries =
+        index_entries(image, &manifest_digest, manifest_bytes.len() as u64, format)?;
+    Ok(Written {
+        manifest: manifest_digest,
+        index_entries,
+        docker_entry: DockerEntry {
+            config: blob_path(config),
+            repo_tags: &image.names,
+            layers: image.layers.iter().map(|l| blob_path(&l.digest)).collect(),
+            parent: image.parent.map(|p| p.to_string()),
+        },
+    })
 }
 
 #[cfg(test)]

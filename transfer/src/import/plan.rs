@@ -607,42 +607,8 @@ impl Builder<'_> {
                 };
             let mut positions = Vec::with_capacity(layers.len());
             for (index, (name, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
-                let found = self.reader.layer(
-                    name,
-                    &format!("manifest.json[{n}].Layers[{index}]"),
-                    None,
-                )?;
-                let (size, Some(digest)) = (found.size, found.digest) else {
-                    return Err(self.reader.missing(name, "manifest.json"));
-                };
-                if let Some(expected) = digest_in_name(name, false)
-                    && expected.algorithm() == digest.algorithm()
-                    && expected != digest
-                {
-                    return Err(Error::BlobDigestMismatch {
-                        path: self.path(),
-                        entry: found.name,
-                        expected,
-                        actual: digest,
-                    });
-                }
-                let compression = Compression::sniff(&found.head).map_err(|compression| {
-                    Error::UnsupportedCompression {
-                        path: self.path(),
-                        entry: found.name.clone(),
-                        compression,
-                    }
-                })?;
-                let job = self.checked_job(
-                    found,
-                    digest,
-                    size,
-                    *diff_id,
-                    compression,
-                    None,
-                    &image,
-                    index,
-                )?;
+                let field = format!("manifest.json[{n}].Layers[{index}]");
+                let job = self.docker_layer(name, &field, *diff_id, &image, index)?;
                 positions.push(self.add_job(job)?);
             }
             self.add_image(ImagePlan {
@@ -654,6 +620,50 @@ impl Builder<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The job for one layer `manifest.json` names: its entry hashed,
+    /// checked against the digest its name promises, compression sniffed.
+    fn docker_layer(
+        &self,
+        name: &str,
+        field: &str,
+        diff_id: Digest,
+        image: &Image,
+        index: usize,
+    ) -> Result<LayerJob> {
+        let found = self.reader.layer(name, field, None)?;
+        let (size, Some(digest)) = (found.size, found.digest) else {
+            return Err(self.reader.missing(name, "manifest.json"));
+        };
+        if let Some(expected) = digest_in_name(name, false)
+            && expected.algorithm() == digest.algorithm()
+            && expected != digest
+        {
+            return Err(Error::BlobDigestMismatch {
+                path: self.path(),
+                entry: found.name,
+                expected,
+                actual: digest,
+            });
+        }
+        let compression = Compression::sniff(&found.head).map_err(|compression| {
+            Error::UnsupportedCompression {
+                path: self.path(),
+                entry: found.name.clone(),
+                compression,
+            }
+        })?;
+        self.checked_job(
+            found,
+            digest,
+            size,
+            diff_id,
+            compression,
+            None,
+            image,
+            index,
+        )
     }
 
     /// A layer job, refused if an uncompressed layer is not its diff ID.
@@ -864,49 +874,7 @@ impl Builder<'_> {
         }
         let mut positions = Vec::with_capacity(diff_ids.len());
         for (index, (desc, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
-            let field = format!("{entry} layers[{index}]");
-            let digest = Digest::parse(desc.digest().as_ref())
-                .map_err(|e| self.bad_digest(entry, format!("layers[{index}].digest"), e))?;
-            let media_type = desc.media_type().to_string();
-            let Some(compression) = declared(&media_type) else {
-                return Err(Error::UnsupportedMediaType {
-                    path: self.path(),
-                    entry: field,
-                    media_type,
-                });
-            };
-            let name = blob_name(&digest);
-            let found = self.reader.layer(&name, &field, Some(&digest))?;
-            if found.size != desc.size() {
-                return Err(Error::BlobSizeMismatch {
-                    path: self.path(),
-                    entry: found.name,
-                    expected: desc.size(),
-                    actual: found.size,
-                });
-            }
-            if let Some(actual) = found.digest
-                && actual.algorithm() == digest.algorithm()
-                && actual != digest
-            {
-                return Err(Error::BlobDigestMismatch {
-                    path: self.path(),
-                    entry: found.name,
-                    expected: digest,
-                    actual,
-                });
-            }
-            self.check_compression(&found, &media_type, compression)?;
-            let job = self.checked_job(
-                found,
-                digest,
-                desc.size(),
-                *diff_id,
-                compression,
-                Some(media_type),
-                &image,
-                index,
-            )?;
+            let job = self.oci_layer(desc, entry, *diff_id, &image, index)?;
             positions.push(self.add_job(job)?);
         }
         self.add_image(ImagePlan {
@@ -917,6 +885,63 @@ impl Builder<'_> {
             layers: positions,
         });
         Ok(())
+    }
+
+    /// The job for one layer a manifest lists: the blob found, its size,
+    /// digest (when measured) and compression checked against the
+    /// descriptor.
+    fn oci_layer(
+        &self,
+        desc: &Descriptor,
+        entry: &str,
+        diff_id: Digest,
+        image: &Image,
+        index: usize,
+    ) -> Result<LayerJob> {
+        let field = format!("{entry} layers[{index}]");
+        let digest = Digest::parse(desc.digest().as_ref())
+            .map_err(|e| self.bad_digest(entry, format!("layers[{index}].digest"), e))?;
+        let media_type = desc.media_type().to_string();
+        let Some(compression) = declared(&media_type) else {
+            return Err(Error::UnsupportedMediaType {
+                path: self.path(),
+                entry: field,
+                media_type,
+            });
+        };
+        let found = self
+            .reader
+            .layer(&blob_name(&digest), &field, Some(&digest))?;
+        if found.size != desc.size() {
+            return Err(Error::BlobSizeMismatch {
+                path: self.path(),
+                entry: found.name,
+                expected: desc.size(),
+                actual: found.size,
+            });
+        }
+        if let Some(actual) = found.digest
+            && actual.algorithm() == digest.algorithm()
+            && actual != digest
+        {
+            return Err(Error::BlobDigestMismatch {
+                path: self.path(),
+                entry: found.name,
+                expected: digest,
+                actual,
+            });
+        }
+        self.check_compression(&found, &media_type, compression)?;
+        self.checked_job(
+            found,
+            digest,
+            desc.size(),
+            diff_id,
+            compression,
+            Some(media_type),
+            image,
+            index,
+        )
     }
 
     /// Refuses a layer whose bytes are not compressed as its media type
