@@ -7,7 +7,8 @@
 #   IMAGECACHE_SKIP_S3=1 scripts/test.sh   # no S3 servers (S3 cases say "skipped")
 #
 # Installs, once per machine: garage (cargo install garage --locked, 10-20
-# minutes on 2 cores), moto (pip), skopeo and umoci (Debian packages).
+# minutes on 2 cores), moto (pip), skopeo, umoci, buildah and podman
+# (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,11 +19,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 install_tools() {
-    if ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null; then
-        log "installing skopeo and umoci (Debian packages)"
+    local tool missing=""
+    for tool in skopeo umoci buildah podman; do
+        command -v "$tool" >/dev/null || missing="$missing $tool"
+    done
+    if [ -n "$missing" ]; then
+        log "installing$missing (Debian packages)"
         if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
         $sudo apt-get update -qq || true
-        $sudo apt-get install -y -qq --no-install-recommends skopeo umoci >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
     if [ -z "${IMAGECACHE_SKIP_S3:-}" ]; then
         if ! command -v garage >/dev/null; then
@@ -62,7 +68,8 @@ start_servers() {
 }
 
 install_tools
-# skopeo and umoci are installed now: the real-image tests must not skip.
+# skopeo, umoci, buildah and podman are installed now: the real-image tests
+# must not skip.
 export IMAGECACHE_REQUIRE_TOOLS=1
 start_servers
 

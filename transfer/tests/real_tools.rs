@@ -310,3 +310,137 @@ async fn multi_platform_and_sparse_indexes_import_the_platform_asked_for() {
         "{report:?}"
     );
 }
+
+/// buildah and podman, each with its own storage in `dir` (vfs, no daemon).
+fn buildah(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let root = dir.join("buildah-root");
+    let run_root = dir.join("buildah-run");
+    let mut all = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--runroot",
+        run_root.to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+    ];
+    all.extend_from_slice(args);
+    run(dir, "buildah", &all)
+}
+
+/// podman with the storage named `store` in `dir`.
+fn podman(dir: &Path, store: &str, args: &[&str]) -> Vec<u8> {
+    // podman refuses a runroot path longer than 50 characters.
+    let root = dir.join(format!("podman-{store}"));
+    let run_root = dir.join(format!("pr-{store}"));
+    let mut all = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--runroot",
+        run_root.to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+    ];
+    all.extend_from_slice(args);
+    run(dir, "podman", &all)
+}
+
+#[tokio::test]
+async fn buildah_and_podman_archives_import_and_podman_loads_our_exports() {
+    if !have("buildah") || !have("podman") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    std::fs::write(dir.join("greeting"), b"hello\n").unwrap();
+    let container = String::from_utf8(buildah(dir, &["from", "scratch"])).unwrap();
+    let container = container.trim();
+    buildah(dir, &["copy", container, "greeting", "/etc/greeting"]);
+    buildah(dir, &["config", "--cmd", "/bin/true", container]);
+    buildah(
+        dir,
+        &["commit", "-q", container, "localhost/made-by-buildah:1"],
+    );
+    for dest in [
+        "oci-archive:b-oci.tar",
+        "docker-archive:b-docker.tar:localhost/made-by-buildah:1",
+        "oci:b-dir",
+    ] {
+        buildah(dir, &["push", "-q", "localhost/made-by-buildah:1", dest]);
+    }
+    let id = skopeo_config(dir, "oci-archive:b-oci.tar");
+    podman(dir, "main", &["load", "-q", "-i", "b-oci.tar"]);
+    let short = &id["sha256:".len().."sha256:".len() + 12];
+    podman(
+        dir,
+        "main",
+        &[
+            "save",
+            "-q",
+            "--format",
+            "docker-archive",
+            "-o",
+            "p-docker.tar",
+            short,
+        ],
+    );
+    podman(
+        dir,
+        "main",
+        &[
+            "save",
+            "-q",
+            "--format",
+            "oci-archive",
+            "-o",
+            "p-oci.tar",
+            short,
+        ],
+    );
+    for (n, input) in [
+        "b-oci.tar",
+        "b-docker.tar",
+        "b-dir",
+        "p-docker.tar",
+        "p-oci.tar",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = stores("redb").await;
+        let report = s
+            .load(Input::path(dir.join(input)))
+            .await
+            .unwrap_or_else(|e| panic!("{input}: {}", imagecache_core::error_text(&e)));
+        assert_eq!(report.images[0].id.to_string(), id, "{input}");
+        // podman loads what we export into an empty storage, with the same
+        // image ID.
+        for (m, (format, file)) in [
+            (ExportFormat::DockerArchive, "ours-docker.tar"),
+            (ExportFormat::Oci, "ours-oci.tar"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = tokio::fs::File::create(dir.join(file)).await.unwrap();
+            let options = ExportOptions::new().with_format(format);
+            imagecache_transfer::export(
+                &s.store,
+                &s.blobs,
+                &[&id],
+                ExportTarget::writer(file, out),
+                &options,
+            )
+            .await
+            .unwrap();
+            let store = format!("{n}{m}");
+            podman(dir, &store, &["load", "-q", "-i", file]);
+            let ids = podman(dir, &store, &["images", "-q", "--no-trunc"]);
+            let ids = String::from_utf8(ids).unwrap();
+            assert_eq!(ids.trim(), id, "{input} → {file}");
+        }
+    }
+}
