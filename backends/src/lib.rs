@@ -120,3 +120,67 @@ pub async fn open(url: &str) -> Result<Backend> {
         ))),
     }
 }
+
+/// Opens the store `url` names only if it is already there: what readers
+/// (listing, inspecting, exporting) use, so that a mistyped URL is an
+/// error instead of a new, empty store.
+///
+/// A `fs://` root must be a directory holding a store (Docker's `content/`
+/// or this backend's `imagecache/`), and a `redb://` file must exist.
+/// `s3://` opens as [`open`] does, which creates nothing, and `memory://`
+/// is always new.
+///
+/// # Errors
+/// [`Error::NotFound`] naming the location when there is no store there;
+/// otherwise as [`open`].
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let url = format!("fs://{}", dir.path().join("typo").display());
+/// assert!(imagecache_backends::open_existing(&url).await.unwrap_err().is_not_found());
+/// assert!(!dir.path().join("typo").exists());
+/// imagecache_backends::open(&url).await?;
+/// imagecache_backends::open_existing(&url).await?;
+/// # Ok::<(), imagecache_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub async fn open_existing(url: &str) -> Result<Backend> {
+    ensure_exists(url)?;
+    open(url).await
+}
+
+/// Fails with [`Error::NotFound`] when `url` names a local store that is
+/// not there; see [`open_existing`].
+///
+/// # Errors
+/// [`Error::NotFound`] naming the location.
+pub fn ensure_exists(url: &str) -> Result<()> {
+    let absent = |what: &str| {
+        Err(Error::NotFound {
+            key: imagecache_core::Key::Other(format!(
+                "{what} {url} (a command that writes creates it)"
+            )),
+        })
+    };
+    match url.split_once("://") {
+        Some(("fs", root)) if !root.is_empty() => {
+            let root = std::path::Path::new(root);
+            if !root.is_dir() {
+                return absent("store directory");
+            }
+            if !root.join("content").is_dir() && !root.join("imagecache").is_dir() {
+                return absent("store (a directory without content/ or imagecache/)");
+            }
+            Ok(())
+        }
+        Some(("redb", path)) if !path.is_empty() => {
+            if std::path::Path::new(path).is_file() {
+                Ok(())
+            } else {
+                absent("store file")
+            }
+        }
+        _ => Ok(()),
+    }
+}

@@ -254,3 +254,10 @@ pub(crate) struct ConformanceArgs {
 fn parse_export_format(text: &str) -> Result<imagecache_transfer::ExportFormat, String> {
     text.parse()
 }
+
+impl BlobCommand {
+    /// Whether the command changes the blob cache.
+    pub(crate) fn writes(&self) -> bool {
+        matches!(self, Self::Put { .. } | Self::Clear)
+    }
+}

@@ -135,6 +135,8 @@ impl CliError {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::NotFound { .. } => EXIT_NOT_FOUND,
+            // A store that is not there, asked for by a command that reads.
+            Self::OpenStore { source, .. } if source.is_not_found() => EXIT_NOT_FOUND,
             Self::Usage { .. } | Self::NoDefaultStore => EXIT_USAGE,
             Self::Store(e) => store_exit_code(e),
             Self::Engine(imagecache_engine::Error::Store(e)) => store_exit_code(e),

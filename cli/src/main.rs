@@ -31,8 +31,9 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let cancel = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_interrupts(Arc::clone(&cancel)));
+        let default_store = cli.store.as_deref().is_none_or(str::is_empty);
         let result = match store_url(cli.store.clone()).await {
-            Ok(url) => cmd::run(cli, url, cancel).await,
+            Ok(url) => cmd::run(cli, url, default_store, cancel).await,
             Err(e) => Err(e),
         };
         match result {
@@ -63,18 +64,11 @@ async fn watch_interrupts(cancel: Arc<AtomicBool>) {
 }
 
 /// The store URL given, or the default redb file in the user's data
-/// directory (whose directory is created).
+/// directory (made by the first command that writes).
 async fn store_url(given: Option<String>) -> Result<String, CliError> {
     if let Some(url) = given.filter(|u| !u.is_empty()) {
         return Ok(url);
     }
     let dir = cmd::default_store_dir().ok_or(CliError::NoDefaultStore)?;
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|source| CliError::Io {
-            path: dir.clone(),
-            action: "creating the store directory",
-            source,
-        })?;
     Ok(format!("redb://{}", dir.join("store.redb").display()))
 }

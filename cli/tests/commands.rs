@@ -76,6 +76,22 @@ fn default_store_is_a_redb_file_in_the_data_directory() {
         info["store"],
         json!(format!("redb://{}", expected.display()))
     );
+    // Reading the default store before anything was written shows it
+    // empty and creates nothing; the first command that writes creates it.
+    assert_eq!(info["images"], json!(0));
+    assert!(!expected.exists());
+    let out = Command::cargo_bin("imagecache")
+        .unwrap()
+        .env_clear()
+        .env("HOME", dir.path().join("home"))
+        .args(["prune"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(expected.exists());
 
     let out = Command::cargo_bin("imagecache")
@@ -729,4 +745,44 @@ fn blob_get_writes_into_a_fifo_instead_of_replacing_it() {
     let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
     assert!(kind.is_fifo(), "the FIFO was replaced by {kind:?}");
     assert_eq!(reader.join().unwrap(), data);
+}
+
+#[test]
+fn reading_commands_never_create_a_store() {
+    for env in [Env::fs(), Env::redb()] {
+        let missing = env.path(if env.store.starts_with("fs") {
+            "store"
+        } else {
+            "store.redb"
+        });
+        for args in [
+            &["ls"][..],
+            &["ls", "-a"],
+            &["inspect", "abc"],
+            &["history", "abc"],
+            &["info"],
+            &["stats"],
+            &["blob", "ls"],
+            &["save", "-o", "/dev/null", "abc"],
+            &["prune", "--dry-run"],
+        ] {
+            env.cmd(args)
+                .assert()
+                .code(1)
+                .stderr(predicate::str::contains("a command that writes creates it"));
+            assert!(!missing.exists(), "{args:?} created {}", missing.display());
+        }
+        // A typo in a directory that does not exist creates no directories.
+        let deep = format!("redb://{}", env.path("no/such/dir/x.redb").display());
+        Command::cargo_bin("imagecache")
+            .unwrap()
+            .args(["--store", &deep, "ls"])
+            .assert()
+            .code(1);
+        assert!(!env.path("no").exists());
+        // The first command that writes creates it; then readers read it.
+        env.cmd(&["prune"]).assert().success();
+        assert!(missing.exists());
+        assert_eq!(env.json(&["ls"]), json!([]));
+    }
 }

@@ -33,8 +33,51 @@ pub(crate) struct Ctx {
     pub(crate) ui: Ui,
     /// Set by Ctrl-C; long work stops between atomic steps.
     pub(crate) cancel: Arc<AtomicBool>,
+    /// How the command may open the store.
+    pub(crate) access: Access,
     backend: OnceCell<Backend>,
     store: OnceCell<Store>,
+}
+
+/// How a command opens its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The command writes: a store that is not there yet is created.
+    Write,
+    /// The command only reads: a store that is not there is an error.
+    Read,
+    /// The command only reads the default store, which may not exist yet:
+    /// then it reads as empty, and nothing is created.
+    ReadDefault,
+}
+
+impl Access {
+    /// What `command` needs; `default_store` when no URL was given.
+    fn of(command: &Command, default_store: bool) -> Self {
+        let writes = match command {
+            Command::Load { .. }
+            | Command::Rm { .. }
+            | Command::Tag { .. }
+            | Command::Untag { .. }
+            | Command::Cache { .. }
+            | Command::Conformance(_) => true,
+            Command::Parent { set, .. } => set.is_some(),
+            Command::Prune(args) => !args.dry_run,
+            Command::Blob { command } => command.writes(),
+            Command::Ls { .. }
+            | Command::Inspect { .. }
+            | Command::History { .. }
+            | Command::Search { .. }
+            | Command::Save { .. }
+            | Command::Stats
+            | Command::Info => false,
+        };
+        match (writes, default_store) {
+            (true, _) => Self::Write,
+            (false, true) => Self::ReadDefault,
+            (false, false) => Self::Read,
+        }
+    }
 }
 
 impl Ctx {
@@ -42,7 +85,7 @@ impl Ctx {
     pub(crate) async fn backend(&self) -> Result<Backend> {
         self.backend
             .get_or_try_init(|| async {
-                open_backend(&self.url)
+                open_backend(&self.url, self.access)
                     .await
                     .map_err(|source| CliError::OpenStore {
                         url: self.url.clone(),
@@ -100,9 +143,18 @@ impl Ctx {
 /// a command nothing and keeps an import of gigabytes of layers small.
 const REDB_CACHE: usize = 16 << 20;
 
-/// Opens the backend a URL names; redb stores with [`REDB_CACHE`].
-async fn open_backend(url: &str) -> imagecache_core::Result<Backend> {
+/// Opens the backend a URL names, as `access` allows; redb stores with
+/// [`REDB_CACHE`].
+async fn open_backend(url: &str, access: Access) -> imagecache_core::Result<Backend> {
     use imagecache_backends::redb::{RedbBackend, RedbConfig, SCHEME};
+    match (access, imagecache_backends::ensure_exists(url)) {
+        (Access::Write, _) | (_, Ok(())) => {}
+        // Nothing to read yet: an empty store, and nothing created.
+        (Access::ReadDefault, Err(e)) if e.is_not_found() => {
+            return Ok(Backend::new(imagecache_backends::MemoryBackend::new()));
+        }
+        (_, Err(e)) => return Err(e),
+    }
     match url
         .strip_prefix(SCHEME)
         .and_then(|rest| rest.strip_prefix("://"))
@@ -120,8 +172,14 @@ async fn open_backend(url: &str) -> imagecache_core::Result<Backend> {
 ///
 /// # Errors
 /// The command's error; `main` prints it and exits with its code.
-pub(crate) async fn run(cli: Cli, url: String, cancel: Arc<AtomicBool>) -> Result<u8> {
+pub(crate) async fn run(
+    cli: Cli,
+    url: String,
+    default_store: bool,
+    cancel: Arc<AtomicBool>,
+) -> Result<u8> {
     let ctx = Ctx {
+        access: Access::of(&cli.command, default_store),
         url,
         format: cli.format,
         ui: Ui::new(cli.quiet),
