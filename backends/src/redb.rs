@@ -532,6 +532,19 @@ enum Error {
     Join(#[source] tokio::task::JoinError),
 }
 
+/// What a damaged database is called in errors.
+const DATABASE: &str = "the redb database file";
+
+/// The message a panic carried, when it is text.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast::<&'static str>()
+            .map_or_else(|_| "no message".to_owned(), |text| (*text).to_owned()),
+    }
+}
+
 impl From<Error> for imagecache_core::Error {
     fn from(err: Error) -> Self {
         match err {
@@ -575,6 +588,23 @@ impl From<Error> for imagecache_core::Error {
                 backend: NAME,
                 reason: format!("cannot create directory {}", path.display()),
                 source: Some(Box::new(source)),
+            },
+            // redb reports damage it recognises as `Corrupted`, and some it
+            // does not recognise by panicking (always, for checks that only
+            // hold on files it wrote, in builds with debug assertions): both
+            // mean the file is damaged, never a bug of the caller.
+            Error::Storage(redb::StorageError::Corrupted(reason)) => Self::Corrupt {
+                key: Key::Other(DATABASE.to_owned()),
+                reason,
+                source: None,
+            },
+            Error::Join(join) if join.is_panic() => Self::Corrupt {
+                key: Key::Other(DATABASE.to_owned()),
+                reason: format!(
+                    "redb stopped on damaged data ({})",
+                    panic_text(join.into_panic())
+                ),
+                source: None,
             },
             err => Self::backend(NAME, None, err),
         }
