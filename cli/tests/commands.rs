@@ -786,3 +786,32 @@ fn reading_commands_never_create_a_store() {
         assert_eq!(env.json(&["ls"]), json!([]));
     }
 }
+
+#[test]
+fn a_config_truncated_to_nothing_is_quarantined_and_reported_everywhere() {
+    let (env, base, child) = with_chain();
+    let content = env.path("store/content/sha256").join(&child.id()[7..]);
+    std::fs::write(&content, b"").unwrap();
+    // The first command that reads it finds the damage and sets it aside…
+    env.cmd(&["inspect", &child.id()])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("is corrupt"));
+    // …and every command after agrees.
+    let listed = env.json(&["ls", "-a"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], json!(base.id()));
+    env.cmd(&["inspect", &child.id()]).assert().code(1);
+    let info = env.json(&["info"]);
+    let problems = info["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{info}");
+    assert!(
+        problems[0].as_str().unwrap().contains("quarantined"),
+        "{info}"
+    );
+    assert!(
+        env.path("store/imagecache/quarantine/sha256")
+            .join(&child.id()[7..])
+            .is_dir()
+    );
+}

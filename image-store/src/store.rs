@@ -191,7 +191,13 @@ impl Store {
                 if self.inner.options.quarantine {
                     let mut batch = WriteBatch::new();
                     batch.quarantine(*id, reason.clone());
-                    self.inner.backend.write(batch).await?;
+                    // A backend that no longer sees the content (an empty
+                    // file counts as none on `fs://`) has nothing to set
+                    // aside; the image still leaves the store and is
+                    // reported.
+                    if let Err(e) = self.inner.backend.write(batch).await {
+                        tracing::warn!(image = %id, error = %imagecache_core::error_text(&e), "cannot quarantine a corrupt config");
+                    }
                 }
                 let removed = self.state_mut().remove(id);
                 self.release_layer(removed.as_ref());

@@ -90,9 +90,24 @@ pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
 
 /// Checks every operation against the content on disk and the operations
 /// before it, so that a refused batch writes nothing.
+///
+/// An empty content file counts as no content (Docker writes none), except
+/// for an image the batch sets aside: damage that emptied its config is
+/// exactly what quarantine is for.
 fn validate(inner: &Inner, ops: &[WriteOp]) -> Result<(), Error> {
+    let set_aside: Vec<ImageId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Quarantine { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
     validate_batch(ops, |id| {
-        content_present(&inner.layout.content_path(id)).map_err(|e| e.with_key(Key::Image(*id)))
+        let path = inner.layout.content_path(id);
+        if set_aside.contains(id) {
+            return Ok(path.is_file());
+        }
+        content_present(&path).map_err(|e| e.with_key(Key::Image(*id)))
     })
 }
 
