@@ -332,3 +332,52 @@ async fn listing_reports_every_blob_sorted_with_sizes() {
     expected.sort();
     assert_eq!(b.list_blobs().await.unwrap(), expected);
 }
+
+#[tokio::test]
+async fn temp_files_are_counted_while_written_and_reclaimed_once_their_writer_is_gone() {
+    use imagecache_core::BlobBackend as _;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = imagecache_backends::fs::FsBackend::open(dir.path())
+        .await
+        .unwrap();
+    let blobs = dir.path().join("imagecache/blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // A writer at work holds its temp file locked…
+    let live = blobs.join(".tmp-live");
+    let held = std::fs::File::create(&live).unwrap();
+    std::io::Write::write_all(&mut &held, &[7u8; 1000]).unwrap();
+    held.try_lock().unwrap();
+    // …one that was killed left its file behind, unlocked, just now.
+    let left = blobs.join(".tmp-left");
+    std::fs::write(&left, [1u8; 300]).unwrap();
+
+    let scratch = backend.scratch().await.unwrap();
+    assert_eq!((scratch.in_progress, scratch.in_progress_bytes), (1, 1000));
+    assert_eq!((scratch.reclaimed, scratch.reclaimed_bytes), (1, 300));
+    assert!(live.exists() && !left.exists());
+    // Once the writer lets go, the next look reclaims its file too.
+    drop(held);
+    let scratch = backend.scratch().await.unwrap();
+    assert_eq!((scratch.in_progress, scratch.reclaimed), (0, 1));
+    assert!(!live.exists());
+    // A put in progress is seen as one.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<imagecache_core::Result<bytes::Bytes>>();
+    tx.unbounded_send(Ok(bytes::Bytes::from_static(b"partial")))
+        .unwrap();
+    let digest = imagecache_core::Digest::sha256(b"partial and more");
+    let put = tokio::spawn({
+        let backend = backend.clone();
+        async move { backend.put_blob(&digest, Box::pin(rx)).await }
+    });
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = backend.scratch().await.unwrap().in_progress;
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 1);
+    drop(tx);
+    let _ = put.await;
+}

@@ -126,6 +126,28 @@ pub trait BlobBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Every note of a blob, sorted by key; empty when it has none or the
     /// blob is absent.
     async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes>;
+
+    /// Space held by unfinished writes: puts in progress, and what writers
+    /// that are gone (killed, interrupted) left behind, which this call
+    /// reclaims. The default reports nothing, for backends whose unfinished
+    /// writes take no space or are cleaned up by the store itself.
+    async fn scratch(&self) -> Result<Scratch> {
+        Ok(Scratch::default())
+    }
+}
+
+/// What [`BlobBackend::scratch`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Scratch {
+    /// Unfinished writes whose writer is still at work.
+    pub in_progress: u32,
+    /// Bytes they hold.
+    pub in_progress_bytes: u64,
+    /// Leftovers of writers that are gone, removed by this call.
+    pub reclaimed: u32,
+    /// Bytes they held.
+    pub reclaimed_bytes: u64,
 }
 
 /// A blob backend behind a pointer.
@@ -159,6 +181,9 @@ macro_rules! forward_blob_backend {
             }
             async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
                 (**self).blob_notes(digest).await
+            }
+            async fn scratch(&self) -> Result<Scratch> {
+                (**self).scratch().await
             }
         }
     };

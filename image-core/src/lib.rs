@@ -22,7 +22,7 @@ pub use backend::{
 };
 pub use blob::{
     BlobBackend, BlobBackendExt, BlobInfo, BlobNotes, BlobReader, ByteStream, DynBlobBackend,
-    normalize_notes,
+    Scratch, normalize_notes,
 };
 pub use cachekey::{CacheKey, ExactKey};
 pub use child::{ChildConfig, EMPTY_LAYER_DIFF_ID};

@@ -20,13 +20,13 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error as CoreError, Key,
-    MetadataKey, Result, normalize_notes,
+    MetadataKey, Result, Scratch, normalize_notes,
 };
 use tokio::sync::mpsc;
 
 use super::files::{
-    Destination, Opened, TEMP_PREFIX, TempFile, check_destination, ensure_dir, is_missing,
-    open_regular, read_regular, remove_any, remove_file_if_present, remove_if_stale, sync_dir,
+    Destination, Opened, TEMP_PREFIX, Temp, TempFile, check_destination, ensure_dir, is_missing,
+    open_regular, read_regular, reclaim_temp, remove_any, remove_file_if_present, sync_dir,
     write_atomic,
 };
 use super::{Error, FsBackend, Inner, blocking};
@@ -78,6 +78,11 @@ impl BlobBackend for FsBackend {
         let inner = Arc::clone(&self.inner);
         let digest = *digest;
         blocking(move || notes(&inner, &digest)).await
+    }
+
+    async fn scratch(&self) -> Result<Scratch> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || scratch(&inner)).await
     }
 
     async fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes> {
@@ -402,6 +407,43 @@ fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
 }
 
 /// Every blob, sorted by digest. Stale temp files are removed on the way.
+/// Temp files of blob writes: counted while their writer holds them,
+/// removed once it is gone (see [`reclaim_temp`]).
+fn scratch(inner: &Inner) -> Result<Scratch, Error> {
+    let mut out = Scratch::default();
+    let root = &inner.layout.blobs;
+    let algs = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if is_missing(&e) => return Ok(out),
+        Err(source) => return Err(Error::io("list", root, source)),
+    };
+    for alg in algs {
+        let alg = alg.map_err(|e| Error::io("list", root, e))?;
+        if alg.file_name() == "notes" || !alg.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = alg.path();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            match reclaim_temp(&entry.path(), inner.config.temp_ttl) {
+                Temp::Writing(size) => {
+                    out.in_progress += 1;
+                    out.in_progress_bytes += size;
+                }
+                Temp::Reclaimed(size) => {
+                    out.reclaimed += 1;
+                    out.reclaimed_bytes += size;
+                }
+                Temp::Other => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
     let root = &inner.layout.blobs;
     let algs = match fs::read_dir(root) {
@@ -427,7 +469,7 @@ fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
-                remove_if_stale(&entry.path(), inner.config.temp_ttl);
+                reclaim_temp(&entry.path(), inner.config.temp_ttl);
                 continue;
             }
             // Anything that is not `<alg>/<hex>` fails to parse.

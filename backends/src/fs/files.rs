@@ -105,6 +105,11 @@ impl TempFile {
                 .open(&path)
             {
                 Ok(file) => {
+                    // Held until the file is closed, by this process or by
+                    // the kernel when the process dies: a temp file nobody
+                    // holds locked has no writer (see `reclaim_temp`). File
+                    // systems without locks simply do not record one.
+                    let _ = file.try_lock();
                     return Ok(Self {
                         path,
                         file,
@@ -318,6 +323,42 @@ pub(super) fn is_stale(meta: &fs::Metadata, ttl: Duration) -> bool {
 }
 
 /// Removes `path` if it is a stale temp file; logs what it did.
+/// What [`reclaim_temp`] did with a temp file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Temp {
+    /// Its writer still holds it: bytes so far.
+    Writing(u64),
+    /// Its writer was gone; removed, with the bytes it held.
+    Reclaimed(u64),
+    /// Gone meanwhile, or kept (no lock to tell, and not stale yet).
+    Other,
+}
+
+/// Removes a temp file of this backend's writers when no writer holds its
+/// lock any more (the writer finished elsewhere, was killed or was
+/// interrupted), whatever its age. Where the file system has no locks,
+/// falls back to [`remove_if_stale`] with `ttl`.
+pub(super) fn reclaim_temp(path: &Path, ttl: Duration) -> Temp {
+    let Ok(file) = File::open(path) else {
+        return Temp::Other;
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    match file.try_lock() {
+        Ok(()) => match fs::remove_file(path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), size, "removed the temp file of a writer that is gone");
+                Temp::Reclaimed(size)
+            }
+            Err(_) => Temp::Other,
+        },
+        Err(std::fs::TryLockError::WouldBlock) => Temp::Writing(size),
+        Err(std::fs::TryLockError::Error(_)) => {
+            remove_if_stale(path, ttl);
+            Temp::Other
+        }
+    }
+}
+
 pub(super) fn remove_if_stale(path: &Path, ttl: Duration) {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() && is_stale(&m, ttl) => match fs::remove_file(path) {

@@ -240,4 +240,9 @@ impl BlobBackend for Faulty {
         self.check()?;
         self.inner.blob_notes(digest).await
     }
+
+    async fn scratch(&self) -> imagecache_core::Result<imagecache_core::Scratch> {
+        self.check()?;
+        self.inner.scratch().await
+    }
 }

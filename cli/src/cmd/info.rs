@@ -18,6 +18,12 @@ struct Info {
     configs_read: usize,
     blobs: Option<u64>,
     blob_bytes: Option<u64>,
+    /// Unfinished blob writes whose writer is at work, and their bytes.
+    temp_files: u32,
+    temp_bytes: u64,
+    /// Leftovers of writers that are gone, removed by this command.
+    temp_reclaimed: u32,
+    temp_reclaimed_bytes: u64,
     /// What opening the store found wrong.
     problems: Vec<String>,
 }
@@ -39,6 +45,9 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
     let backend = ctx.backend().await?;
     let store = ctx.store().await?;
     let caps = backend.images().capabilities();
+    // Before anything lists the blobs (which reclaims leftovers too), so
+    // that what is reclaimed is counted.
+    let scratch = backend.blobs().scratch().await?;
     // Every backend a URL opens keeps blobs beside its images.
     let stats = ctx.blobs().await?.stats().await?;
     let (blobs, blob_bytes) = (Some(stats.blobs), Some(stats.bytes));
@@ -64,6 +73,10 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
         configs_read: report.configs_read,
         blobs,
         blob_bytes,
+        temp_files: scratch.in_progress,
+        temp_bytes: scratch.in_progress_bytes,
+        temp_reclaimed: scratch.reclaimed,
+        temp_reclaimed_bytes: scratch.reclaimed_bytes,
         problems: report.problems.iter().map(ToString::to_string).collect(),
     };
     if ctx.json() {
@@ -90,6 +103,13 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
             (Some(n), Some(b)) => format!("Blobs:         {n} ({})", human_size(b)),
             _ => "Blobs:         not supported by this backend".to_owned(),
         },
+        format!(
+            "Temp files:    {} being written ({}); {} left by writers that are gone removed ({})",
+            info.temp_files,
+            human_size(info.temp_bytes),
+            info.temp_reclaimed,
+            human_size(info.temp_reclaimed_bytes)
+        ),
         format!("Problems:      {}", info.problems.len()),
     ];
     lines.extend(info.problems.iter().map(|p| format!("  {p}")));
