@@ -68,6 +68,25 @@
 //! advisory: a failure to write one is logged and does not fail the put,
 //! and a note that points at a missing blob is ignored.
 //!
+//! Notes are also untrusted. Whoever can write below the cache can change
+//! them, and a note that made one blob pass for a copy of another would
+//! make [`BlobCache::substitute`] describe a layer with the wrong bytes, or
+//! a caller that removes an image's layers with their variants (as
+//! [`BlobCache::variant`] reports them) remove an unrelated blob. So every
+//! place that follows a `compressed` or `decompressed` note
+//! ([`BlobCache::variant`], [`BlobCache::substitute`], and
+//! [`BlobCache::put_layer`] when it looks for a cached decompressed copy)
+//! honours it only when the note names another blob, both blobs are cached
+//! and look whole, and the target's note in the other direction names the
+//! first blob back. A note naming its own blob is never honoured.
+//!
+//! This is a structural check, not a proof: someone able to write *both*
+//! notes consistently can still pair two unrelated blobs. Proving the pair
+//! means decompressing one copy and hashing it, a full read of the layer on
+//! every lookup; the notes hold nothing cheaper that a forger could not
+//! rewrite too (sizes and compression names are notes as well). Protecting
+//! the cache's storage from writers is the way to rule that case out.
+//!
 //! # Concurrency
 //!
 //! [`BlobCache`] is cheap to clone; clones share the backend and counters.

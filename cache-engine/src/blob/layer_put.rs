@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest};
 
-use super::inner::KIND_LAYER;
+use super::inner::{KIND_LAYER, Link};
 use super::layer::{self, Declared, Decoded};
 use super::pipe::{self, Check, Fed, Msg, Origin};
 use super::{BlobCache, Compression, Error, LayerOptions, LayerPut, PutOptions, Result};
@@ -150,7 +150,12 @@ impl BlobCache {
         let compressed = inner.probe(digest).await?;
         let diff = match (diff_id, compressed) {
             (Some(diff), _) => Some(diff),
-            (None, Some(_)) => inner.note_digest(digest, &inner.notes.decompressed).await?,
+            // Only a link both copies confirm is taken for the diff ID; an
+            // unconfirmed one costs a decompression to learn it again.
+            (None, Some(_)) => inner
+                .linked(digest, Link::ToDecompressed)
+                .await?
+                .map(|info| info.digest),
             (None, None) => None,
         };
         let decompressed = match diff {
