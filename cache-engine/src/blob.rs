@@ -1,7 +1,7 @@
 //! A verified, streaming blob cache over any [`BlobBackend`].
 //!
 //! [`BlobCache`] keeps layer, config and manifest blobs by digest, the way
-//! buildah's blob cache does, with three differences that matter:
+//! buildah's blob cache does, with four differences that matter:
 //!
 //! * **Every put is verified.** The digest is computed while the bytes
 //!   stream to the backend; a body that does not hash to its digest (or is
@@ -16,6 +16,13 @@
 //!   I/O, and gzip or zstd layers are decompressed on a blocking thread fed
 //!   by such a pipe. Putting, reading or decompressing a 1 GiB blob uses a
 //!   few MiB.
+//! * **Decompression is bounded.** A small compressed layer can expand to
+//!   gigabytes (a "decompression bomb"). Decompression stops with
+//!   [`Error::DecompressionBomb`], storing neither copy, once the output
+//!   passes [`BlobCacheOptions::max_decompressed_size`] or, past
+//!   [`BlobCacheOptions::decompression_ratio_floor`], grows more than
+//!   [`BlobCacheOptions::max_decompression_ratio`] times the compressed
+//!   bytes read so far.
 //!
 //! # Misses, never failures
 //!
@@ -133,7 +140,7 @@ use futures::StreamExt as _;
 use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-pub use error::{Error, Result};
+pub use error::{DecompressionLimit, Error, Result};
 pub use layer::{
     Compression, LayerCompression, LayerInfo, LayerOptions, LayerPut, UnknownCompression,
     media_type,

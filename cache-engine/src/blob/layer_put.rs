@@ -71,7 +71,9 @@ impl BlobCache {
     /// # Errors
     /// Nothing is stored on [`Error::UnsupportedCompression`] (for example
     /// xz, bzip2), [`Error::Decompress`] (invalid data),
-    /// [`Error::DecompressedMismatch`], or any error of [`BlobCache::put_opts`]
+    /// [`Error::DecompressedMismatch`], [`Error::DecompressionBomb`] (the
+    /// layer decompresses past a limit of [`BlobCacheOptions`](super::BlobCacheOptions);
+    /// decompression stops there), or any error of [`BlobCache::put_opts`]
     /// about the body. [`Error::Backend`] when the backend fails;
     /// [`Error::NoRuntime`] outside Tokio.
     pub async fn put_layer_opts(
@@ -296,8 +298,17 @@ impl BlobCache {
         let (out_tx, store_decompressed) = put_if(backend, pass.diff.filter(|_| pass.store_diff));
 
         let (compression, diff) = (pass.compression, pass.diff);
+        let limits = layer::Limits::new(&self.inner.options);
         let decoder = runtime.spawn_blocking(move || {
-            layer::decode_blocking(digest, compression, decode_rx, out_tx, diff, verdict_tx)
+            layer::decode_blocking(
+                digest,
+                compression,
+                decode_rx,
+                out_tx,
+                diff,
+                limits,
+                verdict_tx,
+            )
         });
         let feeder = layer::feed_tee(
             body,
