@@ -1,7 +1,7 @@
 //! A verified, streaming blob cache over any [`BlobBackend`].
 //!
 //! [`BlobCache`] keeps layer, config and manifest blobs by digest, the way
-//! buildah's blob cache does, with three differences that matter:
+//! buildah's blob cache does, with four differences that matter:
 //!
 //! * **Every put is verified.** The digest is computed while the bytes
 //!   stream to the backend; a body that does not hash to its digest (or is
@@ -16,6 +16,13 @@
 //!   I/O, and gzip or zstd layers are decompressed on a blocking thread fed
 //!   by such a pipe. Putting, reading or decompressing a 1 GiB blob uses a
 //!   few MiB.
+//! * **Decompression is bounded.** A small compressed layer can expand to
+//!   gigabytes (a "decompression bomb"). Decompression stops with
+//!   [`Error::DecompressionBomb`], storing neither copy, once the output
+//!   passes [`BlobCacheOptions::max_decompressed_size`] or, past
+//!   [`BlobCacheOptions::decompression_ratio_floor`], grows more than
+//!   [`BlobCacheOptions::max_decompression_ratio`] times the compressed
+//!   bytes read so far.
 //!
 //! # Misses, never failures
 //!
@@ -68,6 +75,25 @@
 //! advisory: a failure to write one is logged and does not fail the put,
 //! and a note that points at a missing blob is ignored.
 //!
+//! Notes are also untrusted. Whoever can write below the cache can change
+//! them, and a note that made one blob pass for a copy of another would
+//! make [`BlobCache::substitute`] describe a layer with the wrong bytes, or
+//! a caller that removes an image's layers with their variants (as
+//! [`BlobCache::variant`] reports them) remove an unrelated blob. So every
+//! place that follows a `compressed` or `decompressed` note
+//! ([`BlobCache::variant`], [`BlobCache::substitute`], and
+//! [`BlobCache::put_layer`] when it looks for a cached decompressed copy)
+//! honours it only when the note names another blob, both blobs are cached
+//! and look whole, and the target's note in the other direction names the
+//! first blob back. A note naming its own blob is never honoured.
+//!
+//! This is a structural check, not a proof: someone able to write *both*
+//! notes consistently can still pair two unrelated blobs. Proving the pair
+//! means decompressing one copy and hashing it, a full read of the layer on
+//! every lookup; the notes hold nothing cheaper that a forger could not
+//! rewrite too (sizes and compression names are notes as well). Protecting
+//! the cache's storage from writers is the way to rule that case out.
+//!
 //! # Concurrency
 //!
 //! [`BlobCache`] is cheap to clone; clones share the backend and counters.
@@ -114,7 +140,7 @@ use futures::StreamExt as _;
 use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-pub use error::{Error, Result};
+pub use error::{DecompressionLimit, Error, Result};
 pub use layer::{
     Compression, LayerCompression, LayerInfo, LayerOptions, LayerPut, UnknownCompression,
     media_type,

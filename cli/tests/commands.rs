@@ -304,6 +304,31 @@ fn rm_refuses_parents_unless_forced() {
 }
 
 #[test]
+fn rm_ignores_a_tampered_note_naming_an_unrelated_blob() {
+    let (env, _base, child) = with_chain();
+    let unrelated = layer(&[("other", b"not part of any image")]);
+    let file = env.path("unrelated.tar");
+    write(&file, &unrelated);
+    env.cmd(&["blob", "put", file.to_str().unwrap()])
+        .assert()
+        .success();
+    let unrelated = sha(&unrelated).to_string();
+    // The child's own layer now claims the unrelated blob as its compressed
+    // copy, written below the cache as anyone with access to it could.
+    let own = sha(&child.layers[1]).to_string();
+    let notes = env
+        .path("store/imagecache/blobs/notes/sha256")
+        .join(own.trim_start_matches("sha256:"));
+    std::fs::create_dir_all(&notes).unwrap();
+    write(&notes.join("compressed"), unrelated.as_bytes());
+
+    let out = env.json(&["rm", &child.id()]);
+    assert_eq!(out["blobs_removed"].as_array().unwrap().len(), 1, "{out}");
+    assert!(!env.blob_digests().contains(&own));
+    assert!(env.blob_digests().contains(&unrelated));
+}
+
+#[test]
 fn parent_shows_and_sets_links_and_refuses_cycles() {
     let (env, base, child) = with_chain();
     env.cmd(&["parent", &child.id()])

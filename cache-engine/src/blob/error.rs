@@ -12,7 +12,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Every variant names the blob involved. Variants about bad input
 /// ([`Error::DigestMismatch`], [`Error::Truncated`], [`Error::TooLarge`],
 /// [`Error::UnsupportedCompression`], [`Error::Decompress`],
-/// [`Error::DecompressedMismatch`], [`Error::Source`], [`Error::EmptyManifest`])
+/// [`Error::DecompressedMismatch`], [`Error::DecompressionBomb`],
+/// [`Error::Source`], [`Error::EmptyManifest`])
 /// guarantee that nothing was stored under the digest the caller named.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -86,6 +87,23 @@ pub enum Error {
         /// The digest of the decompressed bytes.
         actual: Digest,
     },
+    /// A layer decompresses to more than a limit of the cache allows
+    /// ([`BlobCacheOptions::max_decompressed_size`](super::BlobCacheOptions::max_decompressed_size)
+    /// or [`BlobCacheOptions::max_decompression_ratio`](super::BlobCacheOptions::max_decompression_ratio)).
+    /// Decompression stopped there, and neither copy was stored.
+    #[error(
+        "layer {digest} decompressed to {decompressed} bytes from {compressed} compressed bytes, over {limit}; nothing was stored"
+    )]
+    DecompressionBomb {
+        /// The compressed layer.
+        digest: Digest,
+        /// Compressed bytes read when the limit was crossed.
+        compressed: u64,
+        /// Decompressed bytes when the limit was crossed.
+        decompressed: u64,
+        /// The limit crossed.
+        limit: DecompressionLimit,
+    },
     /// The caller's body stream failed.
     #[error("reading the body of blob {digest} failed; nothing was stored")]
     Source {
@@ -149,6 +167,25 @@ pub enum Error {
     },
 }
 
+/// Which bound on decompression a layer crossed; see [`Error::DecompressionBomb`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecompressionLimit {
+    /// The largest decompressed size, in bytes.
+    Size(u64),
+    /// The largest ratio of decompressed to compressed bytes.
+    Ratio(u64),
+}
+
+impl std::fmt::Display for DecompressionLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Size(bytes) => write!(f, "the limit of {bytes} decompressed bytes"),
+            Self::Ratio(ratio) => write!(f, "the limit of {ratio}:1 decompressed to compressed"),
+        }
+    }
+}
+
 fn on_digest(digest: &Option<Digest>) -> String {
     digest.map(|d| format!(" on blob {d}")).unwrap_or_default()
 }
@@ -179,6 +216,7 @@ impl Error {
                 | Self::UnsupportedCompression { .. }
                 | Self::Decompress { .. }
                 | Self::DecompressedMismatch { .. }
+                | Self::DecompressionBomb { .. }
                 | Self::Source { .. }
         )
     }
@@ -221,6 +259,7 @@ impl From<Error> for imagecache_core::Error {
                     Error::EmptyManifest { digest }
                     | Error::UnsupportedCompression { digest, .. }
                     | Error::Decompress { digest, .. }
+                    | Error::DecompressionBomb { digest, .. }
                     | Error::Write { digest, .. }
                     | Error::Interrupted { digest, .. } => Some(Key::Blob(*digest)),
                     Error::DecompressedMismatch { compressed, .. } => Some(Key::Blob(*compressed)),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use imagecache_core::{BlobBackend, BlobNotes, ByteStream, Digest, MetadataKey};
+use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest, MetadataKey};
 
 use super::{BlobCacheOptions, Counters, Error, Result, VerifiedReader, pipe};
 
@@ -30,6 +30,26 @@ impl NoteKeys {
             compressed: MetadataKey::new("compressed")?,
             decompressed: MetadataKey::new("decompressed")?,
         })
+    }
+}
+
+/// Which way a link between the two copies of a layer is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Link {
+    /// From a compressed copy to its decompressed copy.
+    ToDecompressed,
+    /// From a decompressed copy to its compressed copy.
+    ToCompressed,
+}
+
+impl NoteKeys {
+    /// The note followed along `link`, and the note on its target that must
+    /// name the start again.
+    fn link(&self, link: Link) -> (&MetadataKey, &MetadataKey) {
+        match link {
+            Link::ToDecompressed => (&self.decompressed, &self.compressed),
+            Link::ToCompressed => (&self.compressed, &self.decompressed),
+        }
     }
 }
 
@@ -250,6 +270,55 @@ impl Inner {
             tracing::warn!(%digest, note = %key, "blob cache: ignoring a note that is not a digest");
         }
         Ok(parsed)
+    }
+
+    /// The other copy of a layer, following `digest`'s note along `link`,
+    /// only if the link is confirmed from both ends.
+    ///
+    /// Notes are advisory and anyone who can write below the cache can
+    /// change them, so a note naming another blob is honoured only when:
+    /// it names a different blob; both blobs are cached and look whole;
+    /// and the target's note in the other direction names `digest` back.
+    /// That stops a single tampered or stale note from making one blob
+    /// pass for the copy of an unrelated one (and, for example, from
+    /// getting it removed with an image that never used it). Someone able
+    /// to write both notes consistently can still pair two blobs: the
+    /// proof would be to decompress one and hash it, which costs a full
+    /// read of the layer on every lookup, so that is out of scope.
+    pub(super) async fn linked(&self, digest: &Digest, link: Link) -> Result<Option<BlobInfo>> {
+        let (forward, back) = self.notes.link(link);
+        let Some(other) = self.note_digest(digest, forward).await? else {
+            return Ok(None);
+        };
+        if other == *digest {
+            self.error();
+            tracing::warn!(%digest, note = %forward, "blob cache: ignoring a note that names its own blob");
+            return Ok(None);
+        }
+        if self.probe(digest).await?.is_none() {
+            return Ok(None);
+        }
+        let Some(size) = self.probe(&other).await? else {
+            return Ok(None);
+        };
+        let confirmed = self.note_digest(&other, back).await?;
+        if confirmed != Some(*digest) {
+            // Not counted as an error: a decompressed copy shared by a gzip
+            // and a zstd layer names only the one put last, so the other
+            // link is unconfirmed without anything being damaged.
+            tracing::warn!(
+                %digest,
+                note = %forward,
+                target = %other,
+                back = ?confirmed.map(|d| d.to_string()),
+                "blob cache: ignoring a note its target does not confirm"
+            );
+            return Ok(None);
+        }
+        Ok(Some(BlobInfo {
+            digest: other,
+            size,
+        }))
     }
 
     /// Reads a text note.

@@ -1,13 +1,16 @@
 //! Layers: compression, decompressed copies and layer substitution.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{BufRead, Read};
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use imagecache_core::{BlobInfo, Digest, Hasher};
 use tokio::sync::{mpsc, oneshot};
 
-use super::error::Error;
+use super::BlobCacheOptions;
+use super::error::{DecompressionLimit, Error};
 use super::pipe::{self, Check, Fed, Msg, Origin};
 
 /// Media types of image layers, as OCI and Docker name them.
@@ -280,21 +283,63 @@ const OUT_CHUNK: usize = 256 << 10;
 #[error("the compressed stream stopped before its end")]
 struct UpstreamFailed;
 
+/// Marker for the io error [`Output::push`] returns when a bound of
+/// [`Limits`] is crossed, so the decoder stops at once.
+#[derive(Debug, thiserror::Error)]
+#[error("decompression went over a limit of the cache")]
+struct LimitExceeded;
+
+/// The bounds on decompressing one layer, from [`BlobCacheOptions`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    max_size: u64,
+    max_ratio: u64,
+    ratio_floor: u64,
+}
+
+impl Limits {
+    pub(super) fn new(options: &BlobCacheOptions) -> Self {
+        Self {
+            max_size: options.max_decompressed_size,
+            max_ratio: options.max_decompression_ratio,
+            ratio_floor: options.decompression_ratio_floor,
+        }
+    }
+
+    /// The bound `decompressed` bytes from `compressed` bytes cross, if any.
+    fn crossed(self, compressed: u64, decompressed: u64) -> Option<DecompressionLimit> {
+        if decompressed > self.max_size {
+            Some(DecompressionLimit::Size(self.max_size))
+        } else if decompressed > self.ratio_floor
+            && decompressed > compressed.saturating_mul(self.max_ratio)
+        {
+            Some(DecompressionLimit::Ratio(self.max_ratio))
+        } else {
+            None
+        }
+    }
+}
+
 /// The receiving end of a pipe as a blocking reader, for the decoders.
 struct ChannelReader {
     rx: mpsc::Receiver<Msg>,
     current: Bytes,
     ended: bool,
     upstream_failed: bool,
+    /// Compressed bytes received so far, shared with the [`Output`] that
+    /// measures the decompression ratio against it. Counted on arrival, so
+    /// the ratio errs by at most one chunk in the layer's favour.
+    received: Rc<Cell<u64>>,
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Msg>) -> Self {
+    fn new(rx: mpsc::Receiver<Msg>, received: Rc<Cell<u64>>) -> Self {
         Self {
             rx,
             current: Bytes::new(),
             ended: false,
             upstream_failed: false,
+            received,
         }
     }
 }
@@ -313,7 +358,10 @@ impl BufRead for ChannelReader {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() && !self.ended {
             match self.rx.blocking_recv() {
-                Some(Msg::Chunk(bytes)) => self.current = bytes,
+                Some(Msg::Chunk(bytes)) => {
+                    self.received.set(self.received.get() + bytes.len() as u64);
+                    self.current = bytes;
+                }
                 Some(Msg::End(Ok(()))) => self.ended = true,
                 Some(Msg::End(Err(_))) | None => {
                     self.upstream_failed = true;
@@ -331,17 +379,30 @@ impl BufRead for ChannelReader {
 }
 
 /// Where decompressed bytes go: a hasher, and a pipe to the backend when
-/// the decompressed copy is being stored.
+/// the decompressed copy is being stored. Refuses bytes past its [`Limits`].
 struct Output {
     tx: Option<mpsc::Sender<Msg>>,
     hasher: Hasher,
     size: u64,
+    limits: Limits,
+    /// Compressed bytes the decoder has been given so far.
+    compressed: Rc<Cell<u64>>,
+    /// The bound crossed, with the compressed and decompressed counts then.
+    exceeded: Option<(DecompressionLimit, u64, u64)>,
 }
 
 impl Output {
-    fn push(&mut self, chunk: Bytes) {
+    /// Takes one chunk, unless it would cross a bound: then nothing of it
+    /// is hashed or sent, and the error stops the decoder.
+    fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        let size = self.size + chunk.len() as u64;
+        let compressed = self.compressed.get();
+        if let Some(limit) = self.limits.crossed(compressed, size) {
+            self.exceeded = Some((limit, compressed, size));
+            return Err(std::io::Error::other(LimitExceeded));
+        }
         self.hasher.update(&chunk);
-        self.size += chunk.len() as u64;
+        self.size = size;
         if let Some(tx) = &self.tx
             && tx.blocking_send(Msg::Chunk(chunk)).is_err()
         {
@@ -349,6 +410,7 @@ impl Output {
             // failed and will say so). Keep hashing for the verdict.
             self.tx = None;
         }
+        Ok(())
     }
 
     fn end(&mut self, verdict: std::result::Result<(), imagecache_core::Error>) {
@@ -375,7 +437,7 @@ fn pump(mut decoder: impl Read, out: &mut Output) -> std::io::Result<()> {
             return Ok(());
         }
         buf.truncate(filled);
-        out.push(buf.freeze());
+        out.push(buf.freeze())?;
         if filled < OUT_CHUNK {
             return Ok(());
         }
@@ -423,20 +485,27 @@ pub(super) struct Decoded {
 /// `Ok`), decoded without error, and, when `expected` is given, the
 /// decompressed bytes hash to it. `verdict` is told the same outcome, so
 /// the compressed copy is published only when the decompressed one could be.
+/// Decompression stops with [`Error::DecompressionBomb`] as soon as the
+/// output would cross one of `limits`.
 pub(super) fn decode_blocking(
     compressed: Digest,
     compression: Compression,
     rx: mpsc::Receiver<Msg>,
     out_tx: Option<mpsc::Sender<Msg>>,
     expected: Option<Digest>,
+    limits: Limits,
     verdict: oneshot::Sender<bool>,
 ) -> Result<Decoded, Error> {
-    let mut reader = ChannelReader::new(rx);
+    let received = Rc::new(Cell::new(0));
+    let mut reader = ChannelReader::new(rx, Rc::clone(&received));
     let algorithm = expected.map_or(imagecache_core::Algorithm::Sha256, |d| d.algorithm());
     let mut out = Output {
         tx: out_tx,
         hasher: Hasher::new(algorithm),
         size: 0,
+        limits,
+        compressed: received,
+        exceeded: None,
     };
     let decoded = match compression {
         Compression::Gzip => pump(flate2::bufread::MultiGzDecoder::new(&mut reader), &mut out),
@@ -456,17 +525,23 @@ pub(super) fn decode_blocking(
             ))
         }
     });
-    let result = match decoded {
-        Err(_) if reader.upstream_failed => Err(Error::Interrupted {
+    let result = match (decoded, out.exceeded) {
+        (Err(_), Some((limit, compressed_bytes, decompressed))) => Err(Error::DecompressionBomb {
+            digest: compressed,
+            compressed: compressed_bytes,
+            decompressed,
+            limit,
+        }),
+        (Err(_), None) if reader.upstream_failed => Err(Error::Interrupted {
             digest: compressed,
             stage: "the compressed stream",
         }),
-        Err(source) => Err(Error::Decompress {
+        (Err(source), None) => Err(Error::Decompress {
             digest: compressed,
             compression,
             source,
         }),
-        Ok(()) => {
+        (Ok(()), _) => {
             let actual = std::mem::replace(&mut out.hasher, Hasher::new(algorithm)).finish();
             match expected {
                 Some(expected) if expected != actual => Err(Error::DecompressedMismatch {

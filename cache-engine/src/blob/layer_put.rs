@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest};
 
-use super::inner::KIND_LAYER;
+use super::inner::{KIND_LAYER, Link};
 use super::layer::{self, Declared, Decoded};
 use super::pipe::{self, Check, Fed, Msg, Origin};
 use super::{BlobCache, Compression, Error, LayerOptions, LayerPut, PutOptions, Result};
@@ -71,7 +71,9 @@ impl BlobCache {
     /// # Errors
     /// Nothing is stored on [`Error::UnsupportedCompression`] (for example
     /// xz, bzip2), [`Error::Decompress`] (invalid data),
-    /// [`Error::DecompressedMismatch`], or any error of [`BlobCache::put_opts`]
+    /// [`Error::DecompressedMismatch`], [`Error::DecompressionBomb`] (the
+    /// layer decompresses past a limit of [`BlobCacheOptions`](super::BlobCacheOptions);
+    /// decompression stops there), or any error of [`BlobCache::put_opts`]
     /// about the body. [`Error::Backend`] when the backend fails;
     /// [`Error::NoRuntime`] outside Tokio.
     pub async fn put_layer_opts(
@@ -150,7 +152,12 @@ impl BlobCache {
         let compressed = inner.probe(digest).await?;
         let diff = match (diff_id, compressed) {
             (Some(diff), _) => Some(diff),
-            (None, Some(_)) => inner.note_digest(digest, &inner.notes.decompressed).await?,
+            // Only a link both copies confirm is taken for the diff ID; an
+            // unconfirmed one costs a decompression to learn it again.
+            (None, Some(_)) => inner
+                .linked(digest, Link::ToDecompressed)
+                .await?
+                .map(|info| info.digest),
             (None, None) => None,
         };
         let decompressed = match diff {
@@ -291,8 +298,17 @@ impl BlobCache {
         let (out_tx, store_decompressed) = put_if(backend, pass.diff.filter(|_| pass.store_diff));
 
         let (compression, diff) = (pass.compression, pass.diff);
+        let limits = layer::Limits::new(&self.inner.options);
         let decoder = runtime.spawn_blocking(move || {
-            layer::decode_blocking(digest, compression, decode_rx, out_tx, diff, verdict_tx)
+            layer::decode_blocking(
+                digest,
+                compression,
+                decode_rx,
+                out_tx,
+                diff,
+                limits,
+                verdict_tx,
+            )
         });
         let feeder = layer::feed_tee(
             body,

@@ -14,6 +14,29 @@ pub struct BlobCacheOptions {
     /// Largest manifest accepted by [`BlobCache::put_manifest`](super::BlobCache::put_manifest) and returned
     /// by [`BlobCache::get_manifest`](super::BlobCache::get_manifest). Default 4 MiB, as registries commonly allow.
     pub max_manifest_size: u64,
+    /// Largest decompressed copy [`BlobCache::put_layer`](super::BlobCache::put_layer)
+    /// makes of a compressed layer. Default 64 GiB: far above any layer a
+    /// registry serves in practice, so it only stops a stream that would
+    /// otherwise fill the disk.
+    pub max_decompressed_size: u64,
+    /// Largest ratio of decompressed to compressed bytes accepted once a
+    /// layer has decompressed to more than
+    /// [`BlobCacheOptions::decompression_ratio_floor`]. Default 100.
+    ///
+    /// Real layers compress 2 to 10 times, text-heavy ones up to 20 or 30;
+    /// gzip cannot exceed about 1030 and a small bomb (gigabytes of zeros
+    /// in a few megabytes) sits near it. 100 leaves real layers a wide
+    /// margin and stops a bomb after it has written 100 times its own size.
+    /// The ratio is taken against the compressed bytes read so far, the
+    /// only count a hostile stream cannot inflate, so a layer that *starts*
+    /// with a long run of zeros (a preallocated file) can trip it even if
+    /// it compresses less overall; raise this or the floor for such images.
+    pub max_decompression_ratio: u64,
+    /// Decompressed bytes a layer may reach before
+    /// [`BlobCacheOptions::max_decompression_ratio`] applies. Default 64 MiB,
+    /// so small, very compressible layers (a few files of zeros, a
+    /// directory of text) are never refused by ratio.
+    pub decompression_ratio_floor: u64,
 }
 
 impl Default for BlobCacheOptions {
@@ -21,6 +44,9 @@ impl Default for BlobCacheOptions {
         Self {
             strict: false,
             max_manifest_size: 4 << 20,
+            max_decompressed_size: 64 << 30,
+            max_decompression_ratio: 100,
+            decompression_ratio_floor: 64 << 20,
         }
     }
 }
@@ -40,6 +66,24 @@ impl BlobCacheOptions {
     /// Sets [`BlobCacheOptions::max_manifest_size`].
     pub fn with_max_manifest_size(mut self, bytes: u64) -> Self {
         self.max_manifest_size = bytes;
+        self
+    }
+
+    /// Sets [`BlobCacheOptions::max_decompressed_size`].
+    pub fn with_max_decompressed_size(mut self, bytes: u64) -> Self {
+        self.max_decompressed_size = bytes;
+        self
+    }
+
+    /// Sets [`BlobCacheOptions::max_decompression_ratio`].
+    pub fn with_max_decompression_ratio(mut self, ratio: u64) -> Self {
+        self.max_decompression_ratio = ratio;
+        self
+    }
+
+    /// Sets [`BlobCacheOptions::decompression_ratio_floor`].
+    pub fn with_decompression_ratio_floor(mut self, bytes: u64) -> Self {
+        self.decompression_ratio_floor = bytes;
         self
     }
 }

@@ -3,6 +3,7 @@
 
 use imagecache_core::{BlobInfo, Digest};
 
+use super::inner::Link;
 use super::layer;
 use super::{BlobCache, Compression, LayerCompression, LayerInfo, Result};
 
@@ -11,22 +12,23 @@ impl BlobCache {
     /// decompressed copy when `to` is [`Compression::None`], else its
     /// compressed copy. Only variants that are cached and look whole count.
     ///
+    /// Notes are not trusted on their own word: the variant is returned
+    /// only if `digest` itself is cached, the note names another blob, and
+    /// that blob's note in the other direction names `digest` back. A
+    /// decompressed copy shared by several compressed layers (a gzip and a
+    /// zstd one) names only the one stored last, so only that one is its
+    /// variant. See the [module docs](super#notes) for what this check does
+    /// not cover.
+    ///
     /// # Errors
     /// Only in [strict](super::BlobCacheOptions::strict) mode: [`Error::Backend`](super::Error::Backend).
     pub async fn variant(&self, digest: &Digest, to: Compression) -> Result<Option<BlobInfo>> {
-        let inner = &self.inner;
-        let key = if to == Compression::None {
-            &inner.notes.decompressed
+        let link = if to == Compression::None {
+            Link::ToDecompressed
         } else {
-            &inner.notes.compressed
+            Link::ToCompressed
         };
-        let Some(other) = inner.note_digest(digest, key).await? else {
-            return Ok(None);
-        };
-        Ok(inner.probe(&other).await?.map(|size| BlobInfo {
-            digest: other,
-            size,
-        }))
+        self.inner.linked(digest, link).await
     }
 
     /// Rewrites a list of layers to their cached compressed or decompressed
@@ -38,7 +40,9 @@ impl BlobCache {
     /// whose other variant is cached (and looks whole) is replaced by it,
     /// with its digest, size and a media type of the same family (OCI or
     /// Docker). Layers without a cached variant, or whose media type has no
-    /// name for the variant's compression, are kept as they are.
+    /// name for the variant's compression, are kept as they are. A variant
+    /// counts only when its notes and the layer's name each other, as for
+    /// [`BlobCache::variant`].
     ///
     /// # Errors
     /// Only in [strict](super::BlobCacheOptions::strict) mode: [`Error::Backend`](super::Error::Backend).
@@ -65,15 +69,16 @@ impl BlobCache {
         mode: LayerCompression,
     ) -> Result<Option<LayerInfo>> {
         let inner = &self.inner;
-        let key = match mode {
-            LayerCompression::Compress => &inner.notes.compressed,
-            LayerCompression::Decompress => &inner.notes.decompressed,
+        let link = match mode {
+            LayerCompression::Compress => Link::ToCompressed,
+            LayerCompression::Decompress => Link::ToDecompressed,
             LayerCompression::Preserve => return Ok(None),
         };
-        let Some(other) = inner.note_digest(&layer.digest, key).await? else {
-            return Ok(None);
-        };
-        let Some(size) = inner.probe(&other).await? else {
+        let Some(BlobInfo {
+            digest: other,
+            size,
+        }) = inner.linked(&layer.digest, link).await?
+        else {
             return Ok(None);
         };
         let to = match mode {
