@@ -7,6 +7,7 @@
 // unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod blob_common;
 
 use std::sync::Arc;
@@ -791,27 +792,6 @@ async fn verified_reader_feeds_another_backend(fx: Fixture) {
     let reader = fx.cache.get(&digest).await.unwrap().unwrap();
     assert!(third.put(&digest, reader.into_byte_stream()).await.is_err());
     assert_eq!(third.has(&digest).await.unwrap(), None);
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Fixture::memory().await).await;
-                }
-            )*
-        }
-        mod fs {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Fixture::fs().await).await;
-                }
-            )*
-        }
-    };
 }
 
 on_every_backend!(

@@ -6,6 +6,7 @@
 // unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod blob_common;
 
 use blob_common::*;
@@ -150,27 +151,6 @@ async fn put_layer_does_not_adopt_an_unconfirmed_decompressed_copy(fx: Fixture) 
         Some(a.tar.to_string())
     );
     assert_eq!(fx.note(&b.tar, "compressed").await, Some(b.gz.to_string()));
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Fixture::memory().await).await;
-                }
-            )*
-        }
-        mod fs {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Fixture::fs().await).await;
-                }
-            )*
-        }
-    };
 }
 
 on_every_backend!(

@@ -246,3 +246,26 @@ impl BlobBackend for Faulty {
         self.inner.scratch().await
     }
 }
+
+/// Runs each case, an `async fn(Fixture)`, on the memory and fs backends.
+#[allow(unused_macros)]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Fixture::memory().await).await;
+                }
+            )*
+        }
+        mod fs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Fixture::fs().await).await;
+                }
+            )*
+        }
+    };
+}
