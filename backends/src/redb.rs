@@ -209,7 +209,11 @@ struct Inner {
     /// Declared first so that the sidecar goes before the database closes:
     /// removing it after would race with the next process writing its own.
     lock_info: Option<LockInfo>,
-    db: redb::Database,
+    /// Every operation takes the read side only long enough to begin a
+    /// transaction; recovering from a storage failure takes the write side
+    /// to close and reopen the file. `None` only while that happens, or
+    /// when reopening failed.
+    db: std::sync::RwLock<Option<redb::Database>>,
     path: PathBuf,
     config: RedbConfig,
 }
@@ -377,19 +381,7 @@ impl Inner {
             })?;
         }
         refuse_empty_file(&path)?;
-        let db = redb::Builder::new()
-            .set_cache_size(config.cache_size)
-            .create(&path)
-            .map_err(|source| match source {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
-                    holder: lock_info::describe_holder(&path),
-                    path: path.clone(),
-                },
-                source => Error::Open {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
+        let db = open_database(&path, &config)?;
         // Only the holder of the redb lock gets here, so only it writes the
         // sidecar; a refused opener reads it.
         let lock_info = match LockInfo::write(&path) {
@@ -401,7 +393,7 @@ impl Inner {
         };
         let inner = Self {
             lock_info,
-            db,
+            db: std::sync::RwLock::new(Some(db)),
             path,
             config,
         };
@@ -440,15 +432,91 @@ impl Inner {
     }
 
     fn begin_write(&self, durability: redb::Durability) -> Result<redb::WriteTransaction, Error> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.database(redb::Database::begin_write)??;
         txn.set_durability(durability)?;
         Ok(txn)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, Error> {
+        use redb::ReadableDatabase as _;
+        Ok(self.database(redb::Database::begin_read)??)
+    }
+
+    /// Runs `f` on the open database.
+    fn database<T>(&self, f: impl FnOnce(&redb::Database) -> T) -> Result<T, Error> {
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match db.as_ref() {
+            Some(db) => Ok(f(db)),
+            None => Err(Error::Closed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// After a storage failure (a full disk, a file size limit) redb
+    /// refuses every later transaction of this handle. Closes and reopens
+    /// the file — which removes the unfinished uploads, the failed one
+    /// among them — and gives the space they held back to the file system,
+    /// so that the store is usable again and the disk no fuller than
+    /// before. Transactions still open elsewhere keep the file open; the
+    /// reopen then fails and the next storage failure tries again.
+    fn recover(&self) -> Result<(), Error> {
+        self.reopen()?;
+        let compacted = {
+            let mut db = self
+                .db
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            db.as_mut().map(redb::Database::compact)
+        };
+        if let Some(Err(err)) = compacted {
+            // Compacting needs room too; without it the freed pages stay
+            // in the file for later puts, and the failed attempt left the
+            // handle refusing transactions again.
+            tracing::info!(path = %self.path.display(), error = %err, "no room to compact after a storage failure");
+            self.reopen()?;
+        }
+        tracing::info!(path = %self.path.display(), "reopened the database after a storage failure");
+        Ok(())
+    }
+
+    /// Closes and reopens the file, removing unfinished uploads.
+    fn reopen(&self) -> Result<(), Error> {
+        {
+            let mut db = self
+                .db
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            drop(db.take());
+            *db = Some(open_database(&self.path, &self.config)?);
+        }
+        self.prepare()
     }
 
     /// The durability the configuration asks for.
     fn durability(&self) -> redb::Durability {
         self.config.durability.to_redb()
     }
+}
+
+/// Opens (creating if needed) the database file.
+fn open_database(path: &Path, config: &RedbConfig) -> Result<redb::Database, Error> {
+    redb::Builder::new()
+        .set_cache_size(config.cache_size)
+        .create(path)
+        .map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
+                holder: lock_info::describe_holder(path),
+                path: path.to_owned(),
+            },
+            source => Error::Open {
+                path: path.to_owned(),
+                source,
+            },
+        })
 }
 
 /// What to do about a file of another layout version.
@@ -530,6 +598,8 @@ enum Error {
 
     #[error("a blocking task failed")]
     Join(#[source] tokio::task::JoinError),
+    #[error("{} is closed after a storage failure and could not be reopened yet", path.display())]
+    Closed { path: PathBuf },
 }
 
 /// What a damaged database is called in errors.

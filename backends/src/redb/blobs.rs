@@ -26,7 +26,7 @@ use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey,
     normalize_notes,
 };
-use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{ReadableTable as _, TableDefinition};
 use tokio::task::JoinHandle;
 
 use super::{Error, Inner, META, META_NEXT_UPLOAD, RedbBackend, blob_not_found, with_key};
@@ -178,14 +178,41 @@ async fn put(
         (Err(err), _) | (Ok(_), Err(err)) => Err(err),
     };
     guard.armed = false;
-    if result.is_err()
-        && let Err(err) = backend
-            .run(key, move |inner| inner.discard_upload(upload))
-            .await
-    {
-        tracing::warn!(%digest, upload, error = %err, "cannot remove the chunks of a failed upload; the next open removes them");
+    if let Err(failure) = &result {
+        // After a storage failure redb refuses the handle's transactions,
+        // the discard included: reopening removes the upload instead, and
+        // gives its space back.
+        let storage = is_storage_failure(failure);
+        let cleaned = backend
+            .run(key, move |inner| {
+                if storage {
+                    inner.recover()
+                } else {
+                    inner.discard_upload(upload)
+                }
+            })
+            .await;
+        if let Err(err) = cleaned {
+            tracing::warn!(%digest, upload, error = %err, "cannot remove the chunks of a failed upload; the next open removes them");
+        }
     }
     result
+}
+
+/// Whether a failed put met the storage itself failing (I/O), not a bad
+/// body.
+fn is_storage_failure(err: &imagecache_core::Error) -> bool {
+    let imagecache_core::Error::Backend { source, .. } = err else {
+        return false;
+    };
+    matches!(
+        source.downcast_ref::<Error>(),
+        Some(
+            Error::Storage(_)
+                | Error::Commit(redb::CommitError::Storage(_))
+                | Error::Transaction(redb::TransactionError::Storage(_))
+        )
+    )
 }
 
 /// Opens a blob for reading; see [`BlobBackend::get_blob`].
@@ -421,7 +448,7 @@ fn notes_range(digest: &Digest) -> (String, String) {
 impl Inner {
     /// The upload id and size of a stored blob.
     pub(super) fn blob_entry(&self, digest: &Digest) -> Result<Option<(u64, u64)>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let blobs = txn.open_table(BLOBS)?;
         Ok(blobs.get(digest.to_string().as_str())?.map(|g| g.value()))
     }
@@ -434,7 +461,7 @@ impl Inner {
     }
 
     pub(super) fn list_blobs(&self) -> Result<Vec<BlobInfo>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let blobs = txn.open_table(BLOBS)?;
         let mut out = Vec::new();
         for entry in blobs.iter()? {
@@ -502,7 +529,7 @@ impl Inner {
     /// Every note of a blob, sorted by key (the table's own order). Keys
     /// that do not parse as note keys are passed over.
     pub(super) fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let notes = txn.open_table(BLOB_NOTES)?;
         let (low, high) = notes_range(digest);
         let mut out = BlobNotes::new();
@@ -535,7 +562,7 @@ impl Inner {
     }
 
     pub(super) fn get_blob_note(&self, digest: &Digest, key: &MetadataKey) -> Result<Bytes, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let notes = txn.open_table(BLOB_NOTES)?;
         let value = notes
             .get(note_key(digest, key).as_str())?
@@ -623,7 +650,7 @@ impl Inner {
 
     /// Reads one chunk in its own read transaction.
     fn read_chunk(&self, upload: u64, index: u32) -> Result<Option<Bytes>, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let chunks = txn.open_table(BLOB_CHUNKS)?;
         let chunk = chunks
             .get((upload, index))?

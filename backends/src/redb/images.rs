@@ -34,7 +34,7 @@ use imagecache_core::{
     Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Reference, Snapshot,
     StoreBackend, WriteBatch, WriteOp,
 };
-use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use super::index::{self, ChunkKey, ContentRef, Edit, Entry, Found, Location};
 use super::load;
@@ -636,14 +636,14 @@ impl Inner {
     }
 
     pub(super) fn get(&self, id: &ImageId) -> Result<Bytes, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let at = Self::locate(&txn, id)?.content;
         let data = read_config(&txn.open_table(CONTENT)?, at)?;
         Ok(Content::verify(*id, data)?.into_data())
     }
 
     pub(super) fn get_metadata(&self, id: &ImageId, key: &MetadataKey) -> Result<Bytes, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let image = id.to_bytes();
         let block = Self::locate(&txn, id)?.block;
         let raw = {
@@ -667,7 +667,7 @@ impl Inner {
 
     /// Reads every index block and the quarantine; see [`load`](super::load).
     pub(super) fn load(&self) -> Result<Snapshot, Error> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let load::Loaded {
             images,
             mut quarantined,
