@@ -325,7 +325,20 @@ impl RedbBackend {
         f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
     ) -> imagecache_core::Result<T> {
         let inner = Arc::clone(&self.inner);
-        let result = match tokio::task::spawn_blocking(move || f(&inner)).await {
+        let result = match tokio::task::spawn_blocking(move || {
+            let result = f(&inner);
+            // redb refuses every later transaction of a handle whose
+            // storage failed; reopen so that the next call can succeed.
+            if let Err(err) = &result
+                && err.is_storage()
+                && let Err(reopen) = inner.recover()
+            {
+                tracing::warn!(path = %inner.path.display(), error = %reopen, "cannot reopen the database after a storage failure");
+            }
+            result
+        })
+        .await
+        {
             Ok(result) => result,
             Err(join) => Err(Error::Join(join)),
         };
@@ -612,6 +625,24 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         Err(payload) => payload
             .downcast::<&'static str>()
             .map_or_else(|_| "no message".to_owned(), |text| (*text).to_owned()),
+    }
+}
+
+impl Error {
+    /// Whether the storage under redb failed (I/O: a full disk, a file
+    /// size limit, a failing device), after which redb refuses the
+    /// handle's transactions until it is reopened.
+    fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage(redb::StorageError::Io(_) | redb::StorageError::PreviousIo)
+                | Self::Commit(redb::CommitError::Storage(
+                    redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+                ))
+                | Self::Transaction(redb::TransactionError::Storage(
+                    redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+                ))
+        )
     }
 }
 

@@ -205,14 +205,7 @@ fn is_storage_failure(err: &imagecache_core::Error) -> bool {
     let imagecache_core::Error::Backend { source, .. } = err else {
         return false;
     };
-    matches!(
-        source.downcast_ref::<Error>(),
-        Some(
-            Error::Storage(_)
-                | Error::Commit(redb::CommitError::Storage(_))
-                | Error::Transaction(redb::TransactionError::Storage(_))
-        )
-    )
+    source.downcast_ref::<Error>().is_some_and(Error::is_storage)
 }
 
 /// Opens a blob for reading; see [`BlobBackend::get_blob`].
