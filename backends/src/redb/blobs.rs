@@ -205,7 +205,9 @@ fn is_storage_failure(err: &imagecache_core::Error) -> bool {
     let imagecache_core::Error::Backend { source, .. } = err else {
         return false;
     };
-    source.downcast_ref::<Error>().is_some_and(Error::is_storage)
+    source
+        .downcast_ref::<Error>()
+        .is_some_and(Error::is_storage)
 }
 
 /// Opens a blob for reading; see [`BlobBackend::get_blob`].
