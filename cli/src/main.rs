@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser as _;
 
 use crate::cli::Cli;
-use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED};
+use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         };
         match result {
             Ok(code) => code,
+            // A reader that stopped early (`imagecache ls | head`) is not
+            // an error: end quietly, as Docker does.
+            Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
             Err(e) => {
                 eprintln!("error: {}", e.one_line());
                 e.exit_code()

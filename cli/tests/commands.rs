@@ -840,3 +840,41 @@ fn a_config_truncated_to_nothing_is_quarantined_and_reported_everywhere() {
             .is_dir()
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    use std::io::Read as _;
+    let env = Env::fs();
+    let data: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let file = env.path("big.bin");
+    write(&file, &data);
+    let digest = sha(&data).to_string();
+    env.cmd(&["blob", "put", file.to_str().unwrap()])
+        .assert()
+        .success();
+    // More than a pipe holds, so the command is still writing when the
+    // reader goes, as `imagecache blob get … | head -c 16` does.
+    let mut child = env
+        .std_cmd(&["blob", "get", &digest])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(head, data[..16]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
