@@ -24,9 +24,27 @@ pub(crate) struct Cli {
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
 
+    /// Log what the libraries do on stderr: -v info, -vv debug, -vvv trace
+    /// (`RUST_LOG`, when set, decides instead, e.g. `RUST_LOG=imagecache_backends=debug`).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// How log lines look: text, or JSON lines for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line per event, for people (colours on a terminal).
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// Output formats.

@@ -13,11 +13,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser as _;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, LogFormat};
 use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK};
+
+/// Sends the libraries' `tracing` events to stderr: nothing by default,
+/// more with each `-v`, or what `RUST_LOG` asks for.
+fn install_logging(cli: &Cli) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let level = match cli.verbose {
+        0 => "off",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        _ => EnvFilter::new(level),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    if let Err(e) = installed {
+        eprintln!("warning: logging is off: {e}");
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

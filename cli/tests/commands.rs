@@ -878,3 +878,39 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn logs_are_off_by_default_and_on_with_verbose_or_rust_log() {
+    let (env, _, _) = with_chain();
+    let quiet = env.cmd(&["ls"]).output().unwrap();
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let text = env.cmd(&["-v", "ls"]).output().unwrap();
+    let text = String::from_utf8(text.stderr).unwrap();
+    assert!(
+        text.contains("INFO")
+            && text.contains("opened the image store")
+            && text.contains("images=2"),
+        "{text}"
+    );
+    let json = env
+        .cmd(&["-v", "--log-format", "json", "ls"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8(json.stderr).unwrap();
+    let event: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(event["fields"]["images"], json!(2));
+    let by_env = env
+        .cmd(&["ls"])
+        .env("RUST_LOG", "imagecache_store=info")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(by_env.stderr)
+            .unwrap()
+            .contains("opened the image store")
+    );
+}

@@ -114,7 +114,16 @@ impl Store {
                 report: RwLock::new(OpenReport::default()),
             }),
         };
-        store.refresh().await?;
+        let started = std::time::Instant::now();
+        let report = store.refresh().await?;
+        tracing::info!(
+            backend = %store.inner.backend,
+            images = store.len(),
+            configs_read = report.configs_read,
+            problems = report.problems.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "opened the image store"
+        );
         Ok(store)
     }
 
