@@ -90,10 +90,17 @@ pub(crate) enum Command {
         images: Vec<String>,
     },
     /// List images: those without children, or all with -a.
+    #[command(visible_alias = "images")]
     Ls {
         /// Show every image, intermediate ones included.
         #[arg(long, short)]
         all: bool,
+        /// Only image IDs, each once.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Full image IDs.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Show images' configs as stored, with what the store knows about them.
     Inspect {

@@ -914,3 +914,46 @@ fn logs_are_off_by_default_and_on_with_verbose_or_rust_log() {
             .contains("opened the image store")
     );
 }
+
+#[test]
+fn ls_shows_names_as_docker_images_does() {
+    let (env, base, child) = with_chain();
+    env.cmd(&["tag", &child.id(), "localhost:5000/app:v2"])
+        .assert()
+        .success();
+    let out = env.cmd(&["ls", "-a"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("REPOSITORY") && header.contains("TAG") && header.contains("IMAGE ID"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("example/app ") && l.contains(" 1 ")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("localhost:5000/app ") && l.contains(" v2 ")),
+        "{text}"
+    );
+    let quiet = env
+        .cmd(&["images", "-a", "-q", "--no-trunc"])
+        .output()
+        .unwrap();
+    let mut ids: Vec<String> = String::from_utf8(quiet.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    let mut expected = vec![base.id(), child.id()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let listed = env.json(&["ls"]);
+    assert_eq!(
+        listed[0]["names"],
+        json!(["example/app:1", "localhost:5000/app:v2"])
+    );
+}

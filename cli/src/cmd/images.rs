@@ -26,6 +26,8 @@ pub(super) fn platform_text(p: &Platform) -> String {
 #[derive(Debug, Serialize)]
 struct Listed {
     id: ImageId,
+    /// Its names, `repository:tag`.
+    names: Vec<String>,
     created: Option<String>,
     platform: String,
     layers: u32,
@@ -36,10 +38,11 @@ struct Listed {
     config_size: u64,
 }
 
-impl From<&ImageInfo> for Listed {
-    fn from(i: &ImageInfo) -> Self {
+impl Listed {
+    fn new(i: &ImageInfo, names: Vec<String>) -> Self {
         Self {
             id: i.id,
+            names,
             created: i.created.map(|t| t.to_string()),
             platform: platform_text(&i.platform),
             layers: i.layers,
@@ -58,31 +61,64 @@ fn newest_first(a: &ImageInfo, b: &ImageInfo) -> std::cmp::Ordering {
     key(b).cmp(&key(a)).then_with(|| a.id.cmp(&b.id))
 }
 
-pub(super) async fn ls(ctx: &Ctx, all: bool) -> Result<u8> {
+pub(super) async fn ls(ctx: &Ctx, all: bool, quiet: bool, no_trunc: bool) -> Result<u8> {
     let store = ctx.store().await?;
     let ids = if all { store.ids() } else { store.heads() };
     let mut infos: Vec<ImageInfo> = ids.iter().filter_map(|id| store.info(id)).collect();
     infos.sort_by(newest_first);
+    let id_text = |id: &ImageId| if no_trunc { id.to_string() } else { short(id) };
+    if quiet {
+        print_lines(infos.iter().map(|i| id_text(&i.id)))?;
+        return Ok(EXIT_OK);
+    }
     if ctx.json() {
-        let listed: Vec<Listed> = infos.iter().map(Listed::from).collect();
+        let listed: Vec<Listed> = infos
+            .iter()
+            .map(|i| {
+                let names = store.names_of(&i.id);
+                Listed::new(i, names.iter().map(|n| n.familiar().to_owned()).collect())
+            })
+            .collect();
         return print_json(&listed);
     }
     let now = Timestamp::now_utc();
-    let rows: Vec<Vec<String>> = infos
-        .iter()
-        .map(|i| {
-            vec![
-                short(&i.id),
+    let mut rows: Vec<Vec<String>> = Vec::with_capacity(infos.len());
+    for i in &infos {
+        let names = store.names_of(&i.id);
+        // One row per name, as `docker images` shows them; `<none>` for
+        // an image without one.
+        let pairs: Vec<(String, String)> = if names.is_empty() {
+            vec![("<none>".to_owned(), "<none>".to_owned())]
+        } else {
+            names
+                .iter()
+                .map(|n| {
+                    let repository = n.familiar().split(['@']).next().unwrap_or_default();
+                    let repository = match (n.tag(), repository.rsplit_once(':')) {
+                        (Some(_), Some((repo, _))) => repo.to_owned(),
+                        _ => repository.to_owned(),
+                    };
+                    (repository, n.tag().unwrap_or("<none>").to_owned())
+                })
+                .collect()
+        };
+        for (repository, tag) in pairs {
+            rows.push(vec![
+                repository,
+                tag,
+                id_text(&i.id),
                 human_ago(i.created.as_ref(), now),
                 platform_text(&i.platform),
                 i.layers.to_string(),
-                i.parent.as_ref().map(short).unwrap_or_default(),
+                i.parent.as_ref().map(&id_text).unwrap_or_default(),
                 if i.built_locally { "yes" } else { "no" }.to_owned(),
-            ]
-        })
-        .collect();
+            ]);
+        }
+    }
     print_table(
         &[
+            "REPOSITORY",
+            "TAG",
             "IMAGE ID",
             "CREATED",
             "PLATFORM",

@@ -201,7 +201,11 @@ pub(crate) async fn run(
             layout,
             images,
         } => transfer::save(&ctx, &images, output.as_deref(), layout).await,
-        Command::Ls { all } => images::ls(&ctx, all).await,
+        Command::Ls {
+            all,
+            quiet,
+            no_trunc,
+        } => images::ls(&ctx, all, quiet, no_trunc).await,
         Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
         Command::History { id } => images::history(&ctx, &id).await,
         Command::Search { prefix } => images::search(&ctx, &prefix).await,
