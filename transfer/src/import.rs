@@ -394,13 +394,27 @@ struct Undo {
 impl Undo {
     /// Removes the blobs now.
     async fn run(&mut self) {
-        for digest in std::mem::take(&mut self.added) {
-            if let Err(e) = self.cache.delete(&digest).await {
-                self.progress.warn(format!(
-                    "could not remove blob {digest} added by the failed import: {}",
-                    imagecache_core::error_text(&e)
-                ));
-            }
+        let (cache, added, progress) = self.take();
+        remove_blobs(cache, added, progress).await;
+    }
+
+    fn take(&mut self) -> (BlobCache, Vec<Digest>, Reporter) {
+        (
+            self.cache.clone(),
+            std::mem::take(&mut self.added),
+            self.progress.clone(),
+        )
+    }
+}
+
+/// Removes the blobs a failed import added, warning about those that stay.
+async fn remove_blobs(cache: BlobCache, added: Vec<Digest>, progress: Reporter) {
+    for digest in added {
+        if let Err(e) = cache.delete(&digest).await {
+            progress.warn(format!(
+                "could not remove blob {digest} added by the failed import: {}",
+                imagecache_core::error_text(&e)
+            ));
         }
     }
 }
@@ -410,28 +424,14 @@ impl Drop for Undo {
         if self.added.is_empty() {
             return;
         }
-        let added = std::mem::take(&mut self.added);
-        let cache = self.cache.clone();
-        let progress = self.progress.clone();
-        let undo = async move {
-            for digest in added {
-                if let Err(e) = cache.delete(&digest).await {
-                    progress.warn(format!(
-                        "could not remove blob {digest} added by the failed import: {}",
-                        imagecache_core::error_text(&e)
-                    ));
-                }
-            }
-        };
+        let (cache, added, progress) = self.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(undo);
+                runtime.spawn(remove_blobs(cache, added, progress));
             }
             // Without a runtime nothing can be awaited; the blobs stay
             // unreferenced until a garbage collection removes them.
-            Err(_) => self
-                .progress
-                .warn("no runtime to remove the blobs of a failed import".to_owned()),
+            Err(_) => progress.warn("no runtime to remove the blobs of a failed import".to_owned()),
         }
     }
 }

@@ -14,7 +14,7 @@ pub(crate) fn resolve(
     let given = Reference::parse(reference)
         .ok()
         .map(Reference::with_default_tag)
-        .filter(|name| store.names().iter().any(|(n, i)| n == name && *i == id));
+        .filter(|name| store.names_of(&id).contains(name));
     let names = match given {
         Some(name) => vec![name.familiar().to_owned()],
         None => store

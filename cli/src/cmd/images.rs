@@ -454,13 +454,18 @@ async fn remove_one(
 ) -> Result<(Removed, Option<std::sync::Arc<imagecache_core::Image>>)> {
     let named = imagecache_core::Reference::parse(term)
         .ok()
-        .map(imagecache_core::Reference::with_default_tag)
-        .filter(|name| store.names().iter().any(|(n, _)| n == name));
-    let (id, untagged) = match named {
-        Some(name) => {
-            let id = store.untag(&name).await?;
-            (id, Some(name.familiar().to_owned()))
-        }
+        .map(imagecache_core::Reference::with_default_tag);
+    // A name is untagged first; a term that names nothing is an ID.
+    let untagged = match named {
+        Some(name) => match store.untag(&name).await {
+            Ok(id) => Some((id, name.familiar().to_owned())),
+            Err(imagecache_store::Error::NameNotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let (id, untagged) = match untagged {
+        Some((id, name)) => (id, Some(name)),
         None => (store.resolve(term)?, None),
     };
     if untagged.is_some() && !force && !store.names_of(&id).is_empty() {
