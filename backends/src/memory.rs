@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use imagecache_core::{Digest, ImageId, MetadataKey, Reference};
+use imagecache_core::{Digest, ImageId, Lease, LeaseId, MetadataKey, Reference, Timestamp};
 
 mod blobs;
 #[cfg(feature = "testing")]
@@ -35,6 +35,7 @@ struct ImageEntry {
 struct BlobEntry {
     data: Bytes,
     notes: BTreeMap<MetadataKey, Bytes>,
+    stored: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +43,7 @@ struct State {
     images: BTreeMap<ImageId, ImageEntry>,
     quarantined: BTreeMap<ImageId, (ImageEntry, String)>,
     names: BTreeMap<Reference, ImageId>,
+    leases: BTreeMap<LeaseId, Lease>,
     blobs: BTreeMap<Digest, BlobEntry>,
 }
 

@@ -202,6 +202,7 @@ impl StoreBackend for LoggingMap {
                 .iter()
                 .map(|(name, id)| (name.clone(), *id))
                 .collect(),
+            leases: Vec::new(),
         })
     }
 }

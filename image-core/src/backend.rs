@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use crate::digest::ImageId;
 use crate::error::{Error, Key, MetadataKey, Result};
+use crate::lease::{Lease, LeaseId};
 use crate::reference::Reference;
+use crate::usage::Usage;
 
 /// An image config ready to store: non-empty bytes and the ID they hash to.
 ///
@@ -144,11 +146,20 @@ pub enum WriteOp {
         /// The name.
         name: Reference,
     },
+    /// Store a lease, replacing any lease with the same ID whole. A lease
+    /// needs no image to exist: it may hold what is not stored yet.
+    SetLease(Lease),
+    /// Remove a lease; removing a lease that is not stored is not an error.
+    DeleteLease {
+        /// The lease.
+        id: LeaseId,
+    },
 }
 
 impl WriteOp {
     /// The image the operation touches; `None` for
-    /// [`WriteOp::DeleteName`], which names no image.
+    /// [`WriteOp::DeleteName`] and the lease operations, which need no
+    /// image.
     pub fn id(&self) -> Option<ImageId> {
         match self {
             Self::Put(c) => Some(c.id()),
@@ -158,7 +169,7 @@ impl WriteOp {
             | Self::Delete { id }
             | Self::Quarantine { id, .. }
             | Self::SetName { id, .. } => Some(*id),
-            Self::DeleteName { .. } => None,
+            Self::DeleteName { .. } | Self::SetLease(_) | Self::DeleteLease { .. } => None,
         }
     }
 
@@ -173,6 +184,8 @@ impl WriteOp {
             Self::Quarantine { .. } => "quarantine",
             Self::SetName { .. } => "set_name",
             Self::DeleteName { .. } => "delete_name",
+            Self::SetLease(_) => "set_lease",
+            Self::DeleteLease { .. } => "delete_lease",
         }
     }
 }
@@ -243,6 +256,16 @@ impl WriteBatch {
     /// Adds a name removal.
     pub fn delete_name(&mut self, name: Reference) {
         self.ops.push(WriteOp::DeleteName { name });
+    }
+
+    /// Adds a lease, replacing one with the same ID.
+    pub fn set_lease(&mut self, lease: Lease) {
+        self.ops.push(WriteOp::SetLease(lease));
+    }
+
+    /// Adds a lease removal.
+    pub fn delete_lease(&mut self, id: LeaseId) {
+        self.ops.push(WriteOp::DeleteLease { id });
     }
 
     /// Adds any operation.
@@ -338,7 +361,10 @@ pub fn validate_batch<E: From<Error>>(
                     return Err(absent().into());
                 }
             }
-            WriteOp::DeleteMetadata { .. } | WriteOp::DeleteName { .. } => {}
+            WriteOp::DeleteMetadata { .. }
+            | WriteOp::DeleteName { .. }
+            | WriteOp::SetLease(_)
+            | WriteOp::DeleteLease { .. } => {}
         }
     }
     Ok(())
@@ -395,6 +421,8 @@ pub struct Snapshot {
     /// The names, each with the image it points at, sorted by name. Only
     /// names of images in [`Snapshot::images`] are listed.
     pub names: Vec<(Reference, ImageId)>,
+    /// The leases, live or expired, sorted by ID.
+    pub leases: Vec<Lease>,
 }
 
 impl Snapshot {
@@ -488,6 +516,12 @@ impl Capabilities {
 ///   an image removes its names, and a name whose image is absent (left by
 ///   another program, or by a crash of a backend without atomic batches) is
 ///   never listed.
+/// * **Leases** ([`Lease`]: what a running build holds) are written with
+///   [`WriteOp::SetLease`] and [`WriteOp::DeleteLease`] and listed by
+///   [`StoreBackend::leases`] (and by load, in [`Snapshot::leases`]). A
+///   backend stores them as given, expired or not, and never removes one
+///   on its own: expiry is the reader's rule. A lease needs no image to
+///   exist and is not touched when an image it holds is deleted.
 ///
 /// # Behavior
 ///
@@ -526,6 +560,20 @@ impl Capabilities {
 /// * `names_go_with_their_image` — deleting or quarantining an image removes its names, and storing it again does not bring them back.
 /// * `names_second_handle_sees_them` — (`shared` or `persistent`) a new handle on the same location lists the names set before.
 /// * `names_are_sorted` — load lists names sorted by their full form, however they were written.
+///
+/// # Behavior of leases
+///
+/// Each bullet is a conformance case of the `leases` group.
+///
+/// * `leases_set_then_list` — a stored lease is listed by `leases` and by load with every field as written.
+/// * `leases_set_existing_replaces` — storing a lease under a stored ID replaces it whole (expiry, labels, resources).
+/// * `leases_delete_removes_it` — a removed lease is no longer listed; the other leases stay.
+/// * `leases_delete_missing_is_ok` — removing a lease that is not stored succeeds.
+/// * `leases_need_no_content` — a lease may hold images and blobs that are not stored, and deleting an image it holds leaves the lease as it was.
+/// * `leases_expired_are_listed` — an expired lease is listed as stored until it is removed.
+/// * `leases_with_images_in_one_batch` — leases, content and names may arrive in one batch; a batch refused for another operation stores no lease.
+/// * `leases_second_handle_sees_them` — (`shared` or `persistent`) a new handle on the same location lists the leases stored before.
+/// * `leases_are_sorted` — leases are listed sorted by ID, however they were written.
 #[async_trait::async_trait]
 pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// What this backend supports beyond the minimum.
@@ -562,6 +610,29 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// This is how a store opens; it must cost a listing plus reads of what
     /// the backend cannot vouch for, never a read of every config.
     async fn load(&self) -> Result<Snapshot>;
+
+    /// Lists every stored lease, live or expired, sorted by ID, read fresh
+    /// from storage (so a lease written by another handle or process is
+    /// seen).
+    ///
+    /// The default reads [`StoreBackend::load`]; backends override it with
+    /// a read of the leases alone.
+    async fn leases(&self) -> Result<Vec<Lease>> {
+        Ok(self.load().await?.leases)
+    }
+
+    /// The space the backend's images, names and leases occupy, in real
+    /// bytes ([`Usage`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] from the default, for backends that cannot
+    /// measure it; storage failures.
+    async fn usage(&self) -> Result<Usage> {
+        Err(Error::Unsupported {
+            operation: "usage",
+            backend: "this",
+        })
+    }
 }
 
 /// A backend behind a pointer.
@@ -586,6 +657,12 @@ macro_rules! forward_backend {
             }
             async fn load(&self) -> Result<Snapshot> {
                 (**self).load().await
+            }
+            async fn leases(&self) -> Result<Vec<Lease>> {
+                (**self).leases().await
+            }
+            async fn usage(&self) -> Result<Usage> {
+                (**self).usage().await
             }
         }
     };
@@ -647,6 +724,26 @@ pub trait StoreBackendExt: StoreBackend {
             id: *id,
         }]))
         .await
+    }
+
+    /// Stores a lease, replacing one with the same ID.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn set_lease(&self, lease: Lease) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.set_lease(lease);
+        self.write(batch).await
+    }
+
+    /// Removes a lease; a lease that is not stored is not an error.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete_lease(&self, id: &LeaseId) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete_lease(id.clone());
+        self.write(batch).await
     }
 
     /// Removes a name; a name that is not set is not an error.

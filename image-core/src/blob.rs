@@ -8,6 +8,8 @@ use futures::stream::BoxStream;
 
 use crate::digest::Digest;
 use crate::error::{Error, MetadataKey, Result};
+use crate::time::Timestamp;
+use crate::usage::Usage;
 
 /// A stream of bytes, as blobs are read and written.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -134,6 +136,33 @@ pub trait BlobBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     async fn scratch(&self) -> Result<Scratch> {
         Ok(Scratch::default())
     }
+
+    /// Every blob with when it was stored, where the backend knows (a
+    /// file's modification time, an object's last-modified, a recorded put
+    /// time); a garbage collector keeps blobs younger than its grace
+    /// period. The default lists [`BlobBackend::list_blobs`] with no times,
+    /// and a collector treats a blob of unknown age as old.
+    async fn list_blob_times(&self) -> Result<Vec<(BlobInfo, Option<Timestamp>)>> {
+        Ok(self
+            .list_blobs()
+            .await?
+            .into_iter()
+            .map(|b| (b, None))
+            .collect())
+    }
+
+    /// The space blobs, notes and unfinished writes occupy, in real bytes
+    /// ([`Usage`]).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] from the default, for backends that cannot
+    /// measure it; storage failures.
+    async fn blob_usage(&self) -> Result<Usage> {
+        Err(Error::Unsupported {
+            operation: "blob_usage",
+            backend: "this",
+        })
+    }
 }
 
 /// What [`BlobBackend::scratch`] found.
@@ -181,6 +210,12 @@ macro_rules! forward_blob_backend {
             }
             async fn blob_notes(&self, digest: &Digest) -> Result<BlobNotes> {
                 (**self).blob_notes(digest).await
+            }
+            async fn list_blob_times(&self) -> Result<Vec<(BlobInfo, Option<Timestamp>)>> {
+                (**self).list_blob_times().await
+            }
+            async fn blob_usage(&self) -> Result<Usage> {
+                (**self).blob_usage().await
             }
             async fn scratch(&self) -> Result<Scratch> {
                 (**self).scratch().await

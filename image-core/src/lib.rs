@@ -9,11 +9,13 @@ mod compare;
 mod digest;
 mod encode;
 mod error;
+mod lease;
 mod model;
 mod parse;
 mod platform;
 mod reference;
 mod time;
+mod usage;
 pub mod v1;
 
 pub use backend::{
@@ -32,7 +34,9 @@ pub use digest::{
     hex_encode,
 };
 pub use error::{BoxError, ConfigError, Error, Key, MetadataKey, Result, error_text};
+pub use lease::{GC_LEASE_LABEL, Lease, LeaseId, LeaseResource, MAX_LEASE_RECORD};
 pub use model::{ContainerConfig, HealthConfig, History, Image, ImageConfig, Platform, RootFs};
 pub use platform::compare_platform;
 pub use reference::Reference;
 pub use time::{Timestamp, TimestampError};
+pub use usage::{Usage, UsageKind, UsagePart, allocated_bytes};

@@ -547,5 +547,6 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
             .collect(),
         quarantined,
         names,
+        leases: Vec::new(),
     })
 }

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error, Key, MetadataKey,
-    Result,
+    Result, Timestamp, Usage, UsageKind,
 };
 
 use super::MemoryBackend;
@@ -24,6 +24,7 @@ impl BlobBackend for MemoryBackend {
         let mut state = self.lock();
         let entry = state.blobs.entry(*digest).or_default();
         entry.data = data;
+        entry.stored = Some(Timestamp::now_utc());
         Ok(BlobInfo {
             digest: *digest,
             size,
@@ -79,6 +80,36 @@ impl BlobBackend for MemoryBackend {
                 size: b.data.len() as u64,
             })
             .collect())
+    }
+
+    async fn list_blob_times(&self) -> Result<Vec<(BlobInfo, Option<Timestamp>)>> {
+        Ok(self
+            .lock()
+            .blobs
+            .iter()
+            .map(|(d, b)| {
+                let info = BlobInfo {
+                    digest: *d,
+                    size: b.data.len() as u64,
+                };
+                (info, b.stored)
+            })
+            .collect())
+    }
+
+    async fn blob_usage(&self) -> Result<Usage> {
+        let state = self.lock();
+        let mut usage = Usage::default();
+        for b in state.blobs.values() {
+            usage.add(UsageKind::Blobs, 1, b.data.len() as u64);
+            let notes: usize = b
+                .notes
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum();
+            usage.add(UsageKind::Notes, b.notes.len() as u64, notes as u64);
+        }
+        Ok(usage)
     }
 
     async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    Capabilities, Content, Error, ImageId, Key, MetadataKey, Quarantined, Result, Snapshot,
-    SnapshotEntry, StoreBackend, WriteBatch, WriteOp, validate_batch,
+    Capabilities, Content, Error, ImageId, Key, Lease, MetadataKey, Quarantined, Result, Snapshot,
+    SnapshotEntry, StoreBackend, Usage, UsageKind, WriteBatch, WriteOp, validate_batch,
 };
 
 use super::MemoryBackend;
@@ -56,6 +56,12 @@ impl StoreBackend for MemoryBackend {
                 }
                 WriteOp::DeleteName { name } => {
                     state.names.remove(&name);
+                }
+                WriteOp::SetLease(lease) => {
+                    state.leases.insert(lease.id.clone(), lease);
+                }
+                WriteOp::DeleteLease { id } => {
+                    state.leases.remove(&id);
                 }
                 // Every operation of this version of the contract is handled
                 // above; `WriteOp` is non-exhaustive only for other crates.
@@ -126,6 +132,35 @@ impl StoreBackend for MemoryBackend {
                 .filter(|(_, id)| state.images.contains_key(id))
                 .map(|(name, id)| (name.clone(), *id))
                 .collect(),
+            leases: state.leases.values().cloned().collect(),
         })
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>> {
+        Ok(self.lock().leases.values().cloned().collect())
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let state = self.lock();
+        let mut usage = Usage::default();
+        for e in state.images.values() {
+            usage.add(UsageKind::Configs, 1, e.content.len() as u64);
+            let meta: usize = e
+                .metadata
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum();
+            let summary = e.summary.as_ref().map_or(0, Bytes::len);
+            usage.add(
+                UsageKind::Metadata,
+                e.metadata.len() as u64,
+                (meta + summary) as u64,
+            );
+        }
+        let names: usize = state.names.keys().map(|n| n.to_string().len() + 71).sum();
+        usage.add(UsageKind::Names, state.names.len() as u64, names as u64);
+        let leases: usize = state.leases.values().map(|l| l.encode().len()).sum();
+        usage.add(UsageKind::Leases, state.leases.len() as u64, leases as u64);
+        Ok(usage)
     }
 }

@@ -690,6 +690,7 @@ impl Inner {
             images,
             quarantined,
             names,
+            leases: Vec::new(),
         })
     }
 

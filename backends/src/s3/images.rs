@@ -418,6 +418,7 @@ impl StoreBackend for S3Backend {
                 images,
                 quarantined,
                 names,
+                leases: Vec::new(),
             }
         };
         self.maybe_compact().await;
