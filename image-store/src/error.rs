@@ -1,6 +1,6 @@
 //! Errors of the image store.
 
-use imagecache_core::{BoxError, ChainId, ConfigError, ImageId, Reference};
+use imagecache_core::{BoxError, ChainId, ConfigError, ImageId, LeaseId, LeaseResource, Reference};
 
 /// `Result` with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -93,6 +93,35 @@ pub enum Error {
         /// What reading or parsing it found.
         #[source]
         source: Box<Self>,
+    },
+    /// A live lease holds what was to be removed (Docker: `image is being
+    /// used`). Release the lease, wait for it to expire, or force the
+    /// removal.
+    #[error("conflict: unable to remove {resource}: it is being used by lease {lease}")]
+    Held {
+        /// What was to be removed.
+        resource: LeaseResource,
+        /// The lease holding it.
+        lease: LeaseId,
+    },
+    /// No lease has this ID (or it has expired).
+    #[error("lease {id} not found")]
+    LeaseNotFound {
+        /// The ID looked for.
+        id: LeaseId,
+    },
+    /// A lease with this ID exists already.
+    #[error("lease {id} already exists")]
+    LeaseExists {
+        /// The ID.
+        id: LeaseId,
+    },
+    /// A garbage collection kept removing a resource a new lease asked
+    /// for, for longer than a holder waits.
+    #[error("a garbage collection (lease {lease}) is still removing resources this lease asked for; try again later")]
+    Collecting {
+        /// The collection's lease.
+        lease: LeaseId,
     },
     /// The backend failed.
     #[error(transparent)]

@@ -2,6 +2,7 @@
 
 mod error;
 mod layers;
+pub mod leases;
 mod names;
 mod options;
 mod report;
@@ -11,6 +12,7 @@ mod store;
 mod summary;
 
 pub use error::{Error, Result};
+pub use leases::{Held, LeaseGuard, LeaseOptions};
 pub use layers::{LayerError, LayerProvider, RefCountLayers};
 pub use options::{CreateOptions, DEFAULT_MAX_CONFIG_SIZE, StoreOptions};
 pub use report::{Candidate, ImageInfo, OpenReport, Problem};

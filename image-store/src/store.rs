@@ -20,7 +20,7 @@ use crate::report::{Candidate, ImageInfo, OpenReport, Problem};
 use crate::search::search;
 use crate::state::{Entry, State};
 
-struct Inner {
+pub(crate) struct Inner {
     backend: Arc<dyn StoreBackend>,
     options: StoreOptions,
     state: RwLock<State>,
@@ -35,6 +35,8 @@ struct Inner {
     /// their writes in the same order.
     stripes: Vec<tokio::sync::Mutex<()>>,
     report: RwLock<OpenReport>,
+    /// Serialises this handle's read-modify-write changes to leases.
+    pub(crate) leases: tokio::sync::Mutex<()>,
 }
 
 /// A content-addressable image store over any [`StoreBackend`].
@@ -66,7 +68,7 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Store {
@@ -112,6 +114,7 @@ impl Store {
                 mutation: tokio::sync::RwLock::new(()),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 report: RwLock::new(OpenReport::default()),
+                leases: tokio::sync::Mutex::new(()),
             }),
         };
         let started = std::time::Instant::now();
@@ -254,11 +257,62 @@ impl Store {
     /// parent link is removed), never deleted. Returns the layer chains no
     /// image references any more.
     ///
+    /// A live lease that holds the image (or an image descending from it)
+    /// refuses the removal; [`Store::delete_forced`] removes it anyway.
+    ///
+    /// # Errors
+    /// [`Error::UnknownImage`] for an unknown ID; [`Error::Held`] naming the
+    /// lease; backend failures, in which case nothing changed.
+    pub async fn delete(&self, id: &ImageId) -> Result<Vec<ChainId>> {
+        if !self.contains(id) {
+            return Err(Error::UnknownImage { id: *id });
+        }
+        if let Some(lease) = self.image_holder(id).await? {
+            return Err(Error::Held {
+                resource: imagecache_core::LeaseResource::Image(*id),
+                lease,
+            });
+        }
+        self.delete_forced(id).await
+    }
+
+    /// Removes an image as [`Store::delete`] does, whatever leases hold it.
+    ///
     /// # Errors
     /// [`Error::UnknownImage`] for an unknown ID; backend failures, in
     /// which case nothing changed.
-    pub async fn delete(&self, id: &ImageId) -> Result<Vec<ChainId>> {
+    pub async fn delete_forced(&self, id: &ImageId) -> Result<Vec<ChainId>> {
         let _guard = self.inner.mutation.write().await;
+        self.delete_locked(id).await
+    }
+
+    /// Removes an image only if it is still unused when the store's lock
+    /// is taken: it has no children and, unless `names_ok`, no names.
+    /// Returns `None` (and changes nothing) when it is in use or gone, else
+    /// the layer chains released. This is the removal a garbage collector
+    /// makes after planning, so that an image that gained a child or a
+    /// name in the meantime stays.
+    ///
+    /// # Errors
+    /// Backend failures, in which case nothing changed.
+    pub async fn delete_unused(&self, id: &ImageId, names_ok: bool) -> Result<Option<Vec<ChainId>>> {
+        let _guard = self.inner.mutation.write().await;
+        let in_use = {
+            let state = self.state();
+            match state.entries.get(id) {
+                None => true,
+                Some(entry) => {
+                    !entry.children.is_empty() || (!names_ok && !state.names.of(id).is_empty())
+                }
+            }
+        };
+        if in_use {
+            return Ok(None);
+        }
+        self.delete_locked(id).await.map(Some)
+    }
+
+    async fn delete_locked(&self, id: &ImageId) -> Result<Vec<ChainId>> {
         let mut batch = WriteBatch::new();
         {
             let state = self.state();
