@@ -122,6 +122,7 @@
 //! # }).unwrap();
 //! ```
 
+mod catalog;
 mod error;
 mod inner;
 mod layer;
@@ -140,6 +141,7 @@ use futures::StreamExt as _;
 use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
+pub use catalog::{BlobKind, CatalogEntry};
 pub use error::{DecompressionLimit, Error, Result};
 pub use layer::{
     Compression, LayerCompression, LayerInfo, LayerOptions, LayerPut, UnknownCompression,

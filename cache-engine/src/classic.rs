@@ -138,7 +138,12 @@ impl LocalCache {
                 best = Some((cand.id, created));
             }
         }
-        Ok(best.map(|(id, _)| id))
+        let hit = best.map(|(id, _)| id);
+        if let Some(id) = &hit {
+            // A hit is a use: collectors keep recently used images longest.
+            self.store.record_use(id);
+        }
+        Ok(hit)
     }
 }
 

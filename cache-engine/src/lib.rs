@@ -4,6 +4,7 @@ pub mod blob;
 pub mod builder;
 pub mod classic;
 mod error;
+pub mod lifecycle;
 
 pub use classic::{CacheFrom, IdResolver, ImageCache, LocalCache, SourceResolver, linear_lookup};
 pub use error::{Error, Result};

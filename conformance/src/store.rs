@@ -361,6 +361,12 @@ impl StoreBackend for CountingBackend {
     async fn load(&self) -> CoreResult<Snapshot> {
         self.inner.load().await
     }
+    async fn leases(&self) -> CoreResult<Vec<imagecache_core::Lease>> {
+        self.inner.leases().await
+    }
+    async fn usage(&self) -> CoreResult<imagecache_core::Usage> {
+        self.inner.usage().await
+    }
 }
 
 fn counting(inner: Arc<dyn StoreBackend>) -> Arc<CountingBackend> {

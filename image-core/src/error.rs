@@ -70,6 +70,9 @@ impl MetadataKey {
     pub const LAST_UPDATED: Self = Self(Cow::Borrowed("lastUpdated"));
     /// `builtLocally`: the single byte `0x01`.
     pub const BUILT_LOCALLY: Self = Self(Cow::Borrowed("builtLocally"));
+    /// `lastUsed`: an RFC 3339 timestamp with nanoseconds, the last time the
+    /// image answered a cache lookup (kept by imagecache; Docker ignores it).
+    pub const LAST_USED: Self = Self(Cow::Borrowed("lastUsed"));
 
     /// Longest key accepted.
     pub const MAX_LEN: usize = 128;

@@ -101,7 +101,7 @@ impl Usage {
     }
 
     /// Adds every part of `other` (and its total) to this one.
-    pub fn merge(&mut self, other: &Usage) {
+    pub fn merge(&mut self, other: &Self) {
         for p in &other.parts {
             self.add(p.kind, p.count, p.bytes);
         }

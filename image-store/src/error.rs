@@ -118,7 +118,9 @@ pub enum Error {
     },
     /// A garbage collection kept removing a resource a new lease asked
     /// for, for longer than a holder waits.
-    #[error("a garbage collection (lease {lease}) is still removing resources this lease asked for; try again later")]
+    #[error(
+        "a garbage collection (lease {lease}) is still removing resources this lease asked for; try again later"
+    )]
     Collecting {
         /// The collection's lease.
         lease: LeaseId,

@@ -26,7 +26,8 @@ use std::fmt;
 use std::time::Duration;
 
 use imagecache_core::{
-    ChainId, Digest, DiffId, ImageId, Lease, LeaseId, LeaseResource, StoreBackendExt as _, Timestamp,
+    ChainId, DiffId, Digest, ImageId, Lease, LeaseId, LeaseResource, StoreBackendExt as _,
+    Timestamp,
 };
 
 use crate::{Error, Result, Store};

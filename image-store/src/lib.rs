@@ -12,8 +12,8 @@ mod store;
 mod summary;
 
 pub use error::{Error, Result};
-pub use leases::{Held, LeaseGuard, LeaseOptions};
 pub use layers::{LayerError, LayerProvider, RefCountLayers};
+pub use leases::{Held, LeaseGuard, LeaseOptions};
 pub use options::{CreateOptions, DEFAULT_MAX_CONFIG_SIZE, StoreOptions};
 pub use report::{Candidate, ImageInfo, OpenReport, Problem};
 pub use store::Store;

@@ -28,6 +28,8 @@ pub(crate) struct Entry {
     pub(crate) parent: Option<ImageId>,
     pub(crate) built_locally: bool,
     pub(crate) last_updated: Option<Timestamp>,
+    /// The last cache hit recorded in the backend.
+    pub(crate) last_used: Option<Timestamp>,
     /// Children linked to this image, sorted.
     pub(crate) children: Vec<ImageId>,
     /// The parsed config, once read.
@@ -43,6 +45,7 @@ impl Entry {
             parent: None,
             built_locally: false,
             last_updated: None,
+            last_used: None,
             children: Vec::new(),
             image: None,
             holds_layer: false,

@@ -2,6 +2,7 @@
 
 mod create;
 mod load;
+mod uses;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     report: RwLock<OpenReport>,
     /// Serialises this handle's read-modify-write changes to leases.
     pub(crate) leases: tokio::sync::Mutex<()>,
+    /// Uses recorded and not yet written.
+    uses: uses::PendingUses,
 }
 
 /// A content-addressable image store over any [`StoreBackend`].
@@ -115,6 +118,7 @@ impl Store {
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 report: RwLock::new(OpenReport::default()),
                 leases: tokio::sync::Mutex::new(()),
+                uses: uses::PendingUses::default(),
             }),
         };
         let started = std::time::Instant::now();
@@ -295,7 +299,11 @@ impl Store {
     ///
     /// # Errors
     /// Backend failures, in which case nothing changed.
-    pub async fn delete_unused(&self, id: &ImageId, names_ok: bool) -> Result<Option<Vec<ChainId>>> {
+    pub async fn delete_unused(
+        &self,
+        id: &ImageId,
+        names_ok: bool,
+    ) -> Result<Option<Vec<ChainId>>> {
         let _guard = self.inner.mutation.write().await;
         let in_use = {
             let state = self.state();
@@ -695,5 +703,10 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use imagecache_backends::MemoryBackend;
 use imagecache_backends::fs::FsBackend;
 use imagecache_core::{
-    Digest, GC_LEASE_LABEL, ImageId, Lease, LeaseId, LeaseResource, StoreBackendExt as _,
-    Timestamp,
+    Digest, GC_LEASE_LABEL, ImageId, Lease, LeaseId, LeaseResource, StoreBackendExt as _, Timestamp,
 };
 use imagecache_store::{CreateOptions, Error, LeaseOptions, Store};
 
@@ -68,10 +67,7 @@ async fn lease_life_cycle() {
     assert!(matches!(err, Error::LeaseExists { .. }), "{err:?}");
 
     let blob = LeaseResource::Blob(diff(9));
-    let grown = store
-        .add_lease_resources(&lease.id, [blob])
-        .await
-        .unwrap();
+    let grown = store.add_lease_resources(&lease.id, [blob]).await.unwrap();
     assert!(grown.resources.contains(&blob));
     assert_eq!(store.lease(&lease.id).await.unwrap(), grown);
 
@@ -213,7 +209,10 @@ async fn guard_renews_and_releases() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(store.leases().await.unwrap().is_empty(), "dropped → deleted");
+    assert!(
+        store.leases().await.unwrap().is_empty(),
+        "dropped → deleted"
+    );
     store.delete(&base).await.unwrap();
 
     let released = store.hold(LeaseOptions::new()).await.unwrap();

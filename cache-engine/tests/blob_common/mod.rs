@@ -245,6 +245,16 @@ impl BlobBackend for Faulty {
         self.check()?;
         self.inner.scratch().await
     }
+
+    async fn list_blob_times(
+        &self,
+    ) -> imagecache_core::Result<Vec<(BlobInfo, Option<imagecache_core::Timestamp>)>> {
+        self.inner.list_blob_times().await
+    }
+
+    async fn blob_usage(&self) -> imagecache_core::Result<imagecache_core::Usage> {
+        self.inner.blob_usage().await
+    }
 }
 
 /// Runs each case, an `async fn(Fixture)`, on the memory and fs backends.

@@ -257,7 +257,7 @@ fn decode_metadata(snap: &SnapshotEntry, entry: &mut Entry, report: &mut OpenRep
             }
         } else if *key == MetadataKey::BUILT_LOCALLY {
             entry.built_locally = value.first() == Some(&1);
-        } else if *key == MetadataKey::LAST_UPDATED {
+        } else if *key == MetadataKey::LAST_UPDATED || *key == MetadataKey::LAST_USED {
             if value.is_empty() {
                 continue;
             }
@@ -265,6 +265,7 @@ fn decode_metadata(snap: &SnapshotEntry, entry: &mut Entry, report: &mut OpenRep
                 .map_err(|e| e.to_string())
                 .and_then(|s| Timestamp::parse_rfc3339(s.trim()).map_err(|e| e.to_string()))
             {
+                Ok(t) if *key == MetadataKey::LAST_USED => entry.last_used = Some(t),
                 Ok(t) => entry.last_updated = Some(t),
                 Err(reason) => bad(key, reason),
             }
