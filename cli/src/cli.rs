@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imagecache_core::Digest;
 
-use crate::units::{ByteSize, Until};
+use crate::units::{ByteSize, Ttl, Until};
 
 /// Inspect, import into and prune an imagecache store.
 #[derive(Debug, Parser)]
@@ -149,8 +149,22 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PARENT")]
         set: Option<String>,
     },
-    /// Remove dangling images, or evict least recently used ones to a size.
+    /// Remove dangling (or, with -a, all unused) images and the blobs nothing
+    /// refers to, or evict least recently used images to a size. Never
+    /// removes what a live lease holds.
     Prune(PruneArgs),
+    /// Leases: what running builds and pulls hold, safe from rm and prune.
+    Lease {
+        /// What to do.
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Disk usage of the store and the blob cache, and what prune could free.
+    Df {
+        /// Blobs by kind and compression, and each backend's parts on disk.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// The classic builder cache.
     Cache {
         /// What to do.
@@ -174,17 +188,62 @@ pub(crate) enum Command {
 /// `prune`.
 #[derive(Debug, Args)]
 pub(crate) struct PruneArgs {
-    /// Only images created before this time: RFC 3339, Unix seconds, or a
+    /// Every unused image, named or not, rather than dangling ones.
+    #[arg(long, short)]
+    pub(crate) all: bool,
+    /// Only images matching: `until=DURATION` (last used longer ago),
+    /// `label=KEY[=VALUE]`, `label!=KEY[=VALUE]` (repeat for each).
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) filter: Vec<String>,
+    /// Only images last used before this time: RFC 3339, Unix seconds, or a
     /// duration ago (`90m`, `24h`, `7d`).
     #[arg(long, value_name = "TIME|DURATION")]
     pub(crate) until: Option<Until>,
-    /// Instead of dangling images, evict the least recently used images
-    /// until configs plus blobs fit in SIZE (`10GiB`, `512M`, bytes).
+    /// Evict the least recently used of the selected images until configs
+    /// plus blobs fit in SIZE (`10GiB`, `512M`, bytes).
     #[arg(long, value_name = "SIZE")]
     pub(crate) keep_storage: Option<ByteSize>,
-    /// Show what would be removed, remove nothing.
+    /// Evict until the store's filesystem has SIZE free.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) min_free_space: Option<ByteSize>,
+    /// Never bring the store below SIZE.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) reserved_space: Option<ByteSize>,
+    /// Show what would be removed and why each item stays, remove nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short)]
+    pub(crate) force: bool,
+}
+
+/// `lease …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LeaseCommand {
+    /// List leases, live and expired.
+    Ls,
+    /// Create a lease holding images, layers or blobs; prints its ID.
+    Create {
+        /// Its ID; a random one when absent.
+        #[arg(long)]
+        id: Option<String>,
+        /// How long it lives (`30m`, `24h`, `7d`).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        ttl: Ttl,
+        /// KEY=VALUE labels (repeat for each).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// What it holds: image IDs, prefixes or names, or
+        /// `image:DIGEST`, `layer:CHAINID`, `blob:DIGEST`.
+        #[arg(value_name = "RESOURCE")]
+        resources: Vec<String>,
+    },
+    /// Delete leases.
+    Rm {
+        /// Lease IDs.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 /// `cache …`.

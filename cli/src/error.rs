@@ -40,6 +40,9 @@ pub(crate) enum CliError {
     /// The image store refused or failed.
     #[error(transparent)]
     Store(#[from] imagecache_store::Error),
+    /// A life-cycle service (prune, removal, disk usage) failed or refused.
+    #[error(transparent)]
+    Lifecycle(#[from] imagecache_engine::lifecycle::Error),
     /// The builder cache failed.
     #[error(transparent)]
     Engine(#[from] imagecache_engine::Error),
@@ -140,6 +143,7 @@ impl CliError {
             Self::Usage { .. } | Self::NoDefaultStore => EXIT_USAGE,
             Self::Store(e) => store_exit_code(e),
             Self::Engine(imagecache_engine::Error::Store(e)) => store_exit_code(e),
+            Self::Lifecycle(imagecache_engine::lifecycle::Error::Store(e)) => store_exit_code(e),
             Self::Engine(imagecache_engine::Error::UnknownImage { .. }) => EXIT_NOT_FOUND,
             Self::Interrupted => EXIT_INTERRUPTED,
             Self::Transfer(e) if e.is_interrupted() => EXIT_INTERRUPTED,

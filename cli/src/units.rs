@@ -94,6 +94,23 @@ impl FromStr for Until {
     }
 }
 
+/// A duration for `--ttl`: `90s`, `30m`, `24h`, `7d`, `1h30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ttl(pub(crate) Duration);
+
+impl FromStr for Ttl {
+    type Err = UnitError;
+
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        match parse_duration(s.trim()) {
+            Some(d) if !d.is_zero() => Ok(Self(d)),
+            _ => Err(UnitError(format!(
+                "{s:?} is not a duration (90s, 30m, 24h, 7d)"
+            ))),
+        }
+    }
+}
+
 /// A Go-style duration (`1h30m`, `90s`, `250ms`), plus `d` and `w`.
 fn parse_duration(text: &str) -> Option<Duration> {
     if text.is_empty() {

@@ -414,10 +414,7 @@ pub(super) async fn rm(ctx: &Ctx, terms: &[String], force: bool) -> Result<u8> {
             }
         }
     }
-    let blobs = match ctx.blobs().await {
-        Ok(cache) => super::prune::release_blobs(&store, &cache, &configs, false).await?,
-        Err(_) => Vec::new(),
-    };
+    let blobs = super::lifecycle::release_blobs(ctx, &configs).await?;
     if ctx.json() {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -484,7 +481,11 @@ async fn remove_one(
         return Err(CliError::HasChildren { id, children });
     }
     let image = store.get(&id).await?;
-    store.delete(&id).await?;
+    if force {
+        store.delete_forced(&id).await?;
+    } else {
+        store.delete(&id).await?;
+    }
     Ok((
         Removed {
             id,

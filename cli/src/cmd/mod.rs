@@ -5,7 +5,7 @@ mod cache;
 mod conformance;
 mod images;
 mod info;
-mod prune;
+mod lifecycle;
 mod transfer;
 
 use std::io::Write as _;
@@ -63,6 +63,7 @@ impl Access {
             | Command::Conformance(_) => true,
             Command::Parent { set, .. } => set.is_some(),
             Command::Prune(args) => !args.dry_run,
+            Command::Lease { command } => !matches!(command, crate::cli::LeaseCommand::Ls),
             Command::Blob { command } => command.writes(),
             Command::Ls { .. }
             | Command::Inspect { .. }
@@ -70,6 +71,7 @@ impl Access {
             | Command::Search { .. }
             | Command::Save { .. }
             | Command::Stats
+            | Command::Df { .. }
             | Command::Info => false,
         };
         match (writes, default_store) {
@@ -213,7 +215,9 @@ pub(crate) async fn run(
         Command::Tag { source, target } => images::tag(&ctx, &source, &target).await,
         Command::Untag { names } => images::untag(&ctx, &names).await,
         Command::Parent { id, set } => images::parent(&ctx, &id, set.as_deref()).await,
-        Command::Prune(args) => prune::prune(&ctx, &args).await,
+        Command::Prune(args) => lifecycle::prune(&ctx, &args).await,
+        Command::Lease { command } => lifecycle::lease(&ctx, &command).await,
+        Command::Df { verbose } => lifecycle::df(&ctx, verbose).await,
         Command::Cache { command } => cache::run(&ctx, command).await,
         Command::Blob { command } => blob::run(&ctx, command).await,
         Command::Stats => info::stats(&ctx).await,

@@ -1,0 +1,155 @@
+//! `prune`, `lease`, `df` and `rm` with leases, run as the built binary on
+//! fs and redb stores.
+
+// Helpers outside #[test] functions panic on failed setup, as tests do.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use serde_json::{Value, json};
+
+/// A store holding the tagged chain (base and app) and an untagged image
+/// with its own layer.
+fn store(env: &Env) -> (String, String, String) {
+    let (base, child) = chain(true);
+    let l = layer(&[("loose", b"an untagged image's layer")]);
+    let loose = ArchiveImage {
+        config: config(
+            &[sha(&l)],
+            &["ADD loose /"],
+            json!({"config": {"Labels": {"team": "web"}}}),
+        ),
+        layers: vec![l],
+        tags: vec![],
+        parent: None,
+    };
+    let ids = (base.id(), child.id(), loose.id());
+    let archive = env.write_archive("all.tar", &[base, child, loose], ArchiveOptions::default());
+    env.import(&archive);
+    ids
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn reason<'a>(plan: &'a Value, id: &str) -> &'a str {
+    plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn leases_hold_images_against_rm_and_prune() {
+    for env in [Env::fs(), Env::redb()] {
+        let (base, app, loose) = store(&env);
+        let created = env.json(&[
+            "lease", "create", "--id", "build-7", "--label", "ci=1", &loose,
+        ]);
+        assert_eq!(created["id"], "build-7");
+        assert_eq!(created["resources"], json!([format!("image:{loose}")]));
+        let listed = env.json(&["lease", "ls"]);
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+        assert_eq!(listed[0]["live"], true);
+        assert_eq!(listed[0]["labels"], json!({"ci": "1"}));
+
+        // rm refuses a held image, naming the lease; -f removes it anyway.
+        env.cmd(&["rm", &loose])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("lease build-7"));
+        assert!(env.image_ids().contains(&loose));
+
+        // prune keeps it and says why.
+        let plan = env.json(&["prune", "-a", "--dry-run"]);
+        assert_eq!(reason(&plan, &loose), "held");
+        assert_eq!(reason(&plan, &app), "unused");
+        let done = env.json(&["prune", "-a", "-f"]);
+        assert_eq!(ids(&done["images"]), [app.clone(), base.clone()]);
+        assert_eq!(env.image_ids(), vec![loose.clone()]);
+        assert_eq!(env.blob_digests().len(), 1, "the held image's layer stays");
+
+        env.cmd(&["lease", "rm", "build-7"]).assert().success();
+        env.cmd(&["lease", "rm", "build-7"]).assert().code(1);
+        assert_eq!(env.json(&["lease", "ls"]), json!([]));
+        env.json(&["prune", "-f"]);
+        assert!(env.image_ids().is_empty());
+        assert!(env.blob_digests().is_empty());
+    }
+}
+
+#[test]
+fn prune_filters_and_bad_input() {
+    let env = Env::fs();
+    let (_, _, loose) = store(&env);
+    let none = env.json(&["prune", "-a", "--filter", "label=team=db", "--dry-run"]);
+    assert!(ids(&none["images"]).is_empty());
+    assert_eq!(reason(&none, &loose), "filtered");
+    let web = env.json(&["prune", "--filter", "label=team=web", "--dry-run"]);
+    assert_eq!(ids(&web["images"]), vec![loose.clone()]);
+    let kept = env.json(&["prune", "--filter", "label!=team", "--dry-run"]);
+    assert!(ids(&kept["images"]).is_empty());
+
+    for (args, needle) in [
+        (&["prune", "--filter", "dangling=maybe"][..], "--filter"),
+        (&["prune", "--filter", "until=soon"], "until"),
+        (&["lease", "create", "--ttl", "0s"], "duration"),
+        (&["lease", "create", "--id", "../x"], "lease ID"),
+        (&["lease", "create", "volume:x"], "No such image"),
+    ] {
+        env.cmd(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(needle));
+    }
+    assert_eq!(env.image_ids().len(), 3, "bad input changes nothing");
+    assert_eq!(env.json(&["lease", "ls"]), json!([]));
+}
+
+#[test]
+fn df_reports_usage_and_what_prune_frees() {
+    for env in [Env::fs(), Env::redb()] {
+        store(&env);
+        let df = env.json(&["df"]);
+        assert_eq!(df["images"], 3);
+        assert_eq!(df["names"], 2);
+        let blob_bytes: u64 = df["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["bytes"].as_u64().unwrap())
+            .sum();
+        assert!(blob_bytes > 0);
+        let dry = env.json(&["prune", "--dry-run"]);
+        assert_eq!(df["reclaimable"], dry["reclaimed"]);
+        assert!(df["reclaimable_all"].as_u64() > df["reclaimable"].as_u64());
+        assert!(
+            df["free_bytes"].as_u64().is_some(),
+            "a local store measures free space"
+        );
+        env.cmd(&["df", "-v"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Blobs by kind"))
+            .stdout(predicate::str::contains("RECLAIMABLE"));
+    }
+}
+
+#[test]
+fn read_only_lease_listing_creates_no_store() {
+    let env = Env::redb();
+    env.cmd(&["lease", "ls"]).assert().code(1);
+    env.cmd(&["df"]).assert().code(1);
+    assert!(!env.path("store.redb").exists());
+}
