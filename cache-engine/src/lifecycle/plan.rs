@@ -283,6 +283,9 @@ impl Selection<'_> {
 
 /// Plans a collection under `policies` with what `leases` hold.
 pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) -> Result<Plan> {
+    // Images other handles and processes created or removed since this
+    // handle last loaded count: a child made elsewhere keeps its parent.
+    lc.store.refresh().await?;
     let made = Timestamp::now_utc();
     let images = lc.store.map().await?;
     let catalog = match &lc.blobs {
