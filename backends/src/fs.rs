@@ -12,8 +12,17 @@
 //! <root>/imagecache/blobs/<alg>/<hex>      cached blobs
 //! <root>/imagecache/blobs/notes/<alg>/<hex>/<key>
 //! <root>/imagecache/quarantine/names/<n>/{repositories.json,reason}
+//! <root>/imagecache/leases/<id>.json       one lease each (0600)
 //! <names>/repositories.json                names (0600)
 //! ```
+//!
+//! Leases are this backend's own: one JSON file per lease, the record
+//! [`Lease::encode`](imagecache_core::Lease::encode) writes, so that a
+//! renewal rewrites one small file. A lease file that cannot be read is
+//! reported by a load in [`Snapshot::quarantined`] and left in place;
+//! [`StoreBackend::leases`] refuses with `Corrupt` naming it until a lease
+//! of its ID replaces or removes it, since a list missing a lease would let
+//! a collector remove what it holds.
 //!
 //! Names (`busybox:latest` → image ID) are kept in Docker's own
 //! `repositories.json`, in Docker's format, so Docker and this backend read
@@ -101,7 +110,9 @@
 //! ```
 //!
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
+//! [`StoreBackend::leases`]: imagecache_core::StoreBackend::leases
 //! [`StoreBackend::write`]: imagecache_core::StoreBackend::write
+//! [`Snapshot::quarantined`]: imagecache_core::Snapshot::quarantined
 
 mod batch;
 mod blobs;
@@ -110,6 +121,7 @@ mod files;
 mod harness;
 mod images;
 mod index;
+mod leases;
 mod names;
 mod scan;
 
@@ -232,6 +244,11 @@ impl Layout {
 
     fn content_path(&self, id: &ImageId) -> PathBuf {
         self.content.join(id.hex())
+    }
+
+    /// `<root>/imagecache/leases`: one file per lease.
+    fn leases(&self) -> PathBuf {
+        self.own.join(leases::DIR_NAME)
     }
 
     /// `<root>/imagecache/quarantine/names`: damaged names files set aside.

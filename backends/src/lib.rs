@@ -6,6 +6,8 @@ use imagecache_core::{Error, Result};
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub mod fs;
+#[cfg(any(feature = "fs", feature = "redb", feature = "s3"))]
+mod leases;
 pub mod memory;
 mod opened;
 #[cfg(feature = "redb")]

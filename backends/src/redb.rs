@@ -10,6 +10,7 @@
 //! | `blocks` | index block number | the records (metadata and summary) of up to 32 KiB of images |
 //! | `quarantine` | image ID | reason, record and config bytes of a set-aside image |
 //! | `names` | name in full (`docker.io/library/busybox:latest`) | image ID |
+//! | `leases` | lease ID | the lease's JSON record ([`Lease::encode`]) |
 //! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
 //! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
 //! | `blob_notes` | `<digest>/<key>` | note value |
@@ -34,7 +35,12 @@
 //!
 //! * A [`WriteBatch`] runs in one write transaction, is validated inside it
 //!   against the state the batch has built so far, and commits all or
-//!   nothing, across a crash too.
+//!   nothing, across a crash too. Its leases are in the same transaction.
+//! * A lease record that does not decode is reported by
+//!   [`StoreBackend::load`] in its `quarantined` list, and
+//!   [`StoreBackend::leases`] refuses with `Corrupt` naming it (a list
+//!   silently missing a lease would let a collector remove what it holds)
+//!   until a lease of that ID replaces or removes it.
 //! * The database file is locked by redb. A second open, from another
 //!   process or from this one, fails at once with [`Error::Locked`] naming
 //!   the file and, as far as the advisory `<path>.lock-info` file tells, the
@@ -49,13 +55,16 @@
 //! [`Error::Locked`]: imagecache_core::Error::Locked
 //! [`Error::Config`]: imagecache_core::Error::Config
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
+//! [`StoreBackend::leases`]: imagecache_core::StoreBackend::leases
 //! [`WriteBatch`]: imagecache_core::WriteBatch
+//! [`Lease::encode`]: imagecache_core::Lease::encode
 
 mod blobs;
 #[cfg(feature = "testing")]
 mod harness;
 mod images;
 mod index;
+mod leases;
 mod load;
 mod lock_info;
 mod record;

@@ -12,6 +12,7 @@
 //! | `PREFIX/blobs/<alg>/<hex>` | a cached blob |
 //! | `PREFIX/blobnotes/<alg>/<hex>/<key>` | a note attached to a blob |
 //! | `PREFIX/lease/compaction` | held during compaction, on stores with conditional writes |
+//! | `PREFIX/leases/<id>` | one [`Lease`], the record [`Lease::encode`] writes |
 //!
 //! `<name>` is the time the object was named, in nanoseconds (20 digits), a
 //! dash and 16 random hex digits, so names are unique and sort by time.
@@ -53,6 +54,25 @@
 //! Deletion markers are kept for [`S3Config::with_tombstone_horizon`]
 //! (default one day) and then forgotten by compaction.
 //!
+//! # Leases
+//!
+//! Leases are not in the log: each is an object of its own under
+//! `leases/`, replaced whole by every write, so that a renewal is one small
+//! PUT and never adds to what compaction rewrites.
+//! [`StoreBackend::leases`] lists `leases/` and reads every lease object,
+//! fresh from the bucket on every call, so clients on one bucket see each
+//! other's leases at once. Two writers of one lease ID resolve as the
+//! bucket resolves two PUTs: the later wins. A batch's lease changes are
+//! folded per ID; the leases it stores are written before its configs and
+//! record and the ones it removes are removed after, so a batch cut short
+//! leaves its leases holding more than it asked, never less (the
+//! all-or-nothing promise of [`Capabilities::atomic_batch`] covers its
+//! images and names). A lease object that cannot be read is reported by
+//! a load in [`Snapshot::quarantined`], and [`StoreBackend::leases`]
+//! refuses with `Corrupt` naming it until a lease of its ID replaces or
+//! removes it: a list missing a lease would let a collector remove what it
+//! holds.
+//!
 //! # Opening
 //!
 //! [`StoreBackend::load`] lists `index/` and `log/`, reads the indexes and
@@ -83,6 +103,9 @@
 //! [`Capabilities::atomic_batch`]: imagecache_core::Capabilities::atomic_batch
 //! [`Capabilities::conditional_writes`]: imagecache_core::Capabilities::conditional_writes
 //! [`StoreBackend::load`]: imagecache_core::StoreBackend::load
+//! [`StoreBackend::leases`]: imagecache_core::StoreBackend::leases
+//! [`Lease`]: imagecache_core::Lease
+//! [`Lease::encode`]: imagecache_core::Lease::encode
 //! [`Snapshot::quarantined`]: imagecache_core::Snapshot::quarantined
 //! [`Snapshot::images`]: imagecache_core::Snapshot::images
 
@@ -94,6 +117,7 @@ mod error;
 #[cfg(feature = "testing")]
 mod harness;
 mod images;
+mod leases;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -10,7 +10,7 @@ use imagecache_core::{BlobBackend, Digest, ImageId, MetadataKey, StoreBackend};
 
 /// What the backends under test keep.
 ///
-/// Cases of the image groups (`backend`, `names`, `docker`, `store`, `cache`) need
+/// Cases of the image groups (`backend`, `names`, `leases`, `docker`, `store`, `cache`) need
 /// [`Kinds::images`]; cases of the blob groups (`blobs`, `blob_cache`) need
 /// [`Kinds::blobs`]. A case whose kind is missing is skipped, saying so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub mod cache;
 mod docker_compare;
 pub mod docker_fs;
 mod docker_image;
+pub mod leases;
 pub mod names;
 pub mod store;
 
@@ -153,7 +154,8 @@ fn pure(group: &'static str, cases: &[PureCase]) -> Vec<Case> {
         .collect()
 }
 
-/// Every case of every group, in a stable order: `backend`, `names`, `blobs`, then `docker`.
+/// Every case of every group, in a stable order: `backend`, `names`,
+/// `leases`, `blobs`, `docker`, then the store and cache groups.
 ///
 /// A new group is a module with a `CASES` list and a hidden
 /// `__<group>_cases!` macro listing the same names (see `backend.rs`), one
@@ -163,6 +165,7 @@ pub fn cases() -> Vec<Case> {
     let mut all: Vec<Case> = Vec::new();
     all.extend_from_slice(backend::CASES);
     all.extend_from_slice(names::CASES);
+    all.extend_from_slice(leases::CASES);
     all.extend_from_slice(blobs::CASES);
     all.extend_from_slice(docker_fs::CASES);
     all.extend_from_slice(store::CASES);
@@ -232,6 +235,7 @@ macro_rules! __all_groups {
     ($then:ident ! ( $($args:tt)* )) => {
         $crate::__backend_cases!($then!($($args)*));
         $crate::__names_cases!($then!($($args)*));
+        $crate::__leases_cases!($then!($($args)*));
         $crate::__blobs_cases!($then!($($args)*));
         $crate::__docker_cases!($then!($($args)*));
         $crate::__store_cases!($then!($($args)*));

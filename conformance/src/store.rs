@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use imagecache_core::{
-    Capabilities, ConfigError, ImageId, MetadataKey, Result as CoreResult, Snapshot, StoreBackend,
-    StoreBackendExt, WriteBatch,
+    Capabilities, ConfigError, ImageId, Lease, MetadataKey, Result as CoreResult, Snapshot,
+    StoreBackend, StoreBackendExt, Usage, WriteBatch,
 };
 use imagecache_store::{CreateOptions, Error, Problem, RefCountLayers, Store, StoreOptions};
 
@@ -361,10 +361,10 @@ impl StoreBackend for CountingBackend {
     async fn load(&self) -> CoreResult<Snapshot> {
         self.inner.load().await
     }
-    async fn leases(&self) -> CoreResult<Vec<imagecache_core::Lease>> {
+    async fn leases(&self) -> CoreResult<Vec<Lease>> {
         self.inner.leases().await
     }
-    async fn usage(&self) -> CoreResult<imagecache_core::Usage> {
+    async fn usage(&self) -> CoreResult<Usage> {
         self.inner.usage().await
     }
 }

@@ -89,10 +89,11 @@ fn every_behavior_bullet_has_a_case() {
     let backend_rs = include_str!("../../image-core/src/backend.rs");
     let images = bullets(backend_rs, "Behavior");
     let names = bullets(backend_rs, "Behavior of names");
+    let leases = bullets(backend_rs, "Behavior of leases");
     let blobs = bullets(include_str!("../../image-core/src/blob.rs"), "Behavior");
     assert!(
-        images.len() + blobs.len() >= 20 && names.len() >= 5,
-        "found only {images:?} {names:?} {blobs:?}"
+        images.len() + blobs.len() >= 20 && names.len() >= 5 && leases.len() == 9,
+        "found only {images:?} {names:?} {leases:?} {blobs:?}"
     );
     for (group, bullets, beyond) in [
         (
@@ -101,6 +102,7 @@ fn every_behavior_bullet_has_a_case() {
             vec![&"concurrent_writers_keep_every_write"],
         ),
         ("names", &names, vec![]),
+        ("leases", &leases, vec![]),
         ("blobs", &blobs, vec![]),
     ] {
         let cases = names_of(group);

@@ -13,7 +13,8 @@ use imagecache_backends::MemoryBackend;
 use imagecache_conformance::{CaseStatus, Fixture, Harness, Kinds, Report, RunOptions};
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Digest, Error, ImageId,
-    Key, MetadataKey, Reference, Result, Snapshot, StoreBackend, WriteBatch, WriteOp,
+    Key, LeaseResource, MetadataKey, Reference, Result, Snapshot, StoreBackend, WriteBatch,
+    WriteOp,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,12 @@ enum Fault {
     KeepsNamesOfDeleted,
     /// `load` lists names in reverse order.
     UnsortedNames,
+    /// `SetLease` operations are silently dropped.
+    DropsLeases,
+    /// Leases are listed in reverse order, by `load` and by `leases`.
+    UnsortedLeases,
+    /// Deleting an image removes the leases that hold it.
+    DeletesHoldingLeases,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +99,31 @@ impl StoreBackend for Faulty {
                 }
                 self.inner.write(batch).await
             }
+            Fault::DropsLeases => {
+                let ops: Vec<WriteOp> = batch
+                    .into_ops()
+                    .into_iter()
+                    .filter(|op| !matches!(op, WriteOp::SetLease(_)))
+                    .collect();
+                self.inner.write(WriteBatch::from(ops)).await
+            }
+            Fault::DeletesHoldingLeases => {
+                let leases = self.inner.leases().await?;
+                let mut ops = Vec::new();
+                for op in batch.into_ops() {
+                    if let WriteOp::Delete { id } = &op {
+                        let held = LeaseResource::Image(*id);
+                        ops.extend(
+                            leases
+                                .iter()
+                                .filter(|l| l.resources.contains(&held))
+                                .map(|l| WriteOp::DeleteLease { id: l.id.clone() }),
+                        );
+                    }
+                    ops.push(op);
+                }
+                self.inner.write(WriteBatch::from(ops)).await
+            }
             Fault::WipesOnReput => {
                 let mut ops = Vec::new();
                 for op in batch.into_ops() {
@@ -128,6 +160,7 @@ impl StoreBackend for Faulty {
         match self.fault {
             Fault::UnsortedLoad => snapshot.images.reverse(),
             Fault::UnsortedNames => snapshot.names.reverse(),
+            Fault::UnsortedLeases => snapshot.leases.reverse(),
             Fault::KeepsNamesOfDeleted => {
                 let stale = self.stale_names.lock().unwrap_or_else(|e| e.into_inner());
                 for (name, id) in stale.iter() {
@@ -286,6 +319,7 @@ async fn non_atomic_batches_are_caught() {
             "failed_batch_changes_nothing",
             "fs_invalid_set",
             "names_require_content",
+            "leases_with_images_in_one_batch",
         ],
     );
 }
@@ -313,6 +347,47 @@ async fn unsorted_names_are_caught() {
     assert_caught(
         &report,
         &["names_are_sorted", "names_set_then_load_lists_it"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_leases_are_caught() {
+    let report = run(Fault::DropsLeases).await;
+    assert_caught(
+        &report,
+        &[
+            "leases_set_then_list",
+            "leases_set_existing_replaces",
+            "leases_expired_are_listed",
+            "leases_with_images_in_one_batch",
+            "leases_are_sorted",
+        ],
+    );
+    assert!(
+        failed(&report).iter().all(|c| c.starts_with("leases_")),
+        "{:?}",
+        failed(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsorted_leases_are_caught() {
+    let report = run(Fault::UnsortedLeases).await;
+    assert_caught(&report, &["leases_are_sorted", "leases_set_then_list"]);
+    assert!(
+        failed(&report).iter().all(|c| c.starts_with("leases_")),
+        "{:?}",
+        failed(&report)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_removed_with_their_image_are_caught() {
+    let report = run(Fault::DeletesHoldingLeases).await;
+    assert_eq!(
+        failed(&report),
+        vec!["leases_need_no_content"],
+        "only the case about deletes of held images may notice"
     );
 }
 
@@ -361,6 +436,7 @@ async fn blob_cases_are_skipped_without_the_capability() {
                     "get_corrupt_is_corrupt",
                     "second_handle_sees_writes",
                     "names_second_handle_sees_them",
+                    "leases_second_handle_sees_them",
                 ]
                 .contains(name)
                 || name.starts_with("fs_")

@@ -79,6 +79,7 @@ async fn without_hooks_the_cases_that_need_them_are_skipped() {
             "fs_get_invalid_data",
             "fs_walker_stop_on_error",
             "get_corrupt_is_corrupt",
+            "leases_second_handle_sees_them",
             "names_second_handle_sees_them",
             "second_handle_sees_writes",
             "store_concurrent_handles_stay_consistent",
@@ -138,7 +139,7 @@ async fn a_backend_of_one_kind_gets_the_other_kinds_groups_skipped() {
         (Kinds::IMAGES, vec!["blob_cache", "blobs"]),
         (
             Kinds::BLOBS,
-            vec!["backend", "cache", "docker", "names", "store"],
+            vec!["backend", "cache", "docker", "leases", "names", "store"],
         ),
     ] {
         let report = run_with_kinds(kinds).await;

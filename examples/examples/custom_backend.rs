@@ -23,8 +23,8 @@ use imagecache_conformance::{
 };
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Capabilities, Content, Digest, Error,
-    ImageId, Key, MetadataKey, Quarantined, Reference, Result, Snapshot, SnapshotEntry,
-    StoreBackend, WriteBatch, WriteOp, validate_batch,
+    ImageId, Key, Lease, LeaseId, MetadataKey, Quarantined, Reference, Result, Snapshot,
+    SnapshotEntry, StoreBackend, WriteBatch, WriteOp, validate_batch,
 };
 
 #[derive(Default)]
@@ -39,6 +39,8 @@ struct Data {
     images: HashMap<ImageId, Image>,
     quarantined: BTreeMap<ImageId, String>,
     names: BTreeMap<Reference, ImageId>,
+    // A `BTreeMap` keeps leases sorted by ID, as the contract asks.
+    leases: BTreeMap<LeaseId, Lease>,
     blobs: HashMap<Digest, (Bytes, BTreeMap<MetadataKey, Bytes>)>,
 }
 
@@ -138,6 +140,14 @@ impl StoreBackend for LoggingMap {
                 WriteOp::DeleteName { name } => {
                     data.names.remove(&name);
                 }
+                // A lease is kept as given, whatever it holds and whether
+                // or not it has expired; deleting an image leaves it alone.
+                WriteOp::SetLease(lease) => {
+                    data.leases.insert(lease.id.clone(), lease);
+                }
+                WriteOp::DeleteLease { id } => {
+                    data.leases.remove(&id);
+                }
                 // Refused above.
                 _ => {}
             }
@@ -202,8 +212,13 @@ impl StoreBackend for LoggingMap {
                 .iter()
                 .map(|(name, id)| (name.clone(), *id))
                 .collect(),
-            leases: Vec::new(),
+            leases: data.leases.values().cloned().collect(),
         })
+    }
+
+    // The default reads a whole load; a backend lists its leases alone.
+    async fn leases(&self) -> Result<Vec<Lease>> {
+        Ok(self.data().leases.values().cloned().collect())
     }
 }
 
@@ -219,6 +234,8 @@ fn known(op: &WriteOp) -> bool {
             | WriteOp::Quarantine { .. }
             | WriteOp::SetName { .. }
             | WriteOp::DeleteName { .. }
+            | WriteOp::SetLease(_)
+            | WriteOp::DeleteLease { .. }
     )
 }
 

@@ -39,6 +39,12 @@
 //! image is removed, so that a crash cannot leave a name that would come
 //! back with its image; then with all its changes, once the content the new
 //! names point at is durable.
+//!
+//! Leases are one file each (see `leases.rs`). A batch's lease changes are
+//! folded per lease ID (the last write wins); the leases it stores are
+//! written before anything else and the leases it removes are removed
+//! after everything else, so a batch cut short by a crash or a failure
+//! leaves its leases holding more than it asked, never less.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -55,20 +61,27 @@ use super::files::{
 };
 use super::index::{IndexLock, Record, Update};
 use super::names::Edits;
-use super::{Error, Inner, Layout, content_present};
+use super::{Error, Inner, Layout, content_present, leases};
 
 /// Applies a batch; see the module docs.
 pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
     let ops = batch.into_ops();
     validate(inner, &ops)?;
+    let leases = leases::Edits::of(&ops);
+    // Leases stored first and removed last: a batch cut short leaves its
+    // leases holding more than it asked, never less.
+    leases.apply_sets(inner)?;
     let names = Edits::of(&ops);
     names.apply_removals(inner)?;
     let mut run = Run::default();
     let mut resets = Vec::new();
     for op in ops {
         match op {
-            // In `names`, applied around the rest.
-            WriteOp::SetName { .. } | WriteOp::DeleteName { .. } => {}
+            // In `names` and `leases`, applied around the rest.
+            WriteOp::SetName { .. }
+            | WriteOp::DeleteName { .. }
+            | WriteOp::SetLease(_)
+            | WriteOp::DeleteLease { .. } => {}
             WriteOp::Delete { id } => {
                 flush_run(inner, &mut run)?;
                 resets.push(Reset::Delete(id));
@@ -85,7 +98,8 @@ pub(super) fn write(inner: &Inner, batch: WriteBatch) -> Result<(), Error> {
     }
     flush_run(inner, &mut run)?;
     flush_resets(inner, &mut resets)?;
-    names.apply_all(inner)
+    names.apply_all(inner)?;
+    leases.apply_removals(inner)
 }
 
 /// Checks every operation against the content on disk and the operations

@@ -1,18 +1,19 @@
 //! Images: configs under `content/sha256`, metadata under
 //! `metadata/sha256`, and the [`StoreBackend`] calls that read and write
-//! them through the batch writer and the scanner.
+//! them through the batch writer and the scanner (leases through
+//! `leases.rs`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    Capabilities, Content, Error as CoreError, ImageId, Key, MetadataKey, Result, Snapshot,
+    Capabilities, Content, Error as CoreError, ImageId, Key, Lease, MetadataKey, Result, Snapshot,
     StoreBackend, WriteBatch,
 };
 
 use super::files::{Opened, open_regular, read_regular, read_to_end};
-use super::{Error, FsBackend, batch, blocking, content_present, scan};
+use super::{Error, FsBackend, batch, blocking, content_present, leases, scan};
 
 #[async_trait]
 impl StoreBackend for FsBackend {
@@ -77,5 +78,10 @@ impl StoreBackend for FsBackend {
     async fn load(&self) -> Result<Snapshot> {
         let inner = Arc::clone(&self.inner);
         blocking(move || scan::load(&inner)).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || Ok(leases::read(&inner)?.into_leases()?)).await
     }
 }

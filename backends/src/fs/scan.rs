@@ -32,7 +32,7 @@ use super::files::{
     raw_kind_name, read_regular, remove_if_stale,
 };
 use super::index::{Entries, Entry, IndexLock, Loaded, Record, apply};
-use super::{Error, Inner, Layout, names};
+use super::{Error, Inner, Layout, leases, names};
 
 /// Below this many images a load runs on one thread.
 const PARALLEL_THRESHOLD: usize = 2048;
@@ -535,6 +535,8 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
     let (names, damaged) = names::for_snapshot(inner, &ids)?;
     quarantined.extend(damaged);
     quarantined.extend(names::list_set_aside(inner)?);
+    let (leases, damaged_leases) = leases::read_locked(inner)?.into_parts();
+    quarantined.extend(damaged_leases);
     quarantined.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.reason.cmp(&b.reason)));
     Ok(Snapshot {
         images: images
@@ -547,6 +549,6 @@ fn finish(inner: &Inner, lock: &mut IndexLock<'_>, settled: Settled) -> Result<S
             .collect(),
         quarantined,
         names,
-        leases: Vec::new(),
+        leases,
     })
 }

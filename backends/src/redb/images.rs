@@ -19,6 +19,8 @@
 //!   image ID it points at. Removing an image removes its names in the same
 //!   transaction; the first removal in a batch reads the table once into a
 //!   map from image to names, which the rest of the batch keeps up to date.
+//! * `leases`: lease ID → lease record (see [`leases`](super::leases)),
+//!   written in the batch's transaction like everything else.
 //!
 //! So a batch of creates appends configs, a few blocks and a run of index
 //! entries, and [`StoreBackend::load`] reads the blocks in a few thousand
@@ -31,18 +33,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
-    Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Reference, Snapshot,
+    Capabilities, Content, ImageId, Key, Lease, MetadataKey, Quarantined, Reference, Snapshot,
     StoreBackend, WriteBatch, WriteOp,
 };
 use redb::{ReadableTable, TableDefinition};
 
 use super::index::{self, ChunkKey, ContentRef, Edit, Entry, Found, Location};
-use super::load;
 use super::record::{
     BLOCK_TARGET, BlockWriter, CONTENT_TARGET, ContentWriter, ImageKey, QuarantineEntry, Record,
     block_entries, content_slot, find_in_block, remove_slots,
 };
 use super::{Error, Inner, NAME, RedbBackend};
+use super::{leases, load};
 
 #[async_trait]
 impl StoreBackend for RedbBackend {
@@ -85,6 +87,10 @@ impl StoreBackend for RedbBackend {
     async fn load(&self) -> imagecache_core::Result<Snapshot> {
         self.run(None, Inner::load).await
     }
+
+    async fn leases(&self) -> imagecache_core::Result<Vec<Lease>> {
+        self.run(None, Inner::leases).await
+    }
 }
 
 pub(super) const CONTENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("content");
@@ -101,6 +107,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), Error> {
     txn.open_table(BLOCKS)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(NAMES)?;
+    txn.open_table(leases::LEASES)?;
     Ok(())
 }
 
@@ -163,6 +170,7 @@ struct Batch<'t> {
     blocks: redb::Table<'t, u64, &'static [u8]>,
     quarantine: redb::Table<'t, &'static ImageKey, &'static [u8]>,
     names: redb::Table<'t, &'static str, &'static ImageKey>,
+    leases: redb::Table<'t, &'static str, &'static [u8]>,
     /// The names of each image, read from `names` at the batch's first
     /// image removal and kept up to date by every name change after it.
     names_of: Option<HashMap<ImageKey, BTreeSet<String>>>,
@@ -205,6 +213,7 @@ impl<'t> Batch<'t> {
             blocks: txn.open_table(BLOCKS)?,
             quarantine: txn.open_table(QUARANTINE)?,
             names: txn.open_table(NAMES)?,
+            leases: txn.open_table(leases::LEASES)?,
             names_of: None,
             next_content,
             freed: Vec::new(),
@@ -328,6 +337,13 @@ impl<'t> Batch<'t> {
                 self.set_name(name.as_str(), Some(id.to_bytes()))?;
             }
             WriteOp::DeleteName { name } => self.set_name(name.as_str(), None)?,
+            WriteOp::SetLease(lease) => {
+                self.leases
+                    .insert(lease.id.as_str(), lease.encode().as_ref())?;
+            }
+            WriteOp::DeleteLease { id } => {
+                self.leases.remove(id.as_str())?;
+            }
             other => {
                 return Err(Error::Contract(imagecache_core::Error::Unsupported {
                     operation: other.name(),
@@ -686,12 +702,20 @@ impl Inner {
             });
         }
         let names = read_names(&txn.open_table(NAMES)?, &images, &mut quarantined)?;
+        let (leases, damaged) = leases::read(&txn.open_table(leases::LEASES)?)?.into_parts();
+        quarantined.extend(damaged);
         Ok(Snapshot {
             images,
             quarantined,
             names,
-            leases: Vec::new(),
+            leases,
         })
+    }
+
+    /// Reads the `leases` table alone.
+    pub(super) fn leases(&self) -> Result<Vec<Lease>, Error> {
+        let txn = self.begin_read()?;
+        Ok(leases::read(&txn.open_table(leases::LEASES)?)?.into_leases()?)
     }
 
     /// Stores `data` as an image's config without any check (for tests of

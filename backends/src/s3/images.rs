@@ -1,6 +1,7 @@
 //! Images: reading and merging the log and indexes into the handle's view,
-//! writing a batch as configs plus one record, and serving lookups and
-//! loads from the merged state.
+//! writing a batch as configs plus one record (and its leases as objects
+//! of their own, see `leases.rs`), and serving lookups and loads from the
+//! merged state.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{
-    Capabilities, Content, ImageId, Key, MetadataKey, Quarantined, Snapshot, StoreBackend,
+    Capabilities, Content, ImageId, Key, Lease, MetadataKey, Quarantined, Snapshot, StoreBackend,
     WriteBatch, WriteOp, validate_batch,
 };
 use object_store::{ObjectStoreExt as _, PutPayload};
@@ -16,6 +17,7 @@ use object_store::{ObjectStoreExt as _, PutPayload};
 use super::error::Error;
 use super::state::{self, Index, RecordName, RecordOp, State};
 use super::{Listing, S3Backend, View, is_not_found};
+use crate::leases::LeaseEdits;
 
 /// How often a reader lists again when objects vanish under it.
 const MAX_READ_ATTEMPTS: usize = 5;
@@ -230,71 +232,33 @@ impl S3Backend {
             }
         }
     }
-}
 
-#[async_trait]
-impl StoreBackend for S3Backend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-            .with_persistent(true)
-            .with_shared(true)
-            .with_atomic_batch(true)
-            .with_conditional_writes(self.inner.conditional)
-    }
-
-    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
-        if batch.is_empty() {
+    /// Checks a batch against the merged state, reading the log again
+    /// first when an image it needs is unknown, since another handle may
+    /// have created it meanwhile.
+    async fn validate(&self, ops: &[WriteOp]) -> imagecache_core::Result<()> {
+        self.ensure_loaded().await?;
+        if Self::check_batch(&self.view().state, ops).is_none() {
             return Ok(());
         }
-        self.ensure_loaded().await?;
-        let missing = Self::check_batch(&self.view().state, batch.ops());
-        if missing.is_some() {
-            // Another handle may have created the image since this one last
-            // read the log.
-            self.refresh().await?;
-            if let Some(id) = Self::check_batch(&self.view().state, batch.ops()) {
-                return Err(imagecache_core::Error::NotFound {
-                    key: Key::Image(id),
-                });
-            }
+        self.refresh().await?;
+        match Self::check_batch(&self.view().state, ops) {
+            Some(id) => Err(imagecache_core::Error::NotFound {
+                key: Key::Image(id),
+            }),
+            None => Ok(()),
         }
+    }
 
-        let mut contents: BTreeMap<ImageId, Bytes> = BTreeMap::new();
-        let mut quarantines: Vec<ImageId> = Vec::new();
-        let mut ops = Vec::with_capacity(batch.len());
-        for op in batch.into_ops() {
-            match op {
-                WriteOp::Put(content) => {
-                    let id = content.id();
-                    contents.insert(id, content.into_data());
-                    ops.push(RecordOp::Put(id));
-                }
-                WriteOp::SetMetadata { id, key, value } => {
-                    ops.push(RecordOp::SetMetadata(id, key, value));
-                }
-                WriteOp::DeleteMetadata { id, key } => ops.push(RecordOp::DeleteMetadata(id, key)),
-                WriteOp::SetSummary { id, summary } => ops.push(RecordOp::SetSummary(id, summary)),
-                WriteOp::Delete { id } => ops.push(RecordOp::Delete(id)),
-                WriteOp::Quarantine { id, reason } => {
-                    quarantines.push(id);
-                    ops.push(RecordOp::Quarantine(id, reason));
-                }
-                WriteOp::SetName { name, id } => ops.push(RecordOp::SetName(name, id)),
-                WriteOp::DeleteName { name } => ops.push(RecordOp::DeleteName(name)),
-                // Every operation of this version of the contract is handled
-                // above; `WriteOp` is non-exhaustive only for other crates.
-                other => {
-                    return Err(imagecache_core::Error::Unsupported {
-                        operation: other.name(),
-                        backend: super::NAME,
-                    });
-                }
-            }
-        }
-
-        // Configs first: a record may only name content that is stored.
-        // Content is always overwritten (never put-if-absent), which heals a
-        // damaged object and refreshes its age for collect_garbage.
+    /// Uploads a batch's configs, then copies those it quarantines aside:
+    /// a record may only name content that is stored. Content is always
+    /// overwritten (never put-if-absent), which heals a damaged object and
+    /// refreshes its age for collect_garbage.
+    async fn store_contents(
+        &self,
+        contents: BTreeMap<ImageId, Bytes>,
+        quarantines: Vec<ImageId>,
+    ) -> Result<(), Error> {
         futures::stream::iter(contents)
             .map(|(id, data)| async move {
                 let path = self.content_path(&id);
@@ -313,17 +277,103 @@ impl StoreBackend for S3Backend {
             let to = self.path(&["quarantine", "sha256", &id.hex()]);
             match self.inner.store.copy(&from, &to).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::store("copy", Key::Image(id), e).into()),
+                Err(e) => return Err(Error::store("copy", Key::Image(id), e)),
             }
         }
+        Ok(())
+    }
+}
 
-        let name = self.write_record(&ops).await?;
-        {
+/// Whether an operation is a lease's, kept outside the log.
+fn is_lease_op(op: &WriteOp) -> bool {
+    matches!(op, WriteOp::SetLease(_) | WriteOp::DeleteLease { .. })
+}
+
+/// A batch taken apart: the configs to upload, the images to copy aside,
+/// and the operations of its record (leases are left out).
+struct Split {
+    contents: BTreeMap<ImageId, Bytes>,
+    quarantines: Vec<ImageId>,
+    ops: Vec<RecordOp>,
+}
+
+/// Takes a batch apart; see [`Split`].
+fn split(batch: WriteBatch) -> imagecache_core::Result<Split> {
+    let mut split = Split {
+        contents: BTreeMap::new(),
+        quarantines: Vec::new(),
+        ops: Vec::with_capacity(batch.len()),
+    };
+    for op in batch.into_ops() {
+        let op = match op {
+            WriteOp::Put(content) => {
+                let id = content.id();
+                split.contents.insert(id, content.into_data());
+                RecordOp::Put(id)
+            }
+            WriteOp::SetMetadata { id, key, value } => RecordOp::SetMetadata(id, key, value),
+            WriteOp::DeleteMetadata { id, key } => RecordOp::DeleteMetadata(id, key),
+            WriteOp::SetSummary { id, summary } => RecordOp::SetSummary(id, summary),
+            WriteOp::Delete { id } => RecordOp::Delete(id),
+            WriteOp::Quarantine { id, reason } => {
+                split.quarantines.push(id);
+                RecordOp::Quarantine(id, reason)
+            }
+            WriteOp::SetName { name, id } => RecordOp::SetName(name, id),
+            WriteOp::DeleteName { name } => RecordOp::DeleteName(name),
+            // Lease objects, written around the record.
+            WriteOp::SetLease(_) | WriteOp::DeleteLease { .. } => continue,
+            // Every operation of this version of the contract is handled
+            // above; `WriteOp` is non-exhaustive only for other crates.
+            other => {
+                return Err(imagecache_core::Error::Unsupported {
+                    operation: other.name(),
+                    backend: super::NAME,
+                });
+            }
+        };
+        split.ops.push(op);
+    }
+    Ok(split)
+}
+
+#[async_trait]
+impl StoreBackend for S3Backend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_persistent(true)
+            .with_shared(true)
+            .with_atomic_batch(true)
+            .with_conditional_writes(self.inner.conditional)
+    }
+
+    async fn write(&self, batch: WriteBatch) -> imagecache_core::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let leases = LeaseEdits::of(batch.ops());
+        // A batch of leases alone names no image, so it needs no look at
+        // the log: a renewal costs one PUT.
+        if batch.ops().iter().any(|op| !is_lease_op(op)) {
+            self.validate(batch.ops()).await?;
+        }
+        let Split {
+            contents,
+            quarantines,
+            ops,
+        } = split(batch)?;
+        // Leases stored first and removed last: a batch cut short leaves
+        // its leases holding more than it asked, never less.
+        self.put_leases(leases.sets).await?;
+        self.store_contents(contents, quarantines).await?;
+        if !ops.is_empty() {
+            let name = self.write_record(&ops).await?;
             let mut view = self.view();
             view.state.apply(name, ops);
             view.applied.insert(name.to_string());
             view.uncompacted += 1;
         }
+        self.delete_leases(leases.removals).await?;
         self.maybe_compact().await;
         Ok(())
     }
@@ -365,6 +415,7 @@ impl StoreBackend for S3Backend {
 
     async fn load(&self) -> imagecache_core::Result<Snapshot> {
         self.refresh().await?;
+        let (leases, damaged_leases) = self.read_leases().await?.into_parts();
         // Listed after the log: a config is stored before the record that
         // names it, so every image in the records read has its config listed
         // unless the object is really gone.
@@ -405,6 +456,7 @@ impl StoreBackend for S3Backend {
                 name: name.clone(),
                 reason: reason.clone(),
             }));
+            quarantined.extend(damaged_leases);
             quarantined.sort_by(|a, b| a.name.cmp(&b.name));
             // Only names of the images listed: an image whose config object
             // is missing takes its names with it.
@@ -418,10 +470,14 @@ impl StoreBackend for S3Backend {
                 images,
                 quarantined,
                 names,
-                leases: Vec::new(),
+                leases,
             }
         };
         self.maybe_compact().await;
         Ok(snapshot)
+    }
+
+    async fn leases(&self) -> imagecache_core::Result<Vec<Lease>> {
+        Ok(self.read_leases().await?.into_leases()?)
     }
 }
