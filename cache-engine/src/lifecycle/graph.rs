@@ -42,6 +42,8 @@ pub(super) struct BlobNode {
 pub(super) struct Graph {
     edges: HashMap<Item, Vec<Item>>,
     pub(super) blobs: BTreeMap<Digest, BlobNode>,
+    /// The copies each blob's own notes name.
+    links: HashMap<Digest, Vec<Digest>>,
 }
 
 impl Graph {
@@ -89,7 +91,10 @@ impl Graph {
             },
         );
         let from = Item::Blob(digest);
-        // The two copies of a layer keep each other.
+        if !entry.links.is_empty() {
+            self.links.insert(digest, entry.links.clone());
+        }
+        // The two copies of a layer keep each other, on either's word.
         for link in &entry.links {
             self.edge(from, Item::Blob(*link));
             self.edge(Item::Blob(*link), from);
@@ -129,6 +134,42 @@ impl Graph {
             }
         }
         seen
+    }
+
+    /// What removing these images may release: their layers and config
+    /// blobs, the manifests that describe them and what those list, and the
+    /// copies of each layer that confirm the link (both blobs' notes name
+    /// each other), so a tampered note cannot make an unrelated blob a
+    /// candidate.
+    pub(super) fn released_by(&self, removed: &[ImageId]) -> HashSet<Digest> {
+        let mut out = HashSet::new();
+        let mut work: Vec<Item> = removed.iter().map(|id| Item::Image(*id)).collect();
+        let mut seen: HashSet<Item> = HashSet::new();
+        while let Some(item) = work.pop() {
+            if !seen.insert(item) {
+                continue;
+            }
+            let next = self.edges.get(&item).into_iter().flatten();
+            match item {
+                Item::Image(_) => work.extend(next.filter(|n| matches!(n, Item::Blob(_)))),
+                Item::Blob(d) => {
+                    out.insert(d);
+                    if self.blobs.get(&d).is_some_and(|b| b.kind == BlobKind::Manifest) {
+                        work.extend(self.edges.get(&item).into_iter().flatten().copied());
+                    }
+                    work.extend(self.confirmed_copies(&d).map(Item::Blob));
+                }
+            }
+        }
+        out
+    }
+
+    /// The copies of a blob whose notes and its own name each other.
+    fn confirmed_copies(&self, d: &Digest) -> impl Iterator<Item = Digest> + '_ {
+        let own = *d;
+        self.links.get(d).into_iter().flatten().copied().filter(move |other| {
+            self.links.get(other).is_some_and(|back| back.contains(&own))
+        })
     }
 
     /// The blobs an image refers to directly.

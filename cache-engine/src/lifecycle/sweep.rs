@@ -320,13 +320,10 @@ pub(super) async fn release_blobs(
             .map(|id| Item::Image(*id))
             .chain(held_items(&held).into_keys()),
     );
-    let candidates = graph.reach(removed.iter().map(|i| Item::Image(i.id())));
+    let ids: Vec<ImageId> = removed.iter().map(|i| i.id()).collect();
     let mut out = Vec::new();
-    for item in candidates {
-        let Item::Blob(digest) = item else {
-            continue;
-        };
-        if kept.contains(&item) {
+    for digest in graph.released_by(&ids) {
+        if kept.contains(&Item::Blob(digest)) {
             continue;
         }
         if let Some(node) = graph.blobs.get(&digest) {
