@@ -12,12 +12,12 @@
 //!
 //! [`StoreBackend::leases`]: imagecache_core::StoreBackend::leases
 
-use std::collections::BTreeMap;
-
-use imagecache_core::{Error, Key, Lease, LeaseId, Quarantined, WriteOp};
+use imagecache_core::{Error, Key, Lease, LeaseId, Quarantined};
 
 /// The lease changes of a batch, folded per ID: the last write of an ID
-/// wins, exactly as if they were applied in order.
+/// wins, exactly as if they were applied in order. (redb needs none: it
+/// applies a batch in order inside one transaction.)
+#[cfg(any(feature = "fs", feature = "s3"))]
 #[derive(Debug, Default)]
 pub(crate) struct LeaseEdits {
     /// Leases to store, sorted by ID.
@@ -26,10 +26,13 @@ pub(crate) struct LeaseEdits {
     pub(crate) removals: Vec<LeaseId>,
 }
 
+#[cfg(any(feature = "fs", feature = "s3"))]
 impl LeaseEdits {
     /// The net lease changes of `ops`.
-    pub(crate) fn of(ops: &[WriteOp]) -> Self {
-        let mut last: BTreeMap<&LeaseId, Option<&Lease>> = BTreeMap::new();
+    pub(crate) fn of(ops: &[imagecache_core::WriteOp]) -> Self {
+        use imagecache_core::WriteOp;
+        let mut last: std::collections::BTreeMap<&LeaseId, Option<&Lease>> =
+            std::collections::BTreeMap::new();
         for op in ops {
             match op {
                 WriteOp::SetLease(lease) => {
@@ -90,6 +93,18 @@ impl LeaseList {
         });
     }
 
+    /// Records an entry at `name` whose name no lease ID can have. A load
+    /// reports it; `leases` still answers, since no lease can be missing
+    /// for it: a lease of that name could not have been stored.
+    #[cfg(feature = "redb")]
+    pub(crate) fn misnamed(&mut self, name: &str, reason: String) {
+        tracing::warn!(record = name, %reason, "lease entry under a name no lease has; not listing it");
+        self.damaged.push(Quarantined {
+            name: name.to_owned(),
+            reason: format!("not a lease ID ({reason}); no lease is stored under it"),
+        });
+    }
+
     /// The leases sorted by ID, and the damaged records sorted by name, as
     /// a load reports them.
     pub(crate) fn into_parts(mut self) -> (Vec<Lease>, Vec<Quarantined>) {
@@ -111,12 +126,15 @@ impl LeaseList {
 mod tests {
     use std::time::Duration;
 
+    use imagecache_core::WriteOp;
+
     use super::*;
 
     fn lease(id: &str, ttl: u64) -> Lease {
         Lease::new(LeaseId::new(id).unwrap(), Duration::from_secs(ttl))
     }
 
+    #[cfg(any(feature = "fs", feature = "s3"))]
     #[test]
     fn edits_keep_the_last_write_of_each_id() {
         let id = |s: &str| LeaseId::new(s).unwrap();

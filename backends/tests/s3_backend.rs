@@ -22,8 +22,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_backends::s3::{S3Backend, S3Config};
 use imagecache_core::{
-    BlobBackend as _, BlobBackendExt as _, ByteStream, Content, Digest, Error, ImageId, Key,
-    MetadataKey, StoreBackend, StoreBackendExt as _, WriteBatch,
+    BlobBackend as _, BlobBackendExt as _, ByteStream, Content, Digest, Error, ImageId, Key, Lease,
+    LeaseId, LeaseResource, MetadataKey, StoreBackend, StoreBackendExt as _, Timestamp, WriteBatch,
 };
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -172,6 +172,7 @@ cases!(
     images_roundtrip_and_delete,
     metadata_requires_content_and_writes_nothing,
     second_handle_sees_writes,
+    two_handles_see_each_others_leases,
     concurrent_handles_lose_nothing,
     compaction_keeps_everything,
     automatic_compaction_keeps_everything,
@@ -296,6 +297,43 @@ async fn second_handle_sees_writes(env: Env) -> TestResult {
     let snapshot = first.load().await?;
     assert_eq!(snapshot.images.len(), 1);
     assert_eq!(snapshot.images[0].metadata.len(), 2);
+    Ok(())
+}
+
+fn lease(id: &str, blob: &[u8]) -> Lease {
+    let mut lease = match LeaseId::new(id) {
+        Ok(id) => Lease::new(id, Duration::from_secs(3600)),
+        Err(e) => panic!("bad test lease ID {id}: {e}"),
+    };
+    lease
+        .resources
+        .insert(LeaseResource::Blob(Digest::sha256(blob)));
+    lease
+}
+
+async fn two_handles_see_each_others_leases(env: Env) -> TestResult {
+    let first = env.open().await;
+    let second = env.open().await;
+    // Each handle reads the leases fresh on every call, with no load and
+    // no lookup in between.
+    let a = lease("a", b"a");
+    first.set_lease(a.clone()).await?;
+    assert_eq!(second.leases().await?, vec![a.clone()]);
+    let b = lease("b", b"b");
+    second.set_lease(b.clone()).await?;
+    assert_eq!(first.leases().await?, vec![a.clone(), b.clone()]);
+
+    // A renewal through one handle is seen whole by the other.
+    let mut renewed = a.clone();
+    renewed.expires = Timestamp::from_unix_nanos(a.expires.unix_nanos() + 60_000_000_000);
+    renewed.resources.clear();
+    second.set_lease(renewed.clone()).await?;
+    assert_eq!(first.leases().await?, vec![renewed.clone(), b.clone()]);
+
+    // A removal too, and load agrees.
+    first.delete_lease(&b.id).await?;
+    assert_eq!(second.leases().await?, vec![renewed.clone()]);
+    assert_eq!(second.load().await?.leases, vec![renewed]);
     Ok(())
 }
 
@@ -749,15 +787,16 @@ async fn load_reads_indexes_and_records_never_configs() -> TestResult {
     counting.reset();
     assert_eq!(reader.load().await?.images.len(), 200);
     let (gets, lists, puts) = counting.counts();
-    // Four records, no index: one GET each; lists of index/, log/, content/.
-    assert_eq!((gets, lists, puts), (4, 3, 0));
+    // Four records, no index: one GET each; lists of index/, log/,
+    // content/ and leases/.
+    assert_eq!((gets, lists, puts), (4, 4, 0));
 
     writer.compact().await?;
     let counting = Hooked::new(memory.clone());
     let reader = over(counting.clone(), "p", 10_000).await;
     counting.reset();
     assert_eq!(reader.load().await?.images.len(), 200);
-    assert_eq!(counting.counts(), (1, 3, 0));
+    assert_eq!(counting.counts(), (1, 4, 0));
     // Lookups after load are served from memory, apart from reading the config.
     counting.reset();
     let id = ImageId::of_config(&config(0));
@@ -916,6 +955,93 @@ async fn damaged_and_missing_objects_are_reported_with_their_key() -> TestResult
         .map(|q| q.reason.clone())
         .unwrap_or_default();
     assert!(reason.contains(&missing.hex()), "{reason}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_writes_are_one_small_object_each_outside_the_log() -> TestResult {
+    let memory = Arc::new(InMemory::new());
+    let counting = Hooked::new(memory.clone());
+    let writer = over(counting.clone(), "p", 10_000).await;
+    let a = lease("build-1", b"a");
+    // A fresh handle's renewal reads nothing and writes one object.
+    counting.reset();
+    writer.set_lease(a.clone()).await?;
+    assert_eq!(counting.counts(), (0, 0, 1));
+    assert_eq!(names_under(&memory, "p/log").await?, Vec::<String>::new());
+    let stored = memory
+        .get(&Path::from("p/leases/build-1"))
+        .await?
+        .bytes()
+        .await?;
+    assert_eq!(stored, a.encode());
+
+    // Listing them is one list and one read per lease.
+    writer.set_lease(lease("build-2", b"b")).await?;
+    counting.reset();
+    assert_eq!(writer.leases().await?.len(), 2);
+    assert_eq!(counting.counts(), (2, 1, 0));
+
+    // With images in the batch there is one record, holding no lease.
+    let mut batch = WriteBatch::new();
+    batch.put(content(1));
+    batch.delete_lease(a.id.clone());
+    writer.write(batch).await?;
+    assert_eq!(names_under(&memory, "p/log").await?.len(), 1);
+    assert_eq!(names_under(&memory, "p/leases").await?, vec!["build-2"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_lease_objects_are_reported_and_refused() -> TestResult {
+    let memory = Arc::new(InMemory::new());
+    let backend = over(memory.clone(), "p", 10_000).await;
+    let good = lease("good", b"g");
+    backend.set_lease(good.clone()).await?;
+    memory
+        .put(
+            &Path::from("p/leases/bad"),
+            PutPayload::from_static(b"[1,2"),
+        )
+        .await?;
+    memory
+        .put(
+            &Path::from("p/leases/swapped"),
+            PutPayload::from(lease("other", b"o").encode()),
+        )
+        .await?;
+    // Below a lease's name, or not named like a lease: not leases.
+    memory
+        .put(
+            &Path::from("p/leases/good/extra"),
+            PutPayload::from_static(b"x"),
+        )
+        .await?;
+    memory
+        .put(
+            &Path::from("p/leases/no way"),
+            PutPayload::from_static(b"x"),
+        )
+        .await?;
+
+    let snapshot = over(memory.clone(), "p", 10_000).await.load().await?;
+    assert_eq!(snapshot.leases, vec![good.clone()]);
+    let names: Vec<&str> = snapshot
+        .quarantined
+        .iter()
+        .map(|q| q.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["p/leases/bad", "p/leases/swapped"]);
+    let err = backend.leases().await.err();
+    assert!(
+        matches!(&err, Some(Error::Corrupt { key: Key::Other(k), .. }) if k.starts_with("p/leases/")),
+        "{err:?}"
+    );
+
+    let repaired = lease("bad", b"r");
+    backend.set_lease(repaired.clone()).await?;
+    backend.delete_lease(&LeaseId::new("swapped")?).await?;
+    assert_eq!(backend.leases().await?, vec![repaired, good]);
     Ok(())
 }
 

@@ -143,6 +143,39 @@ fn macro_lists_match_the_registry() {
 }
 
 #[test]
+fn readme_counts_match_the_registry() {
+    // The README's table of cases per group must not go stale.
+    let readme = include_str!("../README.md");
+    let rows: Vec<(&str, usize)> = readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            match cells.as_slice() {
+                ["", group, count, ""] => {
+                    let group = group.strip_prefix('`')?.strip_suffix('`')?;
+                    Some((group, count.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let cases = crate::cases();
+    let mut groups: Vec<&str> = Vec::new();
+    for case in &cases {
+        if !groups.contains(&case.group) {
+            groups.push(case.group);
+        }
+    }
+    let want: Vec<(&str, usize)> = groups
+        .iter()
+        .map(|g| (*g, cases.iter().filter(|c| c.group == *g).count()))
+        .collect();
+    assert_eq!(rows, want, "README table of cases per group");
+    let total = format!("The suite has {} cases", cases.len());
+    assert!(readme.contains(&total), "README must say: {total}");
+}
+
+#[test]
 fn case_names_are_unique_across_groups() {
     // The macro puts every case's test in one module, so names must not clash.
     let cases = crate::cases();

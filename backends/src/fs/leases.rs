@@ -72,7 +72,8 @@ impl Edits {
         }
         let dir = inner.layout.leases();
         let key = |id: &LeaseId| Key::Other(file_path(&dir, id).display().to_string());
-        ensure_dir(&dir).map_err(|e| e.with_key(Key::Other(dir.display().to_string())))?;
+        let created =
+            ensure_dir(&dir).map_err(|e| e.with_key(Key::Other(dir.display().to_string())))?;
         let mut staged = Vec::with_capacity(self.0.sets.len());
         for lease in &self.0.sets {
             let name = file_name(&lease.id);
@@ -97,6 +98,10 @@ impl Edits {
         }
         if inner.config.fsync {
             sync_dir(&dir)?;
+            // A new directory's own entry must be durable too.
+            if created {
+                sync_dir(&inner.layout.own)?;
+            }
         }
         Ok(())
     }

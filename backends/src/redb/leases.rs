@@ -7,7 +7,9 @@
 //!
 //! A value that does not decode as the lease its key names is damaged and
 //! handled as every persistent backend handles one (see `leases.rs` at the
-//! crate root): reported by a load, refused by `leases`.
+//! crate root): reported by a load, refused by `leases`. A key that is not
+//! a lease ID is reported by a load only: no lease can be stored there, so
+//! none is missing from the list.
 
 use imagecache_core::LeaseId;
 use redb::TableDefinition;
@@ -29,7 +31,7 @@ pub(super) fn read(
         let name = format!("{NAME} leases entry {key:?}");
         match LeaseId::new(key) {
             Ok(id) => out.add(&name, &id, value.value()),
-            Err(e) => out.damaged(&name, e.to_string()),
+            Err(e) => out.misnamed(&name, e.to_string()),
         }
     }
     Ok(out)
