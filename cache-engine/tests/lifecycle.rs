@@ -266,7 +266,10 @@ async fn layer_copies_go_together(kind: Kind) {
     let got: Vec<Digest> = removed.blobs.iter().map(|(d, _)| *d).collect();
     assert_eq!(got, expect, "{kind:?}");
     for d in &expect {
-        assert!(!has_blob(lc, d).await, "{kind:?}: the zstd copy is released");
+        assert!(
+            !has_blob(lc, d).await,
+            "{kind:?}: the zstd copy is released"
+        );
     }
     // The gzip copy, whose link nothing confirms any more, is unreferenced
     // and goes with the next collection.

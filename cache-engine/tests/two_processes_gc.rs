@@ -52,7 +52,11 @@ async fn seed(lc: &Lifecycle) -> Vec<(ImageId, Digest)> {
         let data = layer(n);
         let d = Digest::sha256(&data);
         lc.blobs().unwrap().put_bytes(&d, data).await.unwrap();
-        let id = lc.store().create(config(&format!("base{n}"), &[d])).await.unwrap();
+        let id = lc
+            .store()
+            .create(config(&format!("base{n}"), &[d]))
+            .await
+            .unwrap();
         if n % 2 == 0 {
             let name = format!("base:{n}").parse().unwrap();
             lc.store().tag(&name, &id).await.unwrap();
@@ -67,7 +71,9 @@ async fn collector(url: &str) {
     let started = std::time::Instant::now();
     let mut runs = 0;
     while started.elapsed() < Duration::from_secs(4) {
-        lc.collect(&[Policy::dangling()], None).await.expect("collect");
+        lc.collect(&[Policy::dangling()], None)
+            .await
+            .expect("collect");
         runs += 1;
     }
     println!("RUNS {runs}");
@@ -151,7 +157,13 @@ fn run_pair(url: &str) {
     let exe = std::env::current_exe().expect("test binary");
     let spawn = |role: &str| {
         Command::new(&exe)
-            .args(["--exact", "gc_process", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "gc_process",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(ROLE, role)
             .env(URL, url)
             .stdout(Stdio::piped())
@@ -185,7 +197,11 @@ fn run_pair(url: &str) {
     // Once the builder is gone, its children are dangling and go.
     rt.block_on(async {
         lc.collect(&[Policy::dangling()], None).await.unwrap();
-        assert_eq!(lc.store().len() as u64, BASES / 2, "only the named bases stay");
+        assert_eq!(
+            lc.store().len() as u64,
+            BASES / 2,
+            "only the named bases stay"
+        );
     });
 }
 

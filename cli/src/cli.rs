@@ -159,12 +159,10 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
-    /// Disk usage of the store and the blob cache, and what prune could free.
-    Df {
-        /// Blobs by kind and compression, and each backend's parts on disk.
-        #[arg(long, short)]
-        verbose: bool,
-    },
+    /// Disk usage of the store and the blob cache, and what prune could
+    /// free; with -v, blobs by kind and compression and each backend's
+    /// parts on disk (a second -v turns logging on).
+    Df,
     /// The classic builder cache.
     Cache {
         /// What to do.

@@ -21,7 +21,13 @@ use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK};
 fn install_logging(cli: &Cli) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let level = match cli.verbose {
+    // `df -v` asks for detail, as `docker system df -v` does; the next
+    // `-v` turns logging up.
+    let verbose = match cli.command {
+        crate::cli::Command::Df => cli.verbose.saturating_sub(1),
+        _ => cli.verbose,
+    };
+    let level = match verbose {
         0 => "off",
         1 => "info",
         2 => "debug",

@@ -521,7 +521,13 @@ impl Capabilities {
 ///   [`StoreBackend::leases`] (and by load, in [`Snapshot::leases`]). A
 ///   backend stores them as given, expired or not, and never removes one
 ///   on its own: expiry is the reader's rule. A lease needs no image to
-///   exist and is not touched when an image it holds is deleted.
+///   exist and is not touched when an image it holds is deleted. A damaged
+///   lease record is reported by load in [`Snapshot::quarantined`] and makes
+///   [`StoreBackend::leases`] fail with [`Error::Corrupt`] naming it: a list
+///   silently missing a lease would let a collector remove what it holds.
+///   A backend that keeps leases apart from its batch records (S3) writes a
+///   batch's new leases before the rest of it and removes leases after, so
+///   a batch cut short holds more than asked, never less.
 ///
 /// # Behavior
 ///

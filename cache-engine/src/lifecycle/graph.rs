@@ -154,7 +154,11 @@ impl Graph {
                 Item::Image(_) => work.extend(next.filter(|n| matches!(n, Item::Blob(_)))),
                 Item::Blob(d) => {
                     out.insert(d);
-                    if self.blobs.get(&d).is_some_and(|b| b.kind == BlobKind::Manifest) {
+                    if self
+                        .blobs
+                        .get(&d)
+                        .is_some_and(|b| b.kind == BlobKind::Manifest)
+                    {
                         work.extend(self.edges.get(&item).into_iter().flatten().copied());
                     }
                     work.extend(self.confirmed_copies(&d).map(Item::Blob));
@@ -167,9 +171,16 @@ impl Graph {
     /// The copies of a blob whose notes and its own name each other.
     fn confirmed_copies(&self, d: &Digest) -> impl Iterator<Item = Digest> + '_ {
         let own = *d;
-        self.links.get(d).into_iter().flatten().copied().filter(move |other| {
-            self.links.get(other).is_some_and(|back| back.contains(&own))
-        })
+        self.links
+            .get(d)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |other| {
+                self.links
+                    .get(other)
+                    .is_some_and(|back| back.contains(&own))
+            })
     }
 
     /// The blobs an image refers to directly.

@@ -71,7 +71,7 @@ impl Access {
             | Command::Search { .. }
             | Command::Save { .. }
             | Command::Stats
-            | Command::Df { .. }
+            | Command::Df
             | Command::Info => false,
         };
         match (writes, default_store) {
@@ -180,6 +180,7 @@ pub(crate) async fn run(
     default_store: bool,
     cancel: Arc<AtomicBool>,
 ) -> Result<u8> {
+    let verbose = cli.verbose;
     let ctx = Ctx {
         access: Access::of(&cli.command, default_store),
         url,
@@ -217,7 +218,7 @@ pub(crate) async fn run(
         Command::Parent { id, set } => images::parent(&ctx, &id, set.as_deref()).await,
         Command::Prune(args) => lifecycle::prune(&ctx, &args).await,
         Command::Lease { command } => lifecycle::lease(&ctx, &command).await,
-        Command::Df { verbose } => lifecycle::df(&ctx, verbose).await,
+        Command::Df => lifecycle::df(&ctx, verbose > 0).await,
         Command::Cache { command } => cache::run(&ctx, command).await,
         Command::Blob { command } => blob::run(&ctx, command).await,
         Command::Stats => info::stats(&ctx).await,
