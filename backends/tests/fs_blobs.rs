@@ -347,14 +347,30 @@ async fn temp_files_are_counted_while_written_and_reclaimed_once_their_writer_is
     let held = std::fs::File::create(&live).unwrap();
     std::io::Write::write_all(&mut &held, &[7u8; 1000]).unwrap();
     held.try_lock().unwrap();
-    // …one that was killed left its file behind, unlocked, just now.
+    // …one that was killed left its file behind, unlocked, a minute ago.
     let left = blobs.join(".tmp-left");
     std::fs::write(&left, [1u8; 300]).unwrap();
+    let a_minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let age = |path: &std::path::Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(a_minute_ago)
+            .unwrap();
+    };
+    age(&left);
+    age(&live);
+    // One just made is left alone whether locked or not: its writer may
+    // not have taken the lock yet.
+    let fresh = blobs.join(".tmp-fresh");
+    std::fs::write(&fresh, [2u8; 50]).unwrap();
 
     let scratch = backend.scratch().await.unwrap();
-    assert_eq!((scratch.in_progress, scratch.in_progress_bytes), (1, 1000));
+    assert_eq!((scratch.in_progress, scratch.in_progress_bytes), (2, 1050));
     assert_eq!((scratch.reclaimed, scratch.reclaimed_bytes), (1, 300));
-    assert!(live.exists() && !left.exists());
+    assert!(live.exists() && !left.exists() && fresh.exists());
+    std::fs::remove_file(&fresh).unwrap();
     // Once the writer lets go, the next look reclaims its file too.
     drop(held);
     let scratch = backend.scratch().await.unwrap();

@@ -27,6 +27,10 @@ pub(super) const DIR_MODE: u32 = 0o700;
 /// Prefix of temp files, as Docker's atomic writer names them.
 pub(super) const TEMP_PREFIX: &str = ".tmp-";
 
+/// How long a temp file must go unmodified before [`reclaim_temp`] tries
+/// its lock.
+pub(super) const TEMP_SETTLE: Duration = Duration::from_secs(10);
+
 /// Upper bound on fsyncs run at once by one batch.
 const MAX_PARALLEL: usize = 16;
 
@@ -342,7 +346,19 @@ pub(super) fn reclaim_temp(path: &Path, ttl: Duration) -> Temp {
     let Ok(file) = File::open(path) else {
         return Temp::Other;
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = file.metadata().ok();
+    let size = meta.as_ref().map_or(0, fs::Metadata::len);
+    // A writer locks its file right after creating it. Until a file has
+    // been left alone a moment, taking its lock here could come first and
+    // make the writer's lock fail, or find it unlocked in between; so a
+    // file that young counts as being written.
+    let settled = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= TEMP_SETTLE);
+    if !settled {
+        return Temp::Writing(size);
+    }
     match file.try_lock() {
         Ok(()) => match fs::remove_file(path) {
             Ok(()) => {
