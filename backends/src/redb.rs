@@ -15,6 +15,7 @@
 //! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
 //! | `blob_notes` | `<digest>/<key>` | note value |
 //! | `pending_uploads` | upload id | digest string of a blob still streaming in |
+//! | `blob_times` | upload id of a stored blob | when it was published (Unix nanoseconds) |
 //! | `meta` | name | layout version and the next upload id |
 //!
 //! A batch packs the configs it creates into content blocks and their
@@ -68,6 +69,7 @@ mod leases;
 mod load;
 mod lock_info;
 mod record;
+mod usage;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -82,6 +84,7 @@ use self::record::RecordError;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use self::harness::RedbHarness;
+pub use self::usage::CompactionReport;
 
 /// The URL scheme of this backend.
 pub const SCHEME: &str = "redb";
@@ -487,14 +490,7 @@ impl Inner {
     /// reopen then fails and the next storage failure tries again.
     fn recover(&self) -> Result<(), Error> {
         self.reopen()?;
-        let compacted = {
-            let mut db = self
-                .db
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            db.as_mut().map(redb::Database::compact)
-        };
-        if let Some(Err(err)) = compacted {
+        if let Err(err) = self.compact_file() {
             // Compacting needs room too; without it the freed pages stay
             // in the file for later puts, and the failed attempt left the
             // handle refusing transactions again.
@@ -597,6 +593,14 @@ enum Error {
     Storage(#[from] redb::StorageError),
     #[error("cannot commit a transaction")]
     Commit(#[from] redb::CommitError),
+    #[error("cannot compact the database file")]
+    Compaction(#[from] redb::CompactionError),
+    #[error("cannot inspect {}", path.display())]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the index record of {id} cannot be decoded")]
     BadRecord {
         id: ImageId,
@@ -649,6 +653,9 @@ impl Error {
                     redb::StorageError::Io(_) | redb::StorageError::PreviousIo
                 ))
                 | Self::Transaction(redb::TransactionError::Storage(
+                    redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+                ))
+                | Self::Compaction(redb::CompactionError::Storage(
                     redb::StorageError::Io(_) | redb::StorageError::PreviousIo
                 ))
         )
@@ -716,6 +723,16 @@ impl From<Error> for imagecache_core::Error {
                 ),
                 source: None,
             },
+            // Another transaction of this handle is open (a blob being
+            // read); compacting again once it ends succeeds.
+            err @ Error::Compaction(redb::CompactionError::TransactionInProgress) => {
+                Self::Backend {
+                    backend: NAME,
+                    key: None,
+                    retryable: true,
+                    source: Box::new(err),
+                }
+            }
             err => Self::backend(NAME, None, err),
         }
     }
