@@ -12,7 +12,7 @@
 //! | `names` | name in full (`docker.io/library/busybox:latest`) | image ID |
 //! | `leases` | lease ID | the lease's JSON record ([`Lease::encode`]) |
 //! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
-//! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
+//! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB less 20 bytes of blob bytes, so that a chunk fills one 1 MiB page |
 //! | `blob_notes` | `<digest>/<key>` | note value |
 //! | `pending_uploads` | upload id | digest string of a blob still streaming in |
 //! | `blob_times` | upload id of a stored blob | when it was published (Unix nanoseconds) |
@@ -46,8 +46,8 @@
 //!   process or from this one, fails at once with [`Error::Locked`] naming
 //!   the file and, as far as the advisory `<path>.lock-info` file tells, the
 //!   holder.
-//! * Blobs stream in and out in bounded memory: they are stored as 1 MiB
-//!   chunks written by several short transactions into a pending upload,
+//! * Blobs stream in and out in bounded memory: they are stored as chunks
+//!   of about 1 MiB (each filling one page) written by several short transactions into a pending upload,
 //!   then published by one small transaction once the body has ended
 //!   without error. Uploads left unfinished by a crash are removed on open.
 //! * Every call into redb runs on tokio's blocking pool; no transaction

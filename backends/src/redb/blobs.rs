@@ -151,8 +151,16 @@ pub(super) const PENDING_UPLOADS: TableDefinition<'_, u64, &str> =
 /// published before the table existed have no entry.
 pub(super) const BLOB_TIMES: TableDefinition<'_, u64, i64> = TableDefinition::new("blob_times");
 
-/// Size of every chunk but a blob's last.
-pub(super) const CHUNK_SIZE: usize = 1 << 20;
+/// What redb adds to a leaf page that holds one chunk: a 4-byte header,
+/// the 4-byte length of the value and the 12-byte key.
+const LEAF_OVERHEAD: usize = 20;
+
+/// Size of every chunk but a blob's last: with its leaf's overhead, a chunk
+/// fills a 1 MiB page exactly. redb sizes pages in powers of two, so a
+/// chunk of a full MiB would take a 2 MiB page and double the space blobs
+/// occupy. Files written with 1 MiB chunks read the same: a reader takes
+/// the chunks as they come.
+pub(super) const CHUNK_SIZE: usize = (1 << 20) - LEAF_OVERHEAD;
 
 /// Creates the blob tables if they are missing and removes the chunks of
 /// every pending upload; returns how many there were. Only called while
