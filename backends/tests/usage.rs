@@ -423,16 +423,16 @@ mod redb_backend {
 
         let images = backend.usage().await.unwrap();
         let blobs = backend.blob_usage().await.unwrap();
-        assert_eq!(images.total, Some(file_len(&path)));
+        assert_eq!(images.total, None);
         assert_eq!(blobs.total, None);
         assert_eq!(part(&images, UsageKind::Names).1, 1);
         assert_eq!(part(&images, UsageKind::Configs).1, 1);
         assert!(part(&images, UsageKind::Index).0 > 0);
         let mut whole = images.clone();
         whole.merge(&blobs);
-        let sum: u64 = whole.parts.iter().map(|p| p.bytes).sum();
-        assert_eq!(sum, file_len(&path), "{whole:?}");
-        assert_eq!(whole.bytes(), file_len(&path));
+        assert_eq!(whole.bytes(), file_len(&path), "{whole:?}");
+        // Each half alone is less than the file.
+        assert!(images.bytes() < file_len(&path) && blobs.bytes() < file_len(&path));
     }
 
     #[tokio::test]

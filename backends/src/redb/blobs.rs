@@ -78,10 +78,10 @@ impl BlobBackend for RedbBackend {
     /// `blob_times` as [`UsageKind::Blobs`] (one item per blob),
     /// `blob_notes` as [`UsageKind::Notes`] (one item per note), and the
     /// chunks of uploads still streaming in, with `pending_uploads`, as
-    /// [`UsageKind::Temp`] (one item per upload). No total and no
-    /// overhead: the file is shared with the images, and
-    /// [`StoreBackend::usage`] reports it whole, so the two merge
-    /// ([`Usage::merge`]) into the file without counting a byte twice.
+    /// [`UsageKind::Temp`] (one item per upload). The rest of the file,
+    /// its free pages included, is [`StoreBackend::usage`]'s: merged
+    /// ([`Usage::merge`]), the two add up to the file's size, each byte
+    /// once. No total, since the file is shared by both.
     ///
     /// [`UsageKind::Blobs`]: imagecache_core::UsageKind::Blobs
     /// [`UsageKind::Notes`]: imagecache_core::UsageKind::Notes

@@ -96,13 +96,13 @@ impl StoreBackend for RedbBackend {
     /// [`UsageKind::Configs`] and `blocks` as [`UsageKind::Metadata`] (one
     /// item per image each), `names` as [`UsageKind::Names`], the ID index
     /// and `meta` as [`UsageKind::Index`], `leases` as
-    /// [`UsageKind::Leases`] (one item per lease), and as [`UsageKind::Overhead`] the
-    /// quarantine plus the rest of the file: free pages and redb's own
-    /// bookkeeping. Each table counts the pages its B-tree occupies. The
-    /// total is the file's size, which includes the blob tables that
-    /// [`BlobBackend::blob_usage`] reports: merged ([`Usage::merge`]), the
-    /// two give the whole file, each byte once.
-    /// [`RedbBackend::compact`] returns the free pages.
+    /// [`UsageKind::Leases`] (one item per lease), and as
+    /// [`UsageKind::Overhead`] the quarantine plus the rest of the file:
+    /// free pages and redb's own bookkeeping. Each table counts the pages
+    /// its B-tree occupies. The blob tables are
+    /// [`BlobBackend::blob_usage`]'s: merged ([`Usage::merge`]), the two
+    /// add up to the file's size, each byte once. No total, since the file
+    /// is shared by both. [`RedbBackend::compact`] returns the free pages.
     ///
     /// [`UsageKind::Configs`]: imagecache_core::UsageKind::Configs
     /// [`UsageKind::Metadata`]: imagecache_core::UsageKind::Metadata

@@ -13,15 +13,16 @@ use redb::{ReadableTable as _, ReadableTableMetadata as _, TableHandle as _};
 
 use super::blobs::{BLOB_CHUNKS, BLOB_NOTES, BLOB_TIMES, BLOBS, PENDING_UPLOADS};
 use super::images::{BLOCKS, CONTENT, NAMES, QUARANTINE};
-use super::index::RUNS;
+use super::index::{self, RUNS};
 use super::leases::LEASES;
 use super::{Error, Inner, RedbBackend};
 
-/// The two halves of the file, as the two usage calls report them.
+/// The two halves of the file, as the two usage calls report them. Their
+/// parts add up to the file's size; neither claims it as its total, since
+/// callers show each half on its own.
 #[derive(Debug, Default)]
 pub(super) struct Measured {
-    /// Image tables, the rest of the file as overhead, and the file size as
-    /// the total.
+    /// Image tables, and the rest of the file as overhead.
     pub(super) images: Usage,
     /// Blob tables only.
     pub(super) blobs: Usage,
@@ -92,7 +93,7 @@ impl Inner {
     /// Measures every table in one read transaction; see [`Measured`].
     pub(super) fn measure(&self) -> Result<Measured, Error> {
         let txn = self.begin_read()?;
-        let images = image_count(&txn)?;
+        let images = index::len(&txn.open_table(RUNS)?)?;
         let pending = self.pending_in(&txn)?;
         let mut out = Measured::default();
         let mut in_tables: u64 = 0;
@@ -123,7 +124,6 @@ impl Inner {
         let len = self.file_len()?;
         out.images
             .add(UsageKind::Overhead, 0, len.saturating_sub(in_tables));
-        out.images.total = Some(len);
         Ok(out)
     }
 
@@ -179,17 +179,6 @@ impl Inner {
             compacted,
         })
     }
-}
-
-/// The number of images in the ID index: the sum of its runs' sizes.
-fn image_count(txn: &redb::ReadTransaction) -> Result<u64, Error> {
-    let runs = txn.open_table(RUNS)?;
-    let mut count = 0u64;
-    for entry in runs.iter()? {
-        let (_, size) = entry?;
-        count = count.saturating_add(size.value());
-    }
-    Ok(count)
 }
 
 /// What [`RedbBackend::compact`] did.
