@@ -101,8 +101,13 @@ impl Inner {
             let name = handle.name().to_owned();
             let table = txn.open_untyped_table(handle)?;
             let stats = table.stats()?;
-            let bytes = stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
-            in_tables += bytes;
+            // Sums of a damaged file's statistics may be anything; they
+            // saturate rather than overflow.
+            let bytes = stats
+                .stored_bytes()
+                .saturating_add(stats.metadata_bytes())
+                .saturating_add(stats.fragmented_bytes());
+            in_tables = in_tables.saturating_add(bytes);
             let (half, kind) = part_of(&name);
             let usage = match half {
                 Half::Images => &mut out.images,
@@ -135,10 +140,12 @@ impl Inner {
         for entry in pending.iter()? {
             let (upload, _) = entry?;
             let upload = upload.value();
-            out.in_progress += 1;
+            out.in_progress = out.in_progress.saturating_add(1);
             for chunk in chunks.range((upload, 0)..=(upload, u32::MAX))? {
                 let (_, data) = chunk?;
-                out.in_progress_bytes += data.value().len() as u64;
+                out.in_progress_bytes = out
+                    .in_progress_bytes
+                    .saturating_add(data.value().len() as u64);
             }
         }
         Ok(out)
