@@ -124,6 +124,7 @@ mod index;
 mod leases;
 mod names;
 mod scan;
+mod usage;
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

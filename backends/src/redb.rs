@@ -12,9 +12,10 @@
 //! | `names` | name in full (`docker.io/library/busybox:latest`) | image ID |
 //! | `leases` | lease ID | the lease's JSON record ([`Lease::encode`]) |
 //! | `blobs` | digest string (`sha256:…`) | (upload id, size) |
-//! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB of blob bytes |
+//! | `blob_chunks` | (upload id, chunk index) | up to 1 MiB less 20 bytes of blob bytes, so that a chunk fills one 1 MiB page |
 //! | `blob_notes` | `<digest>/<key>` | note value |
 //! | `pending_uploads` | upload id | digest string of a blob still streaming in |
+//! | `blob_times` | upload id of a stored blob | when it was published (Unix nanoseconds) |
 //! | `meta` | name | layout version and the next upload id |
 //!
 //! A batch packs the configs it creates into content blocks and their
@@ -45,8 +46,8 @@
 //!   process or from this one, fails at once with [`Error::Locked`] naming
 //!   the file and, as far as the advisory `<path>.lock-info` file tells, the
 //!   holder.
-//! * Blobs stream in and out in bounded memory: they are stored as 1 MiB
-//!   chunks written by several short transactions into a pending upload,
+//! * Blobs stream in and out in bounded memory: they are stored as chunks
+//!   of about 1 MiB (each filling one page) written by several short transactions into a pending upload,
 //!   then published by one small transaction once the body has ended
 //!   without error. Uploads left unfinished by a crash are removed on open.
 //! * Every call into redb runs on tokio's blocking pool; no transaction
@@ -68,6 +69,7 @@ mod leases;
 mod load;
 mod lock_info;
 mod record;
+mod usage;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -82,6 +84,7 @@ use self::record::RecordError;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use self::harness::RedbHarness;
+pub use self::usage::CompactionReport;
 
 /// The URL scheme of this backend.
 pub const SCHEME: &str = "redb";
@@ -487,14 +490,7 @@ impl Inner {
     /// reopen then fails and the next storage failure tries again.
     fn recover(&self) -> Result<(), Error> {
         self.reopen()?;
-        let compacted = {
-            let mut db = self
-                .db
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            db.as_mut().map(redb::Database::compact)
-        };
-        if let Some(Err(err)) = compacted {
+        if let Err(err) = self.compact_file() {
             // Compacting needs room too; without it the freed pages stay
             // in the file for later puts, and the failed attempt left the
             // handle refusing transactions again.
@@ -597,6 +593,14 @@ enum Error {
     Storage(#[from] redb::StorageError),
     #[error("cannot commit a transaction")]
     Commit(#[from] redb::CommitError),
+    #[error("cannot compact the database file")]
+    Compaction(#[from] redb::CompactionError),
+    #[error("cannot inspect {}", path.display())]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the index record of {id} cannot be decoded")]
     BadRecord {
         id: ImageId,
@@ -649,6 +653,9 @@ impl Error {
                     redb::StorageError::Io(_) | redb::StorageError::PreviousIo
                 ))
                 | Self::Transaction(redb::TransactionError::Storage(
+                    redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+                ))
+                | Self::Compaction(redb::CompactionError::Storage(
                     redb::StorageError::Io(_) | redb::StorageError::PreviousIo
                 ))
         )
@@ -716,6 +723,16 @@ impl From<Error> for imagecache_core::Error {
                 ),
                 source: None,
             },
+            // Another transaction of this handle is open (a blob being
+            // read); compacting again once it ends succeeds.
+            err @ Error::Compaction(redb::CompactionError::TransactionInProgress) => {
+                Self::Backend {
+                    backend: NAME,
+                    key: None,
+                    retryable: true,
+                    source: Box::new(err),
+                }
+            }
             err => Self::backend(NAME, None, err),
         }
     }

@@ -119,6 +119,7 @@ mod harness;
 mod images;
 mod leases;
 mod state;
+mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;

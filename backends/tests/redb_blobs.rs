@@ -23,6 +23,9 @@ const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new
 const PENDING_UPLOADS: TableDefinition<'_, u64, &str> = TableDefinition::new("pending_uploads");
 
 const MIB: usize = 1 << 20;
+/// Bytes in every chunk but a blob's last: a leaf page of 1 MiB less
+/// redb's 20 bytes of header, value length and key.
+const CHUNK: usize = MIB - 20;
 
 /// Deterministic bytes, produced piece by piece so a large body never sits
 /// in memory: piece sizes cycle through `sizes`.
@@ -137,11 +140,11 @@ async fn blob_of_64_mib_streams_in_bounded_chunks() {
         total += chunk.len();
     }
     assert_eq!(total, TOTAL);
-    assert_eq!(chunks, TOTAL / MIB);
+    assert_eq!(chunks, TOTAL.div_ceil(CHUNK));
     assert_eq!(hasher.finish(), digest);
     drop(backend);
 
-    // On disk: 1 MiB chunks, nothing pending.
+    // On disk: full chunks and the rest, nothing pending.
     let db = redb::Database::open(&path).unwrap();
     let txn = db.begin_read().unwrap();
     let table = txn.open_table(BLOB_CHUNKS).unwrap();
@@ -150,8 +153,42 @@ async fn blob_of_64_mib_streams_in_bounded_chunks() {
         .unwrap()
         .map(|e| e.unwrap().1.value().len())
         .collect();
-    assert_eq!(sizes, vec![MIB; TOTAL / MIB]);
+    let mut expected = vec![CHUNK; TOTAL / CHUNK];
+    expected.push(TOTAL % CHUNK);
+    assert_eq!(sizes, expected);
     assert_eq!(txn.open_table(PENDING_UPLOADS).unwrap().len().unwrap(), 0);
+}
+
+/// Files written when chunks were a full MiB read back whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_in_chunks_of_a_full_mib_reads_back() {
+    const BLOBS: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("blobs");
+    const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    drop(RedbBackend::open(&path).await.unwrap());
+    let data: Vec<u8> = generated(2 * MIB + MIB / 2, &[MIB]).flatten().collect();
+    let digest = Digest::sha256(&data);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut chunks = txn.open_table(BLOB_CHUNKS).unwrap();
+            for (index, chunk) in (0u32..).zip(data.chunks(MIB)) {
+                chunks.insert((7, index), chunk).unwrap();
+            }
+            let name = digest.to_string();
+            let mut blobs = txn.open_table(BLOBS).unwrap();
+            blobs.insert(name.as_str(), (7, data.len() as u64)).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("next_upload", 8)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let backend = RedbBackend::open(&path).await.unwrap();
+    assert_eq!(backend.get_blob_bytes(&digest).await.unwrap(), data);
 }
 
 #[tokio::test(flavor = "multi_thread")]

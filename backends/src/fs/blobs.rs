@@ -14,13 +14,14 @@ use std::fs::{self, File};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use imagecache_core::{
     BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Error as CoreError, Key,
-    MetadataKey, Result, Scratch, normalize_notes,
+    MetadataKey, Result, Scratch, Timestamp, Usage, UsageKind, allocated_bytes, normalize_notes,
 };
 use tokio::sync::mpsc;
 
@@ -29,6 +30,7 @@ use super::files::{
     open_regular, read_regular, reclaim_temp, remove_any, remove_file_if_present, sync_dir,
     write_atomic,
 };
+use super::usage::add_tree;
 use super::{Error, FsBackend, Inner, blocking};
 
 /// Size of the chunks written and read.
@@ -64,7 +66,25 @@ impl BlobBackend for FsBackend {
 
     async fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
         let inner = Arc::clone(&self.inner);
+        let listed = blocking(move || list(&inner)).await?;
+        Ok(listed.into_iter().map(|(info, _)| info).collect())
+    }
+
+    /// Each blob with its file's modification time: the moment its write
+    /// was renamed into place, since a blob file is never written again.
+    async fn list_blob_times(&self) -> Result<Vec<(BlobInfo, Option<Timestamp>)>> {
+        let inner = Arc::clone(&self.inner);
         blocking(move || list(&inner)).await
+    }
+
+    /// The allocated blocks of blob files ([`UsageKind::Blobs`], with the
+    /// blocks of their directories), of notes and their directories
+    /// ([`UsageKind::Notes`]) and of temp files of blob and note writes
+    /// ([`UsageKind::Temp`]), in progress or left by writers that are gone.
+    /// Measuring removes nothing; [`BlobBackend::scratch`] does.
+    async fn blob_usage(&self) -> Result<Usage> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || usage(&inner)).await
     }
 
     async fn set_blob_notes(&self, digest: &Digest, notes: BlobNotes) -> Result<()> {
@@ -406,28 +426,82 @@ fn delete(inner: &Inner, digest: &Digest) -> Result<(), Error> {
     Ok(())
 }
 
-/// Every blob, sorted by digest. Stale temp files are removed on the way.
+/// One entry of the blob directories, as [`walk`] finds it.
+enum Walked<'a> {
+    /// `blobs/` itself or one of its algorithm directories.
+    Dir(&'a Path),
+    /// A blob file (or something else under a blob's name).
+    Blob(Digest, &'a fs::DirEntry),
+    /// A temp file of a blob write.
+    Temp(&'a fs::DirEntry),
+}
+
+/// Visits `blobs/`, its algorithm directories and what they hold; the
+/// notes and anything that is neither a blob nor a temp file are passed
+/// over. A missing `blobs/` visits nothing.
+fn walk(
+    inner: &Inner,
+    mut visit: impl FnMut(Walked<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let root = &inner.layout.blobs;
+    let algs = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if is_missing(&e) => return Ok(()),
+        Err(source) => return Err(Error::io("list", root, source)),
+    };
+    visit(Walked::Dir(root))?;
+    for alg in algs {
+        let alg = alg.map_err(|e| Error::io("list", root, e))?;
+        let alg_name = alg.file_name();
+        let Some(alg_name) = alg_name.to_str() else {
+            continue;
+        };
+        if alg_name == "notes" || !alg.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir: PathBuf = alg.path();
+        let entries = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if is_missing(&e) => continue,
+            Err(source) => return Err(Error::io("list", &dir, source)),
+        };
+        visit(Walked::Dir(&dir))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                visit(Walked::Temp(&entry))?;
+                continue;
+            }
+            // Anything that is not `<alg>/<hex>` fails to parse.
+            if let Ok(digest) = Digest::parse(&format!("{alg_name}:{name}")) {
+                visit(Walked::Blob(digest, &entry))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The metadata of a listed entry when it is a regular file; `None` when
+/// it is something else or gone meanwhile.
+fn file_meta(entry: &fs::DirEntry) -> Result<Option<fs::Metadata>, Error> {
+    match entry.metadata() {
+        Ok(m) if m.is_file() => Ok(Some(m)),
+        Ok(_) => Ok(None),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(source) => Err(Error::io("inspect", &entry.path(), source)),
+    }
+}
+
 /// Temp files of blob writes: counted while their writer holds them,
 /// removed once it is gone (see [`reclaim_temp`]).
 fn scratch(inner: &Inner) -> Result<Scratch, Error> {
     let mut out = Scratch::default();
-    let root = &inner.layout.blobs;
-    let algs = match fs::read_dir(root) {
-        Ok(rd) => rd,
-        Err(e) if is_missing(&e) => return Ok(out),
-        Err(source) => return Err(Error::io("list", root, source)),
-    };
-    for alg in algs {
-        let alg = alg.map_err(|e| Error::io("list", root, e))?;
-        if alg.file_name() == "notes" || !alg.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let dir = alg.path();
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                continue;
-            }
+    walk(inner, |walked| {
+        if let Walked::Temp(entry) = walked {
             match reclaim_temp(&entry.path(), inner.config.temp_ttl) {
                 Temp::Writing(size) => {
                     out.in_progress += 1;
@@ -440,55 +514,75 @@ fn scratch(inner: &Inner) -> Result<Scratch, Error> {
                 Temp::Other => {}
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
-fn list(inner: &Inner) -> Result<Vec<BlobInfo>, Error> {
-    let root = &inner.layout.blobs;
-    let algs = match fs::read_dir(root) {
-        Ok(rd) => rd,
-        Err(e) if is_missing(&e) => return Ok(Vec::new()),
-        Err(source) => return Err(Error::io("list", root, source)),
-    };
+/// Every blob with its modification time (when it was stored), sorted by
+/// digest. Temp files of writers that are gone are removed on the way.
+fn list(inner: &Inner) -> Result<Vec<(BlobInfo, Option<Timestamp>)>, Error> {
     let mut out = Vec::new();
-    for alg in algs {
-        let alg = alg.map_err(|e| Error::io("list", root, e))?;
-        let alg_name = alg.file_name();
-        let Some(alg_name) = alg_name.to_str() else {
-            continue;
-        };
-        let dir: PathBuf = alg.path();
-        if alg_name == "notes" || !alg.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                continue;
-            };
-            if name.starts_with(TEMP_PREFIX) {
+    walk(inner, |walked| {
+        match walked {
+            Walked::Temp(entry) => {
                 reclaim_temp(&entry.path(), inner.config.temp_ttl);
-                continue;
             }
-            // Anything that is not `<alg>/<hex>` fails to parse.
-            let Ok(digest) = Digest::parse(&format!("{alg_name}:{name}")) else {
-                continue;
-            };
-            match entry.metadata() {
-                Ok(m) if m.is_file() => out.push(BlobInfo {
-                    digest,
-                    size: m.len(),
-                }),
-                Ok(_) => {}
-                Err(e) if is_missing(&e) => {}
-                Err(source) => return Err(Error::io("inspect", &entry.path(), source)),
+            Walked::Blob(digest, entry) => {
+                if let Some(m) = file_meta(entry)? {
+                    let stored = m.modified().ok().map(timestamp);
+                    out.push((
+                        BlobInfo {
+                            digest,
+                            size: m.len(),
+                        },
+                        stored,
+                    ));
+                }
+            }
+            Walked::Dir(_) => {}
+        }
+        Ok(())
+    })?;
+    out.sort_by_key(|a| a.0);
+    Ok(out)
+}
+
+/// A file time as a UTC timestamp.
+fn timestamp(time: SystemTime) -> Timestamp {
+    let nanos = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+    };
+    Timestamp::from_unix_nanos(nanos)
+}
+
+/// The blocks of blobs, notes and unfinished blob writes, measured without
+/// removing anything.
+fn usage(inner: &Inner) -> Result<Usage, Error> {
+    let mut usage = Usage::default();
+    walk(inner, |walked| {
+        match walked {
+            Walked::Dir(dir) => {
+                if let Ok(meta) = fs::symlink_metadata(dir) {
+                    usage.add(UsageKind::Blobs, 0, allocated_bytes(&meta));
+                }
+            }
+            Walked::Blob(_, entry) => {
+                if let Some(meta) = file_meta(entry)? {
+                    usage.add(UsageKind::Blobs, 1, allocated_bytes(&meta));
+                }
+            }
+            Walked::Temp(entry) => {
+                if let Some(meta) = file_meta(entry)? {
+                    usage.add(UsageKind::Temp, 1, allocated_bytes(&meta));
+                }
             }
         }
-    }
-    out.sort();
-    Ok(out)
+        Ok(())
+    })?;
+    add_tree(&mut usage, &inner.layout.notes, UsageKind::Notes)?;
+    Ok(usage)
 }
 
 /// Attaches notes to a stored blob: each written atomically, then one

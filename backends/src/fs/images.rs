@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
     Capabilities, Content, Error as CoreError, ImageId, Key, Lease, MetadataKey, Result, Snapshot,
-    StoreBackend, WriteBatch,
+    StoreBackend, Usage, WriteBatch,
 };
 
 use super::files::{Opened, open_regular, read_regular, read_to_end};
-use super::{Error, FsBackend, batch, blocking, content_present, leases, scan};
+use super::{Error, FsBackend, batch, blocking, content_present, leases, scan, usage};
 
 #[async_trait]
 impl StoreBackend for FsBackend {
@@ -83,5 +83,32 @@ impl StoreBackend for FsBackend {
     async fn leases(&self) -> Result<Vec<Lease>> {
         let inner = Arc::clone(&self.inner);
         blocking(move || Ok(leases::read(&inner)?.into_leases()?)).await
+    }
+
+    /// The allocated blocks of `content/` ([`UsageKind::Configs`], one item
+    /// per config file), `metadata/` ([`UsageKind::Metadata`], one item
+    /// per value file), `repositories.json` ([`UsageKind::Names`], one item
+    /// per name), the index, journal and lock in `imagecache/`
+    /// ([`UsageKind::Index`], with the root's own directory blocks), lease
+    /// records under `imagecache/leases/` ([`UsageKind::Leases`]) and what
+    /// `imagecache/quarantine/` holds ([`UsageKind::Overhead`]); temp files
+    /// anywhere among them are [`UsageKind::Temp`]. Every directory's own
+    /// blocks are counted with what it holds. Blobs are measured by
+    /// `blob_usage`, and nothing is counted twice between the two. No
+    /// total: the parts are the whole.
+    ///
+    /// Measuring costs one stat per file and directory, and removes
+    /// nothing.
+    ///
+    /// [`UsageKind::Configs`]: imagecache_core::UsageKind::Configs
+    /// [`UsageKind::Metadata`]: imagecache_core::UsageKind::Metadata
+    /// [`UsageKind::Names`]: imagecache_core::UsageKind::Names
+    /// [`UsageKind::Index`]: imagecache_core::UsageKind::Index
+    /// [`UsageKind::Leases`]: imagecache_core::UsageKind::Leases
+    /// [`UsageKind::Overhead`]: imagecache_core::UsageKind::Overhead
+    /// [`UsageKind::Temp`]: imagecache_core::UsageKind::Temp
+    async fn usage(&self) -> Result<Usage> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || usage::images(&inner)).await
     }
 }

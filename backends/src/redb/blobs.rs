@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt as _;
 use imagecache_core::{
-    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey,
-    normalize_notes,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey, Scratch,
+    Timestamp, Usage, normalize_notes,
 };
 use redb::{ReadableTable as _, TableDefinition};
 use tokio::task::JoinHandle;
@@ -65,6 +65,39 @@ impl BlobBackend for RedbBackend {
 
     async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
         self.run(None, Inner::list_blobs).await
+    }
+
+    /// Each blob with the time its upload was published, recorded in
+    /// `blob_times`; `None` for blobs stored by a version that did not
+    /// record it.
+    async fn list_blob_times(&self) -> imagecache_core::Result<Vec<(BlobInfo, Option<Timestamp>)>> {
+        self.run(None, Inner::list_blob_times).await
+    }
+
+    /// The pages of the blob tables: `blobs`, `blob_chunks` and
+    /// `blob_times` as [`UsageKind::Blobs`] (one item per blob),
+    /// `blob_notes` as [`UsageKind::Notes`] (one item per note), and the
+    /// chunks of uploads still streaming in, with `pending_uploads`, as
+    /// [`UsageKind::Temp`] (one item per upload). The rest of the file,
+    /// its free pages included, is [`StoreBackend::usage`]'s: merged
+    /// ([`Usage::merge`]), the two add up to the file's size, each byte
+    /// once. No total, since the file is shared by both.
+    ///
+    /// [`UsageKind::Blobs`]: imagecache_core::UsageKind::Blobs
+    /// [`UsageKind::Notes`]: imagecache_core::UsageKind::Notes
+    /// [`UsageKind::Temp`]: imagecache_core::UsageKind::Temp
+    /// [`StoreBackend::usage`]: imagecache_core::StoreBackend::usage
+    async fn blob_usage(&self) -> imagecache_core::Result<Usage> {
+        let measured = self.run(None, Inner::measure).await?;
+        Ok(measured.blobs)
+    }
+
+    /// Uploads streaming in through this handle, with the bytes of their
+    /// chunks so far. Nothing is ever reclaimed here: the file is locked to
+    /// one handle, so every unfinished upload is this handle's own, and
+    /// those a crash left are removed when the file is next opened.
+    async fn scratch(&self) -> imagecache_core::Result<Scratch> {
+        self.run(None, Inner::scratch).await
     }
 
     async fn set_blob_notes(
@@ -111,9 +144,23 @@ pub(super) const BLOB_CHUNKS: TableDefinition<'_, (u64, u32), &[u8]> =
 pub(super) const BLOB_NOTES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("blob_notes");
 pub(super) const PENDING_UPLOADS: TableDefinition<'_, u64, &str> =
     TableDefinition::new("pending_uploads");
+/// When each stored blob was published: its upload id → Unix time in
+/// nanoseconds. Keyed by upload, not digest, because upload ids are never
+/// reused: a time left behind by a version that deletes blobs without
+/// knowing this table can never be taken for a later blob's. Blobs
+/// published before the table existed have no entry.
+pub(super) const BLOB_TIMES: TableDefinition<'_, u64, i64> = TableDefinition::new("blob_times");
 
-/// Size of every chunk but a blob's last.
-pub(super) const CHUNK_SIZE: usize = 1 << 20;
+/// What redb adds to a leaf page that holds one chunk: a 4-byte header,
+/// the 4-byte length of the value and the 12-byte key.
+const LEAF_OVERHEAD: usize = 20;
+
+/// Size of every chunk but a blob's last: with its leaf's overhead, a chunk
+/// fills a 1 MiB page exactly. redb sizes pages in powers of two, so a
+/// chunk of a full MiB would take a 2 MiB page and double the space blobs
+/// occupy. Files written with 1 MiB chunks read the same: a reader takes
+/// the chunks as they come.
+pub(super) const CHUNK_SIZE: usize = (1 << 20) - LEAF_OVERHEAD;
 
 /// Creates the blob tables if they are missing and removes the chunks of
 /// every pending upload; returns how many there were. Only called while
@@ -121,6 +168,7 @@ pub(super) const CHUNK_SIZE: usize = 1 << 20;
 pub(super) fn prepare(txn: &redb::WriteTransaction) -> Result<usize, Error> {
     txn.open_table(BLOBS)?;
     txn.open_table(BLOB_NOTES)?;
+    txn.open_table(BLOB_TIMES)?;
     let mut chunks = txn.open_table(BLOB_CHUNKS)?;
     let mut pending = txn.open_table(PENDING_UPLOADS)?;
     let orphans = pending
@@ -461,17 +509,41 @@ impl Inner {
         let mut out = Vec::new();
         for entry in blobs.iter()? {
             let (key, value) = entry?;
-            let digest = Digest::parse(key.value()).map_err(|err| {
-                Error::Contract(imagecache_core::Error::Corrupt {
-                    key: Key::Other(format!("blob table key {:?}", key.value())),
-                    reason: "the key is not a digest".to_owned(),
-                    source: Some(Box::new(err)),
-                })
-            })?;
+            let (_, size) = value.value();
             out.push(BlobInfo {
-                digest,
-                size: value.value().1,
+                digest: blob_digest(key.value())?,
+                size,
             });
+        }
+        Ok(out)
+    }
+
+    /// Every blob with its publish time, where one was recorded.
+    pub(super) fn list_blob_times(&self) -> Result<Vec<(BlobInfo, Option<Timestamp>)>, Error> {
+        let txn = self.begin_read()?;
+        let blobs = txn.open_table(BLOBS)?;
+        // Every file this version opens has the table (`prepare` creates
+        // it); a file without it has no times to give.
+        let times = match txn.open_table(BLOB_TIMES) {
+            Ok(times) => Some(times),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let mut out = Vec::new();
+        for entry in blobs.iter()? {
+            let (key, value) = entry?;
+            let (upload, size) = value.value();
+            let stored = match &times {
+                Some(times) => times
+                    .get(upload)?
+                    .map(|g| Timestamp::from_unix_nanos(i128::from(g.value()))),
+                None => None,
+            };
+            let info = BlobInfo {
+                digest: blob_digest(key.value())?,
+                size,
+            };
+            out.push((info, stored));
         }
         Ok(out)
     }
@@ -489,6 +561,7 @@ impl Inner {
                 return Ok(());
             };
             remove_chunks(&mut txn.open_table(BLOB_CHUNKS)?, upload)?;
+            txn.open_table(BLOB_TIMES)?.remove(upload)?;
             let (low, high) = notes_range(digest);
             txn.open_table(BLOB_NOTES)?
                 .retain_in(low.as_str()..high.as_str(), |_, _| false)?;
@@ -621,6 +694,7 @@ impl Inner {
                 }
                 None => {
                     blobs.insert(name.as_str(), (upload, size))?;
+                    txn.open_table(BLOB_TIMES)?.insert(upload, now_nanos())?;
                     BlobInfo {
                         digest: *digest,
                         size,
@@ -662,19 +736,40 @@ impl Inner {
             let name = digest.to_string();
             let mut blobs = txn.open_table(BLOBS)?;
             let mut chunks = txn.open_table(BLOB_CHUNKS)?;
+            let mut times = txn.open_table(BLOB_TIMES)?;
             let old = blobs.get(name.as_str())?.map(|g| g.value());
             if let Some((old_upload, _)) = old {
                 remove_chunks(&mut chunks, old_upload)?;
+                times.remove(old_upload)?;
             }
             let upload = allocate_upload(&txn)?;
             for (index, chunk) in (0u32..).zip(data.chunks(CHUNK_SIZE)) {
                 chunks.insert((upload, index), chunk)?;
             }
             blobs.insert(name.as_str(), (upload, data.len() as u64))?;
+            times.insert(upload, now_nanos())?;
         }
         txn.commit()?;
         Ok(())
     }
+}
+
+/// The digest of a `blobs` key.
+fn blob_digest(key: &str) -> Result<Digest, Error> {
+    Digest::parse(key).map_err(|err| {
+        Error::Contract(imagecache_core::Error::Corrupt {
+            key: Key::Other(format!("blob table key {key:?}")),
+            reason: "the key is not a digest".to_owned(),
+            source: Some(Box::new(err)),
+        })
+    })
+}
+
+/// The current time in Unix nanoseconds, as `blob_times` keeps it. A clock
+/// before 1970 or after 2262 is recorded as the nearest end of the range.
+fn now_nanos() -> i64 {
+    let nanos = Timestamp::now_utc().unix_nanos();
+    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Takes the next upload id from `meta`. Ids are never reused, so a reader

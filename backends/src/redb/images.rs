@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use imagecache_core::{
     Capabilities, Content, ImageId, Key, Lease, MetadataKey, Quarantined, Reference, Snapshot,
-    StoreBackend, WriteBatch, WriteOp,
+    StoreBackend, Usage, WriteBatch, WriteOp,
 };
 use redb::{ReadableTable, TableDefinition};
 
@@ -90,6 +90,30 @@ impl StoreBackend for RedbBackend {
 
     async fn leases(&self) -> imagecache_core::Result<Vec<Lease>> {
         self.run(None, Inner::leases).await
+    }
+
+    /// The database file, table by table: `content` as
+    /// [`UsageKind::Configs`] and `blocks` as [`UsageKind::Metadata`] (one
+    /// item per image each), `names` as [`UsageKind::Names`], the ID index
+    /// and `meta` as [`UsageKind::Index`], `leases` as
+    /// [`UsageKind::Leases`] (one item per lease), and as
+    /// [`UsageKind::Overhead`] the quarantine plus the rest of the file:
+    /// free pages and redb's own bookkeeping. Each table counts the pages
+    /// its B-tree occupies. The blob tables are
+    /// [`BlobBackend::blob_usage`]'s: merged ([`Usage::merge`]), the two
+    /// add up to the file's size, each byte once. No total, since the file
+    /// is shared by both. [`RedbBackend::compact`] returns the free pages.
+    ///
+    /// [`UsageKind::Configs`]: imagecache_core::UsageKind::Configs
+    /// [`UsageKind::Metadata`]: imagecache_core::UsageKind::Metadata
+    /// [`UsageKind::Names`]: imagecache_core::UsageKind::Names
+    /// [`UsageKind::Index`]: imagecache_core::UsageKind::Index
+    /// [`UsageKind::Leases`]: imagecache_core::UsageKind::Leases
+    /// [`UsageKind::Overhead`]: imagecache_core::UsageKind::Overhead
+    /// [`BlobBackend::blob_usage`]: imagecache_core::BlobBackend::blob_usage
+    async fn usage(&self) -> imagecache_core::Result<Usage> {
+        let measured = self.run(None, Inner::measure).await?;
+        Ok(measured.images)
     }
 }
 

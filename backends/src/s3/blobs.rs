@@ -12,13 +12,14 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{
-    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey,
-    normalize_notes,
+    BlobBackend, BlobInfo, BlobNotes, BlobReader, ByteStream, Digest, Key, MetadataKey, Timestamp,
+    Usage, normalize_notes,
 };
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt as _, PutPayload};
 
 use super::error::Error;
+use super::usage::modified;
 use super::{S3Backend, is_not_found};
 
 #[async_trait]
@@ -97,33 +98,28 @@ impl BlobBackend for S3Backend {
     }
 
     async fn list_blobs(&self) -> imagecache_core::Result<Vec<BlobInfo>> {
-        let dir = self.path(&["blobs"]);
-        let objects = self.list_objects(&dir, Key::Other(dir.to_string())).await?;
-        let mut blobs: Vec<BlobInfo> = objects
-            .into_iter()
-            .filter_map(|meta| {
-                let parts: Vec<String> = meta
-                    .location
-                    .prefix_match(&dir)?
-                    .map(|p| p.as_ref().to_owned())
-                    .collect();
-                let [alg, hex] = parts.as_slice() else {
-                    return None;
-                };
-                match Digest::parse(&format!("{alg}:{hex}")) {
-                    Ok(digest) => Some(BlobInfo {
-                        digest,
-                        size: meta.size,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(object = %meta.location, error = %e, "ignoring a stray object under blobs/");
-                        None
-                    }
-                }
-            })
-            .collect();
-        blobs.sort();
-        Ok(blobs)
+        let listed = self.list_blobs_with_times().await?;
+        Ok(listed.into_iter().map(|(info, _)| info).collect())
+    }
+
+    /// Each blob with its object's last-modified time: when its upload
+    /// completed, since a blob object is never written again.
+    async fn list_blob_times(&self) -> imagecache_core::Result<Vec<(BlobInfo, Option<Timestamp>)>> {
+        Ok(self.list_blobs_with_times().await?)
+    }
+
+    /// The sizes of the objects under `blobs/` ([`UsageKind::Blobs`], one
+    /// item per blob) and `blobnotes/` ([`UsageKind::Notes`], one item per
+    /// note). No [`UsageKind::Temp`]: the parts of multipart uploads never
+    /// completed are not listed through object_store, so they are left out
+    /// (a bucket lifecycle rule that aborts incomplete uploads removes
+    /// them). No total.
+    ///
+    /// [`UsageKind::Blobs`]: imagecache_core::UsageKind::Blobs
+    /// [`UsageKind::Notes`]: imagecache_core::UsageKind::Notes
+    /// [`UsageKind::Temp`]: imagecache_core::UsageKind::Temp
+    async fn blob_usage(&self) -> imagecache_core::Result<Usage> {
+        Ok(self.measure_blobs().await?)
     }
 
     async fn set_blob_notes(
@@ -206,6 +202,46 @@ impl BlobBackend for S3Backend {
         Ok(self
             .get_bytes(&self.note_path(digest, key), note_key)
             .await?)
+    }
+}
+
+/// The digest of an object under `blobs/` (`dir`), if it is a blob's.
+pub(super) fn digest_of(dir: &Path, meta: &ObjectMeta) -> Option<Digest> {
+    let parts: Vec<String> = meta
+        .location
+        .prefix_match(dir)?
+        .map(|p| p.as_ref().to_owned())
+        .collect();
+    let [alg, hex] = parts.as_slice() else {
+        return None;
+    };
+    match Digest::parse(&format!("{alg}:{hex}")) {
+        Ok(digest) => Some(digest),
+        Err(e) => {
+            tracing::warn!(object = %meta.location, error = %e, "ignoring a stray object under blobs/");
+            None
+        }
+    }
+}
+
+impl S3Backend {
+    /// Every blob with its object's last-modified time, sorted by digest.
+    async fn list_blobs_with_times(&self) -> Result<Vec<(BlobInfo, Option<Timestamp>)>, Error> {
+        let dir = self.path(&["blobs"]);
+        let objects = self.list_objects(&dir, Key::Other(dir.to_string())).await?;
+        let mut blobs: Vec<(BlobInfo, Option<Timestamp>)> = objects
+            .iter()
+            .filter_map(|meta| {
+                let digest = digest_of(&dir, meta)?;
+                let info = BlobInfo {
+                    digest,
+                    size: meta.size,
+                };
+                Some((info, modified(meta)))
+            })
+            .collect();
+        blobs.sort_by_key(|a| a.0);
+        Ok(blobs)
     }
 }
 

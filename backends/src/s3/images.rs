@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use imagecache_core::{
     Capabilities, Content, ImageId, Key, Lease, MetadataKey, Quarantined, Snapshot, StoreBackend,
-    WriteBatch, WriteOp, validate_batch,
+    Usage, WriteBatch, WriteOp, validate_batch,
 };
 use object_store::{ObjectStoreExt as _, PutPayload};
 
@@ -479,5 +479,24 @@ impl StoreBackend for S3Backend {
 
     async fn leases(&self) -> imagecache_core::Result<Vec<Lease>> {
         Ok(self.read_leases().await?.into_leases()?)
+    }
+
+    /// The sizes of the objects under the prefix, blobs aside: config
+    /// objects of existing images as [`UsageKind::Configs`] (one item per
+    /// config); log records, indexes and the compaction lease as
+    /// [`UsageKind::Index`], since metadata, summaries and names live
+    /// inside them and are not told apart; lease records under `leases/`
+    /// as [`UsageKind::Leases`]; and as [`UsageKind::Overhead`] quarantine
+    /// copies plus the config objects of images deleted or quarantined,
+    /// which stay until [`S3Backend::collect_garbage`] removes them. Reads
+    /// the log first (as a load does) to tell the configs apart, then lists
+    /// each directory. No total: the parts are the whole.
+    ///
+    /// [`UsageKind::Configs`]: imagecache_core::UsageKind::Configs
+    /// [`UsageKind::Index`]: imagecache_core::UsageKind::Index
+    /// [`UsageKind::Leases`]: imagecache_core::UsageKind::Leases
+    /// [`UsageKind::Overhead`]: imagecache_core::UsageKind::Overhead
+    async fn usage(&self) -> imagecache_core::Result<Usage> {
+        Ok(self.measure_images().await?)
     }
 }

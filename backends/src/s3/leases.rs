@@ -33,7 +33,7 @@ use crate::leases::LeaseList;
 
 /// The directory of lease objects under the prefix. (`lease/`, singular,
 /// holds the compaction lock, which is not a [`Lease`].)
-const DIR: &str = "leases";
+pub(super) const DIR: &str = "leases";
 /// Lease objects written, removed or read at once.
 const CONCURRENCY: usize = 16;
 
