@@ -301,6 +301,17 @@ impl Lifecycle {
         plan::plan(self, policies, &leases).await
     }
 
+    /// Gives the space deletes freed back to the file system where the
+    /// backend holds on to it (a redb file's free pages); `None` when the
+    /// backend has nothing to compact. Collections do this after removing
+    /// anything.
+    ///
+    /// # Errors
+    /// Backend failures, retryable when a read is in progress.
+    pub async fn compact(&self) -> Result<Option<imagecache_core::Compaction>> {
+        Ok(self.store.backend().compact().await?)
+    }
+
     /// Bytes available on the filesystem at
     /// [`LifecycleOptions::free_space_path`], if set and measurable.
     pub fn free_space(&self) -> Option<u64> {

@@ -168,6 +168,12 @@ async fn dangling_prune_keeps_named_and_held(kind: Kind) {
     assert!(has_blob(lc, &l4).await);
     assert!(lc.store().contains(&named) && lc.store().contains(&held));
     assert_eq!(report.bytes_freed, plan.bytes_to_free(), "{kind:?}");
+    // A database file gives its freed pages back after a collection.
+    match (kind, report.compaction) {
+        (Kind::Redb, Some(c)) => assert!(c.after <= c.before, "{c:?}"),
+        (Kind::Redb, None) => panic!("redb compacts after a collection"),
+        (_, c) => assert_eq!(c, None, "{kind:?}"),
+    }
     let last = seen.lock().unwrap().last().map(|p| (p.done, p.total));
     assert_eq!(last, Some((7, 7)), "{kind:?}");
     // The collection's own lease is gone; the builder's stays.

@@ -159,6 +159,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
+    /// Give the space deletes freed back to the file system (a redb file's
+    /// free pages); prune does this after removing anything.
+    Compact,
     /// Disk usage of the store and the blob cache, and what prune could
     /// free; with -v, blobs by kind and compression and each backend's
     /// parts on disk (a second -v turns logging on).

@@ -153,3 +153,24 @@ fn read_only_lease_listing_creates_no_store() {
     env.cmd(&["df"]).assert().code(1);
     assert!(!env.path("store.redb").exists());
 }
+
+#[test]
+fn compact_gives_back_a_redb_files_free_pages() {
+    let env = Env::redb();
+    store(&env);
+    let pruned = env.json(&["prune", "-a", "-f"]);
+    let (before, after) = (
+        pruned["compacted"][0].as_u64(),
+        pruned["compacted"][1].as_u64(),
+    );
+    assert!(after.is_some() && after <= before, "{pruned}");
+    let out = env.json(&["compact"]);
+    assert_eq!(out["compacted"], true);
+    assert!(out["after"].as_u64() <= out["before"].as_u64(), "{out}");
+    let fs = Env::fs();
+    store(&fs);
+    fs.cmd(&["compact"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Nothing to compact"));
+}

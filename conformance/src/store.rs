@@ -367,6 +367,9 @@ impl StoreBackend for CountingBackend {
     async fn usage(&self) -> CoreResult<Usage> {
         self.inner.usage().await
     }
+    async fn compact(&self) -> CoreResult<Option<imagecache_core::Compaction>> {
+        self.inner.compact().await
+    }
 }
 
 fn counting(inner: Arc<dyn StoreBackend>) -> Arc<CountingBackend> {

@@ -639,6 +639,27 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
             backend: "this",
         })
     }
+
+    /// Gives the space that deletes freed back to the file system, where
+    /// the backend holds on to it (a database file's free pages), and
+    /// reports the size before and after. `None` (the default) when the
+    /// backend has nothing to compact.
+    ///
+    /// # Errors
+    /// Storage failures; a compaction that cannot run now (a read in
+    /// progress) is a retryable [`Error::Backend`].
+    async fn compact(&self) -> Result<Option<Compaction>> {
+        Ok(None)
+    }
+}
+
+/// What [`StoreBackend::compact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Bytes the backend's storage took before.
+    pub before: u64,
+    /// Bytes it takes after.
+    pub after: u64,
 }
 
 /// A backend behind a pointer.
@@ -669,6 +690,9 @@ macro_rules! forward_backend {
             }
             async fn usage(&self) -> Result<Usage> {
                 (**self).usage().await
+            }
+            async fn compact(&self) -> Result<Option<Compaction>> {
+                (**self).compact().await
             }
         }
     };

@@ -19,8 +19,8 @@ mod usage;
 pub mod v1;
 
 pub use backend::{
-    Capabilities, Content, DynStoreBackend, Quarantined, Snapshot, SnapshotEntry, StoreBackend,
-    StoreBackendExt, WriteBatch, WriteOp, validate_batch,
+    Capabilities, Compaction, Content, DynStoreBackend, Quarantined, Snapshot, SnapshotEntry,
+    StoreBackend, StoreBackendExt, WriteBatch, WriteOp, validate_batch,
 };
 pub use blob::{
     BlobBackend, BlobBackendExt, BlobInfo, BlobNotes, BlobReader, ByteStream, DynBlobBackend,

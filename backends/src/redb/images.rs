@@ -115,6 +115,16 @@ impl StoreBackend for RedbBackend {
         let measured = self.run(None, Inner::measure).await?;
         Ok(measured.images)
     }
+
+    /// [`RedbBackend::compact`]: the database file's free pages go back to
+    /// the file system.
+    async fn compact(&self) -> imagecache_core::Result<Option<imagecache_core::Compaction>> {
+        let report = Self::compact(self).await?;
+        Ok(Some(imagecache_core::Compaction {
+            before: report.before,
+            after: report.after,
+        }))
+    }
 }
 
 pub(super) const CONTENT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("content");

@@ -295,15 +295,21 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
     let held = lc.store.held(leases, made).await?;
     let graph = Graph::new(&lc.store, &images, &catalog);
     let holders = held_items(&held);
+    // Everything some image refers to now. The grace period protects
+    // blobs nothing refers to yet (put just before their image or
+    // manifest); a blob an image refers to goes or stays with the image.
+    let referenced = graph.reach(images.keys().map(|id| Item::Image(*id)));
     let grace_cut = made.unix_nanos() - nanos(lc.options.blob_grace);
     let young: Vec<Item> = graph
         .blobs
         .iter()
-        .filter(|(_, b)| b.stored.is_some_and(|t| t.unix_nanos() > grace_cut))
+        .filter(|(d, b)| {
+            !referenced.contains(&Item::Blob(**d))
+                && b.stored.is_some_and(|t| t.unix_nanos() > grace_cut)
+        })
         .map(|(d, _)| Item::Blob(*d))
         .collect();
     let pinned = graph.reach(holders.keys().copied().chain(young.iter().copied()));
-
     let used = images
         .values()
         .map(|i| i.raw_json().len() as u64)
@@ -316,7 +322,6 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
         }
     }
     // Blobs nothing refers to at all are freed by every policy.
-    let referenced = graph.reach(images.keys().map(|id| Item::Image(*id)));
     let loose: u64 = graph
         .blobs
         .iter()

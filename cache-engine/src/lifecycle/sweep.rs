@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imagecache_core::{
-    Digest, GC_LEASE_LABEL, Image, ImageId, Lease, LeaseId, LeaseResource, StoreBackendExt as _,
-    Timestamp,
+    Compaction, Digest, GC_LEASE_LABEL, Image, ImageId, Lease, LeaseId, LeaseResource,
+    StoreBackendExt as _, Timestamp,
 };
 
 use super::graph::{Graph, Item, held_items};
@@ -46,6 +46,9 @@ pub struct GcReport {
     pub expired_leases: Vec<LeaseId>,
     /// Temp files of writers that are gone, reclaimed, and their bytes.
     pub temp_reclaimed: (u32, u64),
+    /// The backend's compaction after the removals (a redb file's size
+    /// before and after), when it has one and anything was removed.
+    pub compaction: Option<Compaction>,
     /// How long the collection took.
     pub elapsed: Duration,
 }
@@ -71,6 +74,13 @@ impl Lifecycle {
             swept?;
         }
         report.expired_leases = self.store.remove_expired_leases().await?;
+        if !report.images.is_empty() || !report.blobs.is_empty() {
+            match self.store.backend().compact().await {
+                Ok(c) => report.compaction = c,
+                // Space is given back by the next collection instead.
+                Err(e) => tracing::warn!(error = %e, "cannot compact after a collection"),
+            }
+        }
         if let Some(blobs) = &self.blobs {
             match blobs.backend().scratch().await {
                 Ok(s) => report.temp_reclaimed = (s.reclaimed, s.reclaimed_bytes),

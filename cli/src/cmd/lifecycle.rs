@@ -101,6 +101,8 @@ struct Pruned {
     skipped: Vec<String>,
     expired_leases: Vec<String>,
     temp_files_reclaimed: u32,
+    /// The backend's file size before and after compaction, if it ran.
+    compacted: Option<(u64, u64)>,
     items: Vec<ItemOut>,
 }
 
@@ -283,6 +285,9 @@ fn pruned(
             .map(|r| r.expired_leases.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         temp_files_reclaimed: report.map_or(0, |r| r.temp_reclaimed.0),
+        compacted: report
+            .and_then(|r| r.compaction)
+            .map(|c| (c.before, c.after)),
         items: plan.items.iter().map(item_out).collect(),
     }
 }
@@ -502,6 +507,29 @@ fn df_json(du: &DiskUsage) -> serde_json::Value {
         "image_backend": usage(&du.store),
         "blob_backend": usage(&du.blob_store),
     })
+}
+
+/// `compact`.
+pub(super) async fn compact(ctx: &Ctx) -> Result<u8> {
+    let lc = lifecycle(ctx).await?;
+    let done = lc.compact().await?;
+    if ctx.json() {
+        return print_json(&serde_json::json!({
+            "compacted": done.is_some(),
+            "before": done.map(|c| c.before),
+            "after": done.map(|c| c.after),
+        }));
+    }
+    match done {
+        Some(c) => print_lines([format!(
+            "Compacted: {} -> {} ({} given back)",
+            human_size(c.before),
+            human_size(c.after),
+            human_size(c.before.saturating_sub(c.after))
+        )])?,
+        None => print_lines(["Nothing to compact: this backend gives space back as it deletes"])?,
+    }
+    Ok(EXIT_OK)
 }
 
 /// `rm`'s blob release: what the removed images alone referred to.

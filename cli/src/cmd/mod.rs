@@ -60,7 +60,8 @@ impl Access {
             | Command::Tag { .. }
             | Command::Untag { .. }
             | Command::Cache { .. }
-            | Command::Conformance(_) => true,
+            | Command::Conformance(_)
+            | Command::Compact => true,
             Command::Parent { set, .. } => set.is_some(),
             Command::Prune(args) => !args.dry_run,
             Command::Lease { command } => !matches!(command, crate::cli::LeaseCommand::Ls),
@@ -219,6 +220,7 @@ pub(crate) async fn run(
         Command::Prune(args) => lifecycle::prune(&ctx, &args).await,
         Command::Lease { command } => lifecycle::lease(&ctx, &command).await,
         Command::Df => lifecycle::df(&ctx, verbose > 0).await,
+        Command::Compact => lifecycle::compact(&ctx).await,
         Command::Cache { command } => cache::run(&ctx, command).await,
         Command::Blob { command } => blob::run(&ctx, command).await,
         Command::Stats => info::stats(&ctx).await,
