@@ -22,11 +22,42 @@ use imagecache_engine::lifecycle::{
 };
 use imagecache_store::{CreateOptions, LeaseOptions, Store};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Memory,
     Fs,
     Redb,
+    /// The S3 server of `IMAGECACHE_TEST_S3_URL` (Garage in CI), under a
+    /// prefix of its own.
+    S3,
+}
+
+/// The S3 URL under a fresh prefix, or `None` (the case is skipped) when
+/// no server is configured and none is required.
+fn s3_url() -> Option<String> {
+    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert_ne!(
+            std::env::var("IMAGECACHE_REQUIRE_S3").as_deref(),
+            Ok("1"),
+            "IMAGECACHE_TEST_S3_URL is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
+        );
+        return None;
+    };
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (location, query) = url.split_once('?').unwrap_or((&url, ""));
+    Some(format!(
+        "{}/lifecycle-{nanos:x}-{}-{n}?{query}",
+        location.trim_end_matches('/'),
+        std::process::id()
+    ))
 }
 
 struct Setup {
@@ -48,6 +79,11 @@ async fn setup_with(kind: Kind, options: LifecycleOptions) -> Setup {
         Kind::Redb => {
             let b = Arc::new(RedbBackend::open(dir.path().join("x.redb")).await.unwrap());
             (b.clone(), b)
+        }
+        Kind::S3 => {
+            let url = s3_url().expect("S3 cases run only with a server");
+            let b = imagecache_backends::open(&url).await.unwrap();
+            (b.images(), b.blobs())
         }
     };
     let store = Store::open(images).await.unwrap();
@@ -404,6 +440,11 @@ async fn disk_usage_reports_parts(kind: Kind) {
         "{kind:?}: {du:?}"
     );
     assert!(du.reclaimable_all >= du.reclaimable);
+    // Every backend of the project measures its real bytes.
+    let store = du.store.as_ref().expect("image backend usage");
+    let blobs = du.blob_store.as_ref().expect("blob backend usage");
+    assert!(store.bytes() >= du.config_bytes, "{kind:?}: {store:?}");
+    assert!(blobs.bytes() >= 40_000, "{kind:?}: {blobs:?}");
     assert!(has_blob(lc, &loose).await, "disk usage changes nothing");
 }
 
@@ -501,6 +542,79 @@ async fn collections_racing_builders(kind: Kind) {
     assert!(lc.store().is_empty(), "{kind:?}");
 }
 
+/// Expired leases hold nothing and a collection deletes their records; a
+/// periodic collector runs on its own until dropped.
+async fn expired_leases_and_the_periodic_collector(kind: Kind) {
+    let s = setup(kind).await;
+    let lc = &s.lc;
+    let l = layer(lc, 1).await;
+    let id = image(lc, "old", None, &[l]).await;
+    lc.store()
+        .create_lease(
+            LeaseOptions::new()
+                .with_ttl(Duration::from_millis(1))
+                .with_resource(LeaseResource::Image(id)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let collector = lc.spawn_collector(vec![Policy::dangling()], Duration::from_millis(50));
+    let mut last = None;
+    for _ in 0..200 {
+        if collector.runs() >= 2 {
+            last = collector.last();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(collector);
+    let last = last.expect("the collector ran twice").unwrap();
+    assert!(last.images.is_empty(), "the first run took the image");
+    assert!(
+        !lc.store().contains(&id),
+        "{kind:?}: an expired lease holds nothing"
+    );
+    assert!(!has_blob(lc, &l).await);
+    assert!(
+        lc.store().leases().await.unwrap().is_empty(),
+        "{kind:?}: expired record deleted"
+    );
+}
+
+/// Free space on the store's filesystem as a target: a target already met
+/// removes nothing, one out of reach removes every selected image.
+async fn free_space_target(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup_with(
+        kind,
+        LifecycleOptions::new()
+            .with_blob_grace(Duration::ZERO)
+            .with_free_space_path(dir.path()),
+    )
+    .await;
+    let lc = &s.lc;
+    for n in 0..3u64 {
+        let l = layer(lc, 20 + n).await;
+        image(lc, &format!("i{n}"), None, &[l]).await;
+    }
+    let free = lc.free_space().expect("free space is measured");
+    let met = lc
+        .plan(&[Policy::all().with_min_free_space(free / 2)])
+        .await
+        .unwrap();
+    assert!(met.free_bytes.is_some());
+    assert_eq!(met.removals().count(), 0, "{kind:?}");
+    let out_of_reach = lc
+        .plan(&[Policy::all().with_min_free_space(u64::MAX)])
+        .await
+        .unwrap();
+    let images = out_of_reach
+        .removals()
+        .filter(|i| matches!(i.item, Item::Image(_)))
+        .count();
+    assert_eq!(images, 3, "{kind:?}");
+}
+
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
@@ -511,6 +625,14 @@ macro_rules! on_every_backend {
             async fn fs() { super::$case(Kind::Fs).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redb() { super::$case(Kind::Redb).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn s3() {
+                if s3_url().is_some() {
+                    super::$case(Kind::S3).await
+                } else {
+                    eprintln!("skipped: S3 (IMAGECACHE_TEST_S3_URL not set)");
+                }
+            }
         }
     )*};
 }
@@ -524,4 +646,6 @@ on_every_backend!(
     filters_and_keep_duration,
     disk_usage_reports_parts,
     collections_racing_builders,
+    expired_leases_and_the_periodic_collector,
+    free_space_target,
 );
