@@ -352,7 +352,14 @@ mod fs {
         assert!(temp >= 20 * KIB as u64, "{temp}");
         assert!(blob_temp.exists() && config_temp.exists());
 
-        // Reclaiming takes the blob leftover off the books.
+        // Reclaiming takes the blob leftover off the books, once it has
+        // been left alone long enough to be sure its writer is gone.
+        std::fs::File::options()
+            .write(true)
+            .open(&blob_temp)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
         assert_eq!(backend.scratch().await.unwrap().reclaimed, 1);
         assert_eq!(
             part(&backend.blob_usage().await.unwrap(), UsageKind::Temp),

@@ -295,41 +295,13 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
     let held = lc.store.held(leases, made).await?;
     let graph = Graph::new(&lc.store, &images, &catalog);
     let holders = held_items(&held);
-    // Everything some image refers to now. The grace period protects
-    // blobs nothing refers to yet (put just before their image or
-    // manifest); a blob an image refers to goes or stays with the image.
-    let referenced = graph.reach(images.keys().map(|id| Item::Image(*id)));
-    let grace_cut = made.unix_nanos() - nanos(lc.options.blob_grace);
-    let young: Vec<Item> = graph
-        .blobs
-        .iter()
-        .filter(|(d, b)| {
-            !referenced.contains(&Item::Blob(**d))
-                && b.stored.is_some_and(|t| t.unix_nanos() > grace_cut)
-        })
-        .map(|(d, _)| Item::Blob(*d))
-        .collect();
-    let pinned = graph.reach(holders.keys().copied().chain(young.iter().copied()));
-    let used = images
-        .values()
-        .map(|i| i.raw_json().len() as u64)
-        .sum::<u64>()
-        + graph.blobs.values().map(|b| b.size).sum::<u64>();
-    let mut refs: HashMap<imagecache_core::Digest, usize> = HashMap::new();
-    for id in images.keys() {
-        for blob in graph.blobs_of(id) {
-            *refs.entry(blob).or_default() += 1;
-        }
-    }
-    // Blobs nothing refers to at all are freed by every policy.
-    let loose: u64 = graph
-        .blobs
-        .iter()
-        .filter(|(d, _)| {
-            !referenced.contains(&Item::Blob(**d)) && !pinned.contains(&Item::Blob(**d))
-        })
-        .map(|(_, b)| b.size)
-        .sum();
+    let Marks {
+        young,
+        pinned,
+        used,
+        refs,
+        loose,
+    } = marks(lc, &graph, &images, &holders, made);
     let free = lc.free_space();
     let mut sel = Selection {
         lc,
@@ -361,7 +333,6 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
     );
     let mut items = Vec::with_capacity(images.len() + graph.blobs.len());
     for (id, image) in &images {
-        let bytes = image.raw_json().len() as u64;
         let item = Item::Image(*id);
         let (remove, reason) = match removed.get(id) {
             Some(reason) if !kept.contains(&item) => (true, reason.clone()),
@@ -370,6 +341,7 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
                 keep_reason(lc, policies, &holders, &removed, id, made),
             ),
         };
+        let bytes = image.raw_json().len() as u64;
         items.push(PlanItem {
             item,
             bytes,
@@ -377,7 +349,92 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
             reason,
         });
     }
-    for (digest, node) in &graph.blobs {
+    items.extend(blob_items(&graph, &holders, &young, &kept));
+    Ok(Plan {
+        items,
+        used_bytes: used,
+        free_bytes: free,
+        made,
+        policies: policies.to_vec(),
+        graph,
+        named_ok,
+    })
+}
+
+/// What planning starts from.
+struct Marks {
+    /// Blobs nothing refers to yet, inside the grace period.
+    young: HashSet<Item>,
+    /// What stays whatever the policies say: held items, young blobs and
+    /// everything they refer to.
+    pinned: HashSet<Item>,
+    /// Bytes of configs and blobs.
+    used: u64,
+    /// How many images refer to each blob directly.
+    refs: HashMap<imagecache_core::Digest, usize>,
+    /// Bytes of blobs nothing refers to, which every policy frees.
+    loose: u64,
+}
+
+fn marks(
+    lc: &Lifecycle,
+    graph: &Graph,
+    images: &BTreeMap<ImageId, Arc<Image>>,
+    holders: &HashMap<Item, LeaseId>,
+    made: Timestamp,
+) -> Marks {
+    // Everything some image refers to now. The grace period protects
+    // blobs nothing refers to yet (put just before their image or
+    // manifest); a blob an image refers to goes or stays with the image.
+    let referenced = graph.reach(images.keys().map(|id| Item::Image(*id)));
+    let grace_cut = made.unix_nanos() - nanos(lc.options.blob_grace);
+    let young: HashSet<Item> = graph
+        .blobs
+        .iter()
+        .filter(|(d, b)| {
+            !referenced.contains(&Item::Blob(**d))
+                && b.stored.is_some_and(|t| t.unix_nanos() > grace_cut)
+        })
+        .map(|(d, _)| Item::Blob(*d))
+        .collect();
+    let pinned = graph.reach(holders.keys().copied().chain(young.iter().copied()));
+    let used = images
+        .values()
+        .map(|i| i.raw_json().len() as u64)
+        .sum::<u64>()
+        + graph.blobs.values().map(|b| b.size).sum::<u64>();
+    let mut refs: HashMap<imagecache_core::Digest, usize> = HashMap::new();
+    for id in images.keys() {
+        for blob in graph.blobs_of(id) {
+            *refs.entry(blob).or_default() += 1;
+        }
+    }
+    let loose = graph
+        .blobs
+        .iter()
+        .filter(|(d, _)| {
+            let item = Item::Blob(**d);
+            !referenced.contains(&item) && !pinned.contains(&item)
+        })
+        .map(|(_, b)| b.size)
+        .sum();
+    Marks {
+        young,
+        pinned,
+        used,
+        refs,
+        loose,
+    }
+}
+
+/// Every blob with whether it goes and why.
+fn blob_items<'a>(
+    graph: &'a Graph,
+    holders: &'a HashMap<Item, LeaseId>,
+    young: &'a HashSet<Item>,
+    kept: &'a HashSet<Item>,
+) -> impl Iterator<Item = PlanItem> + 'a {
+    graph.blobs.iter().map(|(digest, node)| {
         let item = Item::Blob(*digest);
         let (remove, reason) = if let Some(lease) = holders.get(&item) {
             (false, Reason::Held(lease.clone()))
@@ -388,21 +445,12 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
         } else {
             (true, Reason::Unreferenced)
         };
-        items.push(PlanItem {
+        PlanItem {
             item,
             bytes: node.size,
             remove,
             reason,
-        });
-    }
-    Ok(Plan {
-        items,
-        used_bytes: used,
-        free_bytes: free,
-        made,
-        policies: policies.to_vec(),
-        graph,
-        named_ok,
+        }
     })
 }
 
