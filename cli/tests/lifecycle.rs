@@ -174,3 +174,39 @@ fn compact_gives_back_a_redb_files_free_pages() {
         .success()
         .stdout(predicate::str::contains("Nothing to compact"));
 }
+
+/// `prune` on a terminal asks first, as `docker image prune` does: run under
+/// a pseudo-terminal (`script`), "n" keeps everything and "y" prunes.
+#[test]
+fn prune_asks_on_a_terminal() {
+    let env = Env::fs();
+    let (_, _, loose) = store(&env);
+    let bin = assert_cmd::cargo::cargo_bin("imagecache");
+    let run = |answer: &str| {
+        let command = format!("{} --store {} prune", bin.display(), env.store);
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("HOME", env.path("home"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux runs the CLI under a pseudo-terminal");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let declined = run("n\n");
+    assert!(
+        declined.contains("Are you sure you want to continue? [y/N]"),
+        "{declined}"
+    );
+    assert!(
+        env.image_ids().contains(&loose),
+        "answering no removes nothing"
+    );
+    let accepted = run("y\n");
+    assert!(accepted.contains("Deleted: "), "{accepted}");
+    assert!(!env.image_ids().contains(&loose));
+}

@@ -4,7 +4,8 @@
 //!
 //! # Leases and collections
 //!
-//! A lease is a record in the backend ([`StoreBackend::leases`] reads it
+//! A lease is a record in the backend
+//! ([`StoreBackend::leases`](imagecache_core::StoreBackend::leases) reads it
 //! fresh), so it holds across handles, processes and, on shared backends,
 //! machines. A garbage collection announces what it is about to remove
 //! with a lease of its own, labelled
