@@ -101,6 +101,15 @@ pub(crate) enum Command {
         /// Full image IDs.
         #[arg(long)]
         no_trunc: bool,
+        /// A DIGEST column: the digest of each name given by digest
+        /// (`repository@sha256:…`).
+        #[arg(long)]
+        digests: bool,
+        /// Only images matching: `dangling=true|false`, `before=IMAGE`,
+        /// `since=IMAGE`, `reference=PATTERN`, `label=KEY[=VALUE]` (repeat
+        /// for each; the same key repeated means either).
+        #[arg(long, short, value_name = "FILTER")]
+        filter: Vec<String>,
     },
     /// Show images' configs as stored, with what the store knows about them.
     Inspect {

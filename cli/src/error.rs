@@ -163,7 +163,9 @@ impl CliError {
 
 fn store_exit_code(e: &imagecache_store::Error) -> u8 {
     match e {
-        imagecache_store::Error::EmptySearch => EXIT_USAGE,
+        imagecache_store::Error::EmptySearch | imagecache_store::Error::InvalidFilter { .. } => {
+            EXIT_USAGE
+        }
         e if e.is_not_found() => EXIT_NOT_FOUND,
         _ => EXIT_ERROR,
     }

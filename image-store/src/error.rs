@@ -125,6 +125,14 @@ pub enum Error {
         /// The collection's lease.
         lease: LeaseId,
     },
+    /// A listing filter could not be read.
+    #[error("invalid filter {filter:?}: {reason}")]
+    InvalidFilter {
+        /// The filter as given, at most 200 characters of it.
+        filter: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] imagecache_core::Error),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod filter;
 mod layers;
 pub mod leases;
 mod names;
@@ -12,6 +13,7 @@ mod store;
 mod summary;
 
 pub use error::{Error, Result};
+pub use filter::ImageFilter;
 pub use layers::{LayerError, LayerProvider, RefCountLayers};
 pub use leases::{Held, LeaseGuard, LeaseOptions};
 pub use options::{CreateOptions, DEFAULT_MAX_CONFIG_SIZE, StoreOptions};

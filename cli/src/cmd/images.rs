@@ -55,20 +55,30 @@ impl Listed {
     }
 }
 
-/// Newest first, as Docker lists images; equal times by ID.
-fn newest_first(a: &ImageInfo, b: &ImageInfo) -> std::cmp::Ordering {
-    let key = |i: &ImageInfo| i.created.map_or(i128::MIN, |t| t.unix_nanos());
-    key(b).cmp(&key(a)).then_with(|| a.id.cmp(&b.id))
+/// The flags of `ls`.
+pub(super) struct LsOptions {
+    pub(super) all: bool,
+    pub(super) quiet: bool,
+    pub(super) no_trunc: bool,
+    pub(super) digests: bool,
+    pub(super) filters: Vec<String>,
 }
 
-pub(super) async fn ls(ctx: &Ctx, all: bool, quiet: bool, no_trunc: bool) -> Result<u8> {
+/// `ls` (alias `images`).
+pub(super) async fn ls(ctx: &Ctx, options: &LsOptions) -> Result<u8> {
     let store = ctx.store().await?;
-    let ids = if all { store.ids() } else { store.heads() };
-    let mut infos: Vec<ImageInfo> = ids.iter().filter_map(|id| store.info(id)).collect();
-    infos.sort_by(newest_first);
+    let filters = options
+        .filters
+        .iter()
+        .map(|f| store.parse_filter(f))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let infos = store.list(options.all, &filters).await?;
+    let no_trunc = options.no_trunc;
     let id_text = |id: &ImageId| if no_trunc { id.to_string() } else { short(id) };
-    if quiet {
-        print_lines(infos.iter().map(|i| id_text(&i.id)))?;
+    if options.quiet {
+        let mut seen = std::collections::HashSet::new();
+        let ids = infos.iter().filter(|i| seen.insert(i.id));
+        print_lines(ids.map(|i| id_text(&i.id)))?;
         return Ok(EXIT_OK);
     }
     if ctx.json() {
@@ -84,28 +94,12 @@ pub(super) async fn ls(ctx: &Ctx, all: bool, quiet: bool, no_trunc: bool) -> Res
     let now = Timestamp::now_utc();
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(infos.len());
     for i in &infos {
-        let names = store.names_of(&i.id);
-        // One row per name, as `docker images` shows them; `<none>` for
-        // an image without one.
-        let pairs: Vec<(String, String)> = if names.is_empty() {
-            vec![("<none>".to_owned(), "<none>".to_owned())]
-        } else {
-            names
-                .iter()
-                .map(|n| {
-                    let repository = n.familiar().split(['@']).next().unwrap_or_default();
-                    let repository = match (n.tag(), repository.rsplit_once(':')) {
-                        (Some(_), Some((repo, _))) => repo.to_owned(),
-                        _ => repository.to_owned(),
-                    };
-                    (repository, n.tag().unwrap_or("<none>").to_owned())
-                })
-                .collect()
-        };
-        for (repository, tag) in pairs {
-            rows.push(vec![
-                repository,
-                tag,
+        for (repository, tag, digest) in name_rows(&store.names_of(&i.id)) {
+            let mut row = vec![repository, tag];
+            if options.digests {
+                row.push(digest);
+            }
+            row.extend([
                 id_text(&i.id),
                 human_ago(i.created.as_ref(), now),
                 platform_text(&i.platform),
@@ -113,22 +107,46 @@ pub(super) async fn ls(ctx: &Ctx, all: bool, quiet: bool, no_trunc: bool) -> Res
                 i.parent.as_ref().map(&id_text).unwrap_or_default(),
                 if i.built_locally { "yes" } else { "no" }.to_owned(),
             ]);
+            rows.push(row);
         }
     }
-    print_table(
-        &[
-            "REPOSITORY",
-            "TAG",
-            "IMAGE ID",
-            "CREATED",
-            "PLATFORM",
-            "LAYERS",
-            "PARENT",
-            "BUILT LOCALLY",
-        ],
-        &rows,
-    )?;
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if options.digests {
+        header.push("DIGEST");
+    }
+    header.extend([
+        "IMAGE ID",
+        "CREATED",
+        "PLATFORM",
+        "LAYERS",
+        "PARENT",
+        "BUILT LOCALLY",
+    ]);
+    print_table(&header, &rows)?;
     Ok(EXIT_OK)
+}
+
+/// The REPOSITORY, TAG and DIGEST cells of an image's rows: one per name,
+/// as `docker images` shows them, and `<none>` for an image without one.
+fn name_rows(names: &[imagecache_core::Reference]) -> Vec<(String, String, String)> {
+    if names.is_empty() {
+        return vec![("<none>".into(), "<none>".into(), "<none>".into())];
+    }
+    names
+        .iter()
+        .map(|n| {
+            let familiar = n.familiar();
+            let (repository, digest) = match familiar.split_once('@') {
+                Some((repo, digest)) => (repo, digest.to_owned()),
+                None => (familiar, "<none>".to_owned()),
+            };
+            let repository = match (n.tag(), repository.rsplit_once(':')) {
+                (Some(_), Some((repo, _))) => repo.to_owned(),
+                _ => repository.to_owned(),
+            };
+            (repository, n.tag().unwrap_or("<none>").to_owned(), digest)
+        })
+        .collect()
 }
 
 /// An image as `inspect` shows it.

@@ -209,7 +209,18 @@ pub(crate) async fn run(
             all,
             quiet,
             no_trunc,
-        } => images::ls(&ctx, all, quiet, no_trunc).await,
+            digests,
+            filter,
+        } => {
+            let options = images::LsOptions {
+                all,
+                quiet,
+                no_trunc,
+                digests,
+                filters: filter,
+            };
+            images::ls(&ctx, &options).await
+        }
         Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
         Command::History { id } => images::history(&ctx, &id).await,
         Command::Search { prefix } => images::search(&ctx, &prefix).await,

@@ -1,0 +1,157 @@
+//! `ls --filter` and `ls --digests` against Docker's documented behaviour
+//! for `docker images`.
+
+// Helpers outside #[test] functions panic on failed setup, as tests do.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use serde_json::{Value, json};
+
+/// base (2024-01-01, `example/base:1`) ← app (2024-01-02, `example/app:1`),
+/// and loose (2024-01-03, no name, label team=web).
+fn store(env: &Env) -> (String, String, String) {
+    let (base, app) = chain(true);
+    let l = layer(&[("loose", b"loose layer")]);
+    let loose = ArchiveImage {
+        config: config(
+            &[sha(&l)],
+            &["ADD loose /"],
+            json!({"created": "2024-01-03T00:00:00Z", "config": {"Labels": {"team": "web"}}}),
+        ),
+        layers: vec![l],
+        tags: vec![],
+        parent: None,
+    };
+    let ids = (base.id(), app.id(), loose.id());
+    let archive = env.write_archive("all.tar", &[base, app, loose], ArchiveOptions::default());
+    env.import(&archive);
+    ids
+}
+
+fn listed(env: &Env, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["ls"];
+    full.extend_from_slice(args);
+    let out: Value = env.json(&full);
+    out.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn filters_follow_docker_images() {
+    let env = Env::fs();
+    let (base, app, loose) = store(&env);
+    // dangling: without a name; heads only unless -a.
+    assert_eq!(
+        listed(&env, &["--filter", "dangling=true"]),
+        vec![loose.clone()]
+    );
+    assert_eq!(listed(&env, &["-f", "dangling=false"]), vec![app.clone()]);
+    assert_eq!(
+        listed(&env, &["-a", "-f", "dangling=false"]),
+        [app.clone(), base.clone()]
+    );
+    // before/since compare creation times, by ID, prefix or name.
+    assert_eq!(
+        listed(&env, &["-a", "-f", "before=example/app:1"]),
+        vec![base.clone()]
+    );
+    assert_eq!(
+        listed(&env, &["-a", "-f", &format!("since={}", &base[7..19])]),
+        [loose.clone(), app.clone()]
+    );
+    // reference: shell patterns on the name, with or without its tag; `*`
+    // does not cross a `/`.
+    assert_eq!(
+        listed(&env, &["-a", "-f", "reference=example/*"]),
+        [app.clone(), base.clone()]
+    );
+    assert_eq!(
+        listed(&env, &["-a", "-f", "reference=example/app"]),
+        vec![app.clone()]
+    );
+    assert_eq!(
+        listed(&env, &["-a", "-f", "reference=example/app:1"]),
+        vec![app.clone()]
+    );
+    assert!(listed(&env, &["-a", "-f", "reference=*"]).is_empty());
+    // The same key twice means either; different keys must all pass.
+    assert_eq!(
+        listed(
+            &env,
+            &[
+                "-a",
+                "-f",
+                "reference=example/app",
+                "-f",
+                "reference=example/base"
+            ]
+        ),
+        [app.clone(), base.clone()]
+    );
+    assert_eq!(
+        listed(&env, &["-a", "-f", "label=team=web"]),
+        vec![loose.clone()]
+    );
+    assert_eq!(
+        listed(&env, &["-a", "-f", "label=team"]),
+        vec![loose.clone()]
+    );
+    assert!(listed(&env, &["-a", "-f", "label=team=db"]).is_empty());
+    assert!(listed(&env, &["-a", "-f", "dangling=false", "-f", "label=team"]).is_empty());
+    // -q lists each ID once.
+    env.cmd(&["ls", "-q", "-f", "dangling=true"])
+        .assert()
+        .success()
+        .stdout(format!("{}\n", &loose[7..19]));
+}
+
+#[test]
+fn bad_filters_are_usage_errors() {
+    let env = Env::fs();
+    store(&env);
+    for (filter, code, needle) in [
+        ("bogus=1", 2, "filters are dangling"),
+        ("dangling=maybe", 2, "true or false"),
+        ("label=", 2, "needs a value"),
+        ("nokey", 2, "KEY=VALUE"),
+        ("before=nosuch", 1, "No such image"),
+    ] {
+        env.cmd(&["ls", "--filter", filter])
+            .assert()
+            .code(code)
+            .stderr(predicate::str::contains(needle));
+    }
+}
+
+#[test]
+fn digests_column_shows_digest_references() {
+    let env = Env::fs();
+    let (_, app, _) = store(&env);
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    env.cmd(&["tag", &app, &format!("example/app@{digest}")])
+        .assert()
+        .success();
+    let out = env.cmd(&["ls", "--digests"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("REPOSITORY") && header.contains("DIGEST"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&digest) && l.starts_with("example/app ")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("example/app ") && l.contains(" 1 ")),
+        "{text}"
+    );
+}
