@@ -121,6 +121,13 @@ pub(crate) enum Command {
     History {
         /// Image ID, unique ID prefix or name.
         id: String,
+        /// Only the ID of the image each entry belongs to (`<missing>` when
+        /// that image is not in the store).
+        #[arg(long, short)]
+        quiet: bool,
+        /// Full IDs and whole commands.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// List the images whose ID starts with PREFIX.
     Search {

@@ -155,3 +155,29 @@ fn digests_column_shows_digest_references() {
         "{text}"
     );
 }
+
+#[test]
+fn history_names_the_image_of_each_entry() {
+    let env = Env::fs();
+    let (base, app, _) = store(&env);
+    env.cmd(&["history", "-q", "example/app:1"])
+        .assert()
+        .success()
+        .stdout(format!("{}\n{}\n", &app[7..19], &base[7..19]));
+    env.cmd(&["history", "-q", "--no-trunc", &app])
+        .assert()
+        .success()
+        .stdout(format!("{app}\n{base}\n"));
+    let json = env.json(&["history", &app]);
+    assert_eq!(json[0]["image"], json!(app));
+    assert_eq!(json[1]["image"], json!(base));
+    let text = env.cmd(&["history", &app]).output().unwrap().stdout;
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.starts_with("IMAGE "), "{text}");
+    // Without its parent in the store, the older entry's image is missing.
+    env.cmd(&["rm", "--force", &base]).assert().success();
+    env.cmd(&["history", "-q", &app])
+        .assert()
+        .success()
+        .stdout(format!("{}\n<missing>\n", &app[7..19]));
+}

@@ -298,6 +298,9 @@ fn inspect_lines(found: &[(Arc<Image>, ImageInfo)]) -> Vec<String> {
 /// One history entry as `history` shows it.
 #[derive(Debug, Serialize)]
 struct HistoryEntry {
+    /// The image in the store whose last entry this is, as Docker shows
+    /// it; `None` (`<missing>`) when no image of the chain ends here.
+    image: Option<ImageId>,
     created: Option<String>,
     created_by: String,
     author: String,
@@ -309,15 +312,38 @@ struct HistoryEntry {
     size: Option<u64>,
 }
 
-pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
+/// For each history length, the image of `id`'s parent chain (itself
+/// included) whose history has that many entries.
+async fn owners(store: &Store, id: ImageId) -> Result<std::collections::HashMap<usize, ImageId>> {
+    let mut out = std::collections::HashMap::new();
+    let mut next = Some(id);
+    while let Some(current) = next {
+        if out.values().any(|seen| *seen == current) {
+            break;
+        }
+        match store.get(&current).await {
+            Ok(image) => {
+                out.entry(image.history.len()).or_insert(current);
+            }
+            Err(e) if e.is_not_found() => break,
+            Err(e) => return Err(e.into()),
+        }
+        next = store.info(&current).and_then(|i| i.parent);
+    }
+    Ok(out)
+}
+
+/// `history`.
+pub(super) async fn history(ctx: &Ctx, term: &str, quiet: bool, no_trunc: bool) -> Result<u8> {
     let store = ctx.store().await?;
     let id = store.resolve(term)?;
     let image = store.get(&id).await?;
+    let owners = owners(&store, id).await?;
     // Sizes come from the blob cache; a backend without blobs has none.
     let cache: Option<BlobCache> = ctx.blobs().await.ok();
     let mut layer = 0usize;
     let mut entries = Vec::with_capacity(image.history.len());
-    for h in &image.history {
+    for (n, h) in image.history.iter().enumerate() {
         let diff = if h.empty_layer {
             None
         } else {
@@ -330,6 +356,7 @@ pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
             _ => None,
         };
         entries.push(HistoryEntry {
+            image: owners.get(&(n + 1)).copied(),
             created: h.created.map(|t| t.to_string()),
             created_by: h.created_by.clone(),
             author: h.author.clone(),
@@ -340,6 +367,15 @@ pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
         });
     }
     entries.reverse();
+    let image_text = |e: &HistoryEntry| match (&e.image, no_trunc) {
+        (Some(id), true) => id.to_string(),
+        (Some(id), false) => short(id),
+        (None, _) => "<missing>".to_owned(),
+    };
+    if quiet {
+        print_lines(entries.iter().map(image_text))?;
+        return Ok(EXIT_OK);
+    }
     if ctx.json() {
         return print_json(&entries);
     }
@@ -349,10 +385,11 @@ pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
         .zip(image.history.iter().rev())
         .map(|(e, h)| {
             let mut by = e.created_by.replace(['\n', '\t'], " ");
-            if by.chars().count() > 60 {
+            if !no_trunc && by.chars().count() > 60 {
                 by = by.chars().take(59).collect::<String>() + "…";
             }
             vec![
+                image_text(e),
                 human_ago(h.created.as_ref(), now),
                 by,
                 match (e.empty_layer, e.size) {
@@ -362,14 +399,18 @@ pub(super) async fn history(ctx: &Ctx, term: &str) -> Result<u8> {
                 },
                 e.layer
                     .as_deref()
-                    .map(|l| l.chars().take(19).collect())
+                    .map(|l| {
+                        l.chars()
+                            .take(if no_trunc { l.len() } else { 19 })
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 e.comment.clone(),
             ]
         })
         .collect();
     print_table(
-        &["CREATED", "CREATED BY", "SIZE", "LAYER", "COMMENT"],
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "LAYER", "COMMENT"],
         &rows,
     )?;
     Ok(EXIT_OK)

@@ -222,7 +222,11 @@ pub(crate) async fn run(
             images::ls(&ctx, &options).await
         }
         Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
-        Command::History { id } => images::history(&ctx, &id).await,
+        Command::History {
+            id,
+            quiet,
+            no_trunc,
+        } => images::history(&ctx, &id, quiet, no_trunc).await,
         Command::Search { prefix } => images::search(&ctx, &prefix).await,
         Command::Rm { ids, force } => images::rm(&ctx, &ids, force).await,
         Command::Tag { source, target } => images::tag(&ctx, &source, &target).await,
