@@ -116,6 +116,10 @@ pub(crate) enum Command {
         /// Image IDs, unique ID prefixes or names.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
+        /// The exact config bytes as stored (for one image, their sha256 is
+        /// its ID); several images are separated by a newline.
+        #[arg(long)]
+        raw: bool,
     },
     /// Show an image's history, newest first.
     History {

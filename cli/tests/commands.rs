@@ -161,9 +161,34 @@ fn ls_lists_heads_or_everything() {
 fn inspect_shows_config_as_stored_and_reports_unknown_ids() {
     let (env, base, child) = with_chain();
     let out = env.json(&["inspect", &base.id()[7..15], &child.id()]);
-    assert_eq!(out[0]["id"], json!(base.id()));
-    assert_eq!(out[0]["children"], json!([child.id()]));
-    assert_eq!(out[1]["chain_id"].as_str().map(|s| s.len()), Some(71));
+    // Docker's field names, and what imagecache adds under `Imagecache`.
+    assert_eq!(out[0]["Id"], json!(base.id()));
+    assert_eq!(out[0]["RepoTags"], json!(["example/base:1"]));
+    assert_eq!(out[0]["Parent"], json!(""));
+    assert_eq!(out[1]["Parent"], json!(base.id()));
+    assert_eq!(out[0]["Os"], json!("linux"));
+    assert_eq!(out[0]["Architecture"], json!("amd64"));
+    assert_eq!(out[0]["Config"], json!({"Cmd": ["/bin/sh"]}));
+    assert_eq!(out[0]["RootFS"]["Type"], json!("layers"));
+    assert_eq!(out[1]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    assert!(out[0]["Size"].as_u64().unwrap() > 0, "layers are cached");
+    assert_ne!(
+        out[0]["Metadata"]["LastTagTime"],
+        json!("0001-01-01T00:00:00Z")
+    );
+    assert_eq!(out[0]["Imagecache"]["children"], json!([child.id()]));
+    assert_eq!(
+        out[1]["Imagecache"]["chain_id"].as_str().map(|s| s.len()),
+        Some(71)
+    );
+    // --raw prints the exact stored bytes: they hash to the ID.
+    let raw = env
+        .cmd(&["inspect", "--raw", &child.id()])
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, child.config);
+    assert_eq!(sha(&raw.stdout).to_string(), child.id());
     // The config is embedded byte for byte.
     let text = String::from_utf8(
         env.cmd(&["inspect", &child.id(), "--format", "json"])

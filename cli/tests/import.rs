@@ -16,16 +16,16 @@ fn assert_imported_chain(env: &Env, base: &ArchiveImage, child: &ArchiveImage) {
     assert_eq!(env.image_ids(), expected);
     // The IDs are the SHA-256 of the exact config bytes.
     let inspected = env.json(&["inspect", &child.id()]);
-    let raw = serde_json::to_vec(&inspected[0]["config"]).unwrap();
+    let raw = serde_json::to_vec(&inspected[0]["Imagecache"]["config"]).unwrap();
     let stored: serde_json::Value = serde_json::from_slice(&child.config).unwrap();
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&raw).unwrap(),
         stored
     );
-    assert_eq!(inspected[0]["parent"], json!(base.id()));
-    assert_eq!(inspected[0]["built_locally"], json!(false));
+    assert_eq!(inspected[0]["Parent"], json!(base.id()));
+    assert_eq!(inspected[0]["Imagecache"]["built_locally"], json!(false));
     // Tagged images record when they were named.
-    assert!(inspected[0]["last_updated"].is_string());
+    assert!(inspected[0]["Imagecache"]["last_updated"].is_string());
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn an_import_never_rewrites_a_stored_parent() {
         json!([{"image": child.id(), "stored": base.id(), "archive": other.id()}])
     );
     let inspected = env.json(&["inspect", &child.id()]);
-    assert_eq!(inspected[0]["parent"], json!(base.id()));
+    assert_eq!(inspected[0]["Parent"], json!(base.id()));
 }
 
 #[test]
@@ -524,14 +524,14 @@ fn names_from_an_archive_resolve_move_and_untag_the_way_docker_does() {
     env.import(&archive);
     // RepoTags became names; a name works wherever an ID does.
     assert_eq!(
-        env.json(&["inspect", "example/app:1"])[0]["id"],
+        env.json(&["inspect", "example/app:1"])[0]["Id"],
         json!(child.id())
     );
     env.cmd(&["tag", "example/base:1", "example/app:1"])
         .assert()
         .success();
     assert_eq!(
-        env.json(&["inspect", "example/app:1"])[0]["id"],
+        env.json(&["inspect", "example/app:1"])[0]["Id"],
         json!(base.id())
     );
     env.cmd(&["tag", "example/app:1", "extra"])

@@ -221,8 +221,8 @@ fn umoci_layout_and_skopeo_archives_import_with_the_tools_ids() {
             assert!(blobs.contains(d), "{format}: layer {d} not in {blobs:?}");
         }
         let inspected = other.json(&["inspect", &app_id]);
-        assert_eq!(inspected[0]["config"], app_config);
-        assert_eq!(inspected[0]["built_locally"], json!(false));
+        assert_eq!(inspected[0]["Imagecache"]["config"], app_config);
+        assert_eq!(inspected[0]["Imagecache"]["built_locally"], json!(false));
     }
 }
 

@@ -149,20 +149,63 @@ fn name_rows(names: &[imagecache_core::Reference]) -> Vec<(String, String, Strin
         .collect()
 }
 
-/// An image as `inspect` shows it.
+/// An image as `inspect --format json` shows it: the fields of `docker
+/// image inspect`, and what imagecache knows besides under `Imagecache`.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
 struct Inspected {
     id: ImageId,
-    parent: Option<ImageId>,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+    /// The parent's ID, empty when there is none (as Docker prints it).
+    parent: String,
+    comment: String,
+    /// RFC 3339, empty when the config has no time.
+    created: String,
+    docker_version: String,
+    author: String,
+    /// The config's `config` object as stored, `null` when absent.
+    config: Box<RawValue>,
+    architecture: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    variant: String,
+    os: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    os_version: String,
+    /// Bytes of the image's layers that the blob cache holds uncompressed.
+    size: u64,
+    #[serde(rename = "RootFS")]
+    root_fs: RootFsOut,
+    metadata: MetadataOut,
+    imagecache: Extra,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RootFsOut {
+    r#type: String,
+    layers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MetadataOut {
+    /// When the image was last named; Go's zero time when never.
+    last_tag_time: String,
+}
+
+/// What imagecache knows beyond Docker's fields.
+#[derive(Debug, Serialize)]
+struct Extra {
     children: Vec<ImageId>,
     built_locally: bool,
     last_updated: Option<String>,
-    created: Option<String>,
+    last_used: Option<String>,
     platform: PlatformOut,
     layers: u32,
     chain_id: Option<ChainId>,
     config_size: u64,
-    /// The config exactly as stored.
+    /// The config exactly as stored (`inspect --raw` prints its bytes).
     config: Box<RawValue>,
 }
 
@@ -184,7 +227,7 @@ fn raw_config(raw: &[u8]) -> Result<Box<RawValue>> {
         .map_err(|e| CliError::Output(std::io::Error::other(e)))
 }
 
-pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
+pub(super) async fn inspect(ctx: &Ctx, terms: &[String], raw: bool) -> Result<u8> {
     let store = ctx.store().await?;
     let mut found = Vec::new();
     let mut first_error: Option<CliError> = None;
@@ -197,8 +240,20 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String]) -> Result<u8> {
             }
         }
     }
-    if ctx.json() {
-        print_json(&inspected(&found)?)?;
+    if raw {
+        // Exact bytes: for one image, the output hashes to its ID.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        for (n, (image, _)) in found.iter().enumerate() {
+            if n > 0 {
+                out.write_all(b"\n").map_err(CliError::Output)?;
+            }
+            out.write_all(image.raw_json()).map_err(CliError::Output)?;
+        }
+        out.flush().map_err(CliError::Output)?;
+    } else if ctx.json() {
+        let cache = ctx.blobs().await.ok();
+        print_json(&inspected(&store, cache.as_ref(), &found).await?)?;
     } else {
         print_lines(inspect_lines(&found))?;
     }
@@ -220,18 +275,71 @@ async fn look_up(store: &Store, term: &str) -> Result<(Arc<Image>, ImageInfo)> {
     }
 }
 
+/// The config's `config` object (matched without regard to case, as Go
+/// decodes it), or `null`.
+fn runtime_config(raw: &[u8]) -> Result<Box<RawValue>> {
+    let object: Option<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(raw).ok();
+    let value = object
+        .and_then(|o| {
+            o.into_iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("config"))
+                .map(|(_, v)| v)
+        })
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::value::to_raw_value(&value).map_err(|e| CliError::Output(std::io::Error::other(e)))
+}
+
 /// The images as `inspect --format json` shows them.
-fn inspected(found: &[(Arc<Image>, ImageInfo)]) -> Result<Vec<Inspected>> {
-    found
-        .iter()
-        .map(|(image, info)| -> Result<Inspected> {
-            Ok(Inspected {
-                id: info.id,
-                parent: info.parent,
+async fn inspected(
+    store: &Store,
+    cache: Option<&BlobCache>,
+    found: &[(Arc<Image>, ImageInfo)],
+) -> Result<Vec<Inspected>> {
+    let mut out = Vec::with_capacity(found.len());
+    for (image, info) in found {
+        let names = store.names_of(&info.id);
+        let (digests, tags): (Vec<_>, Vec<_>) = names
+            .iter()
+            .map(|n| n.familiar().to_owned())
+            .partition(|n| n.contains('@'));
+        let mut size = 0;
+        if let Some(cache) = cache {
+            for raw in &image.rootfs.raw_diff_ids {
+                if let Ok(d) = DiffId::parse(raw) {
+                    size += cache.has(d.digest()).await.ok().flatten().unwrap_or(0);
+                }
+            }
+        }
+        let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+        out.push(Inspected {
+            id: info.id,
+            repo_tags: tags,
+            repo_digests: digests,
+            parent: info.parent.map(|p| p.to_string()).unwrap_or_default(),
+            comment: image.comment.clone(),
+            created: time(image.created).unwrap_or_default(),
+            docker_version: image.docker_version.clone(),
+            author: image.author.clone(),
+            config: runtime_config(image.raw_json())?,
+            architecture: image.architecture.clone(),
+            variant: image.variant.clone(),
+            os: image.os.clone(),
+            os_version: image.os_version.clone(),
+            size,
+            root_fs: RootFsOut {
+                r#type: image.rootfs.fs_type.clone(),
+                layers: image.rootfs.raw_diff_ids.clone(),
+            },
+            metadata: MetadataOut {
+                last_tag_time: time(info.last_updated)
+                    .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned()),
+            },
+            imagecache: Extra {
                 children: info.children.clone(),
                 built_locally: info.built_locally,
-                last_updated: info.last_updated.map(|t| t.to_string()),
-                created: info.created.map(|t| t.to_string()),
+                last_updated: time(info.last_updated),
+                last_used: time(store.last_used(&info.id)),
                 platform: PlatformOut {
                     os: info.platform.os.clone(),
                     architecture: info.platform.architecture.clone(),
@@ -243,9 +351,10 @@ fn inspected(found: &[(Arc<Image>, ImageInfo)]) -> Result<Vec<Inspected>> {
                 chain_id: info.chain_id,
                 config_size: info.config_len,
                 config: raw_config(image.raw_json())?,
-            })
-        })
-        .collect()
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// The images as `inspect` shows them in text.

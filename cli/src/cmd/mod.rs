@@ -221,7 +221,7 @@ pub(crate) async fn run(
             };
             images::ls(&ctx, &options).await
         }
-        Command::Inspect { ids } => images::inspect(&ctx, &ids).await,
+        Command::Inspect { ids, raw } => images::inspect(&ctx, &ids, raw).await,
         Command::History {
             id,
             quiet,
