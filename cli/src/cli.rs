@@ -204,6 +204,13 @@ pub(crate) enum Command {
     Info,
     /// Run the conformance suite against the store's backend, in fresh namespaces.
     Conformance(ConformanceArgs),
+    /// Print a shell completion script: `source <(imagecache completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `imagecache man | man -l -`.
+    Man,
 }
 
 /// `prune`.

@@ -181,3 +181,35 @@ fn history_names_the_image_of_each_entry() {
         .success()
         .stdout(format!("{}\n<missing>\n", &app[7..19]));
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_command_definitions() {
+    let env = Env::redb();
+    for (shell, marker) in [
+        ("bash", "_imagecache()"),
+        ("zsh", "#compdef imagecache"),
+        ("fish", "complete -c imagecache"),
+    ] {
+        let out = env.cmd(&["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..text.len().min(200)]
+        );
+        for sub in ["prune", "lease", "df", "inspect"] {
+            assert!(text.contains(sub), "{shell} completes {sub}");
+        }
+    }
+    env.cmd(&["completions", "tcsh"]).assert().code(2);
+    let man = env.cmd(&["man"]).output().unwrap();
+    let man = String::from_utf8(man.stdout).unwrap();
+    assert!(
+        man.contains(".TH imagecache 1"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains("prune") && man.contains("completions"));
+    assert!(!env.path("store.redb").exists(), "neither opens a store");
+}

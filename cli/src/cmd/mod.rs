@@ -3,6 +3,7 @@
 mod blob;
 mod cache;
 mod conformance;
+mod help;
 mod images;
 mod info;
 mod lifecycle;
@@ -73,6 +74,8 @@ impl Access {
             | Command::Save { .. }
             | Command::Stats
             | Command::Df
+            | Command::Completions { .. }
+            | Command::Man
             | Command::Info => false,
         };
         match (writes, default_store) {
@@ -236,6 +239,8 @@ pub(crate) async fn run(
         Command::Lease { command } => lifecycle::lease(&ctx, &command).await,
         Command::Df => lifecycle::df(&ctx, verbose > 0).await,
         Command::Compact => lifecycle::compact(&ctx).await,
+        Command::Completions { shell } => help::completions(shell),
+        Command::Man => help::man(),
         Command::Cache { command } => cache::run(&ctx, command).await,
         Command::Blob { command } => blob::run(&ctx, command).await,
         Command::Stats => info::stats(&ctx).await,
