@@ -53,6 +53,19 @@ fn usage_errors_exit_with_two() {
     env.cmd(&["cache", "lookup", "--platform", "linux"])
         .assert()
         .code(2);
+    for port in ["abc/xyz", "0", "70000", "80/http", "90-80", "80-", ""] {
+        env.cmd(&["cache", "lookup", "--cmd", "x", "--expose", port])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--expose"));
+    }
+    // Good ports are a miss on an empty store, not an error.
+    for port in ["80", "53/udp", "8000-8010/TCP", "9/sctp"] {
+        env.cmd(&["cache", "lookup", "--cmd", "x", "--expose", port])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("cache miss"));
+    }
 }
 
 #[test]

@@ -135,14 +135,35 @@ fn probe_from_flags(args: &LookupArgs) -> Result<ContainerConfig> {
         config.user = u.clone();
     }
     for port in &args.expose {
-        let port = if port.contains('/') {
-            port.clone()
-        } else {
-            format!("{port}/tcp")
-        };
-        config.exposed_ports.insert(port);
+        config.exposed_ports.insert(exposed_port(port)?);
     }
     Ok(config)
+}
+
+/// A port as Docker's `EXPOSE` takes it: `PORT[/PROTO]` or
+/// `START-END[/PROTO]`, ports 1–65535, protocol tcp (the default), udp or
+/// sctp; the key it has in a config's `ExposedPorts`.
+fn exposed_port(text: &str) -> Result<String> {
+    let bad = |reason: &str| CliError::Usage {
+        what: format!("--expose {text:?}"),
+        reason: reason.to_owned(),
+    };
+    let (ports, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad("the protocol is tcp, udp or sctp"));
+    }
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    let valid = match ports.split_once('-') {
+        Some((start, end)) => matches!((port(start), port(end)), (Some(a), Some(b)) if a <= b),
+        None => port(ports).is_some(),
+    };
+    if !valid {
+        return Err(bad(
+            "write PORT[/PROTO] or START-END[/PROTO], ports 1-65535",
+        ));
+    }
+    Ok(format!("{ports}/{proto}"))
 }
 
 /// The answer of a lookup.
