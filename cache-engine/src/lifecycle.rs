@@ -60,6 +60,7 @@
 //! [`Store::record_use`], which costs a map insert, and written in one
 //! batch by [`Store::flush_uses`], which every collection calls first.
 
+mod check;
 mod graph;
 mod plan;
 mod policy;
@@ -75,6 +76,7 @@ use imagecache_store::Store;
 
 use crate::blob::BlobCache;
 
+pub use check::{CheckProblem, CheckReport, LAST_CHECK_LEASE};
 pub use graph::Item;
 pub use plan::{Plan, PlanItem, Reason};
 pub use policy::{Filter, Policy, parse_duration};

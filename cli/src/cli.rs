@@ -179,6 +179,10 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
+    /// Read and verify every config, record, lease, blob and note; report
+    /// every problem with its key (damaged blobs are evicted). Exits 1 when
+    /// there are problems.
+    Check,
     /// Give the space deletes freed back to the file system (a redb file's
     /// free pages); prune does this after removing anything.
     Compact,

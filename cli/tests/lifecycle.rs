@@ -210,3 +210,61 @@ fn prune_asks_on_a_terminal() {
     assert!(accepted.contains("Deleted: "), "{accepted}");
     assert!(!env.image_ids().contains(&loose));
 }
+
+/// `check` reads and verifies everything, reports damage with its key and
+/// exits 1, evicts damaged blobs, and `info` says when it last ran.
+#[test]
+fn check_finds_damage_that_nothing_has_read_yet() {
+    let env = Env::fs();
+    let (_, app, loose) = store(&env);
+    env.cmd(&["info"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Last check:    never"));
+    let clean = env.json(&["check"]);
+    assert_eq!(clean["problems"], json!([]));
+    assert_eq!(clean["images"], 3);
+    assert_eq!(clean["blobs"], 3);
+
+    // A config's bytes flipped on disk, same length: nothing notices until
+    // it is read.
+    let content = env.path("store/content/sha256").join(&loose[7..]);
+    let mut bytes = std::fs::read(&content).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&content, bytes).unwrap();
+    // A layer damaged the same way.
+    let digests = env.blob_digests();
+    let blob = env
+        .path("store/imagecache/blobs/sha256")
+        .join(&digests[0][7..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let out = env.cmd(&["check", "--format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&format!("image {loose}").as_str()),
+        "{report}"
+    );
+    assert!(
+        keys.contains(&format!("blob {}", digests[0]).as_str()),
+        "{report}"
+    );
+    assert!(!keys.iter().any(|k| k.contains(&app)), "{report}");
+    assert!(
+        !env.blob_digests().contains(&digests[0]),
+        "the damaged blob is evicted"
+    );
+    env.cmd(&["info"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("problem(s) (imagecache check)"));
+}

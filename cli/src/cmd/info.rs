@@ -26,6 +26,9 @@ struct Info {
     temp_reclaimed_bytes: u64,
     /// What opening the store found wrong.
     problems: Vec<String>,
+    /// When the last full `check` ran, and the problems it found.
+    last_check: Option<String>,
+    last_check_problems: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +55,9 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
     let stats = ctx.blobs().await?.stats().await?;
     let (blobs, blob_bytes) = (Some(stats.blobs), Some(stats.bytes));
     let report = store.report();
+    let last_check = imagecache_engine::lifecycle::Lifecycle::new(store.clone(), None)
+        .last_check()
+        .await?;
     let config_bytes = store
         .ids()
         .iter()
@@ -78,6 +84,8 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
         temp_reclaimed: scratch.reclaimed,
         temp_reclaimed_bytes: scratch.reclaimed_bytes,
         problems: report.problems.iter().map(ToString::to_string).collect(),
+        last_check: last_check.map(|(t, _)| t.to_string()),
+        last_check_problems: last_check.map(|(_, n)| n),
     };
     if ctx.json() {
         return print_json(&info);
@@ -112,6 +120,13 @@ pub(super) async fn info(ctx: &Ctx) -> Result<u8> {
         ),
         format!("Problems:      {}", info.problems.len()),
     ];
+    lines.insert(
+        lines.len() - 1,
+        match (&info.last_check, info.last_check_problems) {
+            (Some(t), Some(n)) => format!("Last check:    {t}, {n} problem(s) (imagecache check)"),
+            _ => "Last check:    never (run imagecache check to read and verify everything)".into(),
+        },
+    );
     lines.extend(info.problems.iter().map(|p| format!("  {p}")));
     print_lines(lines)?;
     Ok(EXIT_OK)

@@ -509,6 +509,54 @@ fn df_json(du: &DiskUsage) -> serde_json::Value {
     })
 }
 
+/// `check`.
+pub(super) async fn check(ctx: &Ctx) -> Result<u8> {
+    let lc = lifecycle(ctx).await?;
+    let step = ctx.ui.step("checking", None, false);
+    let report = lc.check().await;
+    if report.is_err() {
+        step.abandon();
+    }
+    let report = report?;
+    step.finish(
+        &ctx.ui,
+        format!(
+            "checked {} image(s), {} lease(s), {} blob(s) ({}) in {:.1?}",
+            report.images,
+            report.leases,
+            report.blobs,
+            human_size(report.blob_bytes),
+            report.elapsed
+        ),
+    );
+    let code = if report.problems.is_empty() {
+        EXIT_OK
+    } else {
+        crate::error::EXIT_NOT_FOUND
+    };
+    if ctx.json() {
+        print_json(&serde_json::json!({
+            "images": report.images,
+            "leases": report.leases,
+            "blobs": report.blobs,
+            "blob_bytes": report.blob_bytes,
+            "elapsed_ms": report.elapsed.as_millis(),
+            "problems": report.problems.iter().map(|p| serde_json::json!({
+                "key": p.key, "problem": p.problem,
+            })).collect::<Vec<_>>(),
+        }))?;
+        return Ok(code);
+    }
+    let mut lines: Vec<String> = report
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.problem))
+        .collect();
+    lines.push(format!("Problems: {}", report.problems.len()));
+    print_lines(lines)?;
+    Ok(code)
+}
+
 /// `compact`.
 pub(super) async fn compact(ctx: &Ctx) -> Result<u8> {
     let lc = lifecycle(ctx).await?;

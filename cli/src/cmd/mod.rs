@@ -62,6 +62,7 @@ impl Access {
             | Command::Untag { .. }
             | Command::Cache { .. }
             | Command::Conformance(_)
+            | Command::Check
             | Command::Compact => true,
             Command::Parent { set, .. } => set.is_some(),
             Command::Prune(args) => !args.dry_run,
@@ -239,6 +240,7 @@ pub(crate) async fn run(
         Command::Lease { command } => lifecycle::lease(&ctx, &command).await,
         Command::Df => lifecycle::df(&ctx, verbose > 0).await,
         Command::Compact => lifecycle::compact(&ctx).await,
+        Command::Check => lifecycle::check(&ctx).await,
         Command::Completions { shell } => help::completions(shell),
         Command::Man => help::man(),
         Command::Cache { command } => cache::run(&ctx, command).await,
