@@ -252,6 +252,7 @@ pub struct FaultConfig {
     rate: f64,
     nth: Option<u64>,
     kinds: Vec<FaultKind>,
+    methods: Option<Vec<Method>>,
     max_delay: Duration,
 }
 
@@ -264,6 +265,7 @@ impl FaultConfig {
             rate: 0.0,
             nth: None,
             kinds: FaultKind::ALL.to_vec(),
+            methods: None,
             max_delay: Duration::from_millis(2),
         }
     }
@@ -299,6 +301,14 @@ impl FaultConfig {
         self
     }
 
+    /// Injects faults only into calls of these methods (every method
+    /// until this is called). Other calls are still counted.
+    #[must_use]
+    pub fn with_methods(mut self, methods: &[Method]) -> Self {
+        self.methods = Some(methods.to_vec());
+        self
+    }
+
     /// The longest [`FaultKind::Delay`].
     #[must_use]
     pub fn with_max_delay(mut self, max: Duration) -> Self {
@@ -324,6 +334,11 @@ impl FaultConfig {
     /// The kinds drawn from.
     pub fn kinds(&self) -> &[FaultKind] {
         &self.kinds
+    }
+
+    /// The methods faults are injected into; `None` for all.
+    pub fn methods(&self) -> Option<&[Method]> {
+        self.methods.as_deref()
     }
 
     /// The longest delay.
@@ -434,7 +449,8 @@ impl FaultInjector {
 
     /// Makes the `n`th call from now (1: the next one) fail with `kind`,
     /// or with any enabled kind that applies to it when `None`. A `kind`
-    /// that does not apply to that call's method injects nothing.
+    /// that does not apply to that call's method, or a method left out by
+    /// [`FaultConfig::with_methods`], injects nothing.
     pub fn schedule(&self, n: u64, kind: Option<FaultKind>) {
         let mut plan = self.lock();
         let at = plan.stats.calls.saturating_add(n.max(1));
@@ -469,7 +485,9 @@ impl FaultInjector {
         let pick = plan.rng.next();
         let amount = plan.rng.next();
         let kind = match scheduled {
-            Some(Some(kind)) => Some(kind).filter(|k| k.applies_to(method)),
+            Some(Some(kind)) => {
+                Some(kind).filter(|k| k.applies_to(method) && plan.config.allows(method))
+            }
             Some(None) => plan.config.pick(method, pick),
             None if roll < plan.config.rate => plan.config.pick(method, pick),
             None => None,
@@ -525,8 +543,17 @@ where
 }
 
 impl FaultConfig {
-    /// One of the enabled kinds that apply to `method`, picked by `pick`.
+    /// Whether faults may hit calls of `method`.
+    fn allows(&self, method: Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(&method))
+    }
+
+    /// One of the enabled kinds that apply to `method`, picked by `pick`;
+    /// none for a method left out by [`FaultConfig::with_methods`].
     fn pick(&self, method: Method, pick: u64) -> Option<FaultKind> {
+        if !self.allows(method) {
+            return None;
+        }
         let n = self.kinds.iter().filter(|k| k.applies_to(method)).count();
         if n == 0 {
             return None;

@@ -201,3 +201,20 @@ async fn real_errors_are_not_taken_for_injected_ones() {
     assert!(err.is_not_found());
     assert!(!is_injected(&err));
 }
+
+#[tokio::test]
+async fn methods_filter_where_faults_land() {
+    let memory = MemoryBackend::new();
+    let faults = FaultInjector::new(
+        only(FaultKind::ErrorBefore)
+            .with_rate(1.0)
+            .with_methods(&[Method::Get]),
+    );
+    let (store, _) = wrap(&memory, &faults);
+    let id = store.put(config(1)).await.unwrap();
+    store.load().await.unwrap();
+    let err = store.get(&id).await.unwrap_err();
+    assert_eq!(injected_fault(&err).map(|f| f.method), Some(Method::Get));
+    let stats = faults.stats();
+    assert_eq!((stats.calls, stats.injected), (3, 1));
+}
