@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use imagecache_backends::MemoryBackend;
 use imagecache_conformance::faults::{FaultInjector, FaultKind, FaultStore, is_injected};
-use imagecache_core::{Reference, StoreBackend, StoreBackendExt as _};
+use imagecache_core::{BlobBackend as _, Reference, StoreBackend, StoreBackendExt as _};
 use imagecache_store::{Error, Store};
 
 fn config(comment: &str) -> Bytes {
@@ -79,4 +79,78 @@ async fn an_open_whose_config_read_fails_fails_and_sets_nothing_aside() {
     let store = Store::open(faulty(&memory, &faults)).await.unwrap();
     assert!(store.contains(&id));
     assert!(store.report().problems.is_empty());
+}
+
+/// A collection that cannot read a blob's notes cannot tell what the blob
+/// is (a layer's other copy, a manifest of a kept image): it keeps it. It
+/// used to see no notes at all, and so removed the gzip copy of a kept
+/// layer and the manifest of a kept image.
+#[tokio::test]
+async fn a_collection_that_cannot_read_notes_keeps_the_blobs() {
+    use imagecache_conformance::faults::{FaultBlobStore, FaultConfig, Method};
+    use imagecache_core::Digest;
+    use imagecache_engine::blob::BlobCache;
+    use imagecache_engine::lifecycle::{Lifecycle, LifecycleOptions, Policy};
+    use std::io::Write as _;
+
+    let memory = MemoryBackend::new();
+    let faults = FaultInjector::new(
+        FaultConfig::new(3)
+            .with_rate(1.0)
+            .with_kinds(&[FaultKind::ErrorBefore])
+            .with_methods(&[Method::BlobNotes]),
+    );
+    faults.set_active(false);
+    let blobs = Arc::new(FaultBlobStore::new(
+        Arc::new(memory.clone()),
+        faults.clone(),
+    ));
+    let cache = BlobCache::new(blobs).unwrap();
+    let store = Store::open(Arc::new(memory.clone())).await.unwrap();
+    let lc = Lifecycle::with_options(
+        store.clone(),
+        Some(cache.clone()),
+        LifecycleOptions::new().with_blob_grace(std::time::Duration::ZERO),
+    );
+
+    let raw = Bytes::from(vec![b'x'; 5000]);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&raw).unwrap();
+    let gz = Bytes::from(enc.finish().unwrap());
+    let (diff, compressed) = (Digest::sha256(&raw), Digest::sha256(&gz));
+    let body = Box::pin(futures::stream::iter([Ok(gz.clone())]));
+    cache.put_layer(&compressed, body).await.unwrap();
+    let config = Bytes::from(format!(
+        r#"{{"rootfs":{{"type":"layers","diff_ids":["{diff}"]}},"comment":"kept"}}"#
+    ));
+    let id = store.create(config).await.unwrap();
+    store.tag(&"app:1".parse().unwrap(), &id).await.unwrap();
+    let manifest = Bytes::from(format!(
+        r#"{{"schemaVersion":2,"config":{{"digest":"{id}","size":1}},"layers":[{{"digest":"{compressed}","size":{}}}]}}"#,
+        gz.len()
+    ));
+    let manifest_digest = Digest::sha256(&manifest);
+    cache
+        .put_manifest(&manifest_digest, manifest, None)
+        .await
+        .unwrap();
+
+    faults.set_active(true);
+    let report = lc.collect(&[Policy::dangling()], None).await;
+    faults.set_active(false);
+    assert!(faults.stats().injected > 0);
+    if let Ok(report) = report {
+        assert!(report.blobs.is_empty(), "removed {:?}", report.blobs);
+    }
+    let mut left: Vec<Digest> = memory
+        .list_blobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.digest)
+        .collect();
+    left.sort();
+    let mut all = vec![diff, compressed, manifest_digest];
+    all.sort();
+    assert_eq!(left, all, "a blob of the kept image was collected");
 }
