@@ -23,7 +23,9 @@
 //! blobs younger than the [grace period](LifecycleOptions::blob_grace), so
 //! a blob put just before the image or manifest that refers to it is not
 //! collected in between. Notes are untrusted, and they are used only to
-//! keep more, never to remove anything.
+//! keep more, never to remove anything; so a blob whose notes (or manifest
+//! body) cannot be read when the collection looks is a root too
+//! ([`Reason::Unreadable`]), and a later collection decides about it.
 //!
 //! # Safe while builds run
 //!

@@ -151,4 +151,24 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether a config read failed because the stored bytes are bad (they
+    /// do not verify or do not parse), rather than because the backend
+    /// could not read them. Only damage sets an image aside: a transient
+    /// failure (a dropped connection, a busy file) must leave it in place.
+    pub(crate) fn is_damage(&self) -> bool {
+        use imagecache_core::Error as Core;
+        match self {
+            Self::InvalidConfig(_) | Self::Corrupt { .. } => true,
+            Self::Backend(e) => matches!(
+                e,
+                Core::Corrupt { .. }
+                    | Core::InvalidConfig(_)
+                    | Core::EmptyData { .. }
+                    | Core::DigestMismatch { .. }
+                    | Core::Truncated { .. }
+            ),
+            _ => false,
+        }
+    }
 }

@@ -170,8 +170,9 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown ID; [`Error::Corrupt`] when the
-    /// stored config no longer verifies (it is then quarantined and leaves
-    /// the store).
+    /// stored config no longer verifies or parses (it is then quarantined
+    /// and leaves the store); [`Error::Backend`] when the backend cannot
+    /// read it, in which case nothing changes.
     pub async fn get(&self, id: &ImageId) -> Result<Arc<Image>> {
         {
             let state = self.state();
@@ -200,6 +201,9 @@ impl Store {
                 }
             }
             Err(e) if e.is_not_found() => Err(not_found(id)),
+            // The backend could not read the config; it may well be fine,
+            // so nothing is set aside and the caller may retry.
+            Err(e) if !e.is_damage() => Err(e),
             Err(e) => {
                 let reason = imagecache_core::error_text(&e);
                 tracing::error!(image = %id, error = %reason, "stored config is corrupt");

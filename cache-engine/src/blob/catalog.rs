@@ -54,6 +54,10 @@ pub struct CatalogEntry {
     pub refers_to: Vec<Digest>,
     /// A manifest's config digest (the image ID of the image it describes).
     pub config: Option<Digest>,
+    /// Whether its notes, and a manifest's body, could be read. When they
+    /// could not, what the blob is and what it refers to are unknown, and a
+    /// collector keeps it until a later catalog reads them.
+    pub complete: bool,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +83,8 @@ impl BlobCache {
     ///
     /// # Errors
     /// [`Error::Backend`] when the listing fails. A blob whose notes or
-    /// manifest body cannot be read is listed with what could be read.
+    /// manifest body cannot be read is listed with what could be read and
+    /// [`CatalogEntry::complete`] false.
     pub async fn catalog(&self) -> Result<Vec<CatalogEntry>> {
         let inner = &self.inner;
         let listed = inner
@@ -115,11 +120,11 @@ impl BlobCache {
 
     async fn catalog_entry(&self, info: BlobInfo, stored: Option<Timestamp>) -> CatalogEntry {
         let inner = &self.inner;
-        let notes = match inner.backend.blob_notes(&info.digest).await {
-            Ok(notes) => notes,
+        let (notes, complete) = match inner.backend.blob_notes(&info.digest).await {
+            Ok(notes) => (notes, true),
             Err(e) => {
                 tracing::warn!(digest = %info.digest, error = %e, "cannot read the notes of a blob");
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         let note = |key| notes.iter().find(|(k, _)| k == key).map(|(_, v)| v);
@@ -147,24 +152,29 @@ impl BlobCache {
             links,
             refers_to: Vec::new(),
             config: None,
+            complete,
         };
         if kind == BlobKind::Manifest {
-            self.read_references(&mut entry).await;
+            entry.complete = self.read_references(&mut entry).await;
         }
         entry
     }
 
-    async fn read_references(&self, entry: &mut CatalogEntry) {
+    /// Reads what a manifest refers to; returns whether its body could be
+    /// read (a body that is not a manifest refers to nothing, and counts
+    /// as read).
+    async fn read_references(&self, entry: &mut CatalogEntry) -> bool {
         let manifest = match self.get_manifest(&entry.info.digest).await {
             Ok(Some(m)) => m,
-            Ok(None) => return,
+            // Absent, damaged or unreadable just now: a miss says no more.
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(digest = %entry.info.digest, error = %e, "cannot read a manifest");
-                return;
+                return false;
             }
         };
         let Ok(refs) = serde_json::from_slice::<ManifestRefs>(&manifest.data) else {
-            return;
+            return true;
         };
         let parse = |d: &Described| Digest::parse(&d.digest).ok();
         entry.config = refs.config.as_ref().and_then(parse);
@@ -173,6 +183,7 @@ impl BlobCache {
         all.extend(refs.manifests.iter().filter_map(parse));
         all.remove(&entry.info.digest);
         entry.refers_to = all.into_iter().collect();
+        true
     }
 }
 

@@ -35,6 +35,8 @@ pub(super) struct BlobNode {
     pub(super) stored: Option<Timestamp>,
     pub(super) kind: BlobKind,
     pub(super) compression: Option<Compression>,
+    /// Whether its notes (and a manifest's body) were read.
+    pub(super) complete: bool,
 }
 
 /// The reference graph of a store and its blob cache.
@@ -88,6 +90,7 @@ impl Graph {
                 stored: entry.stored,
                 kind: entry.kind,
                 compression: entry.compression,
+                complete: entry.complete,
             },
         );
         let from = Item::Blob(digest);
@@ -119,6 +122,15 @@ impl Graph {
 
     fn edge(&mut self, from: Item, to: Item) {
         self.edges.entry(from).or_default().push(to);
+    }
+
+    /// The blobs whose notes or manifest body could not be read: kept,
+    /// since what they are and what they refer to are unknown.
+    pub(super) fn unread(&self) -> impl Iterator<Item = Item> + '_ {
+        self.blobs
+            .iter()
+            .filter(|(_, b)| !b.complete)
+            .map(|(d, _)| Item::Blob(*d))
     }
 
     /// Everything reachable from `roots`, the roots included.

@@ -39,6 +39,10 @@ pub enum Reason {
     Referenced,
     /// Stays: a blob younger than the grace period.
     GracePeriod,
+    /// Stays: a blob whose notes (or manifest body) could not be read, so
+    /// what it is and what refers to it are unknown; a later collection
+    /// decides.
+    Unreadable,
 }
 
 impl Reason {
@@ -57,6 +61,7 @@ impl Reason {
             Self::TargetMet => "target_met",
             Self::Referenced => "referenced",
             Self::GracePeriod => "grace_period",
+            Self::Unreadable => "unreadable",
         }
     }
 }
@@ -365,8 +370,8 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
 struct Marks {
     /// Blobs nothing refers to yet, inside the grace period.
     young: HashSet<Item>,
-    /// What stays whatever the policies say: held items, young blobs and
-    /// everything they refer to.
+    /// What stays whatever the policies say: held items, young blobs,
+    /// blobs that could not be read, and everything they refer to.
     pinned: HashSet<Item>,
     /// Bytes of configs and blobs.
     used: u64,
@@ -397,7 +402,13 @@ fn marks(
         })
         .map(|(d, _)| Item::Blob(*d))
         .collect();
-    let pinned = graph.reach(holders.keys().copied().chain(young.iter().copied()));
+    let pinned = graph.reach(
+        holders
+            .keys()
+            .copied()
+            .chain(young.iter().copied())
+            .chain(graph.unread()),
+    );
     let used = images
         .values()
         .map(|i| i.raw_json().len() as u64)
@@ -440,6 +451,8 @@ fn blob_items<'a>(
             (false, Reason::Held(lease.clone()))
         } else if young.contains(&item) {
             (false, Reason::GracePeriod)
+        } else if !node.complete {
+            (false, Reason::Unreadable)
         } else if kept.contains(&item) {
             (false, Reason::Referenced)
         } else {

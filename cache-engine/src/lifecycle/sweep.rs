@@ -328,7 +328,8 @@ pub(super) async fn release_blobs(
         images
             .keys()
             .map(|id| Item::Image(*id))
-            .chain(held_items(&held).into_keys()),
+            .chain(held_items(&held).into_keys())
+            .chain(graph.unread()),
     );
     let ids: Vec<ImageId> = removed.iter().map(|i| i.id()).collect();
     let mut out = Vec::new();

@@ -84,11 +84,15 @@ impl Loader<'_> {
 
     /// Admits the images whose configs were read and verify, and returns
     /// the summaries to store for them and the quarantine of the others.
+    ///
+    /// # Errors
+    /// The first read the backend failed at (rather than found damaged):
+    /// the load fails and nothing is set aside.
     fn admit_read(
         &mut self,
         reads: Vec<(SnapshotEntry, imagecache_core::Result<bytes::Bytes>)>,
         quarantine_on: bool,
-    ) -> (WriteBatch, WriteBatch) {
+    ) -> Result<(WriteBatch, WriteBatch)> {
         let mut write_back = WriteBatch::new();
         let mut quarantine = WriteBatch::new();
         for (snap, result) in reads {
@@ -103,6 +107,7 @@ impl Loader<'_> {
                     self.admit(&snap, summary, Some(Arc::new(image)));
                 }
                 Err(e) if e.is_not_found() => {}
+                Err(e) if !e.is_damage() => return Err(e),
                 Err(e) => {
                     let reason = imagecache_core::error_text(&e);
                     tracing::error!(image = %id, error = %reason, "invalid image");
@@ -119,7 +124,7 @@ impl Loader<'_> {
                 }
             }
         }
-        (write_back, quarantine)
+        Ok((write_back, quarantine))
     }
 }
 
@@ -150,7 +155,7 @@ impl Store {
         let missing = loader.admit_summarised(snapshot.images);
         let reads = self.read_configs(missing).await;
         loader.report.configs_read = reads.len();
-        let (write_back, quarantine) = loader.admit_read(reads, self.inner.options.quarantine);
+        let (write_back, quarantine) = loader.admit_read(reads, self.inner.options.quarantine)?;
         // Summaries are derived data: failing to store them only costs a
         // re-read next time, so it must not fail the open.
         if !write_back.is_empty()
