@@ -40,6 +40,10 @@ pub(crate) struct Inner {
     pub(crate) leases: tokio::sync::Mutex<()>,
     /// Uses recorded and not yet written.
     uses: uses::PendingUses,
+    /// A write failed, so the backend may hold more of it than memory
+    /// does (a backend may apply a write and still report an error); the
+    /// next change reloads first.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 /// A content-addressable image store over any [`StoreBackend`].
@@ -119,6 +123,7 @@ impl Store {
                 report: RwLock::new(OpenReport::default()),
                 leases: tokio::sync::Mutex::new(()),
                 uses: uses::PendingUses::default(),
+                stale: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let started = std::time::Instant::now();
@@ -159,6 +164,9 @@ impl Store {
     /// Backend failures while loading.
     pub async fn refresh(&self) -> Result<OpenReport> {
         let _guard = self.inner.mutation.write().await;
+        self.inner
+            .stale
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let snapshot = self.inner.backend.load().await?;
         let report = self.rebuild(snapshot).await?;
         *write(&self.inner.report) = report.clone();
@@ -272,6 +280,7 @@ impl Store {
     /// [`Error::UnknownImage`] for an unknown ID; [`Error::Held`] naming the
     /// lease; backend failures, in which case nothing changed.
     pub async fn delete(&self, id: &ImageId) -> Result<Vec<ChainId>> {
+        self.ensure_fresh().await?;
         if !self.contains(id) {
             return Err(Error::UnknownImage { id: *id });
         }
@@ -290,6 +299,7 @@ impl Store {
     /// [`Error::UnknownImage`] for an unknown ID; backend failures, in
     /// which case nothing changed.
     pub async fn delete_forced(&self, id: &ImageId) -> Result<Vec<ChainId>> {
+        self.ensure_fresh().await?;
         let _guard = self.inner.mutation.write().await;
         self.delete_locked(id).await
     }
@@ -308,6 +318,7 @@ impl Store {
         id: &ImageId,
         names_ok: bool,
     ) -> Result<Option<Vec<ChainId>>> {
+        self.ensure_fresh().await?;
         let _guard = self.inner.mutation.write().await;
         let in_use = {
             let state = self.state();
@@ -337,9 +348,31 @@ impl Store {
             }
         }
         batch.delete(*id);
-        self.inner.backend.write(batch).await?;
+        self.write_batch(batch).await?;
         let removed = self.state_mut().remove(id);
         Ok(self.release_layer(removed.as_ref()))
+    }
+
+    /// Writes a batch; on failure marks memory as possibly behind the
+    /// backend, so that the next change reloads first.
+    pub(crate) async fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        let result = self.inner.backend.write(batch).await;
+        if result.is_err() {
+            self.inner
+                .stale
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(result?)
+    }
+
+    /// Reloads when a failed write may have left memory behind the
+    /// backend; changes call this before they look at memory.
+    pub(crate) async fn ensure_fresh(&self) -> Result<()> {
+        if self.inner.stale.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("reloading the image store after a failed write");
+            self.refresh().await?;
+        }
+        Ok(())
     }
 
     fn release_layer(&self, entry: Option<&Entry>) -> Vec<ChainId> {
@@ -395,6 +428,7 @@ impl Store {
     /// # }).unwrap();
     /// ```
     pub async fn tag(&self, name: &Reference, id: &ImageId) -> Result<Option<ImageId>> {
+        self.ensure_fresh().await?;
         let name = name.clone().with_default_tag();
         let _guard = self.inner.mutation.write().await;
         let previous = {
@@ -413,7 +447,7 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.set_name(name.clone(), *id);
         batch.set_metadata(*id, MetadataKey::LAST_UPDATED, now.to_string());
-        self.inner.backend.write(batch).await?;
+        self.write_batch(batch).await?;
         let mut state = self.state_mut();
         state.names.set(name, *id);
         if let Some(e) = state.entries.get_mut(id) {
@@ -430,6 +464,7 @@ impl Store {
     /// [`Error::NameNotFound`] when no image has the name; backend
     /// failures, in which case nothing changed.
     pub async fn untag(&self, name: &Reference) -> Result<ImageId> {
+        self.ensure_fresh().await?;
         let name = name.clone().with_default_tag();
         let _guard = self.inner.mutation.write().await;
         let Some(id) = self.state().names.get(&name) else {
@@ -437,7 +472,7 @@ impl Store {
         };
         let mut batch = WriteBatch::new();
         batch.delete_name(name.clone());
-        self.inner.backend.write(batch).await?;
+        self.write_batch(batch).await?;
         self.state_mut().names.remove(&name);
         Ok(id)
     }
@@ -490,6 +525,7 @@ impl Store {
     /// [`Error::NotFound`] for an unknown image, [`Error::UnknownParent`],
     /// [`Error::ParentCycle`] when `parent` is the image or descends from it.
     pub async fn set_parent(&self, id: &ImageId, parent: &ImageId) -> Result<()> {
+        self.ensure_fresh().await?;
         let _guard = self.inner.mutation.write().await;
         {
             let state = self.state();
@@ -508,7 +544,7 @@ impl Store {
         }
         let mut batch = WriteBatch::new();
         batch.set_metadata(*id, MetadataKey::PARENT, parent.to_string());
-        self.inner.backend.write(batch).await?;
+        self.write_batch(batch).await?;
         self.state_mut().set_parent(id, Some(*parent));
         Ok(())
     }
@@ -584,13 +620,14 @@ impl Store {
         value: Bytes,
         apply: impl FnOnce(&mut Entry),
     ) -> Result<()> {
+        self.ensure_fresh().await?;
         let _guard = self.inner.mutation.write().await;
         if !self.contains(id) {
             return Err(not_found(id));
         }
         let mut batch = WriteBatch::new();
         batch.set_metadata(*id, key, value);
-        self.inner.backend.write(batch).await?;
+        self.write_batch(batch).await?;
         if let Some(e) = self.state_mut().entries.get_mut(id) {
             apply(e);
         }

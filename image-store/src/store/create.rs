@@ -117,6 +117,7 @@ impl Store {
     /// As [`Store::create_with`]; the first refused item fails the whole
     /// batch, and nothing is stored.
     pub async fn create_batch(&self, items: Vec<(Bytes, CreateOptions)>) -> Result<Vec<ImageId>> {
+        self.ensure_fresh().await?;
         let parsed = items
             .into_iter()
             .map(|(config, options)| self.parse(config, options))
@@ -124,7 +125,7 @@ impl Store {
         let _locks = self.lock_for_create(&parsed).await;
         let mut held = HeldLayers::new(self.inner.options.layers.as_deref());
         let (batch, plan) = self.plan_create(parsed, &mut held)?;
-        self.inner.backend.write(batch).await?;
+        self.write_batch(batch).await?;
         Ok(self.index_created(plan, held))
     }
 

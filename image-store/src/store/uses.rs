@@ -36,6 +36,7 @@ impl Store {
     /// # Errors
     /// Backend failures; the uses are then kept for the next flush.
     pub async fn flush_uses(&self) -> Result<usize> {
+        self.ensure_fresh().await?;
         let pending: HashMap<ImageId, Timestamp> = std::mem::take(&mut *lock(&self.inner.uses));
         if pending.is_empty() {
             return Ok(0);
@@ -52,13 +53,13 @@ impl Store {
                 }
             }
         }
-        if let Err(e) = self.inner.backend.write(batch).await {
+        if let Err(e) = self.write_batch(batch).await {
             let mut uses = lock(&self.inner.uses);
             for (id, time) in pending {
                 let slot = uses.entry(id).or_insert(time);
                 *slot = (*slot).max(time);
             }
-            return Err(e.into());
+            return Err(e);
         }
         let mut state = self.state_mut();
         for (id, time) in &written {
