@@ -237,6 +237,15 @@ pub async fn run_cases(harness: Arc<dyn Harness>, cases: &[Case], options: &RunO
     Report { results }
 }
 
+/// A case's task, aborted when the run that awaits it goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<Outcome>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one case in its own task, turning a panic or a timeout into a failure.
 pub(crate) async fn run_one(
     case: &Case,
@@ -255,11 +264,14 @@ pub(crate) async fn run_one(
             duration: start.elapsed(),
         };
     }
-    let mut task = match case.run {
+    let task = match case.run {
         CaseFn::Harness(run) => tokio::spawn(run(harness)),
         CaseFn::Pure(run) => tokio::task::spawn_blocking(run),
     };
-    let status = match tokio::time::timeout(timeout, &mut task).await {
+    // Dropping this future (a run interrupted by Ctrl-C) stops the case's
+    // task too, instead of leaving it running against the namespace.
+    let mut task = AbortOnDrop(task);
+    let status = match tokio::time::timeout(timeout, &mut task.0).await {
         Ok(Ok(Outcome::Passed)) => CaseStatus::Passed,
         Ok(Ok(Outcome::Skipped { reason })) => CaseStatus::Skipped { reason },
         Ok(Err(err)) => CaseStatus::Failed {
@@ -268,7 +280,7 @@ pub(crate) async fn run_one(
         Err(_) => {
             // A case on the blocking pool cannot be stopped; it finishes in
             // the background and its result is dropped.
-            task.abort();
+            task.0.abort();
             CaseStatus::Failed {
                 reason: format!("timed out after {timeout:?}"),
             }

@@ -408,3 +408,43 @@ fn generated_test_fails_with_the_case_name() {
     let message = crate::runner::panic_message(payload.as_ref());
     assert!(message.contains("backend::no_such_case"), "{message}");
 }
+
+/// Counts the ticks of the case below, which runs until stopped.
+static TICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn runs_until_stopped(_: Arc<dyn Harness>) -> BoxFuture<'static, Outcome> {
+    Box::pin(async {
+        loop {
+            TICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// An interrupted run (its future dropped, as Ctrl-C does) stops the case
+/// it was running rather than leaving its task behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_run_stops_its_case() {
+    let case = Case {
+        name: "runs_until_stopped",
+        group: "backend",
+        run: CaseFn::Harness(runs_until_stopped),
+    };
+    let run = crate::runner::run_one(&case, Arc::new(Plain), Duration::from_secs(60));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), run)
+            .await
+            .is_err(),
+        "the case runs until stopped"
+    );
+    // The timed-out future was dropped above; give an abort time to land.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after_drop = TICKS.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after_drop > 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        TICKS.load(std::sync::atomic::Ordering::SeqCst),
+        after_drop,
+        "the case's task still runs after its run was dropped"
+    );
+}
