@@ -300,9 +300,15 @@ impl Lifecycle {
     /// # Errors
     /// Store, blob and backend failures.
     pub async fn plan(&self, policies: &[Policy]) -> Result<Plan> {
+        let state = self.plan_state().await?;
+        Ok(plan::decide(self, policies, &state))
+    }
+
+    /// What plans decide from, with uses flushed and leases read first.
+    async fn plan_state(&self) -> Result<plan::State> {
         self.store.flush_uses().await?;
         let leases = self.store.leases().await?;
-        plan::plan(self, policies, &leases).await
+        plan::State::read(self, &leases).await
     }
 
     /// Gives the space deletes freed back to the file system where the

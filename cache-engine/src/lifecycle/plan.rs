@@ -288,30 +288,63 @@ impl Selection<'_> {
 
 /// Plans a collection under `policies` with what `leases` hold.
 pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) -> Result<Plan> {
-    // Images other handles and processes created or removed since this
-    // handle last loaded count: a child made elsewhere keeps its parent.
-    lc.store.refresh().await?;
-    let made = Timestamp::now_utc();
-    let images = lc.store.map().await?;
-    let catalog = match &lc.blobs {
-        Some(blobs) => blobs.catalog().await?,
-        None => Vec::new(),
-    };
-    let held = lc.store.held(leases, made).await?;
-    let graph = Graph::new(&lc.store, &images, &catalog);
-    let holders = held_items(&held);
+    let state = State::read(lc, leases).await?;
+    Ok(decide(lc, policies, &state))
+}
+
+/// What a plan decides from: read once, so that several policy lists can
+/// be weighed against the same store (as disk usage does).
+pub(super) struct State {
+    made: Timestamp,
+    images: BTreeMap<ImageId, Arc<Image>>,
+    graph: Graph,
+    holders: HashMap<Item, LeaseId>,
+}
+
+impl State {
+    /// Reloads the store (images other handles and processes created or
+    /// removed count: a child made elsewhere keeps its parent), reads every
+    /// config and the blob catalog, and expands what `leases` hold.
+    pub(super) async fn read(lc: &Lifecycle, leases: &[Lease]) -> Result<Self> {
+        lc.store.refresh().await?;
+        let made = Timestamp::now_utc();
+        let images = lc.store.map().await?;
+        let catalog = match &lc.blobs {
+            Some(blobs) => blobs.catalog().await?,
+            None => Vec::new(),
+        };
+        let held = lc.store.held(leases, made).await?;
+        let graph = Graph::new(&lc.store, &images, &catalog);
+        Ok(Self {
+            made,
+            images,
+            graph,
+            holders: held_items(&held),
+        })
+    }
+}
+
+/// Decides every image and blob under `policies`.
+pub(super) fn decide(lc: &Lifecycle, policies: &[Policy], state: &State) -> Plan {
+    let State {
+        made,
+        images,
+        graph,
+        holders,
+    } = state;
+    let (made, images, graph, holders) = (*made, images, graph, holders);
     let Marks {
         young,
         pinned,
         used,
         refs,
         loose,
-    } = marks(lc, &graph, &images, &holders, made);
+    } = marks(lc, graph, images, holders, made);
     let free = lc.free_space();
     let mut sel = Selection {
         lc,
-        images: &images,
-        graph: &graph,
+        images,
+        graph,
         pinned: &pinned,
         now: made.unix_nanos(),
         removed: HashMap::new(),
@@ -337,13 +370,13 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
             .chain(pinned.iter().copied()),
     );
     let mut items = Vec::with_capacity(images.len() + graph.blobs.len());
-    for (id, image) in &images {
+    for (id, image) in images {
         let item = Item::Image(*id);
         let (remove, reason) = match removed.get(id) {
             Some(reason) if !kept.contains(&item) => (true, reason.clone()),
             _ => (
                 false,
-                keep_reason(lc, policies, &holders, &removed, id, made),
+                keep_reason(lc, policies, holders, &removed, id, made),
             ),
         };
         let bytes = image.raw_json().len() as u64;
@@ -354,16 +387,16 @@ pub(super) async fn plan(lc: &Lifecycle, policies: &[Policy], leases: &[Lease]) 
             reason,
         });
     }
-    items.extend(blob_items(&graph, &holders, &young, &kept));
-    Ok(Plan {
+    items.extend(blob_items(graph, holders, &young, &kept));
+    Plan {
         items,
         used_bytes: used,
         free_bytes: free,
         made,
         policies: policies.to_vec(),
-        graph,
+        graph: graph.clone(),
         named_ok,
-    })
+    }
 }
 
 /// What planning starts from.

@@ -66,8 +66,10 @@ impl Lifecycle {
         let now = Timestamp::now_utc();
         let leases = self.store.leases().await?;
         let live = leases.iter().filter(|l| l.is_live(now)).count() as u64;
-        let dangling = self.plan(&[Policy::dangling()]).await?;
-        let all = self.plan(&[Policy::all()]).await?;
+        // One read of the store and the blob catalog, weighed twice.
+        let state = self.plan_state().await?;
+        let dangling = super::plan::decide(self, &[Policy::dangling()], &state);
+        let all = super::plan::decide(self, &[Policy::all()], &state);
         let mut usage = DiskUsage {
             images: self.store.len() as u64,
             config_bytes: self
