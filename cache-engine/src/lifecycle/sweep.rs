@@ -179,7 +179,10 @@ impl Lifecycle {
             done: 0,
             total,
         };
-        let images = self.images_children_first(&removals);
+        let images = self.children_first(removals.iter().filter_map(|i| match i {
+            Item::Image(id) => Some(*id),
+            Item::Blob(_) => None,
+        }));
         for id in images {
             match self
                 .store
@@ -208,19 +211,19 @@ impl Lifecycle {
             .await
     }
 
-    /// Image removals ordered so that children go before their parents.
-    fn images_children_first(&self, removals: &HashSet<Item>) -> Vec<ImageId> {
-        let mut images: Vec<(usize, ImageId)> = removals
-            .iter()
-            .filter_map(|i| match i {
-                Item::Image(id) => Some((self.depth(id), *id)),
-                Item::Blob(_) => None,
-            })
+    /// `images` ordered so that children come before their parents (deepest
+    /// in their chain first, then by ID): the order they can be removed in
+    /// without orphaning any, and the order `docker image prune` prints.
+    pub fn children_first(&self, images: impl IntoIterator<Item = ImageId>) -> Vec<ImageId> {
+        let mut images: Vec<(std::cmp::Reverse<usize>, ImageId)> = images
+            .into_iter()
+            .map(|id| (std::cmp::Reverse(self.depth(&id)), id))
             .collect();
-        images.sort_unstable_by(|a, b| b.cmp(a));
+        images.sort_unstable();
         images.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// How many ancestors an image has in the store.
     fn depth(&self, id: &ImageId) -> usize {
         let mut depth = 0;
         let mut next = self.store.info(id).and_then(|i| i.parent);

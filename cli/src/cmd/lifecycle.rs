@@ -124,17 +124,6 @@ fn item_out(item: &imagecache_engine::lifecycle::PlanItem) -> ItemOut {
     }
 }
 
-/// How deep an image sits in its chain, so that children print first.
-fn depth(store: &Store, id: &ImageId) -> usize {
-    let mut depth = 0;
-    let mut next = store.info(id).and_then(|i| i.parent);
-    while let (Some(p), true) = (next, depth < 100_000) {
-        depth += 1;
-        next = store.info(&p).and_then(|i| i.parent);
-    }
-    depth
-}
-
 /// Asks on a terminal before removing anything, as `docker image prune`.
 fn confirm(all: bool) -> Result<bool> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
@@ -237,7 +226,7 @@ fn pruned(
     dry_run: bool,
     limit: Option<u64>,
 ) -> Pruned {
-    let (mut images, blobs, reclaimed): (Vec<ImageId>, Vec<BlobOut>, u64) = match report {
+    let (images, blobs, reclaimed): (Vec<ImageId>, Vec<BlobOut>, u64) = match report {
         Some(r) => (
             r.images.iter().map(|(id, _)| *id).collect(),
             r.blobs
@@ -264,7 +253,7 @@ fn pruned(
             (images, blobs, plan.bytes_to_free())
         }
     };
-    images.sort_by_key(|id| (std::cmp::Reverse(depth(lc.store(), id)), *id));
+    let images = lc.children_first(images);
     Pruned {
         dry_run,
         images,
