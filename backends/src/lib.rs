@@ -152,6 +152,45 @@ pub async fn open_existing(url: &str) -> Result<Backend> {
     open(url).await
 }
 
+/// Where a local store lives on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalPath {
+    /// An `fs://` store's root directory.
+    Directory(std::path::PathBuf),
+    /// A `redb://` store's database file.
+    File(std::path::PathBuf),
+}
+
+impl LocalPath {
+    /// The directory that holds the store: the root itself, or the file's
+    /// directory.
+    pub fn directory(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Directory(d) => Some(d),
+            Self::File(f) => f.parent(),
+        }
+    }
+}
+
+/// The path a local store URL (`fs://DIR`, `redb://FILE`) names; `None`
+/// for other schemes.
+///
+/// ```
+/// use imagecache_backends::{LocalPath, local_path};
+/// let file = local_path("redb:///var/cache/images.redb").unwrap();
+/// assert_eq!(file, LocalPath::File("/var/cache/images.redb".into()));
+/// assert_eq!(file.directory(), Some(std::path::Path::new("/var/cache")));
+/// assert_eq!(local_path("s3://bucket/prefix"), None);
+/// assert_eq!(local_path("fs://"), None);
+/// ```
+pub fn local_path(url: &str) -> Option<LocalPath> {
+    match url.split_once("://")? {
+        ("fs", root) if !root.is_empty() => Some(LocalPath::Directory(root.into())),
+        ("redb", path) if !path.is_empty() => Some(LocalPath::File(path.into())),
+        _ => None,
+    }
+}
+
 /// Fails with [`Error::NotFound`] when `url` names a local store that is
 /// not there; see [`open_existing`].
 ///
@@ -165,9 +204,9 @@ pub fn ensure_exists(url: &str) -> Result<()> {
             )),
         })
     };
-    match url.split_once("://") {
-        Some(("fs", root)) if !root.is_empty() => {
-            let root = std::path::Path::new(root);
+    match local_path(url) {
+        Some(LocalPath::Directory(root)) => {
+            let root = root.as_path();
             if !root.is_dir() {
                 return absent("store directory");
             }
@@ -176,8 +215,8 @@ pub fn ensure_exists(url: &str) -> Result<()> {
             }
             Ok(())
         }
-        Some(("redb", path)) if !path.is_empty() => {
-            if std::path::Path::new(path).is_file() {
+        Some(LocalPath::File(path)) => {
+            if path.is_file() {
                 Ok(())
             } else {
                 absent("store file")

@@ -22,21 +22,14 @@ async fn lifecycle(ctx: &Ctx) -> Result<Lifecycle> {
     let store = ctx.store().await?;
     let blobs = ctx.blobs().await.ok();
     let mut options = LifecycleOptions::new();
-    if let Some(path) = local_path(&ctx.url) {
-        options = options.with_free_space_path(path);
+    let local = imagecache_backends::local_path(&ctx.url);
+    if let Some(dir) = local
+        .as_ref()
+        .and_then(imagecache_backends::LocalPath::directory)
+    {
+        options = options.with_free_space_path(dir);
     }
     Ok(Lifecycle::with_options(store, blobs, options))
-}
-
-/// The directory holding a local store (`fs://DIR`, `redb://FILE`).
-fn local_path(url: &str) -> Option<std::path::PathBuf> {
-    let (scheme, rest) = url.split_once("://")?;
-    let path = std::path::PathBuf::from(rest);
-    match scheme {
-        "fs" => Some(path),
-        "redb" => path.parent().map(std::path::Path::to_path_buf),
-        _ => None,
-    }
 }
 
 /// The policy the flags describe.
