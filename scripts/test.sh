@@ -78,6 +78,10 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 log "cargo test"
+# The evidence harnesses (model test, kill loop, tamper matrix, ...) append
+# their figures here; they are printed as one table at the end.
+evidence=$(mktemp)
+export IMAGECACHE_EVIDENCE_FILE=$evidence
 cargo test --workspace --all-features
 # cargo hides what passing tests print, so show here, per backend, which
 # conformance cases were skipped and why, with each backend's summary line.
@@ -94,4 +98,7 @@ rm -rf "$scratch"
 
 log "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --quiet
+log "evidence figures of this run (full size: scripts/evidence.sh full)"
+awk -f scripts/evidence-report.awk "$evidence"
+rm -f "$evidence"
 log "all green"

@@ -480,6 +480,8 @@ fn run(kind: Kind) {
             .block_on(run_case(kind, settings, &case, &totals))
             .map_err(TestCaseError::fail)
     });
+    let breaks = u64::from(result.is_err());
+    report(kind, settings, &totals.borrow(), breaks, started.elapsed());
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, case)) => {
@@ -487,10 +489,9 @@ fn run(kind: Kind) {
         }
         Err(TestError::Abort(reason)) => panic!("model test on {kind:?} aborted: {reason}"),
     }
-    report(kind, settings, &totals.borrow(), started.elapsed());
 }
 
-fn report(kind: Kind, settings: Settings, t: &Totals, elapsed: Duration) {
+fn report(kind: Kind, settings: Settings, t: &Totals, breaks: u64, elapsed: Duration) {
     let kinds: Vec<String> = t
         .faults
         .by_kind
@@ -498,7 +499,7 @@ fn report(kind: Kind, settings: Settings, t: &Totals, elapsed: Duration) {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     eprintln!(
-        "model {kind:?}: {} operations in {} cases at fault rate {}: {} backend calls, {} faults injected ({}), {} operations refused as predicted, {} failed by a fault, {} opens retried, 0 invariant breaks, {:.1} s",
+        "model {kind:?}: {} operations in {} cases at fault rate {}: {} backend calls, {} faults injected ({}), {} operations refused as predicted, {} failed by a fault, {} opens retried, {breaks} invariant breaks, {:.1} s",
         t.ops,
         t.cases,
         settings.fault_rate,
@@ -509,6 +510,16 @@ fn report(kind: Kind, settings: Settings, t: &Totals, elapsed: Duration) {
         t.failed_ops,
         t.failed_opens,
         elapsed.as_secs_f64()
+    );
+    let backend = format!("{kind:?}").to_lowercase();
+    imagecache_conformance::evidence::record(
+        "model",
+        &[
+            ("backend", &backend),
+            ("ops", &t.ops),
+            ("faults", &t.faults.injected),
+            ("invariant_breaks", &breaks),
+        ],
     );
 }
 

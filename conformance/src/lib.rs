@@ -17,6 +17,7 @@ pub mod cache;
 mod docker_compare;
 pub mod docker_fs;
 mod docker_image;
+pub mod evidence;
 pub mod faults;
 pub mod leases;
 pub mod names;
