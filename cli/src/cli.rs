@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use imagecache_core::Digest;
 
 use crate::units::{ByteSize, Ttl, Until};
@@ -16,8 +16,16 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "IMAGECACHE_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
 
-    /// Output format of listings and reports.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    /// Output format: human, json, or a template for `ls`, `history` and
+    /// `inspect` such as '{{.ID}}\t{{.Size}}' or 'table {{.Repository}}\t{{.ID}}'
+    /// (Docker's fields; see `imagecache ls --help`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "human",
+        value_parser = parse_format,
+        value_name = "human|json|TEMPLATE"
+    )]
     pub(crate) format: Format,
 
     /// No progress output on stderr.
@@ -48,12 +56,32 @@ pub(crate) enum LogFormat {
 }
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Format {
     /// Tables and lines for people.
     Human,
     /// JSON for programs.
     Json,
+    /// A `{{.Field}}` template (checked by the command that renders it,
+    /// which knows its fields and its default table).
+    Template(String),
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    match text {
+        "human" | "text" => Ok(Format::Human),
+        "json" => Ok(Format::Json),
+        t if crate::template::Template::looks_like(t) => {
+            // Parse once here so that a mistake is reported before the
+            // store is opened.
+            crate::template::Template::parse(t, "").map_err(|e| format!("not a template: {e}"))?;
+            Ok(Format::Template(t.to_owned()))
+        }
+        _ => Err(
+            "expected human, json, or a template such as '{{.ID}}' or 'table {{.ID}}\\t{{.Size}}'"
+                .to_owned(),
+        ),
+    }
 }
 
 /// The commands.

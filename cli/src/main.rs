@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod error;
 mod progress;
+mod template;
 mod text;
 mod units;
 

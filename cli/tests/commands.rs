@@ -159,7 +159,9 @@ fn ls_lists_heads_or_everything() {
     assert_eq!(heads[0]["id"], json!(child.id()));
     assert_eq!(heads[0]["parent"], json!(base.id()));
     assert_eq!(heads[0]["layers"], json!(2));
-    assert_eq!(heads[0]["platform"], json!("linux/amd64"));
+    assert_eq!(heads[0]["platform"]["os"], json!("linux"));
+    assert_eq!(heads[0]["platform"]["architecture"], json!("amd64"));
+    assert_eq!(heads[0]["children"], json!([]));
     assert_eq!(heads[0]["built_locally"], json!(false));
     assert_eq!(env.json(&["ls", "-a"]).as_array().unwrap().len(), 2);
     env.cmd(&["ls", "-a"])

@@ -1,5 +1,5 @@
-//! `ls --filter` and `ls --digests` against Docker's documented behaviour
-//! for `docker images`.
+//! `ls` columns, `--filter`, `--digests` and `--format` templates against
+//! Docker's documented behaviour for `docker images`.
 
 // Helpers outside #[test] functions panic on failed setup, as tests do.
 #![allow(clippy::unwrap_used)]
@@ -149,11 +149,124 @@ fn digests_column_shows_digest_references() {
             .any(|l| l.contains(&digest) && l.starts_with("example/app ")),
         "{text}"
     );
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("example/app ") && l.contains(" 1 ")),
+    let columns: Vec<&str> = header
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        columns,
+        ["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"],
         "{text}"
     );
+}
+
+#[test]
+fn ls_shows_dockers_columns_with_the_cached_layer_size() {
+    let env = Env::fs();
+    let (base, app, loose) = store(&env);
+    let out = env.cmd(&["ls", "-a"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(header, ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    // Every image's SIZE is the sum of its layers as the cache holds them
+    // uncompressed; the JSON gives bytes.
+    let json = env.json(&["ls", "-a"]);
+    for image in json.as_array().unwrap() {
+        let id = image["id"].as_str().unwrap();
+        let inspect = env.json(&["inspect", id]);
+        assert_eq!(image["size"], inspect[0]["Size"], "{image}");
+        assert!(image["size"].as_u64().unwrap() > 0, "{image}");
+        assert!(image["platform"].is_object(), "{image}");
+        assert!(image["children"].is_array(), "{image}");
+    }
+    let row = |id: &str| {
+        text.lines()
+            .find(|l| l.contains(&id[7..19]))
+            .unwrap_or_else(|| panic!("{id} not in {text}"))
+            .to_owned()
+    };
+    assert!(row(&base).starts_with("example/base "), "{text}");
+    assert!(row(&app).starts_with("example/app "), "{text}");
+    assert!(row(&loose).starts_with("<none> "), "{text}");
+}
+
+#[test]
+fn format_templates_follow_docker_images() {
+    let env = Env::fs();
+    let (base, app, _) = store(&env);
+    env.cmd(&["ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "example/app:1 {}\n",
+            &app[7..19]
+        )));
+    env.cmd(&[
+        "ls",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}\\t{{json .Repository}}",
+    ])
+    .assert()
+    .success()
+    .stdout(predicate::str::contains(format!(
+        "{base}\t\"example/base\"\n"
+    )));
+    // `table` adds Docker's column titles and aligns the columns.
+    let out = env
+        .cmd(&[
+            "ls",
+            "--format",
+            "table {{.ID}}\\t{{.Repository}}\\t{{.CreatedAt}}",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("IMAGE ID ") && header.contains("   REPOSITORY   "),
+        "{text}"
+    );
+    assert!(text.contains("2024-01-02 00:00:00 +0000 UTC"), "{text}");
+    // inspect and history take templates over their own fields.
+    env.cmd(&["inspect", "--format", "{{.Id}} {{.Os}}", &app])
+        .assert()
+        .success()
+        .stdout(format!("{app} linux\n"));
+    env.cmd(&[
+        "history",
+        "--format",
+        "{{.ID}}|{{.CreatedBy}}",
+        "--no-trunc",
+        &app,
+    ])
+    .assert()
+    .success()
+    .stdout(predicate::str::starts_with(format!("{app}|")));
+    // Mistakes are usage errors that name the field, before anything runs.
+    env.cmd(&["ls", "--format", "{{.Nope}}"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Nope").and(predicate::str::contains("Repository")));
+    env.cmd(&["ls", "--format", "{{.ID"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unclosed"));
+    env.cmd(&["df", "--format", "{{.ID}}"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "templates apply to ls, history and inspect",
+        ));
 }
 
 #[test]

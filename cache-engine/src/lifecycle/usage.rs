@@ -1,10 +1,10 @@
 //! Disk usage: what the store and the blob cache occupy, by part, and what
 //! a collection could free now.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use imagecache_core::{Error as CoreError, Timestamp, Usage};
+use imagecache_core::{DiffId, Digest, Error as CoreError, ImageId, Timestamp, Usage};
 
 use super::{Lifecycle, Policy, Result};
 use crate::blob::{BlobKind, Compression};
@@ -106,6 +106,48 @@ impl Lifecycle {
             usage.blobs = by.into_values().collect();
         }
         Ok(usage)
+    }
+}
+
+impl Lifecycle {
+    /// The bytes of each image's layers that the blob cache holds
+    /// uncompressed: what `docker images` shows as SIZE. Layers shared by
+    /// several images count in each; a layer not cached counts nothing, and
+    /// without a blob cache every size is 0.
+    ///
+    /// Reads each image's config once and lists the cache once, whatever
+    /// the number of images.
+    ///
+    /// # Errors
+    /// A config or the cache's listing could not be read.
+    pub async fn image_sizes(&self, ids: &[ImageId]) -> Result<HashMap<ImageId, u64>> {
+        let held: HashMap<Digest, u64> = match &self.blobs {
+            Some(blobs) => blobs
+                .backend()
+                .list_blobs()
+                .await?
+                .into_iter()
+                .map(|b| (b.digest, b.size))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let mut sizes = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let size = if held.is_empty() {
+                0
+            } else {
+                let image = self.store.get(id).await?;
+                image
+                    .rootfs
+                    .raw_diff_ids
+                    .iter()
+                    .filter_map(|raw| DiffId::parse(raw).ok())
+                    .filter_map(|diff| held.get(diff.digest()))
+                    .sum()
+            };
+            sizes.insert(*id, size);
+        }
+        Ok(sizes)
     }
 }
 

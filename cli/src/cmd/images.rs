@@ -8,7 +8,7 @@ use imagecache_store::{ImageInfo, Store};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Ctx, print_json, print_lines, print_table};
+use super::{Ctx, print_json, print_lines, print_rows};
 use crate::error::{CliError, EXIT_NOT_FOUND, EXIT_OK, Result, short};
 use crate::units::{human_ago, human_size};
 
@@ -22,36 +22,70 @@ pub(super) fn platform_text(p: &Platform) -> String {
     if s == "/" { String::new() } else { s }
 }
 
-/// One image as `ls` shows it.
+/// One image as `ls --format json` shows it.
 #[derive(Debug, Serialize)]
 struct Listed {
     id: ImageId,
     /// Its names, `repository:tag`.
     names: Vec<String>,
     created: Option<String>,
-    platform: String,
+    platform: PlatformOut,
     layers: u32,
+    /// Bytes of its layers the blob cache holds uncompressed.
+    size: u64,
     parent: Option<ImageId>,
-    children: usize,
+    children: Vec<ImageId>,
     built_locally: bool,
     last_updated: Option<String>,
     config_size: u64,
 }
 
 impl Listed {
-    fn new(i: &ImageInfo, names: Vec<String>) -> Self {
+    fn new(i: &ImageInfo, names: Vec<String>, size: u64) -> Self {
         Self {
             id: i.id,
             names,
             created: i.created.map(|t| t.to_string()),
-            platform: platform_text(&i.platform),
+            platform: PlatformOut::new(&i.platform),
             layers: i.layers,
+            size,
             parent: i.parent,
-            children: i.children.len(),
+            children: i.children.clone(),
             built_locally: i.built_locally,
             last_updated: i.last_updated.map(|t| t.to_string()),
             config_size: i.config_len,
         }
+    }
+}
+
+/// One row of `ls` in a `--format` template: the fields of `docker images
+/// --format`, and imagecache's own after them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LsRow {
+    #[serde(rename = "ID")]
+    id: String,
+    repository: String,
+    tag: String,
+    digest: String,
+    created_since: String,
+    created_at: String,
+    size: String,
+    platform: String,
+    layers: u32,
+    parent: String,
+    built_locally: bool,
+}
+
+/// What `ls --format table` shows: `docker images`' columns.
+const LS_TABLE: &str = "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+/// The column titles of `ls` for a template's fields.
+fn ls_header(field: &str) -> String {
+    match field {
+        "ID" => "IMAGE ID".to_owned(),
+        "CreatedSince" => "CREATED".to_owned(),
+        other => crate::template::default_header(other),
     }
 }
 
@@ -81,49 +115,59 @@ pub(super) async fn ls(ctx: &Ctx, options: &LsOptions) -> Result<u8> {
         print_lines(ids.map(|i| id_text(&i.id)))?;
         return Ok(EXIT_OK);
     }
+    let ids: Vec<ImageId> = infos.iter().map(|i| i.id).collect();
+    let sizes = super::lifecycle::lifecycle(ctx)
+        .await?
+        .image_sizes(&ids)
+        .await?;
+    let size_of = |id: &ImageId| sizes.get(id).copied().unwrap_or(0);
     if ctx.json() {
         let listed: Vec<Listed> = infos
             .iter()
             .map(|i| {
                 let names = store.names_of(&i.id);
-                Listed::new(i, names.iter().map(|n| n.familiar().to_owned()).collect())
+                let names = names.iter().map(|n| n.familiar().to_owned()).collect();
+                Listed::new(i, names, size_of(&i.id))
             })
             .collect();
         return print_json(&listed);
     }
     let now = Timestamp::now_utc();
-    let mut rows: Vec<Vec<String>> = Vec::with_capacity(infos.len());
+    let mut rows = Vec::with_capacity(infos.len());
     for i in &infos {
         for (repository, tag, digest) in name_rows(&store.names_of(&i.id)) {
-            let mut row = vec![repository, tag];
-            if options.digests {
-                row.push(digest);
-            }
-            row.extend([
-                id_text(&i.id),
-                human_ago(i.created.as_ref(), now),
-                platform_text(&i.platform),
-                i.layers.to_string(),
-                i.parent.as_ref().map(&id_text).unwrap_or_default(),
-                if i.built_locally { "yes" } else { "no" }.to_owned(),
-            ]);
-            rows.push(row);
+            rows.push(LsRow {
+                id: id_text(&i.id),
+                repository,
+                tag,
+                digest,
+                created_since: human_ago(i.created.as_ref(), now),
+                created_at: i.created.map(go_time).unwrap_or_default(),
+                size: human_size(size_of(&i.id)),
+                platform: platform_text(&i.platform),
+                layers: i.layers,
+                parent: i.parent.as_ref().map(&id_text).unwrap_or_default(),
+                built_locally: i.built_locally,
+            });
         }
     }
-    let mut header = vec!["REPOSITORY", "TAG"];
-    if options.digests {
-        header.push("DIGEST");
+    let table = if options.digests {
+        "{{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    } else {
+        LS_TABLE
+    };
+    let human = format!("table {table}");
+    print_rows(ctx, &rows, &human, LS_TABLE, ls_header)
+}
+
+/// A time as Go prints it, and so `docker images --format '{{.CreatedAt}}'`:
+/// `2024-01-02 03:04:05 +0000 UTC`.
+fn go_time(t: Timestamp) -> String {
+    let text = t.to_utc().to_string();
+    match (text.get(..10), text.get(11..19)) {
+        (Some(date), Some(time)) => format!("{date} {time} +0000 UTC"),
+        _ => text,
     }
-    header.extend([
-        "IMAGE ID",
-        "CREATED",
-        "PLATFORM",
-        "LAYERS",
-        "PARENT",
-        "BUILT LOCALLY",
-    ]);
-    print_table(&header, &rows)?;
-    Ok(EXIT_OK)
 }
 
 /// The REPOSITORY, TAG and DIGEST cells of an image's rows: one per name,
@@ -209,6 +253,7 @@ struct Extra {
     config: Box<RawValue>,
 }
 
+/// A platform, as every JSON output shows one.
 #[derive(Debug, Serialize)]
 struct PlatformOut {
     os: String,
@@ -216,6 +261,18 @@ struct PlatformOut {
     variant: String,
     os_version: String,
     os_features: Vec<String>,
+}
+
+impl PlatformOut {
+    fn new(p: &Platform) -> Self {
+        Self {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+            os_version: p.os_version.clone(),
+            os_features: p.os_features.clone(),
+        }
+    }
 }
 
 /// The stored bytes as a JSON value, byte for byte when they are UTF-8
@@ -251,9 +308,10 @@ pub(super) async fn inspect(ctx: &Ctx, terms: &[String], raw: bool) -> Result<u8
             out.write_all(image.raw_json()).map_err(CliError::Output)?;
         }
         out.flush().map_err(CliError::Output)?;
-    } else if ctx.json() {
+    } else if ctx.json() || ctx.template().is_some() {
         let cache = ctx.blobs().await.ok();
-        print_json(&inspected(&store, cache.as_ref(), &found).await?)?;
+        let images = inspected(&store, cache.as_ref(), &found).await?;
+        print_rows(ctx, &images, "", "{{.Id}}", crate::template::default_header)?;
     } else {
         print_lines(inspect_lines(&found))?;
     }
@@ -340,13 +398,7 @@ async fn inspected(
                 built_locally: info.built_locally,
                 last_updated: time(info.last_updated),
                 last_used: time(store.last_used(&info.id)),
-                platform: PlatformOut {
-                    os: info.platform.os.clone(),
-                    architecture: info.platform.architecture.clone(),
-                    variant: info.platform.variant.clone(),
-                    os_version: info.platform.os_version.clone(),
-                    os_features: info.platform.os_features.clone(),
-                },
+                platform: PlatformOut::new(&info.platform),
                 layers: info.layers,
                 chain_id: info.chain_id,
                 config_size: info.config_len,
@@ -485,11 +537,8 @@ pub(super) async fn history(ctx: &Ctx, term: &str, quiet: bool, no_trunc: bool) 
         print_lines(entries.iter().map(image_text))?;
         return Ok(EXIT_OK);
     }
-    if ctx.json() {
-        return print_json(&entries);
-    }
     let now = Timestamp::now_utc();
-    let rows: Vec<Vec<String>> = entries
+    let rows: Vec<HistoryRow> = entries
         .iter()
         .zip(image.history.iter().rev())
         .map(|(e, h)| {
@@ -497,33 +546,60 @@ pub(super) async fn history(ctx: &Ctx, term: &str, quiet: bool, no_trunc: bool) 
             if !no_trunc && by.chars().count() > 60 {
                 by = by.chars().take(59).collect::<String>() + "…";
             }
-            vec![
-                image_text(e),
-                human_ago(h.created.as_ref(), now),
-                by,
-                match (e.empty_layer, e.size) {
+            let layer = e.layer.as_deref().unwrap_or_default();
+            let layer_len = if no_trunc { layer.len() } else { 19 };
+            HistoryRow {
+                id: image_text(e),
+                created_since: human_ago(h.created.as_ref(), now),
+                created_at: h.created.map(go_time).unwrap_or_default(),
+                created_by: by,
+                size: match (e.empty_layer, e.size) {
                     (true, _) => "0 B".to_owned(),
                     (false, Some(s)) => human_size(s),
                     (false, None) => "?".to_owned(),
                 },
-                e.layer
-                    .as_deref()
-                    .map(|l| {
-                        l.chars()
-                            .take(if no_trunc { l.len() } else { 19 })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                e.comment.clone(),
-            ]
+                layer: layer.chars().take(layer_len).collect(),
+                comment: e.comment.clone(),
+            }
         })
         .collect();
-    print_table(
-        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "LAYER", "COMMENT"],
+    if ctx.json() {
+        return print_json(&entries);
+    }
+    print_rows(
+        ctx,
         &rows,
-    )?;
-    Ok(EXIT_OK)
+        HISTORY_TABLE_HUMAN,
+        HISTORY_TABLE,
+        |field| match field {
+            "ID" => "IMAGE".to_owned(),
+            "CreatedSince" => "CREATED".to_owned(),
+            other => crate::template::default_header(other),
+        },
+    )
 }
+
+/// One entry of `history` in a `--format` template: the fields of `docker
+/// history --format`, and the layer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HistoryRow {
+    #[serde(rename = "ID")]
+    id: String,
+    created_since: String,
+    created_at: String,
+    created_by: String,
+    size: String,
+    layer: String,
+    comment: String,
+}
+
+/// What `history --format table` shows: `docker history`'s columns.
+const HISTORY_TABLE: &str = "{{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
+
+/// What `history` shows: Docker's columns and the layer.
+const HISTORY_TABLE_HUMAN: &str =
+    "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Layer}}\t{{.Comment}}";
 
 pub(super) async fn search(ctx: &Ctx, prefix: &str) -> Result<u8> {
     let term = prefix.trim();

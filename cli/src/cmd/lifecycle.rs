@@ -18,7 +18,7 @@ use crate::error::{CliError, EXIT_OK, Result};
 use crate::units::human_size;
 
 /// The services over the command's store and blob cache.
-async fn lifecycle(ctx: &Ctx) -> Result<Lifecycle> {
+pub(super) async fn lifecycle(ctx: &Ctx) -> Result<Lifecycle> {
     let store = ctx.store().await?;
     let blobs = ctx.blobs().await.ok();
     let mut options = LifecycleOptions::new();

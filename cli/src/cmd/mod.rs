@@ -140,6 +140,14 @@ impl Ctx {
     pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
     }
+
+    /// The `--format` template, when one was given.
+    pub(crate) fn template(&self) -> Option<&str> {
+        match &self.format {
+            Format::Template(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// Page cache of a redb store opened by the command line.
@@ -195,6 +203,17 @@ pub(crate) async fn run(
         backend: OnceCell::new(),
         store: OnceCell::new(),
     };
+    if ctx.template().is_some()
+        && !matches!(
+            cli.command,
+            Command::Ls { .. } | Command::History { .. } | Command::Inspect { .. }
+        )
+    {
+        return Err(CliError::Usage {
+            what: "--format".into(),
+            reason: "templates apply to ls, history and inspect; use human or json here".into(),
+        });
+    }
     match cli.command {
         Command::Load {
             mut inputs,
@@ -275,6 +294,35 @@ pub(crate) fn print_json(value: &impl Serialize) -> Result<u8> {
     serde_json::to_writer_pretty(&mut out, value)
         .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
     writeln!(out).map_err(CliError::Output)?;
+    Ok(EXIT_OK)
+}
+
+/// Prints rows through a template: the user's `--format` template, or in
+/// human form `human` (the command's own table). `table` is what a bare
+/// `--format table` shows; `header` names a field's column.
+pub(crate) fn print_rows<T: Serialize>(
+    ctx: &Ctx,
+    rows: &[T],
+    human: &str,
+    table: &str,
+    header: impl Fn(&str) -> String,
+) -> Result<u8> {
+    let text = match &ctx.format {
+        Format::Json => return print_json(&rows),
+        Format::Human => human,
+        Format::Template(t) => t.as_str(),
+    };
+    let bad = |e: crate::template::TemplateError| CliError::Usage {
+        what: "--format".into(),
+        reason: e.to_string(),
+    };
+    let template = crate::template::Template::parse(text, table).map_err(bad)?;
+    let rows = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+    print_lines(template.render(&rows, header).map_err(bad)?)?;
     Ok(EXIT_OK)
 }
 
