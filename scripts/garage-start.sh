@@ -130,6 +130,6 @@ AWS_REGION=garage
 AWS_ENDPOINT=$ENDPOINT
 AWS_ALLOW_HTTP=true
 AWS_BUCKET=$BUCKET
-IMAGECACHE_TEST_S3_URL='s3://$BUCKET/?endpoint=$ENDPOINT&region=garage&allow_http=true&pool_idle=0&access_key_id=$KEY_ID&secret_access_key=$SECRET'
+IMAGECACHE_TEST_S3_URL='s3://$BUCKET/?endpoint=$ENDPOINT&region=garage&allow_http=true&pool_max_idle_per_host=0&access_key_id=$KEY_ID&secret_access_key=$SECRET'
 export GARAGE_PID GARAGE_WORKDIR AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT AWS_ALLOW_HTTP AWS_BUCKET IMAGECACHE_TEST_S3_URL
 EOF

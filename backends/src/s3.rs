@@ -259,7 +259,6 @@ impl S3Backend {
     /// configuration is incomplete, the endpoint cannot be reached, the
     /// bucket does not exist or the credentials are refused.
     pub async fn open(config: S3Config) -> imagecache_core::Result<Self> {
-        let config = config.with_env_fallbacks();
         let store = build_store(&config)?;
         let root = root_path(&config.prefix)?;
         store
@@ -305,7 +304,7 @@ impl S3Backend {
         let root = root_path(&config.prefix)?;
         let conditional = probe_conditional(&store, &root).await?;
         let mut label = format!("s3://{}/{}", config.bucket, config.prefix);
-        if let Some(endpoint) = &config.endpoint {
+        if let Some(endpoint) = config.endpoint() {
             label.push_str(&format!(" (endpoint {endpoint})"));
         }
         Ok(Self {

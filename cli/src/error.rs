@@ -24,7 +24,7 @@ pub(crate) type Result<T, E = CliError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub(crate) enum CliError {
     /// The store URL could not be opened.
-    #[error("cannot open store {url}")]
+    #[error("cannot open store {}", redacted(url))]
     OpenStore {
         /// The URL given.
         url: String,
@@ -129,6 +129,28 @@ pub(crate) enum CliError {
 }
 
 /// The first 12 hex digits of an ID, as Docker shows IDs.
+/// A store URL as messages show it: the values of query keys that may
+/// carry secrets (keys, secrets, tokens) are replaced by `***`.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((location, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let secret = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        ["secret", "token", "key_id", "password", "customer_key"]
+            .iter()
+            .any(|word| key.contains(word))
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if secret(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{location}?{}", pairs.join("&"))
+}
+
 pub(crate) fn short(id: &ImageId) -> String {
     id.hex()[..12].to_owned()
 }
@@ -182,5 +204,15 @@ mod tests {
         assert_eq!(CliError::Interrupted.exit_code(), EXIT_INTERRUPTED);
         let e = CliError::Store(imagecache_store::Error::EmptySearch);
         assert_eq!(e.exit_code(), EXIT_USAGE);
+    }
+
+    #[test]
+    fn store_urls_in_messages_hide_secrets() {
+        let url = "s3://b/p?endpoint=http://h:1&access_key_id=AK&secret_access_key=SK&aws_session_token=T&region=r";
+        assert_eq!(
+            redacted(url),
+            "s3://b/p?endpoint=http://h:1&access_key_id=***&secret_access_key=***&aws_session_token=***&region=r"
+        );
+        assert_eq!(redacted("redb:///x.redb"), "redb:///x.redb");
     }
 }

@@ -997,3 +997,128 @@ fn ls_shows_names_as_docker_images_does() {
         json!(["example/app:1", "localhost:5000/app:v2"])
     );
 }
+
+/// Percent-decodes a query value of the test URL.
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// `env.cmd(args)` with the S3 settings of the test URL in the `AWS_*`
+/// environment variables, and `secret` as the secret key.
+fn with_env_of(
+    env: &Env,
+    args: &[&str],
+    settings: &std::collections::HashMap<&str, String>,
+    secret: &str,
+) -> assert_cmd::Command {
+    let mut cmd = env.cmd(args);
+    cmd.env("AWS_ENDPOINT_URL", &settings["endpoint"])
+        .env("AWS_REGION", &settings["region"])
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", &settings["access_key_id"])
+        .env("AWS_SECRET_ACCESS_KEY", secret);
+    cmd
+}
+
+#[test]
+fn s3_settings_come_from_the_environment_as_object_store_reads_them() {
+    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert_ne!(
+            std::env::var("IMAGECACHE_REQUIRE_S3").as_deref(),
+            Ok("1"),
+            "IMAGECACHE_TEST_S3_URL is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
+        );
+        eprintln!(
+            "skipped: s3_settings_come_from_the_environment (IMAGECACHE_TEST_S3_URL not set)"
+        );
+        return;
+    };
+    let (location, query) = url.split_once('?').unwrap_or((&url, ""));
+    let settings: std::collections::HashMap<&str, String> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k, decode(v)))
+        .collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("{}/cli-env-{nanos:x}", location.trim_end_matches('/'));
+    // Only what object_store needs beyond the environment stays in the URL.
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        store: format!("{prefix}?pool_max_idle_per_host=0"),
+    };
+    let with_env = |args: &[&str], secret: &str| with_env_of(&env, args, &settings, secret);
+    let secret = settings["secret_access_key"].clone();
+    let (_, child) = chain(true);
+    let archive = env.write_archive(
+        "one.tar",
+        std::slice::from_ref(&child),
+        ArchiveOptions::default(),
+    );
+    with_env(&["load", archive.to_str().unwrap()], &secret)
+        .assert()
+        .success();
+    with_env(&["ls", "-q", "--no-trunc"], &secret)
+        .assert()
+        .success()
+        .stdout(format!("{}\n", child.id()));
+    // The credentials really come from the environment: a wrong secret
+    // there is refused ...
+    with_env(&["ls"], "wrong")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("refused the credentials"));
+    // ... and a setting in the URL wins over the environment's.
+    let fixed = Env {
+        dir: tempfile::tempdir().unwrap(),
+        store: format!(
+            "{prefix}?pool_max_idle_per_host=0&secret_access_key={}",
+            settings["secret_access_key"]
+        ),
+    };
+    with_env_of(&fixed, &["ls", "-q", "--no-trunc"], &settings, "wrong")
+        .assert()
+        .success()
+        .stdout(format!("{}\n", child.id()));
+    // Messages never show a secret given in the URL.
+    let refused = Env {
+        dir: tempfile::tempdir().unwrap(),
+        store: format!("{prefix}?pool_max_idle_per_host=0&secret_access_key=not-the-secret"),
+    };
+    let out = with_env_of(&refused, &["ls"], &settings, &secret)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("secret_access_key=***"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+    // A key object_store does not know is refused, naming it.
+    let bad = Env {
+        dir: tempfile::tempdir().unwrap(),
+        store: format!("{prefix}?colour=red"),
+    };
+    bad.cmd(&["ls"]).assert().code(3).stderr(
+        predicate::str::contains("colour").and(predicate::str::contains("AmazonS3ConfigKey")),
+    );
+    with_env(&["rm", "-f", &child.id()], &secret)
+        .assert()
+        .success();
+}

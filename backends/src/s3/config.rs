@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use object_store::ClientConfigKey;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+
 use super::error::Error;
 
 /// Default request timeout.
@@ -25,12 +28,17 @@ const DEFAULT_TOMBSTONE_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 /// Where an [`S3Backend`](super::S3Backend) keeps its data and how it talks to
 /// the server.
 ///
-/// Build one from a URL with [`S3Config::from_url`] or from parts with
-/// [`S3Config::new`] and the `with_*` setters. Values left unset are taken
-/// from the usual AWS environment variables when the backend opens:
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-/// `AWS_ENDPOINT` (or `AWS_ENDPOINT_URL`), `AWS_REGION` (or
-/// `AWS_DEFAULT_REGION`) and `AWS_ALLOW_HTTP`.
+/// The connection is configured the way every tool over `object_store` is:
+/// when the backend opens, [`AmazonS3Builder::from_env`] reads the `AWS_*`
+/// environment variables, and then the settings given here (as
+/// [`AmazonS3ConfigKey`]s, from the URL's query or from [`S3Config::with_option`]
+/// and the `with_*` shortcuts) are applied over them. Credentials therefore
+/// come from anything `object_store` supports, in its order: keys in the URL
+/// or set here, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+/// (`AWS_SESSION_TOKEN`), web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` with
+/// `AWS_ROLE_ARN`, as IRSA sets them), ECS container credentials
+/// (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`), and the EC2 instance metadata
+/// service.
 ///
 /// Credentials never appear in `Debug` or `Display` output.
 ///
@@ -49,17 +57,10 @@ const DEFAULT_TOMBSTONE_HORIZON: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct S3Config {
     pub(super) bucket: String,
     pub(super) prefix: String,
-    pub(super) endpoint: Option<String>,
-    pub(super) region: Option<String>,
-    pub(super) access_key_id: Option<String>,
-    pub(super) secret_access_key: Option<String>,
-    pub(super) session_token: Option<String>,
-    pub(super) allow_http: Option<bool>,
-    pub(super) skip_signature: bool,
-    pub(super) virtual_hosted_style: bool,
-    pub(super) pool_max_idle_per_host: Option<usize>,
-    pub(super) timeout: Duration,
-    pub(super) connect_timeout: Duration,
+    /// `object_store` settings in the order given; a later one wins.
+    pub(super) options: Vec<(AmazonS3ConfigKey, String)>,
+    /// Whether the `AWS_*` environment variables are read first.
+    pub(super) from_env: bool,
     pub(super) max_retries: usize,
     pub(super) retry_timeout: Duration,
     pub(super) compact_after: usize,
@@ -68,20 +69,38 @@ pub struct S3Config {
     pub(super) tombstone_horizon: Duration,
 }
 
+/// Whether a setting's value is a secret that must never be shown.
+fn is_secret(key: &AmazonS3ConfigKey) -> bool {
+    matches!(
+        key,
+        AmazonS3ConfigKey::AccessKeyId
+            | AmazonS3ConfigKey::SecretAccessKey
+            | AmazonS3ConfigKey::Token
+            | AmazonS3ConfigKey::Encryption(_)
+    )
+}
+
 impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Only say whether credentials are set, never what they are.
+        // Secrets show as set, never as what they are.
+        let options: Vec<String> = self
+            .options
+            .iter()
+            .map(|(key, value)| {
+                if is_secret(key) {
+                    format!("{}=<set>", key.as_ref())
+                } else {
+                    format!("{}={value}", key.as_ref())
+                }
+            })
+            .collect();
         f.debug_struct("S3Config")
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("credentials", &self.access_key_id.is_some())
-            .field("allow_http", &self.allow_http)
-            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
+            .field("options", &options)
+            .field("from_env", &self.from_env)
             .field("max_retries", &self.max_retries)
+            .field("retry_timeout", &self.retry_timeout)
             .field("compact_after", &self.compact_after)
             .finish_non_exhaustive()
     }
@@ -90,7 +109,7 @@ impl fmt::Debug for S3Config {
 impl fmt::Display for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "s3://{}/{}", self.bucket, self.prefix)?;
-        if let Some(endpoint) = &self.endpoint {
+        if let Some(endpoint) = self.endpoint() {
             write!(f, " (endpoint {endpoint})")?;
         }
         Ok(())
@@ -112,17 +131,8 @@ impl S3Config {
         Ok(Self {
             bucket: check_bucket(bucket)?,
             prefix: check_prefix(prefix)?,
-            endpoint: None,
-            region: None,
-            access_key_id: None,
-            secret_access_key: None,
-            session_token: None,
-            allow_http: None,
-            skip_signature: false,
-            virtual_hosted_style: false,
-            pool_max_idle_per_host: None,
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            options: Vec::new(),
+            from_env: true,
             max_retries: DEFAULT_MAX_RETRIES,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
             compact_after: DEFAULT_COMPACT_AFTER,
@@ -134,21 +144,26 @@ impl S3Config {
 
     /// Parses `s3://BUCKET/PREFIX?key=value&…`.
     ///
-    /// Query keys (values may be percent-encoded):
+    /// A query key is any key [`AmazonS3ConfigKey`] parses, with or without
+    /// its `aws_` prefix: `endpoint`, `region`, `allow_http`,
+    /// `access_key_id`, `secret_access_key`, `session_token`,
+    /// `skip_signature`, `virtual_hosted_style_request`, `timeout`,
+    /// `connect_timeout`, `pool_max_idle_per_host`, `web_identity_token_file`,
+    /// `role_arn`, `metadata_endpoint`, `conditional_put`, … (durations as
+    /// `object_store` reads them, `30s` or `500ms`; a bare number is
+    /// seconds). imagecache's own keys:
     ///
     /// | key | meaning |
     /// |---|---|
-    /// | `endpoint` | server URL, e.g. `http://127.0.0.1:3900` |
-    /// | `region` | signing region (default `us-east-1`) |
-    /// | `allow_http` | `true` to allow an `http://` endpoint |
-    /// | `pool_idle` | idle connections kept per host (`0` for Garage, which stalls on reused connections) |
-    /// | `timeout`, `connect_timeout`, `retry_timeout` | seconds |
-    /// | `retries` | retries of a failed request |
-    /// | `virtual_hosted` | `true` for `BUCKET.host` style requests |
-    /// | `skip_signature` | `true` for anonymous access to a public bucket |
+    /// | `retries` | retries of a failed request (default 3) |
+    /// | `retry_timeout` | seconds the retries of one request may take (default 30) |
     /// | `compact_after` | uncompacted records that trigger compaction |
     /// | `multipart_threshold`, `part_size` | bytes |
-    /// | `access_key_id`, `secret_access_key`, `session_token` | credentials; for tests only, prefer the environment |
+    /// | `pool_idle` | short for `pool_max_idle_per_host` (`0` for Garage, which stalls on reused connections) |
+    /// | `virtual_hosted` | short for `virtual_hosted_style_request` |
+    ///
+    /// Values may be percent-encoded. Keys in the URL are meant for tests
+    /// and tools; prefer the environment for credentials.
     ///
     /// # Errors
     /// [`imagecache_core::Error::Config`] naming what is wrong: another
@@ -167,75 +182,94 @@ impl S3Config {
         &self.prefix
     }
 
-    /// The endpoint, when one is set.
+    /// The endpoint, when one is set here (the environment's is read when
+    /// the backend opens).
     pub fn endpoint(&self) -> Option<&str> {
-        self.endpoint.as_deref()
+        self.option(&AmazonS3ConfigKey::Endpoint)
+    }
+
+    /// The value of a setting made here, the last one when set twice.
+    pub fn option(&self, key: &AmazonS3ConfigKey) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets any `object_store` setting, applied over the environment's.
+    pub fn with_option(mut self, key: AmazonS3ConfigKey, value: impl Into<String>) -> Self {
+        self.options.push((key, value.into()));
+        self
+    }
+
+    /// Whether the `AWS_*` environment variables are read when the backend
+    /// opens (default: yes). Without them, only the settings made here
+    /// count.
+    pub fn with_env(mut self, from_env: bool) -> Self {
+        self.from_env = from_env;
+        self
     }
 
     /// Sets the server URL (`http://host:port` needs [`S3Config::with_allow_http`]).
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
+    pub fn with_endpoint(self, endpoint: impl Into<String>) -> Self {
+        self.with_option(AmazonS3ConfigKey::Endpoint, endpoint)
     }
 
     /// Sets the signing region.
-    pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
+    pub fn with_region(self, region: impl Into<String>) -> Self {
+        self.with_option(AmazonS3ConfigKey::Region, region)
     }
 
     /// Sets static credentials instead of taking them from the environment.
     pub fn with_credentials(
-        mut self,
+        self,
         access_key_id: impl Into<String>,
         secret_access_key: impl Into<String>,
     ) -> Self {
-        self.access_key_id = Some(access_key_id.into());
-        self.secret_access_key = Some(secret_access_key.into());
-        self
+        self.with_option(AmazonS3ConfigKey::AccessKeyId, access_key_id)
+            .with_option(AmazonS3ConfigKey::SecretAccessKey, secret_access_key)
     }
 
     /// Sets a session token to go with the credentials.
-    pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
-        self.session_token = Some(token.into());
-        self
+    pub fn with_session_token(self, token: impl Into<String>) -> Self {
+        self.with_option(AmazonS3ConfigKey::Token, token)
     }
 
     /// Allows (or forbids) an unencrypted `http://` endpoint.
-    pub fn with_allow_http(mut self, allow: bool) -> Self {
-        self.allow_http = Some(allow);
-        self
+    pub fn with_allow_http(self, allow: bool) -> Self {
+        self.with_option(client(ClientConfigKey::AllowHttp), allow.to_string())
     }
 
     /// Sends unsigned requests, for public buckets; no credentials are needed.
-    pub fn with_skip_signature(mut self, skip: bool) -> Self {
-        self.skip_signature = skip;
-        self
+    pub fn with_skip_signature(self, skip: bool) -> Self {
+        self.with_option(AmazonS3ConfigKey::SkipSignature, skip.to_string())
     }
 
     /// Uses `BUCKET.host` requests instead of `host/BUCKET`.
-    pub fn with_virtual_hosted_style(mut self, virtual_hosted: bool) -> Self {
-        self.virtual_hosted_style = virtual_hosted;
-        self
+    pub fn with_virtual_hosted_style(self, virtual_hosted: bool) -> Self {
+        self.with_option(
+            AmazonS3ConfigKey::VirtualHostedStyleRequest,
+            virtual_hosted.to_string(),
+        )
     }
 
     /// Limits the idle connections kept per host; `0` opens a connection per
     /// request, which avoids Garage's stalls on reused connections.
-    pub fn with_pool_max_idle_per_host(mut self, max: usize) -> Self {
-        self.pool_max_idle_per_host = Some(max);
-        self
+    pub fn with_pool_max_idle_per_host(self, max: usize) -> Self {
+        self.with_option(client(ClientConfigKey::PoolMaxIdlePerHost), max.to_string())
     }
 
-    /// Sets the timeout of one request.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    /// Sets the timeout of one request (default 30 s).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let value = format!("{}ms", timeout.as_millis());
+        self.with_option(client(ClientConfigKey::Timeout), value)
     }
 
-    /// Sets the timeout for opening a connection.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+    /// Sets the timeout for opening a connection (default 5 s).
+    pub fn with_connect_timeout(self, timeout: Duration) -> Self {
+        let value = format!("{}ms", timeout.as_millis());
+        self.with_option(client(ClientConfigKey::ConnectTimeout), value)
     }
 
     /// Sets how often, and for how long, a failed request is retried.
@@ -270,31 +304,40 @@ impl S3Config {
         self
     }
 
-    /// Fills what is unset from the AWS environment variables.
-    pub(super) fn with_env_fallbacks(mut self) -> Self {
-        fn var(names: &[&str]) -> Option<String> {
-            names
-                .iter()
-                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-        }
-        if self.access_key_id.is_none() && self.secret_access_key.is_none() {
-            self.access_key_id = var(&["AWS_ACCESS_KEY_ID"]);
-            self.secret_access_key = var(&["AWS_SECRET_ACCESS_KEY"]);
-            if self.session_token.is_none() {
-                self.session_token = var(&["AWS_SESSION_TOKEN"]);
+    /// The `object_store` builder: the environment's settings (unless
+    /// turned off), this crate's defaults where neither the environment nor
+    /// this configuration says otherwise, then this configuration's.
+    pub(super) fn builder(&self) -> AmazonS3Builder {
+        let mut builder = if self.from_env {
+            AmazonS3Builder::from_env()
+        } else {
+            AmazonS3Builder::new()
+        };
+        let defaults = [
+            (AmazonS3ConfigKey::Region, "us-east-1".to_owned()),
+            (
+                client(ClientConfigKey::Timeout),
+                format!("{}s", DEFAULT_TIMEOUT.as_secs()),
+            ),
+            (
+                client(ClientConfigKey::ConnectTimeout),
+                format!("{}s", DEFAULT_CONNECT_TIMEOUT.as_secs()),
+            ),
+        ];
+        for (key, value) in defaults {
+            if builder.get_config_value(&key).is_none() {
+                builder = builder.with_config(key, value);
             }
         }
-        if self.endpoint.is_none() {
-            self.endpoint = var(&["AWS_ENDPOINT", "AWS_ENDPOINT_URL"]);
+        for (key, value) in &self.options {
+            builder = builder.with_config(*key, value);
         }
-        if self.region.is_none() {
-            self.region = var(&["AWS_REGION", "AWS_DEFAULT_REGION"]);
-        }
-        if self.allow_http.is_none() {
-            self.allow_http = var(&["AWS_ALLOW_HTTP"]).map(|v| v.eq_ignore_ascii_case("true"));
-        }
-        self
+        builder.with_bucket_name(&self.bucket)
     }
+}
+
+fn client(key: ClientConfigKey) -> AmazonS3ConfigKey {
+    AmazonS3ConfigKey::Client(key)
 }
 
 fn config_error(reason: impl Into<String>) -> Error {
@@ -369,16 +412,6 @@ fn percent_decode(value: &str, key: &str) -> Result<String, Error> {
         .map_err(|_| config_error(format!("query parameter {key}: not UTF-8 after decoding")))
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, Error> {
-    match value {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(config_error(format!(
-            "query parameter {key}={value:?}: expected true or false"
-        ))),
-    }
-}
-
 fn parse_number(key: &str, value: &str) -> Result<usize, Error> {
     value.parse().map_err(|_| {
         config_error(format!(
@@ -401,6 +434,21 @@ fn parse_secs(key: &str, value: &str) -> Result<Duration, Error> {
         })
 }
 
+/// Durations `object_store` reads with units; a bare number here means
+/// seconds.
+fn is_duration(key: &AmazonS3ConfigKey) -> bool {
+    matches!(
+        key,
+        AmazonS3ConfigKey::Client(
+            ClientConfigKey::Timeout
+                | ClientConfigKey::ConnectTimeout
+                | ClientConfigKey::PoolIdleTimeout
+                | ClientConfigKey::Http2KeepAliveInterval
+                | ClientConfigKey::Http2KeepAliveTimeout
+        )
+    )
+}
+
 fn parse_url(url: &str) -> Result<S3Config, Error> {
     let rest = url.strip_prefix("s3://").ok_or_else(|| {
         // Show only the scheme part: the rest may carry credentials.
@@ -420,34 +468,65 @@ fn parse_url(url: &str) -> Result<S3Config, Error> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(raw, key)?;
-        match key {
-            "endpoint" => config.endpoint = Some(value),
-            "region" => config.region = Some(value),
-            "allow_http" => config.allow_http = Some(parse_bool(key, &value)?),
-            "skip_signature" => config.skip_signature = parse_bool(key, &value)?,
-            "virtual_hosted" => config.virtual_hosted_style = parse_bool(key, &value)?,
-            "pool_idle" => config.pool_max_idle_per_host = Some(parse_number(key, &value)?),
-            "timeout" => config.timeout = parse_secs(key, &value)?,
-            "connect_timeout" => config.connect_timeout = parse_secs(key, &value)?,
-            "retry_timeout" => config.retry_timeout = parse_secs(key, &value)?,
-            "retries" => config.max_retries = parse_number(key, &value)?,
-            "compact_after" => config.compact_after = parse_number(key, &value)?.max(1),
-            "multipart_threshold" => config.multipart_threshold = parse_number(key, &value)?.max(1),
-            "part_size" => config.part_size = parse_number(key, &value)?.max(1),
-            "access_key_id" => config.access_key_id = Some(value),
-            "secret_access_key" => config.secret_access_key = Some(value),
-            "session_token" => config.session_token = Some(value),
-            other => {
-                return Err(config_error(format!(
-                    "unknown query parameter {other:?}; known: endpoint, region, allow_http, \
-                     pool_idle, timeout, connect_timeout, retry_timeout, retries, virtual_hosted, \
-                     skip_signature, compact_after, multipart_threshold, part_size, \
-                     access_key_id, secret_access_key, session_token"
-                )));
+        config = apply_query(config, key, value)?;
+    }
+    check_options(&config)?;
+    Ok(config)
+}
+
+/// One `key=value` of the URL's query.
+fn apply_query(mut config: S3Config, key: &str, value: String) -> Result<S3Config, Error> {
+    match key {
+        "retries" => config.max_retries = parse_number(key, &value)?,
+        "retry_timeout" => config.retry_timeout = parse_secs(key, &value)?,
+        "compact_after" => config.compact_after = parse_number(key, &value)?.max(1),
+        "multipart_threshold" => config.multipart_threshold = parse_number(key, &value)?.max(1),
+        "part_size" => config.part_size = parse_number(key, &value)?.max(1),
+        "pool_idle" => return apply_query(config, "pool_max_idle_per_host", value),
+        "virtual_hosted" => return apply_query(config, "virtual_hosted_style_request", value),
+        other => {
+            let key: AmazonS3ConfigKey = other.parse().map_err(|_| {
+                config_error(format!(
+                    "unknown query parameter {other:?}: use a key of object_store's \
+                     AmazonS3ConfigKey (endpoint, region, allow_http, access_key_id, \
+                     secret_access_key, session_token, skip_signature, timeout, \
+                     connect_timeout, …) or one of imagecache's (retries, retry_timeout, \
+                     compact_after, multipart_threshold, part_size, pool_idle, virtual_hosted)"
+                ))
+            })?;
+            if key == AmazonS3ConfigKey::Bucket {
+                return Err(config_error(
+                    "the bucket comes from the URL (s3://BUCKET/PREFIX), not from its query",
+                ));
             }
+            let value = if is_duration(&key) && value.parse::<f64>().is_ok() {
+                format!("{}ms", parse_secs(other, &value)?.as_millis())
+            } else {
+                value
+            };
+            config.options.push((key, value));
         }
     }
     Ok(config)
+}
+
+/// Checks the values of the settings as `object_store` reads them, without
+/// the environment and without reaching the server.
+fn check_options(config: &S3Config) -> Result<(), Error> {
+    let mut builder = AmazonS3Builder::new().with_bucket_name(&config.bucket);
+    // Credentials may be completed by the environment when the backend
+    // opens; only the values are checked here.
+    for (key, value) in config.options.iter().filter(|(key, _)| !is_secret(key)) {
+        builder = builder.with_config(*key, value);
+    }
+    builder
+        .with_config(AmazonS3ConfigKey::SkipSignature, "true")
+        .build()
+        .map(drop)
+        .map_err(|e| Error::Config {
+            reason: format!("a setting in the URL of {config} is not acceptable"),
+            source: Some(Box::new(e)),
+        })
 }
 
 #[cfg(test)]
@@ -458,17 +537,45 @@ mod tests {
     fn parses_a_full_url() -> Result<(), Error> {
         let c = parse_url(
             "s3://b/a/b/?endpoint=http%3A%2F%2F127.0.0.1%3A3900&region=garage&allow_http=true\
-             &pool_idle=0&timeout=2.5&retries=1&access_key_id=K&secret_access_key=S",
+             &pool_idle=0&timeout=2.5&retries=1&access_key_id=K&secret_access_key=S\
+             &aws_web_identity_token_file=/t&conditional_put=etag",
         )?;
         assert_eq!(c.bucket, "b");
         assert_eq!(c.prefix, "a/b");
-        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
-        assert_eq!(c.region.as_deref(), Some("garage"));
-        assert_eq!(c.allow_http, Some(true));
-        assert_eq!(c.pool_max_idle_per_host, Some(0));
-        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!(c.endpoint(), Some("http://127.0.0.1:3900"));
+        let option = |key| c.option(&key);
+        assert_eq!(option(AmazonS3ConfigKey::Region), Some("garage"));
+        assert_eq!(option(client(ClientConfigKey::AllowHttp)), Some("true"));
+        assert_eq!(
+            option(client(ClientConfigKey::PoolMaxIdlePerHost)),
+            Some("0")
+        );
+        assert_eq!(option(client(ClientConfigKey::Timeout)), Some("2500ms"));
+        assert_eq!(option(AmazonS3ConfigKey::AccessKeyId), Some("K"));
+        assert_eq!(option(AmazonS3ConfigKey::WebIdentityTokenFile), Some("/t"));
+        assert_eq!(option(AmazonS3ConfigKey::ConditionalPut), Some("etag"));
         assert_eq!(c.max_retries, 1);
-        assert_eq!(c.access_key_id.as_deref(), Some("K"));
+        Ok(())
+    }
+
+    #[test]
+    fn settings_apply_over_the_environment_and_the_defaults() -> Result<(), Error> {
+        let c = parse_url("s3://b/p?region=eu-west-3&timeout=7s")?.with_env(false);
+        let builder = c.builder();
+        let value = |key| builder.get_config_value(&key);
+        assert_eq!(
+            value(AmazonS3ConfigKey::Region).as_deref(),
+            Some("eu-west-3")
+        );
+        assert_eq!(
+            value(client(ClientConfigKey::Timeout)).as_deref(),
+            Some("7s")
+        );
+        assert_eq!(
+            value(client(ClientConfigKey::ConnectTimeout)).as_deref(),
+            Some("5s")
+        );
+        assert_eq!(value(AmazonS3ConfigKey::Bucket).as_deref(), Some("b"));
         Ok(())
     }
 
@@ -492,6 +599,8 @@ mod tests {
             "s3://b/p?nope=1",
             "s3://b/p?allow_http=maybe",
             "s3://b/p?timeout=soon",
+            "s3://b/p?bucket=other",
+            "s3://b/p?retries=-1",
             "s3://b/p?region=%zz",
             "s3://b c/p",
         ] {

@@ -5,26 +5,28 @@
 use std::sync::Arc;
 
 use imagecache_core::Key;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, RetryConfig,
+    ClientConfigKey, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
 use super::S3Config;
 use super::error::{Error, is_transient, s3_error_code};
 
+/// The object store client: the configuration's `object_store` builder,
+/// checked for the mistakes that would otherwise surface later as an
+/// obscure request failure, with this crate's retry policy.
 pub(super) fn build_store(config: &S3Config) -> Result<Arc<dyn ObjectStore>, Error> {
     let config_error = |reason: String| Error::Config {
         reason,
         source: None,
     };
-    let allow_http = config.allow_http.unwrap_or(false);
-    let mut builder = AmazonS3Builder::new()
-        .with_bucket_name(&config.bucket)
-        .with_region(config.region.as_deref().unwrap_or("us-east-1"))
-        .with_virtual_hosted_style_request(config.virtual_hosted_style);
-    if let Some(endpoint) = &config.endpoint {
+    let builder = config.builder();
+    let value = |key: AmazonS3ConfigKey| builder.get_config_value(&key);
+    let allow_http = value(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if let Some(endpoint) = value(AmazonS3ConfigKey::Endpoint) {
         if endpoint.starts_with("http://") {
             if !allow_http {
                 return Err(config_error(format!(
@@ -37,60 +39,38 @@ pub(super) fn build_store(config: &S3Config) -> Result<Arc<dyn ObjectStore>, Err
                 "endpoint {endpoint:?} must start with https:// (or http:// with allow_http=true)"
             )));
         }
-        builder = builder.with_endpoint(endpoint);
     }
-    if config.skip_signature {
-        builder = builder.with_skip_signature(true);
-    } else {
-        // Explicit credentials also keep the client from asking an instance
-        // metadata service, which does not exist off the cloud.
-        match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                builder = builder
-                    .with_access_key_id(id)
-                    .with_secret_access_key(secret);
-                if let Some(token) = &config.session_token {
-                    builder = builder.with_token(token);
-                }
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(config_error(
-                    "only half of the credentials are set: give both AWS_ACCESS_KEY_ID and \
-                     AWS_SECRET_ACCESS_KEY"
-                        .into(),
-                ));
-            }
-            (None, None) => {
-                return Err(config_error(
-                    "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add \
-                     skip_signature=true to the URL for a public bucket"
-                        .into(),
-                ));
-            }
-        }
+    let skip_signature =
+        value(AmazonS3ConfigKey::SkipSignature).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let id = value(AmazonS3ConfigKey::AccessKeyId);
+    let secret = value(AmazonS3ConfigKey::SecretAccessKey);
+    if !skip_signature && id.is_some() != secret.is_some() {
+        return Err(config_error(
+            "only half of the credentials are set: give both access_key_id and \
+             secret_access_key (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                .into(),
+        ));
     }
-    let mut client = ClientOptions::new()
-        .with_allow_http(allow_http)
-        .with_timeout(config.timeout)
-        .with_connect_timeout(config.connect_timeout);
-    if let Some(max) = config.pool_max_idle_per_host {
-        client = client.with_pool_max_idle_per_host(max);
-    }
-    // with_client_options replaces every client option, so allow_http is
-    // set inside it above and again after it here.
-    builder = builder
-        .with_client_options(client)
-        .with_allow_http(allow_http)
+    let store = builder
         .with_retry(RetryConfig {
             max_retries: config.max_retries,
             retry_timeout: config.retry_timeout,
             ..RetryConfig::default()
-        });
-    let store = builder.build().map_err(|e| Error::Config {
-        reason: format!("cannot configure the S3 client for {config}"),
-        source: Some(Box::new(e)),
-    })?;
+        })
+        .build()
+        .map_err(|e| Error::Config {
+            reason: format!("cannot configure the S3 client for {config}"),
+            source: Some(Box::new(e)),
+        })?;
     Ok(Arc::new(store))
+}
+
+/// The endpoint requests go to, as the configuration and the environment
+/// set it, for messages.
+pub(super) fn endpoint_of(config: &S3Config) -> Option<String> {
+    config
+        .builder()
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
 }
 
 fn refused_text(endpoint: &str, bucket: &str) -> String {
@@ -103,10 +83,8 @@ fn refused_text(endpoint: &str, bucket: &str) -> String {
 
 /// Turns a failed first request into an explanation of what to fix.
 pub(super) fn explain_probe_failure(config: &S3Config, err: object_store::Error) -> Error {
-    let endpoint = config
-        .endpoint
-        .as_deref()
-        .unwrap_or("the default AWS endpoint");
+    let endpoint = endpoint_of(config);
+    let endpoint = endpoint.as_deref().unwrap_or("the default AWS endpoint");
     let bucket = &config.bucket;
     let code = s3_error_code(&err);
     let missing_bucket = "NoSuchBucket";
