@@ -184,7 +184,7 @@ impl BlobCache {
         let notes = NoteKeys::new().map_err(|e| Error::backend("note keys", None, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                backend,
+                backend: imagecache_core::instrument::instrument_blobs(backend),
                 options,
                 notes,
                 hits: AtomicU64::new(0),

@@ -24,6 +24,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 use imagecache_core::{
     ContainerConfig, History, Image, ImageConfig, ImageId, Platform, RootFs, compare,
@@ -85,6 +86,18 @@ impl LocalCache {
         config: Option<&ContainerConfig>,
         platform: &Platform,
     ) -> Result<Option<ImageId>> {
+        let span = tracing::trace_span!("lookup", parent = ?parent);
+        self.lookup_inner(parent, config, platform)
+            .instrument(span)
+            .await
+    }
+
+    async fn lookup_inner(
+        &self,
+        parent: Option<&ImageId>,
+        config: Option<&ContainerConfig>,
+        platform: &Platform,
+    ) -> Result<Option<ImageId>> {
         let Some(config) = config else {
             return Ok(None);
         };
@@ -139,6 +152,12 @@ impl LocalCache {
             }
         }
         let hit = best.map(|(id, _)| id);
+        metrics::counter!(
+            crate::metric_names::CACHE_LOOKUPS,
+            "kind" => if parent.is_some() { "child" } else { "scratch" },
+            "result" => if hit.is_some() { "hit" } else { "miss" },
+        )
+        .increment(1);
         if let Some(id) = &hit {
             // A hit is a use: collectors keep recently used images longest.
             self.store.record_use(id);

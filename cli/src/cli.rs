@@ -37,6 +37,12 @@ pub(crate) struct Cli {
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
 
+    /// After the command, print on stderr the metrics the libraries
+    /// recorded while it ran (backend calls and their time, lookups,
+    /// images created, blob bytes, …).
+    #[arg(long, global = true)]
+    pub(crate) metrics: bool,
+
     /// How log lines look: text, or JSON lines for log collectors.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,

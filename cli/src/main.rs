@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod error;
 mod progress;
+mod recorder;
 mod template;
 mod text;
 mod units;
@@ -55,6 +56,10 @@ fn install_logging(cli: &Cli) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_logging(&cli);
+    let recorder = (cli.metrics || matches!(cli.command, crate::cli::Command::Stats))
+        .then(recorder::install)
+        .flatten();
+    let print_metrics = cli.metrics;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +91,14 @@ fn main() -> ExitCode {
     });
     // Blocking tasks (a reader stopped by Ctrl-C) must not hold the exit.
     runtime.shutdown_background();
+    if let (true, Some(recorder)) = (print_metrics, recorder) {
+        for r in recorder.readings() {
+            match r.sum {
+                Some(sum) => eprintln!("metric: {} count={} sum={sum:.6}", r.metric, r.count),
+                None => eprintln!("metric: {} {}", r.metric, r.count),
+            }
+        }
+    }
     ExitCode::from(code)
 }
 

@@ -956,6 +956,37 @@ fn logs_are_off_by_default_and_on_with_verbose_or_rust_log() {
 }
 
 #[test]
+fn rust_log_debug_shows_the_libraries_spans() {
+    let (env, _, child) = with_chain();
+    let quiet = env.cmd(&["ls"]).output().unwrap();
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let out = env
+        .cmd(&["inspect", &child.id()])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stderr).unwrap();
+    // The store's open span, with the backend as a field, around the
+    // backend call that loads it; and a span per backend call.
+    assert!(
+        text.lines().any(|l| l.contains("open{backend=")
+            && l.contains("backend{")
+            && l.contains(r#"op="load""#)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(r#"op="get""#) && l.contains("backend call")),
+        "{text}"
+    );
+}
+
+#[test]
 fn ls_shows_names_as_docker_images_does() {
     let (env, base, child) = with_chain();
     env.cmd(&["tag", &child.id(), "localhost:5000/app:v2"])
@@ -1121,4 +1152,35 @@ fn s3_settings_come_from_the_environment_as_object_store_reads_them() {
     with_env(&["rm", "-f", &child.id()], &secret)
         .assert()
         .success();
+}
+
+#[test]
+fn metrics_flag_and_stats_print_what_the_libraries_counted() {
+    let (env, _, child) = with_chain();
+    let out = env
+        .cmd(&["--metrics", "inspect", &child.id()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == r#"metric: imagecache_backend_calls_total{op="load"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("metric: imagecache_store_open_seconds count=1 sum="),
+        "{text}"
+    );
+    // Without the flag, nothing is printed.
+    let plain = env.cmd(&["inspect", &child.id()]).output().unwrap();
+    assert!(plain.stderr.is_empty());
+    let stats = env.json(&["stats"]);
+    let metrics = stats["metrics"].as_array().unwrap();
+    assert!(
+        metrics.iter().any(|m| m["metric"]
+            == json!(r#"imagecache_backend_calls_total{op="list_blobs"}"#)
+            && m["count"] == json!(1)),
+        "{stats}"
+    );
 }

@@ -626,6 +626,12 @@ impl StoreBackend for FaultStore {
         self.inner.capabilities()
     }
 
+    /// Faults are injected above the wrapped backend's own measurements,
+    /// so a store over this wrapper measures (and counts) them too.
+    fn is_instrumented(&self) -> bool {
+        false
+    }
+
     async fn write(&self, batch: WriteBatch) -> Result<()> {
         self.faults
             .around(Method::Write, self.inner.write(batch))
@@ -747,6 +753,11 @@ fn cut_stream(stream: ByteStream, cut: u64, fail: Option<InjectedFault>) -> Byte
 #[async_trait::async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl BlobBackend for FaultBlobStore {
+    /// As for [`FaultStore`]: the faults are measured above this wrapper.
+    fn is_instrumented(&self) -> bool {
+        false
+    }
+
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
         let Some(drawn) = self.faults.draw(Method::PutBlob) else {
             return self.inner.put_blob(digest, body).await;

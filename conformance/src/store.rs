@@ -348,6 +348,9 @@ impl StoreBackend for CountingBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn is_instrumented(&self) -> bool {
+        false
+    }
     async fn write(&self, batch: WriteBatch) -> CoreResult<()> {
         self.inner.write(batch).await
     }

@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod observed;
+
 use bytes::Bytes;
 use imagecache_core::{
     ChildConfig, ContainerConfig, DiffId, ImageConfig, ImageId, Platform, Timestamp,

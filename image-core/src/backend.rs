@@ -585,6 +585,13 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// What this backend supports beyond the minimum.
     fn capabilities(&self) -> Capabilities;
 
+    /// Whether this backend already records spans and metrics for its
+    /// calls ([`Instrumented`](crate::instrument::Instrumented) says yes),
+    /// so that it is not wrapped twice. Other backends keep the default.
+    fn is_instrumented(&self) -> bool {
+        false
+    }
+
     /// Applies a batch of changes.
     ///
     /// Every operation is validated before any is applied: a `SetMetadata`,
@@ -672,6 +679,9 @@ macro_rules! forward_backend {
         impl<T: StoreBackend + ?Sized> StoreBackend for $ptr<T> {
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()
+            }
+            fn is_instrumented(&self) -> bool {
+                (**self).is_instrumented()
             }
             async fn write(&self, batch: WriteBatch) -> Result<()> {
                 (**self).write(batch).await

@@ -91,6 +91,13 @@ pub trait BlobBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// The stream's error; storage failures.
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo>;
 
+    /// Whether this backend already records spans and metrics for its
+    /// calls ([`Instrumented`](crate::instrument::Instrumented) says yes),
+    /// so that it is not wrapped twice. Other backends keep the default.
+    fn is_instrumented(&self) -> bool {
+        false
+    }
+
     /// Opens a blob for reading. The bytes are not verified here.
     ///
     /// # Errors
@@ -187,6 +194,9 @@ macro_rules! forward_blob_backend {
         #[async_trait::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<T: BlobBackend + ?Sized> BlobBackend for $ptr<T> {
+            fn is_instrumented(&self) -> bool {
+                (**self).is_instrumented()
+            }
             async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
                 (**self).put_blob(digest, body).await
             }

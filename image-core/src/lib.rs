@@ -9,6 +9,7 @@ mod compare;
 mod digest;
 mod encode;
 mod error;
+pub mod instrument;
 mod lease;
 mod model;
 mod parse;

@@ -4,6 +4,7 @@ mod error;
 mod filter;
 mod layers;
 pub mod leases;
+pub mod metric_names;
 mod names;
 mod options;
 mod report;

@@ -7,6 +7,7 @@ mod uses;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -113,6 +114,17 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub async fn open_with(backend: Arc<dyn StoreBackend>, options: StoreOptions) -> Result<Self> {
+        let backend = imagecache_core::instrument::instrument_store(backend);
+        let span = tracing::debug_span!("open", backend = %backend);
+        Self::open_instrumented(backend, options)
+            .instrument(span)
+            .await
+    }
+
+    async fn open_instrumented(
+        backend: Arc<dyn StoreBackend>,
+        options: StoreOptions,
+    ) -> Result<Self> {
         let store = Self {
             inner: Arc::new(Inner {
                 backend,
@@ -128,6 +140,8 @@ impl Store {
         };
         let started = std::time::Instant::now();
         let report = store.refresh().await?;
+        metrics::histogram!(crate::metric_names::STORE_OPEN_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(
             backend = %store.inner.backend,
             images = store.len(),
@@ -350,6 +364,7 @@ impl Store {
         batch.delete(*id);
         self.write_batch(batch).await?;
         let removed = self.state_mut().remove(id);
+        metrics::counter!(crate::metric_names::IMAGES_DELETED).increment(1);
         Ok(self.release_layer(removed.as_ref()))
     }
 

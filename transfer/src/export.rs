@@ -41,6 +41,7 @@ mod sink;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use tracing::Instrument as _;
 
 use imagecache_core::{Digest, ImageId};
 use imagecache_engine::blob::{BlobCache, LayerCompression, LayerInfo, media_type};
@@ -134,6 +135,24 @@ pub struct ExportedImage {
 /// [`Error::Write`], [`Error::NotEmpty`] and [`Error::Interrupted`] while
 /// writing.
 pub async fn export(
+    store: &Store,
+    blobs: &BlobCache,
+    references: &[impl AsRef<str>],
+    target: ExportTarget,
+    options: &ExportOptions,
+) -> Result<ExportReport> {
+    let span = tracing::info_span!(
+        "export",
+        store = %store.backend(),
+        images = references.len(),
+        format = options.format.name()
+    );
+    export_inner(store, blobs, references, target, options)
+        .instrument(span)
+        .await
+}
+
+async fn export_inner(
     store: &Store,
     blobs: &BlobCache,
     references: &[impl AsRef<str>],

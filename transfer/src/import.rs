@@ -48,6 +48,7 @@ mod plan;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use imagecache_core::{ByteStream, Digest, Image, ImageConfig, ImageId};
 use imagecache_engine::blob::{BlobCache, Compression, Error as BlobError, LayerOptions};
@@ -190,6 +191,18 @@ pub struct ParentConflict {
 /// Dropping the future stops the import: blobs it added are removed by a
 /// task spawned on the current runtime, and no config is stored.
 pub async fn import(
+    store: &Store,
+    blobs: &BlobCache,
+    inputs: impl IntoIterator<Item = Input>,
+    options: &ImportOptions,
+) -> Result<ImportReport> {
+    let span = tracing::info_span!("import", store = %store.backend(), blobs = %blobs.backend());
+    import_inner(store, blobs, inputs, options)
+        .instrument(span)
+        .await
+}
+
+async fn import_inner(
     store: &Store,
     blobs: &BlobCache,
     inputs: impl IntoIterator<Item = Input>,

@@ -87,14 +87,17 @@ impl Inner {
 
     pub(super) fn hit(&self) {
         self.hits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metric_names::BLOB_LOOKUPS, "result" => "hit").increment(1);
     }
 
     pub(super) fn miss(&self) {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metric_names::BLOB_LOOKUPS, "result" => "miss").increment(1);
     }
 
     pub(super) fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metric_names::BLOB_VERIFY_FAILURES).increment(1);
     }
 
     /// A backend call made during a lookup failed: an error in strict mode,

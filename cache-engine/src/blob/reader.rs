@@ -63,6 +63,8 @@ impl VerifiedReader {
             match st.body.next().await {
                 Some(Ok(chunk)) => match check.update(&chunk) {
                     Ok(()) => {
+                        metrics::counter!(crate::metric_names::BLOB_BYTES_READ)
+                            .increment(chunk.len() as u64);
                         st.check = Some(check);
                         Some((Ok(chunk), st))
                     }

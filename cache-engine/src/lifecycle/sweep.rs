@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use imagecache_core::{
     Compaction, Digest, GC_LEASE_LABEL, Image, ImageId, Lease, LeaseId, LeaseResource,
@@ -62,6 +63,15 @@ impl Lifecycle {
     /// failure stays removed, and the collection's lease expires on its own
     /// if it cannot be deleted.
     pub async fn execute(&self, plan: &Plan, progress: Option<&ProgressFn>) -> Result<GcReport> {
+        let span = tracing::info_span!(
+            "gc",
+            store = %self.store.backend(),
+            candidates = plan.removals().count()
+        );
+        self.execute_inner(plan, progress).instrument(span).await
+    }
+
+    async fn execute_inner(&self, plan: &Plan, progress: Option<&ProgressFn>) -> Result<GcReport> {
         let started = Instant::now();
         let removals: HashSet<Item> = plan.removals().map(|i| i.item).collect();
         let mut report = GcReport::default();

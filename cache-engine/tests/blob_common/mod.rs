@@ -200,6 +200,9 @@ impl std::fmt::Display for Faulty {
 #[async_trait::async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl BlobBackend for Faulty {
+    fn is_instrumented(&self) -> bool {
+        false
+    }
     async fn put_blob(
         &self,
         digest: &Digest,

@@ -147,6 +147,8 @@ struct Stats {
     hits: u64,
     misses: u64,
     errors: u64,
+    /// What the libraries' metrics counted while this command ran.
+    metrics: Vec<crate::recorder::Reading>,
 }
 
 pub(super) async fn stats(ctx: &Ctx) -> Result<u8> {
@@ -167,6 +169,9 @@ pub(super) async fn stats(ctx: &Ctx) -> Result<u8> {
         hits: blob_stats.as_ref().map_or(0, |s| s.hits),
         misses: blob_stats.as_ref().map_or(0, |s| s.misses),
         errors: blob_stats.as_ref().map_or(0, |s| s.errors),
+        metrics: crate::recorder::install()
+            .map(crate::recorder::Local::readings)
+            .unwrap_or_default(),
     };
     if ctx.json() {
         return print_json(&stats);
@@ -184,6 +189,11 @@ pub(super) async fn stats(ctx: &Ctx) -> Result<u8> {
             "Blob lookups:   {} hit(s), {} miss(es), {} error(s) (this process; the library does not persist counters)",
             stats.hits, stats.misses, stats.errors
         ),
+        "Metrics of this command (--metrics prints them after any command):".to_owned(),
     ])?;
+    print_lines(stats.metrics.iter().map(|r| match r.sum {
+        Some(sum) => format!("  {} count={} sum={sum:.6}", r.metric, r.count),
+        None => format!("  {} {}", r.metric, r.count),
+    }))?;
     Ok(EXIT_OK)
 }

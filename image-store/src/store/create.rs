@@ -2,6 +2,7 @@
 //! write it to the backend in one call, then index it.
 
 use std::collections::BTreeMap;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use imagecache_core::{ChainId, ConfigError, Content, Image, ImageId, MetadataKey, WriteBatch};
@@ -117,6 +118,11 @@ impl Store {
     /// As [`Store::create_with`]; the first refused item fails the whole
     /// batch, and nothing is stored.
     pub async fn create_batch(&self, items: Vec<(Bytes, CreateOptions)>) -> Result<Vec<ImageId>> {
+        let span = tracing::debug_span!("create", items = items.len());
+        self.create_batch_inner(items).instrument(span).await
+    }
+
+    async fn create_batch_inner(&self, items: Vec<(Bytes, CreateOptions)>) -> Result<Vec<ImageId>> {
         self.ensure_fresh().await?;
         let parsed = items
             .into_iter()
@@ -126,7 +132,9 @@ impl Store {
         let mut held = HeldLayers::new(self.inner.options.layers.as_deref());
         let (batch, plan) = self.plan_create(parsed, &mut held)?;
         self.write_batch(batch).await?;
-        Ok(self.index_created(plan, held))
+        let ids = self.index_created(plan, held);
+        metrics::counter!(crate::metric_names::IMAGES_CREATED).increment(ids.len() as u64);
+        Ok(ids)
     }
 
     /// Takes the locks a create needs: re-creating an image that exists
