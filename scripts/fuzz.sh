@@ -11,7 +11,7 @@
 # timeouts and out-of-memory inputs land in fuzz/artifacts/<target>/.
 # To fold new inputs into the committed corpus:
 #
-#   cd fuzz && cargo +nightly fuzz cmin <target> corpus/<target> work/<target>
+#   cd fuzz && cargo +nightly fuzz cmin <target> corpus/<target> -- work/<target>
 #
 # Environment: FUZZ_TARGETS (space-separated, default all),
 # FUZZ_TARGET_DIR (default fuzz/target), FUZZ_SANITIZER (default address;
@@ -45,7 +45,9 @@ log "building the fuzz targets (sanitizer: $sanitizer)"
 cargo +nightly fuzz build --sanitizer "$sanitizer" --target-dir "$target_dir"
 
 # Counts the artifacts (crash-, timeout-, oom-, leak-…) of one target.
-artifacts() { find "artifacts/$1" -type f 2>/dev/null | wc -l; }
+artifacts() {
+    if [ -d "artifacts/$1" ]; then find "artifacts/$1" -type f | wc -l; else echo 0; fi
+}
 
 status=0
 for target in $targets; do
