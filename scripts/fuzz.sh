@@ -9,11 +9,10 @@
 # Each target starts from its committed corpus (fuzz/corpus/<target>/,
 # read only) and keeps what it finds in fuzz/work/<target>/; crashes,
 # timeouts and out-of-memory inputs land in fuzz/artifacts/<target>/.
-# To fold new inputs into the committed corpus:
+# With FUZZ_MERGE=1, what a run found that covers new edges is then merged
+# into the committed corpus (libFuzzer's -merge=1, edges only).
 #
-#   cd fuzz && cargo +nightly fuzz cmin <target> corpus/<target> -- work/<target>
-#
-# Environment: FUZZ_TARGETS (space-separated, default all),
+# Environment: FUZZ_MERGE, FUZZ_TARGETS (space-separated, default all),
 # FUZZ_TARGET_DIR (default fuzz/target), FUZZ_SANITIZER (default address;
 # none runs faster), FUZZ_TIMEOUT (seconds one input may take, default 30).
 # Exits 1 when any target found a crash.
@@ -71,5 +70,11 @@ for target in $targets; do
     rm -f "$output"
     [ "$crashes" -eq 0 ] || status=1
     echo "evidence: fuzz target=$target execs=${execs:-0} crashes=$crashes"
+    if [ -n "${FUZZ_MERGE:-}" ]; then
+        log "merging new coverage of $target into corpus/$target"
+        cargo +nightly fuzz run --sanitizer "$sanitizer" --target-dir "$target_dir" \
+            "$target" "corpus/$target" "work/$target" -- -merge=1 -use_counters=0 \
+            2>&1 | grep 'MERGE-OUTER: .* new files' >&2
+    fi
 done
 exit "$status"
