@@ -4,7 +4,7 @@
 //! regression on any of them without cargo-fuzz.
 
 #[path = "../../fuzz/src/checks.rs"]
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 mod checks;
 
 use std::path::{Path, PathBuf};
