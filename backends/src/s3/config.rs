@@ -388,8 +388,11 @@ fn percent_decode(value: &str, key: &str) -> Result<String, Error> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Exactly two hex digits: `from_str_radix` alone would also
+                // take a sign, reading `%+1` as byte 1.
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| {
@@ -602,6 +605,8 @@ mod tests {
             "s3://b/p?bucket=other",
             "s3://b/p?retries=-1",
             "s3://b/p?region=%zz",
+            "s3://b/p?region=%+1",
+            "s3://b/p?region=%1",
             "s3://b c/p",
         ] {
             assert!(
