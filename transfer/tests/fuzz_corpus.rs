@@ -43,10 +43,15 @@ fn replay(target: &str) {
             Err(_) => failed.push(file.display().to_string()),
         }
     }
-    println!(
-        "evidence: fuzz-replay target={target} inputs={} bytes={bytes} accepted={accepted} failed={}",
-        files.len(),
-        failed.len()
+    imagecache_conformance::evidence::record(
+        "fuzz-replay",
+        &[
+            ("target", &target),
+            ("inputs", &files.len()),
+            ("bytes", &bytes),
+            ("accepted", &accepted),
+            ("crashes", &failed.len()),
+        ],
     );
     assert!(failed.is_empty(), "{target}: checks failed on {failed:#?}");
 }
