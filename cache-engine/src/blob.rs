@@ -206,9 +206,11 @@ impl BlobCache {
 
     /// The size of a cached blob, if it is there and looks whole.
     ///
-    /// Checks presence and the size noted at put time, not the bytes; a
-    /// truncated blob is evicted and reported as absent. Counts no hit or
-    /// miss, only errors.
+    /// Checks presence and the size noted at put time; the bytes are read
+    /// only when the two disagree. Then a blob that verifies keeps its
+    /// place and its size note is set right (the note was what was
+    /// damaged), and a truncated blob is evicted and reported as absent.
+    /// Counts no hit or miss, only errors.
     ///
     /// # Errors
     /// Only in [strict](BlobCacheOptions::strict) mode: [`Error::Backend`].

@@ -243,11 +243,27 @@ async fn truncated_cached_blob_is_a_miss(fx: Fixture) {
     let digest = sha(&data);
     fx.cache.put_bytes(&digest, data.clone()).await.unwrap();
     fx.corrupt(&digest, data.slice(..30_000)).await;
-    // The size noted at put time gives it away without reading a byte.
+    // The size noted at put time gives it away; the bytes confirm it.
     assert_eq!(fx.cache.has(&digest).await.unwrap(), None);
     assert_eq!(fx.cache.counters().errors, 1);
     assert!(fx.stored().await.is_empty(), "evicted");
     assert!(fx.cache.get(&digest).await.unwrap().is_none());
+}
+
+async fn wrong_size_note_keeps_a_whole_blob(fx: Fixture) {
+    let data = data(14, 80_000);
+    let digest = sha(&data);
+    fx.cache.put_bytes(&digest, data.clone()).await.unwrap();
+    // The note is what was damaged: the blob is whole and must stay.
+    let key = imagecache_core::MetadataKey::new("size").unwrap();
+    fx.backend
+        .set_blob_notes(&digest, vec![(key, Bytes::from_static(b"39"))])
+        .await
+        .unwrap();
+    assert_eq!(fx.cache.has(&digest).await.unwrap(), Some(80_000));
+    assert_eq!(fx.cache.get_bytes(&digest).await.unwrap(), Some(data));
+    assert_eq!(fx.stored().await.len(), 1, "not evicted");
+    assert_eq!(fx.note(&digest, "size").await.as_deref(), Some("80000"));
 }
 
 async fn truncation_without_size_note_is_caught_when_read(fx: Fixture) {
@@ -806,6 +822,7 @@ on_every_backend!(
     corrupt_blob_ends_the_stream_with_an_error,
     corrupt_blob_copy_is_a_miss,
     truncated_cached_blob_is_a_miss,
+    wrong_size_note_keeps_a_whole_blob,
     truncation_without_size_note_is_caught_when_read,
     manifest_roundtrips_with_kind_and_media_type,
     bad_manifests_store_nothing,

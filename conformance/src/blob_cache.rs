@@ -10,7 +10,7 @@
 //! * `blob_cache_short_or_failed_body_stores_nothing` — a body shorter or longer than announced, or one that fails, is refused with a typed error; nothing is stored.
 //! * `blob_cache_bad_put_keeps_stored_blob` — wrong bytes offered under a cached digest never replace it.
 //! * `blob_cache_corrupt_blob_is_an_evicted_miss` — (hook `corrupt_blob`) damaged bytes are a miss, an error count and an eviction; a streaming read ends with `Corrupt`.
-//! * `blob_cache_truncated_blob_is_an_evicted_miss` — (hook `corrupt_blob`, and `corrupt_note` when offered) a blob whose size differs from its recorded size is absent and evicted.
+//! * `blob_cache_truncated_blob_is_an_evicted_miss` — (hook `corrupt_blob`, and `corrupt_note` when offered) a blob whose size differs from its recorded size is absent and evicted, unless its bytes verify: then the size note was what was damaged, and it is set right.
 //! * `blob_cache_manifest_roundtrips` — a manifest reads back with its media type and a note marking its kind.
 //! * `blob_cache_bad_manifest_stores_nothing` — empty, oversized and wrong-digest manifests are refused; nothing is stored.
 //! * `blob_cache_gzip_layer_kept_in_both_forms` — a gzip layer is kept compressed and decompressed, each noted against the other, with or without a diff ID.

@@ -625,13 +625,26 @@ pub(super) fn quarantine_dir(layout: &Layout, id: &ImageId) -> Result<PathBuf, E
 }
 
 /// Moves an image found broken during a load aside: metadata first (made
-/// durable), then the content, with the reason beside them.
-pub(super) fn quarantine_now(inner: &Inner, id: &ImageId, reason: &str) -> Result<(), Error> {
+/// durable), then the content, with the reason beside them. Runs under the
+/// index lock, like every change of metadata, and records the removal in
+/// the journal before the lock is released.
+pub(super) fn quarantine_now(
+    inner: &Inner,
+    lock: &mut IndexLock<'_>,
+    id: &ImageId,
+    reason: &str,
+) -> Result<(), Error> {
     let fsync = inner.config.fsync;
     let layout = &inner.layout;
+    #[cfg(test)]
+    inner.seams.reached(super::tests::Point::SettingAside, id);
     let qdir = quarantine_dir(layout, id)?;
     write_atomic(&qdir, "reason", reason.as_bytes(), fsync)?;
-    if move_if_present(&layout.metadata_dir(id), &qdir.join("metadata"))? && fsync {
+    let moved = move_if_present(&layout.metadata_dir(id), &qdir.join("metadata"));
+    // The record only makes the next load look afresh, so it is written
+    // whether or not the move got that far.
+    append_logged(lock, &[Record::Remove(*id)]);
+    if moved? && fsync {
         super::files::sync_dir(&layout.metadata)?;
     }
     move_if_present(&layout.content_path(id), &qdir.join("content"))?;

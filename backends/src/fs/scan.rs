@@ -15,6 +15,12 @@
 //! were replaced meanwhile (another handle's load or a compaction), the
 //! load starts over; after a few such collisions it holds the lock
 //! throughout.
+//!
+//! An image whose content path is unusable is set aside under the lock,
+//! as every change of metadata is, with its journal record: the load takes
+//! the lock for it (or uses the hold it is in), examines the path again
+//! under it, since a writer may have stored the config meanwhile, and
+//! moves the image only if it is still broken.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -308,8 +314,16 @@ struct Settled {
 
 impl Settled {
     /// Takes in what examining one image decided; `old` is what the index
-    /// held for it.
-    fn settle(&mut self, inner: &Inner, id: ImageId, old: Option<Entry>, outcome: Outcome) {
+    /// held for it. `held` is the index lock when the caller holds it;
+    /// setting an image aside takes it otherwise.
+    fn settle(
+        &mut self,
+        dirs: Dirs<'_>,
+        held: Option<&mut IndexLock<'_>>,
+        id: ImageId,
+        old: Option<Entry>,
+        outcome: Outcome,
+    ) {
         match outcome {
             Outcome::Keep { checked } => {
                 let Some(mut e) = old else {
@@ -340,25 +354,63 @@ impl Settled {
             }
             Outcome::Quarantine(reason) => {
                 self.changed = true;
-                tracing::warn!(%id, reason, "setting a broken image aside");
-                self.set_aside.push(id);
-                if let Err(e) = quarantine_now(inner, &id, &reason) {
-                    tracing::warn!(%id, error = %e, "cannot move a broken image aside");
-                    self.failed_quarantines.push(Quarantined {
-                        name: id.to_string(),
-                        reason: format!("{reason} (could not be moved aside: {e})"),
-                    });
+                match held {
+                    Some(lock) => self.set_aside(dirs, lock, id, old, &reason),
+                    None => match dirs.inner.index.lock() {
+                        Ok(mut lock) => self.set_aside(dirs, &mut lock, id, old, &reason),
+                        Err(e) => self.failed_to_set_aside(id, &reason, &e),
+                    },
                 }
             }
             Outcome::Gone => self.changed = true,
         }
     }
 
+    /// Moves a broken image aside under the index lock, as every change of
+    /// metadata is made, once it is seen still broken under the lock: a
+    /// writer may have stored its content again since it was examined.
+    fn set_aside(
+        &mut self,
+        dirs: Dirs<'_>,
+        lock: &mut IndexLock<'_>,
+        id: ImageId,
+        old: Option<Entry>,
+        reason: &str,
+    ) {
+        let now = relist(dirs, &id).and_then(|listed| match listed {
+            Some(listed) => examine(dirs, &listed, None),
+            None => Ok(Outcome::Gone),
+        });
+        let reason = match now {
+            Ok(Outcome::Quarantine(reason)) => reason,
+            Ok(other) => return self.settle(dirs, Some(lock), id, old, other),
+            Err(e) => return self.failed_to_set_aside(id, reason, &e),
+        };
+        tracing::warn!(%id, reason, "setting a broken image aside");
+        self.set_aside.push(id);
+        if let Err(e) = quarantine_now(dirs.inner, lock, &id, &reason) {
+            self.failed_to_set_aside(id, &reason, &e);
+        }
+    }
+
+    fn failed_to_set_aside(&mut self, id: ImageId, reason: &str, e: &Error) {
+        tracing::warn!(%id, error = %e, "cannot move a broken image aside");
+        self.failed_quarantines.push(Quarantined {
+            name: id.to_string(),
+            reason: format!("{reason} (could not be moved aside: {e})"),
+        });
+    }
+
     /// Takes in records appended while the load ran: their summaries and
     /// removals apply as they are, and every image they name is examined
     /// again from scratch. Runs under the index lock, when no writer of
     /// this backend is midway through a change.
-    fn catch_up(&mut self, dirs: Dirs<'_>, records: Vec<Record>) -> Result<(), Error> {
+    fn catch_up(
+        &mut self,
+        dirs: Dirs<'_>,
+        lock: &mut IndexLock<'_>,
+        records: Vec<Record>,
+    ) -> Result<(), Error> {
         if records.is_empty() {
             return Ok(());
         }
@@ -388,7 +440,7 @@ impl Settled {
                 Some(listed) => examine(dirs, &listed, None)?,
                 None => Outcome::Gone,
             };
-            again.settle(dirs.inner, *id, old, outcome);
+            again.settle(dirs, Some(lock), *id, old, outcome);
         }
         self.failed_quarantines
             .append(&mut again.failed_quarantines);
@@ -456,16 +508,16 @@ pub(super) fn load(inner: &Inner) -> Result<Snapshot, Error> {
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         let (loaded, listed) = read_and_list(inner, None)?;
         let point = loaded.point;
-        let mut settled = settle_all(dirs, loaded, &listed)?;
+        let mut settled = settle_all(dirs, loaded, &listed, None)?;
         let mut lock = inner.index.lock()?;
         if let Some(records) = lock.changes_since(&point)? {
-            settled.catch_up(dirs, records)?;
+            settled.catch_up(dirs, &mut lock, records)?;
             return finish(inner, &mut lock, settled);
         }
     }
     let mut lock = inner.index.lock()?;
     let (loaded, listed) = read_and_list(inner, Some(&lock))?;
-    let settled = settle_all(dirs, loaded, &listed)?;
+    let settled = settle_all(dirs, loaded, &listed, Some(&mut lock))?;
     finish(inner, &mut lock, settled)
 }
 
@@ -490,8 +542,14 @@ fn read_and_list(
     Ok((loaded, listed))
 }
 
-/// Examines every listed image against the index and decides about each.
-fn settle_all(dirs: Dirs<'_>, loaded: Loaded, listed: &[Listed]) -> Result<Settled, Error> {
+/// Examines every listed image against the index and decides about each;
+/// `held` is the index lock when the caller holds it.
+fn settle_all(
+    dirs: Dirs<'_>,
+    loaded: Loaded,
+    listed: &[Listed],
+    mut held: Option<&mut IndexLock<'_>>,
+) -> Result<Settled, Error> {
     let outcomes = examine_all(dirs, &loaded.entries, listed)?;
     let mut entries = loaded.entries;
     let mut settled = Settled {
@@ -502,7 +560,7 @@ fn settle_all(dirs: Dirs<'_>, loaded: Loaded, listed: &[Listed]) -> Result<Settl
     };
     for (l, outcome) in listed.iter().zip(outcomes) {
         let old = entries.remove(&l.id);
-        settled.settle(dirs.inner, l.id, old, outcome);
+        settled.settle(dirs, held.as_deref_mut(), l.id, old, outcome);
     }
     // Whatever is left in the index lost its content since it was recorded.
     settled.changed |= !entries.is_empty();

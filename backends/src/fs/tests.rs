@@ -25,6 +25,8 @@ pub(super) enum Point {
     /// Right after it renamed an image's values into place and took the
     /// "after" token, before it appended the record.
     Placed,
+    /// A load is about to move a broken image aside.
+    SettingAside,
 }
 
 /// A hook run by writers at the points above.
@@ -104,6 +106,53 @@ fn summary_update(n: u32, summary: Bytes) -> Record {
         changes: Vec::new(),
         summary: Some(summary),
     })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_sets_a_broken_image_aside_under_the_index_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FsBackend::open(dir.path()).await.unwrap();
+    let good = backend
+        .put(Bytes::from_static(br#"{"rootfs":{}}"#))
+        .await
+        .unwrap();
+    // An empty config, as a writer that did not write atomically leaves
+    // behind after a crash, with a metadata value beside it.
+    let broken = id(7);
+    fs::write(dir.path().join("content/sha256").join(broken.hex()), b"").unwrap();
+    let meta = dir.path().join("metadata/sha256").join(broken.hex());
+    fs::create_dir_all(&meta).unwrap();
+    fs::write(meta.join("parent"), good.to_string()).unwrap();
+    let lock_path = dir.path().join("imagecache/lock");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook_seen = Arc::clone(&seen);
+    set_hook(&backend, move |point, id| {
+        if point == Point::SettingAside {
+            // Another open file description: it gets the flock only if
+            // nobody holds the index lock.
+            let other = fs::File::open(&lock_path).unwrap();
+            let held = other.try_lock().is_err();
+            hook_seen.lock().unwrap().push((*id, held));
+        }
+    });
+    let snapshot = backend.load().await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(broken, true)],
+        "set aside once, holding the index lock"
+    );
+    assert!(
+        snapshot
+            .quarantined
+            .iter()
+            .any(|q| q.name == broken.to_string())
+    );
+    assert_eq!(snapshot.images.len(), 1);
+    assert!(!meta.exists(), "its metadata went with it");
+    // The load recorded what it did: another handle sees the same store.
+    let other = FsBackend::open(dir.path()).await.unwrap();
+    let again = other.load().await.unwrap();
+    assert_eq!(again.images, snapshot.images);
 }
 
 #[test]

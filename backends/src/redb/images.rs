@@ -624,7 +624,8 @@ fn read_config(
 }
 
 /// The names whose image is in `images` (sorted by ID), sorted by name; an
-/// entry that does not decode is reported in `quarantined`.
+/// entry that does not decode, or that points at an image not in
+/// `images`, is reported in `quarantined`.
 fn read_names(
     table: &redb::ReadOnlyTable<&'static str, &'static ImageKey>,
     images: &[imagecache_core::SnapshotEntry],
@@ -638,6 +639,14 @@ fn read_names(
             Ok(name) => {
                 if images.binary_search_by(|e| e.id.cmp(&id)).is_ok() {
                     names.push((name, id));
+                } else {
+                    // Batches are atomic and take an image's names along
+                    // when they delete or set it aside, so a name left
+                    // pointing at nothing is damage: reported, not listed.
+                    quarantined.push(Quarantined {
+                        name: format!("{NAME} names entry {:?}", name.as_str()),
+                        reason: format!("points at {id}, which the store does not hold"),
+                    });
                 }
             }
             Err(e) => quarantined.push(Quarantined {

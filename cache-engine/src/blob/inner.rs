@@ -140,7 +140,8 @@ impl Inner {
     }
 
     /// Size of a stored blob that looks whole: present, and as large as the
-    /// size noted when it was put. A truncated blob is evicted.
+    /// size noted when it was put, or verified when it is not. A truncated
+    /// blob is evicted.
     pub(super) async fn probe(&self, digest: &Digest) -> Result<Option<u64>> {
         let info = match self.backend.head_blob(digest).await {
             Ok(info) => info,
@@ -155,14 +156,7 @@ impl Inner {
                 Some(noted) if noted == info.size => Ok(Some(info.size)),
                 Some(noted) => {
                     self.error();
-                    tracing::warn!(
-                        %digest,
-                        stored = info.size,
-                        noted,
-                        "blob cache miss: cached blob is truncated; evicting it"
-                    );
-                    self.evict(digest).await;
-                    Ok(None)
+                    self.sizes_differ(digest, info.size, noted).await
                 }
                 None => {
                     tracing::warn!(%digest, "blob cache: ignoring an unreadable size note");
@@ -176,6 +170,52 @@ impl Inner {
                 .lookup_failed("get_blob_note", digest, e)
                 .map(|()| Some(info.size)),
         }
+    }
+
+    /// Settles a blob whose stored size is not the size noted at put time.
+    /// Either may be what was damaged, so the bytes decide: a blob that
+    /// verifies is whole and its note is set right; one that does not is
+    /// evicted. A blob that cannot be read now is a miss and stays.
+    async fn sizes_differ(&self, digest: &Digest, stored: u64, noted: u64) -> Result<Option<u64>> {
+        match self.verifies(digest).await {
+            Some(true) => {
+                tracing::warn!(%digest, stored, noted, "blob cache: the size note is wrong, the blob verifies; rewriting the note");
+                let size = Bytes::from(stored.to_string());
+                self.note(digest, vec![(self.notes.size.clone(), size)])
+                    .await;
+                Ok(Some(stored))
+            }
+            Some(false) => {
+                tracing::warn!(%digest, stored, noted, "blob cache miss: cached blob is truncated; evicting it");
+                self.evict(digest).await;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a stored blob's bytes hash to its digest; `None` when they
+    /// cannot be read now.
+    async fn verifies(&self, digest: &Digest) -> Option<bool> {
+        use futures::StreamExt as _;
+        let reader = match self.backend.get_blob(digest).await {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "blob cache: cannot read a blob to verify it");
+                return None;
+            }
+        };
+        let mut check = pipe::Check::new(*digest, Some(reader.size));
+        let mut stream = reader.stream;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return None;
+            };
+            if check.update(&chunk).is_err() {
+                return Some(false);
+            }
+        }
+        Some(check.finish().is_ok())
     }
 
     /// Opens a blob that looks whole, without counting a hit or a miss.
