@@ -99,6 +99,9 @@ rm -rf "$scratch"
 log "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --quiet
 log "evidence figures of this run (full size: scripts/evidence.sh full)"
-awk -f scripts/evidence-report.awk "$evidence"
+# The tests decide pass or fail (a harness fails on anything outside its
+# documented gaps); this table shows the figures, and names any figure
+# that counts damage and is not 0.
+awk -f scripts/evidence-report.awk "$evidence" || log "figures above that count damage are not all 0: see each harness's documented gaps"
 rm -f "$evidence"
 log "all green"

@@ -1275,16 +1275,18 @@ async fn run_backend(backend: Backend) {
             run_case(backend, kind, tamper, &mut tally).await;
         }
     }
-    println!(
-        "evidence: tamper backend={} tried={} detected={} served_corrupt={} collateral={} by_design={} refused={} undetected={}",
-        backend.name(),
-        tally.tried,
-        tally.detected,
-        tally.served_corrupt,
-        tally.collateral,
-        tally.by_design,
-        tally.refused,
-        tally.undetected.len(),
+    imagecache_conformance::evidence::record(
+        "tamper",
+        &[
+            ("backend", &backend.name()),
+            ("tried", &tally.tried),
+            ("detected", &tally.detected),
+            ("served_corrupt", &tally.served_corrupt),
+            ("collateral", &tally.collateral),
+            ("by_design", &tally.by_design),
+            ("refused", &tally.refused),
+            ("undetected", &tally.undetected.len()),
+        ],
     );
     let mut known: Vec<String> = KNOWN_GAPS
         .iter()
