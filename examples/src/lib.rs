@@ -8,6 +8,8 @@
 //! (a `container_config` holding the step's probe, history and layers that
 //! grow along the chain), and the sequence is reproducible from the seed.
 
+pub mod kill;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
