@@ -243,7 +243,7 @@ fn kill_one(
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
             match line {
-                Ok(l) if l.trim() == workload::READY => {
+                Ok(l) if l.contains(workload::READY) => {
                     ready_tx.send(()).ok();
                 }
                 Ok(_) => {}
@@ -310,4 +310,138 @@ async fn replay(
         }
     }
     check::check(url, model, &loose, tally, problems).await
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use imagecache_core::ImageId;
+    use imagecache_store::Store;
+
+    use super::log::{Op, Outcome, Record};
+    use super::model::{Img, Loose, Model};
+    use super::*;
+
+    fn config(n: u32) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"rootfs":{{"type":"layers"}},"comment":"{n}"}}"#
+        ))
+    }
+
+    /// An image the model holds and the store lacks is lost; one the store
+    /// holds that no operation wrote is a broken invariant; names count too.
+    #[tokio::test]
+    async fn missing_and_unwritten_images_are_counted() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("fs://{}", dir.path().join("store").display());
+        {
+            let backend = imagecache_backends::open(&url).await?;
+            let store = Store::open(backend.images()).await?;
+            store.create(config(1)).await?;
+            store.create(config(3)).await?;
+        }
+        let mut model = Model::default();
+        let img = Img {
+            parent: None,
+            layers: Vec::new(),
+        };
+        model
+            .images
+            .insert(ImageId::of_config(&config(1)), img.clone());
+        model.images.insert(ImageId::of_config(&config(2)), img);
+        model
+            .names
+            .insert("kill/loop:1".into(), ImageId::of_config(&config(1)));
+        let mut tally = Tally::default();
+        let mut problems = Vec::new();
+        check::check(
+            &url,
+            &mut model,
+            &Loose::default(),
+            &mut tally,
+            &mut problems,
+        )
+        .await?;
+        assert_eq!(
+            (tally.lost, tally.invariant_breaks),
+            (2, 1),
+            "{problems:#?}"
+        );
+        assert_eq!(tally.acked_checked, 1);
+        Ok(())
+    }
+
+    /// What an interrupted operation may have done is taken as found, and
+    /// not counted.
+    #[tokio::test]
+    async fn an_interrupted_create_is_taken_as_found() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("fs://{}", dir.path().join("store").display());
+        {
+            let backend = imagecache_backends::open(&url).await?;
+            Store::open(backend.images())
+                .await?
+                .create(config(1))
+                .await?;
+        }
+        let id = ImageId::of_config(&config(1));
+        let mut model = Model::default();
+        let op = Op::Create {
+            id,
+            parent: None,
+            layers: Vec::new(),
+            fresh: None,
+        };
+        let loose = model.loose(&op, model::Window { from: 0, to: 1 });
+        let mut tally = Tally::default();
+        let mut problems = Vec::new();
+        check::check(&url, &mut model, &loose, &mut tally, &mut problems).await?;
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(model.images.contains_key(&id));
+        Ok(())
+    }
+
+    /// A collection of dangling images that reports removing a named
+    /// image, or an ancestor of one, broke its promise.
+    #[test]
+    fn a_collection_removing_a_named_lineage_breaks() {
+        let (base, top) = (
+            ImageId::of_config(&config(1)),
+            ImageId::of_config(&config(2)),
+        );
+        let mut model = Model::default();
+        model.images.insert(
+            base,
+            Img {
+                parent: None,
+                layers: Vec::new(),
+            },
+        );
+        model.images.insert(
+            top,
+            Img {
+                parent: Some(base),
+                layers: Vec::new(),
+            },
+        );
+        model.names.insert("kill/loop:0".into(), top);
+        let record = Record {
+            op: Op::Gc { all: false },
+            begun: 0,
+            ended: None,
+        };
+        let removed_base = Outcome::Collected {
+            images: vec![base],
+            blobs: Vec::new(),
+            leases: Vec::new(),
+        };
+        let breaks = model.clone().apply(&record, 1, &removed_base);
+        assert_eq!(breaks.len(), 2, "{breaks:?}");
+        let nothing = Outcome::Collected {
+            images: Vec::new(),
+            blobs: Vec::new(),
+            leases: Vec::new(),
+        };
+        assert!(model.apply(&record, 1, &nothing).is_empty());
+    }
 }
