@@ -50,7 +50,8 @@ struct Workload {
     recent: Vec<Digest>,
 }
 
-/// Opens the store, prints [`READY`] and runs operations until killed.
+/// Opens the store, prints a line saying it is ready and runs operations
+/// until killed.
 ///
 /// # Errors
 /// The store does not open, the log cannot be written, or a library call
