@@ -33,6 +33,10 @@ pub(crate) struct Model {
     /// acknowledged (so both copies are noted against each other).
     pub(crate) pairs: BTreeMap<Digest, Digest>,
     pub(crate) leases: BTreeMap<LeaseId, ModelLease>,
+    /// Decompressed copy to compressed copy for every layer an operation
+    /// set out to put, acknowledged or not: an interrupted put may have
+    /// noted the copies against each other, and a removal then takes both.
+    pub(crate) declared: BTreeMap<Digest, Digest>,
 }
 
 /// What an interrupted operation may or may not have changed: the store's
@@ -130,6 +134,23 @@ impl Model {
             }
         }
         out
+    }
+
+    /// Notes the layer an operation sets out to put, if any.
+    pub(crate) fn declare(&mut self, op: &Op) {
+        match op {
+            Op::Create {
+                fresh: Some((c, d)),
+                ..
+            }
+            | Op::Blob {
+                compressed: c,
+                diff: d,
+            } => {
+                self.declared.insert(*d, *c);
+            }
+            _ => {}
+        }
     }
 
     /// Applies an operation that ended; returns the ways it broke the
@@ -323,6 +344,14 @@ impl Model {
                 loose.images.insert(*id);
                 self.loosen_image(id, &mut loose);
                 loose.blobs.extend(self.blobs_of(std::iter::once(id)));
+                let layers = self
+                    .images
+                    .get(id)
+                    .map(|i| i.layers.as_slice())
+                    .unwrap_or_default();
+                loose
+                    .blobs
+                    .extend(layers.iter().filter_map(|d| self.declared.get(d)));
             }
             Op::Lease { id, .. } | Op::Renew { id } | Op::Unlease { id } => {
                 loose.leases.insert(id.clone());
