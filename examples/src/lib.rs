@@ -7,6 +7,12 @@
 //! than ten steps deep. Every config is what Docker's builder would commit
 //! (a `container_config` holding the step's probe, history and layers that
 //! grow along the chain), and the sequence is reproducible from the seed.
+//!
+//! [`kill`] is the kill harness: a random workload over the library,
+//! SIGKILLed again and again, with the store checked after every kill
+//! (the `kill_loop` example and the `kill` test run it).
+
+pub mod kill;
 
 use std::collections::BTreeMap;
 
