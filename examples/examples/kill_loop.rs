@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     options.verbose = true;
     let exe = std::env::current_exe()?;
     let summary = kill::run(&options, || std::process::Command::new(&exe)).await?;
-    println!("{}", summary.evidence());
+    summary.record();
     if !summary.passed() {
         std::process::exit(1);
     }

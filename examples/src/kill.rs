@@ -126,20 +126,32 @@ pub struct Summary {
 impl Summary {
     /// The evidence line: `evidence: kill backend=… kills=… …`.
     pub fn evidence(&self) -> String {
+        self.with_fields(imagecache_conformance::evidence::line)
+    }
+
+    /// Prints the evidence line and appends it to the evidence file, when
+    /// one is named ([`imagecache_conformance::evidence::record`]).
+    pub fn record(&self) {
+        self.with_fields(imagecache_conformance::evidence::record);
+    }
+
+    fn with_fields<T>(&self, f: impl FnOnce(&str, &[(&str, &dyn std::fmt::Display)]) -> T) -> T {
         let t = &self.tally;
-        format!(
-            "evidence: kill backend={} kills={} acked_checked={} lost={} corrupt_served={} invariant_breaks={} dangling_notes={} ops_acked={} in_flight={} child_errors={} secs={}",
-            self.backend,
-            t.kills,
-            t.acked_checked,
-            t.lost,
-            t.corrupt_served,
-            t.invariant_breaks,
-            t.dangling_notes,
-            t.ops_acked,
-            t.in_flight,
-            t.child_errors,
-            self.elapsed.as_secs()
+        f(
+            "kill",
+            &[
+                ("backend", &self.backend),
+                ("kills", &t.kills),
+                ("acked_checked", &t.acked_checked),
+                ("lost", &t.lost),
+                ("corrupt_served", &t.corrupt_served),
+                ("invariant_breaks", &t.invariant_breaks),
+                ("dangling_notes", &t.dangling_notes),
+                ("ops_acked", &t.ops_acked),
+                ("in_flight", &t.in_flight),
+                ("child_errors", &t.child_errors),
+                ("secs", &self.elapsed.as_secs()),
+            ],
         )
     }
 
