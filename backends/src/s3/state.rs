@@ -35,7 +35,9 @@
 //! its 32 hash bytes; a stamp is its three numbers as varints.
 //!
 //! ```text
-//! record: "ICR1" varint(count) op*
+//! record: "ICR2" varint(count) op* u32le(crc32 of all bytes before it)
+//!         ("ICR1" is the same without the checksum, as earlier versions
+//!         wrote it; it is still read)
 //!   op:   1 id                      put marker
 //!         2 id key bytes            set metadata
 //!         3 id key                  delete metadata
@@ -57,7 +59,9 @@
 //! (they report those objects instead of guessing).
 //!
 //! Decoding checks every length against what remains, so a damaged object is
-//! an error naming what was wrong, never a panic.
+//! an error naming what was wrong, never a panic. A record's checksum makes
+//! a changed byte an error too, where it would otherwise decode as another
+//! value.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,7 +69,10 @@ use std::fmt;
 use bytes::Bytes;
 use imagecache_core::{ImageId, MetadataKey, Reference, SnapshotEntry};
 
-const RECORD_MAGIC: &[u8; 4] = b"ICR1";
+/// A record without a checksum, as earlier versions wrote them (read only).
+const RECORD_MAGIC_V1: &[u8; 4] = b"ICR1";
+/// A record followed by the CRC-32 of everything before it.
+const RECORD_MAGIC: &[u8; 4] = b"ICR2";
 const INDEX_MAGIC: &[u8; 4] = b"ICI1";
 /// An index with a names section after the images.
 const INDEX_NAMES_MAGIC: &[u8; 4] = b"ICI2";
@@ -631,13 +638,32 @@ pub(super) fn encode_record(ops: &[RecordOp]) -> Bytes {
             }
         }
     }
+    let crc = crc32fast::hash(&w.0);
+    w.0.extend_from_slice(&crc.to_le_bytes());
     Bytes::from(w.0)
 }
 
-/// Decodes a record.
+/// Decodes a record, checking its checksum first.
 pub(super) fn decode_record(buf: &Bytes) -> Result<Vec<RecordOp>, DecodeError> {
+    if buf.get(..4) == Some(&RECORD_MAGIC_V1[..]) {
+        return decode_record_body(buf, RECORD_MAGIC_V1);
+    }
+    let Some(body_len) = buf.len().checked_sub(4).filter(|&n| n >= 4) else {
+        return Err(DecodeError("record too short for its checksum".into()));
+    };
+    let (body, trailer) = buf.split_at(body_len);
+    let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if crc32fast::hash(body) != stored {
+        return Err(DecodeError(
+            "record checksum mismatch (the object was changed after it was written)".into(),
+        ));
+    }
+    decode_record_body(&buf.slice(..body_len), RECORD_MAGIC)
+}
+
+fn decode_record_body(buf: &Bytes, magic: &[u8; 4]) -> Result<Vec<RecordOp>, DecodeError> {
     let mut r = Reader { buf, pos: 0 };
-    r.magic(RECORD_MAGIC)?;
+    r.magic(magic)?;
     let count = r.len()?;
     let mut ops = Vec::with_capacity(count);
     for _ in 0..count {
