@@ -1104,17 +1104,30 @@ async fn http_endpoint_needs_allow_http() {
 }
 
 #[tokio::test]
-async fn unreachable_endpoint_is_a_config_error_saying_so() {
+async fn unreachable_endpoint_is_unavailable_saying_so() {
     // Port 9 (discard) on loopback has no listener here.
     let config = S3Config::from_url(
         "s3://b/p?endpoint=http://127.0.0.1:9&allow_http=true&retries=0&connect_timeout=1&timeout=2\
          &access_key_id=k&secret_access_key=s",
     );
-    let reason = match config {
-        Ok(c) => config_reason(S3Backend::open(c).await),
+    let result = match config {
+        Ok(c) => S3Backend::open(c).await,
         Err(e) => panic!("{e}"),
     };
-    assert!(reason.contains("cannot reach"), "{reason}");
+    match result {
+        Err(Error::Unavailable {
+            backend, reason, ..
+        }) => {
+            assert_eq!(backend, "s3");
+            assert!(
+                reason.contains("cannot reach http://127.0.0.1:9"),
+                "{reason}"
+            );
+            assert!(reason.contains("cannot connect"), "{reason}");
+        }
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(b) => panic!("expected Unavailable, opened {b}"),
+    }
 }
 
 #[tokio::test]
@@ -1137,7 +1150,7 @@ async fn network_fault_after_open_is_retryable() {
     };
     let result = S3Backend::with_store(store, "p").await;
     assert!(
-        matches!(&result, Err(e) if e.is_retryable()),
+        matches!(&result, Err(e) if e.is_retryable() && e.is_unavailable()),
         "{:?}",
         result.map(|b| b.to_string())
     );
