@@ -210,13 +210,13 @@ async fn step(
         layers,
         top: Some(id),
     };
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         let name: Reference = format!("cluster/b{builder}:s{n}").parse().expect("name");
         let tagged = client.store.tag(&name, &id).await;
         tagged.map_err(|e| describe(e.is_unavailable(), &e))?;
         acked.lock().unwrap().names.insert(name, id);
     }
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         let options = LeaseOptions::new()
             .with_ttl(Duration::from_secs(3600))
             .with_resource(LeaseResource::Image(id));
@@ -357,7 +357,7 @@ async fn verify(client: &Client, acked: &Shared, tally: &mut Tally) {
     }
     for (digest, data) in &acked.blobs {
         match client.blobs.get_bytes(digest).await {
-            Ok(Some(read)) if &read == data => {}
+            Ok(Some(read)) if read == data => {}
             Ok(Some(_)) => _ = tally.corrupt.insert(format!("blob {digest}: other bytes")),
             Ok(None) => _ = tally.lost.insert(format!("blob {digest}")),
             Err(e) => _ = tally.corrupt.insert(format!("blob {digest}: {e}")),
@@ -379,6 +379,8 @@ struct Probes {
     typed: usize,
     /// Everything else: a success, another error, a hang.
     wrong: Vec<String>,
+    /// The longest any of them took to fail, for the report.
+    slowest: Duration,
 }
 
 impl Probes {
@@ -390,7 +392,10 @@ impl Probes {
         what: &str,
         outcome: impl Future<Output = Result<(), (bool, String)>>,
     ) {
-        match tokio::time::timeout(HANG_GUARD, outcome).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(HANG_GUARD, outcome).await;
+        self.slowest = self.slowest.max(started.elapsed());
+        match result {
             Ok(Err((true, _))) => self.typed += 1,
             Ok(Err((false, e))) => self.wrong.push(format!("{what}: not Unavailable: {e}")),
             Ok(Ok(())) => self.wrong.push(format!("{what}: succeeded")),
@@ -543,6 +548,7 @@ async fn acknowledged_writes_survive_node_failures() {
     let two_down = probe_unavailable(&cluster, 1, &client, &acked).await;
     probes.typed += two_down.typed;
     probes.wrong.extend(two_down.wrong);
+    probes.slowest = probes.slowest.max(two_down.slowest);
 
     // 3. Both come back.
     cluster.node("restart", 2).await;
@@ -558,6 +564,7 @@ async fn acknowledged_writes_survive_node_failures() {
     let dead_endpoint = probe_unavailable(&cluster, 1, &client, &acked).await;
     probes.typed += dead_endpoint.typed;
     probes.wrong.extend(dead_endpoint.wrong);
+    probes.slowest = probes.slowest.max(dead_endpoint.slowest);
     let other = Arc::new(cluster.open(2).await.expect("open through node 2"));
     verify(&other, &acked, &mut tally).await;
     let more = steps + steps / 2..steps * 2;
@@ -573,7 +580,7 @@ async fn acknowledged_writes_survive_node_failures() {
     let recovered = refreshed.is_ok() && after.is_empty() && tally.lost.is_empty();
     println!(
         "evidence: s3-cluster acked={acked_count} lost={} corrupt={} unavailable_typed={} \
-         recovered={} steps={} one_down_failures={} wrong_failures={}",
+         recovered={} steps={} one_down_failures={} wrong_failures={} slowest_unavailable_ms={}",
         tally.lost.len(),
         tally.corrupt.len(),
         probes.typed,
@@ -581,6 +588,7 @@ async fn acknowledged_writes_survive_node_failures() {
         BUILDERS * steps * 2,
         one_down.len(),
         probes.wrong.len(),
+        probes.slowest.as_millis(),
     );
     assert!(one_down.is_empty(), "with one node down: {one_down:#?}");
     assert!(probes.wrong.is_empty(), "{:#?}", probes.wrong);
