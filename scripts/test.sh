@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, starts
-# the S3 servers on 127.0.0.1, runs the quality gates and the whole test
-# suite, and stops the servers again.
+# the S3 servers on 127.0.0.1 (a single Garage, moto, and a three-node
+# Garage cluster whose nodes the cluster test kills and restarts), runs the
+# quality gates and the whole test suite, and stops the servers again.
 #
 #   scripts/test.sh            # everything, as CI runs it
 #   IMAGECACHE_SKIP_S3=1 scripts/test.sh   # no S3 servers (S3 cases say "skipped")
@@ -52,6 +53,10 @@ stop_servers() {
     done
     [ -n "${GARAGE_WORKDIR:-}" ] && rm -rf "$GARAGE_WORKDIR"
     [ -n "${MOTO_WORKDIR:-}" ] && rm -rf "$MOTO_WORKDIR"
+    # The cluster's nodes change pids when the cluster test restarts them;
+    # its stop script finds the current ones.
+    [ -n "${GARAGE_CLUSTER_WORKDIR:-}" ] && scripts/garage-cluster-stop.sh "$GARAGE_CLUSTER_WORKDIR"
+    return 0
 }
 trap stop_servers EXIT
 
@@ -63,6 +68,8 @@ start_servers() {
     log "starting moto on 127.0.0.1"
     eval "$(scripts/moto-start.sh)"
     servers+=("$MOTO_PID")
+    log "starting a three-node garage cluster on 127.0.0.1"
+    eval "$(scripts/garage-cluster-start.sh)"
     export IMAGECACHE_TEST_S3_URL IMAGECACHE_TEST_S3_CONDITIONAL_URL
     export IMAGECACHE_REQUIRE_S3=1
 }

@@ -45,7 +45,10 @@
 //! lands while compaction runs survives it. Indexes merge like records, so
 //! two compactions running at once are harmless too. A reader that finds a
 //! listed object gone (deleted by a compaction that finished meanwhile)
-//! lists again and picks up the newer index. Where the store honours
+//! lists again and picks up the newer index; an object still listed and
+//! still gone after that is set aside for good, because some stores keep
+//! listing deleted objects for a while (a Garage node that was down when
+//! they were deleted does, after it comes back). Where the store honours
 //! conditional writes (probed when the backend opens, reported as
 //! [`Capabilities::conditional_writes`]), records and indexes are created
 //! with create-if-absent, and compaction holds a lease object so that two
@@ -159,6 +162,13 @@ struct View {
     indexes: HashSet<String>,
     /// Objects that could not be decoded: object key → why.
     unreadable: BTreeMap<String, String>,
+    /// Listed objects (index or record keys) that were gone when read, and
+    /// gone again after a later listing whose indexes were all joined:
+    /// removed by a compaction whose index this handle has joined, and
+    /// still listed by a store whose listings lag behind its deletes (as a
+    /// Garage node's can for a while after it missed them while down).
+    /// Names are never reused, so they are never read again.
+    vanished: HashSet<String>,
     /// Records known to be neither compacted nor unreadable.
     uncompacted: usize,
     /// Whether the log has been read once.

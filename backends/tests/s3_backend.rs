@@ -751,6 +751,106 @@ impl ObjectStore for Hooked {
     }
 }
 
+/// A store whose listings lag behind its deletes: every object deleted
+/// through it is still listed, while reading it finds nothing. A Garage
+/// node that was down while objects were deleted lists them like this for
+/// a while after it comes back.
+#[derive(Debug)]
+struct Lagging {
+    inner: Arc<InMemory>,
+    deleted: Arc<Mutex<Vec<ObjectMeta>>>,
+}
+
+impl std::fmt::Display for Lagging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lagging({})", self.inner)
+    }
+}
+
+impl Lagging {
+    fn ghosts(&self, prefix: Option<&Path>) -> Vec<object_store::Result<ObjectMeta>> {
+        let deleted = self.deleted.lock().map(|d| d.clone()).unwrap_or_default();
+        deleted
+            .into_iter()
+            .filter(|m| prefix.is_none_or(|prefix| m.location.prefix_matches(prefix)))
+            .map(Ok)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Lagging {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let deleted = Arc::clone(&self.deleted);
+        let inner = Arc::clone(&self.inner);
+        let noted = locations.and_then(move |path| {
+            let (deleted, inner) = (Arc::clone(&deleted), Arc::clone(&inner));
+            async move {
+                let meta = inner.head(&path).await?;
+                if let Ok(mut d) = deleted.lock() {
+                    d.push(meta);
+                }
+                Ok(path)
+            }
+        });
+        self.inner.delete_stream(noted.boxed())
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let ghosts = futures::stream::iter(self.ghosts(prefix));
+        self.inner.list(prefix).chain(ghosts).boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
 async fn over(store: Arc<dyn ObjectStore>, prefix: &str, compact_after: usize) -> S3Backend {
     let config = match S3Config::new("memory", prefix) {
         Ok(c) => c.with_compact_after(compact_after),
@@ -872,6 +972,44 @@ async fn reader_survives_records_removed_under_it() -> TestResult {
         snapshot.quarantined
     );
     assert!(names_under(&memory, "p/log").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_that_lag_behind_deletes_settle() -> TestResult {
+    let lagging = Arc::new(Lagging {
+        inner: Arc::new(InMemory::new()),
+        deleted: Arc::default(),
+    });
+    let writer = over(lagging.clone(), "p", 10_000).await;
+    // Two rounds of records and compaction: the second compaction merges
+    // the first index, so both records and an index are deleted and still
+    // listed.
+    for round in 0..2 {
+        for i in 0..4 {
+            writer.put(config(round * 10 + i)).await?;
+        }
+        writer.compact().await?;
+    }
+    let ghosts = lagging.ghosts(None);
+    assert!(
+        ghosts
+            .iter()
+            .flatten()
+            .any(|m| m.location.as_ref().contains("/index/")),
+        "no index was deleted"
+    );
+    let reader = over(lagging.clone(), "p", 10_000).await;
+    let snapshot = reader.load().await?;
+    assert_eq!(snapshot.images.len(), 8);
+    assert!(
+        snapshot.quarantined.is_empty(),
+        "{:?}",
+        snapshot.quarantined
+    );
+    // The reader goes on seeing new writes, and the ghosts stay set aside.
+    writer.put(config(99)).await?;
+    assert_eq!(reader.load().await?.images.len(), 9);
     Ok(())
 }
 
@@ -1104,17 +1242,30 @@ async fn http_endpoint_needs_allow_http() {
 }
 
 #[tokio::test]
-async fn unreachable_endpoint_is_a_config_error_saying_so() {
+async fn unreachable_endpoint_is_unavailable_saying_so() {
     // Port 9 (discard) on loopback has no listener here.
     let config = S3Config::from_url(
         "s3://b/p?endpoint=http://127.0.0.1:9&allow_http=true&retries=0&connect_timeout=1&timeout=2\
          &access_key_id=k&secret_access_key=s",
     );
-    let reason = match config {
-        Ok(c) => config_reason(S3Backend::open(c).await),
+    let result = match config {
+        Ok(c) => S3Backend::open(c).await,
         Err(e) => panic!("{e}"),
     };
-    assert!(reason.contains("cannot reach"), "{reason}");
+    match result {
+        Err(Error::Unavailable {
+            backend, reason, ..
+        }) => {
+            assert_eq!(backend, "s3");
+            assert!(
+                reason.contains("cannot reach http://127.0.0.1:9"),
+                "{reason}"
+            );
+            assert!(reason.contains("cannot connect"), "{reason}");
+        }
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(b) => panic!("expected Unavailable, opened {b}"),
+    }
 }
 
 #[tokio::test]
@@ -1137,7 +1288,7 @@ async fn network_fault_after_open_is_retryable() {
     };
     let result = S3Backend::with_store(store, "p").await;
     assert!(
-        matches!(&result, Err(e) if e.is_retryable()),
+        matches!(&result, Err(e) if e.is_retryable() && e.is_unavailable()),
         "{:?}",
         result.map(|b| b.to_string())
     );

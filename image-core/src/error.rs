@@ -306,6 +306,24 @@ pub enum Error {
     /// The operation was cancelled before it finished; nothing partial is visible.
     #[error("operation cancelled")]
     Cancelled,
+    /// The store cannot be reached, or cannot answer because too few of its
+    /// servers are up: a refused or timed-out connection, a server that
+    /// says it is unavailable, a replicated store that misses the quorum a
+    /// read or write needs. Retrying later may succeed. A read changed
+    /// nothing; a write may or may not have taken effect, and the backend's
+    /// own rules for an interrupted write apply (see its docs).
+    #[error("{backend} store is unavailable{}: {reason}", key_suffix(key))]
+    Unavailable {
+        /// The backend.
+        backend: &'static str,
+        /// The item involved, if known.
+        key: Option<Key>,
+        /// What could not be reached and what was answered, for a person.
+        reason: String,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
     /// Any other failure of the storage engine (I/O, network, database).
     #[error("{backend} backend error{}: {source}", key_suffix(key))]
     Backend {
@@ -351,15 +369,24 @@ impl Error {
         matches!(self, Self::NotFound { .. })
     }
 
-    /// Whether retrying the operation may succeed.
+    /// Whether retrying the operation may succeed: the store is
+    /// [unavailable](Error::Unavailable), or a [`Error::Backend`] failure
+    /// is marked retryable.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Backend {
-                retryable: true,
-                ..
-            }
+            Self::Unavailable { .. }
+                | Self::Backend {
+                    retryable: true,
+                    ..
+                }
         )
+    }
+
+    /// Whether the error is [`Error::Unavailable`]: the store could not be
+    /// reached or lacks the servers to answer.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }
 

@@ -152,6 +152,17 @@ impl Error {
         }
     }
 
+    /// Whether the backend could not be reached or lacked the servers to
+    /// answer ([`imagecache_core::Error::Unavailable`]); retrying later may
+    /// succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Backend(e) => e.is_unavailable(),
+            Self::Corrupt { source, .. } => source.is_unavailable(),
+            _ => false,
+        }
+    }
+
     /// Whether a config read failed because the stored bytes are bad (they
     /// do not verify or do not parse), rather than because the backend
     /// could not read them. Only damage sets an image aside: a transient

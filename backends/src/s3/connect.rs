@@ -12,7 +12,7 @@ use object_store::{
 };
 
 use super::S3Config;
-use super::error::{Error, is_transient, s3_error_code};
+use super::error::{Error, is_transient, s3_error_code, unavailability};
 
 /// The object store client: the configuration's `object_store` builder,
 /// checked for the mistakes that would otherwise surface later as an
@@ -95,6 +95,20 @@ pub(super) fn explain_probe_failure(config: &S3Config, err: object_store::Error)
         "InvalidToken",
         "ExpiredToken",
     ];
+    if let Some(why) = unavailability(&err) {
+        return Error::Unreachable {
+            reason: format!(
+                "cannot reach {endpoint} ({why}): check that the server is running and that the \
+                 endpoint (host and port) is right"
+            ),
+            source: err,
+        };
+    }
+    if is_transient(&err) {
+        // A server that is there but busy or failing inside: the request
+        // may be retried, and nothing says the configuration is wrong.
+        return Error::store("list", Key::Other(bucket.clone()), err);
+    }
     let reason = match (&err, code.as_deref()) {
         (_, Some(c)) if c == missing_bucket => format!(
             "bucket {bucket:?} does not exist at {endpoint}: create it (for example \
@@ -112,10 +126,6 @@ pub(super) fn explain_probe_failure(config: &S3Config, err: object_store::Error)
         ),
         (object_store::Error::NotFound { .. }, _) => format!(
             "bucket {bucket:?} was not found at {endpoint}: create it or fix the bucket name"
-        ),
-        (e, _) if is_transient(e) => format!(
-            "cannot reach {endpoint}: check that the server is running and that the endpoint \
-             (host and port) is right"
         ),
         (_, Some(c)) => format!("probing bucket {bucket:?} at {endpoint} failed with {c}"),
         (_, None) => format!("probing bucket {bucket:?} at {endpoint} failed"),

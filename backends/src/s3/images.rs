@@ -26,20 +26,64 @@ const FETCH_CONCURRENCY: usize = 32;
 /// Configs uploaded at once by one batch.
 const UPLOAD_CONCURRENCY: usize = 16;
 
+/// Listed objects found gone while one refresh reads the log.
+#[derive(Debug, Default)]
+struct Gone {
+    /// Found gone before the current listing.
+    earlier: HashSet<String>,
+    /// Found gone since the current listing.
+    current: HashSet<String>,
+}
+
+impl Gone {
+    /// Whether `key` was found gone before the current listing, which
+    /// therefore shows the index that merged it.
+    fn seen_before(&self, key: &str) -> bool {
+        self.earlier.contains(key)
+    }
+
+    fn first_time(&mut self, key: String) {
+        self.current.insert(key);
+    }
+
+    /// Sets `key`, found gone in two listings, aside for good.
+    fn confirm(&self, key: String, view: &mut View) {
+        tracing::debug!(object = %key, "listed but gone in two listings: merged by a compaction");
+        view.vanished.insert(key);
+    }
+
+    /// Called once an attempt is over, before the next listing.
+    fn next_listing(&mut self) {
+        self.earlier.extend(self.current.drain());
+    }
+}
+
 impl S3Backend {
     /// Reads the indexes and records this handle has not merged yet.
+    ///
+    /// An object that is listed but gone when read was removed by a
+    /// compaction, which stored the index that merged it first; the next
+    /// listing, made after the object was found gone, therefore shows that
+    /// index (or a newer one that merged it). So a reader lists again, and
+    /// an object found gone a second time after such a listing is known
+    /// to be merged into an index that listing shows, which the reader
+    /// joins before it settles: it is set aside as vanished instead of
+    /// being waited for, since a store whose listings lag behind its
+    /// deletes would otherwise never let a reader settle.
     pub(super) async fn refresh(&self) -> Result<Listing, Error> {
         let _reading = self.inner.reading.lock().await;
+        let mut gone = Gone::default();
         for attempt in 1..=MAX_READ_ATTEMPTS {
             let last_attempt = attempt == MAX_READ_ATTEMPTS;
             let (indexes, records) =
                 futures::try_join!(self.list_names("index"), self.list_names("log"))?;
-            let indexes_raced = self.join_indexes(&indexes).await?;
+            let indexes_raced = self.join_indexes(&indexes, &mut gone).await?;
 
             let wanted = self.wanted_records(&records);
             let fetched = self.fetch_all("log", wanted, FETCH_CONCURRENCY).await;
             let mut view = self.view();
-            let records_raced = self.apply_records(&mut view, fetched, last_attempt)?;
+            let records_raced = self.apply_records(&mut view, fetched, last_attempt, &mut gone)?;
+            gone.next_listing();
             if !(indexes_raced || records_raced) {
                 view.loaded = true;
                 view.uncompacted = records
@@ -76,13 +120,22 @@ impl S3Backend {
 
     /// Reads the listed indexes this handle has not joined yet and joins
     /// them into its state; returns whether one was gone when read.
-    async fn join_indexes(&self, indexes: &BTreeSet<String>) -> Result<bool, Error> {
+    async fn join_indexes(
+        &self,
+        indexes: &BTreeSet<String>,
+        gone: &mut Gone,
+    ) -> Result<bool, Error> {
         let mut raced = false;
         let wanted: Vec<String> = {
             let view = self.view();
             indexes
                 .iter()
-                .filter(|n| !view.indexes.contains(*n))
+                .filter(|n| {
+                    !view.indexes.contains(*n)
+                        && !view
+                            .vanished
+                            .contains(&self.path(&["index", n]).to_string())
+                })
                 .cloned()
                 .collect()
         };
@@ -91,7 +144,13 @@ impl S3Backend {
                 Ok(b) => b,
                 Err(e) if is_not_found(&e) => {
                     // A newer compaction merged and removed it.
-                    raced = true;
+                    let key = self.path(&["index", &name]).to_string();
+                    if gone.seen_before(&key) {
+                        gone.confirm(key, &mut self.view());
+                    } else {
+                        gone.first_time(key);
+                        raced = true;
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -122,31 +181,38 @@ impl S3Backend {
         records
             .iter()
             .filter(|n| {
+                let key = self.path(&["log", n]).to_string();
                 !view.applied.contains(*n)
                     && !view.covered.contains(*n)
-                    && !view
-                        .unreadable
-                        .contains_key(&self.path(&["log", n]).to_string())
+                    && !view.unreadable.contains_key(&key)
+                    && !view.vanished.contains(&key)
             })
             .cloned()
             .collect()
     }
 
     /// Applies fetched records to `view`; returns whether one was gone when
-    /// read. On the last attempt a vanished record is set down as
-    /// unreadable instead.
+    /// read for the first time. A record gone again after a new listing is
+    /// set aside as vanished; on the last attempt, one gone for the first
+    /// time is set down as unreadable instead.
     fn apply_records(
         &self,
         view: &mut View,
         fetched: Vec<(String, Result<Bytes, Error>)>,
         last_attempt: bool,
+        gone: &mut Gone,
     ) -> Result<bool, Error> {
         let mut raced = false;
         for (name, got) in fetched {
             let key = self.path(&["log", &name]).to_string();
             let bytes = match got {
                 Ok(b) => b,
+                Err(e) if is_not_found(&e) && gone.seen_before(&key) => {
+                    gone.confirm(key, view);
+                    continue;
+                }
                 Err(e) if is_not_found(&e) && !last_attempt => {
+                    gone.first_time(key);
                     raced = true;
                     continue;
                 }

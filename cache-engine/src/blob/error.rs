@@ -220,6 +220,16 @@ impl Error {
                 | Self::Source { .. }
         )
     }
+
+    /// Whether the backend could not be reached or lacked the servers to
+    /// answer ([`imagecache_core::Error::Unavailable`]); retrying later may
+    /// succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Read { source, .. } | Self::Backend { source, .. } => source.is_unavailable(),
+            _ => false,
+        }
+    }
 }
 
 impl From<Error> for imagecache_core::Error {
