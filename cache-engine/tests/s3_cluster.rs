@@ -578,17 +578,19 @@ async fn acknowledged_writes_survive_node_failures() {
 
     let acked_count = acked.lock().unwrap().count();
     let recovered = refreshed.is_ok() && after.is_empty() && tally.lost.is_empty();
-    println!(
-        "evidence: s3-cluster acked={acked_count} lost={} corrupt={} unavailable_typed={} \
-         recovered={} steps={} one_down_failures={} wrong_failures={} slowest_unavailable_ms={}",
-        tally.lost.len(),
-        tally.corrupt.len(),
-        probes.typed,
-        if recovered { "yes" } else { "no" },
-        BUILDERS * steps * 2,
-        one_down.len(),
-        probes.wrong.len(),
-        probes.slowest.as_millis(),
+    imagecache_conformance::evidence::record(
+        "s3-cluster",
+        &[
+            ("acked", &acked_count),
+            ("lost", &tally.lost.len()),
+            ("corrupt", &tally.corrupt.len()),
+            ("unavailable_typed", &probes.typed),
+            ("recovered", &if recovered { "yes" } else { "no" }),
+            ("steps", &(BUILDERS * steps * 2)),
+            ("one_down_failures", &one_down.len()),
+            ("wrong_failures", &probes.wrong.len()),
+            ("slowest_unavailable_ms", &probes.slowest.as_millis()),
+        ],
     );
     assert!(one_down.is_empty(), "with one node down: {one_down:#?}");
     assert!(probes.wrong.is_empty(), "{:#?}", probes.wrong);

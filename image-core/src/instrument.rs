@@ -246,6 +246,7 @@ impl Error {
             Self::Locked { .. } => "locked",
             Self::Config { .. } => "config",
             Self::Cancelled => "cancelled",
+            Self::Unavailable { .. } => "unavailable",
             Self::Backend { .. } => "backend",
         }
     }
