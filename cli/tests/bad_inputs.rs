@@ -4,7 +4,8 @@
 //! blobs.
 //!
 //! Every case must exit with the documented code (2 usage, 1 not found, 3
-//! other errors), say on stderr what was wrong, print nothing on either
+//! other errors; 0 for a few pathological but valid listing patterns),
+//! say on stderr what was wrong, print nothing on either
 //! stream outside printable text (no raw control characters, valid UTF-8),
 //! never panic (exit 101 or "panicked"), and leave the store exactly as it
 //! was (images and metadata, names, leases, blobs and notes, read back with
@@ -199,6 +200,14 @@ fn usage_cases(rng: &mut Rng, out: &mut Vec<Case>) {
         "\u{7}=\u{7}",
     ] {
         out.push(case(&["ls", "-f", filter], USAGE, "filter"));
+    }
+    // Patterns that are valid but pathological: they list nothing, and
+    // must neither exhaust the stack nor take exponential time.
+    let stars = "*".repeat(100_000);
+    let alternating = format!("example/{}b", "*a".repeat(40));
+    for pattern in [stars.as_str(), &alternating, "[[[[[[[[", "\\"] {
+        let filter = format!("reference={pattern}");
+        out.push(case(&["ls", "-q", "-f", &filter], &[0], ""));
     }
     for platform in [
         "linux",
