@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser as _;
 
 use crate::cli::{Cli, LogFormat};
-use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK};
+use crate::error::{CliError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 
 /// Sends the libraries' `tracing` events to stderr: nothing by default,
 /// more with each `-v`, or what `RUST_LOG` asks for.
@@ -54,7 +54,10 @@ fn install_logging(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     install_logging(&cli);
     let recorder = (cli.metrics || matches!(cli.command, crate::cli::Command::Stats))
         .then(recorder::install)
@@ -100,6 +103,23 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+/// Reports a command line clap refused. Help and version are printed as
+/// clap prints them; errors quote the arguments given, so they are printed
+/// with control characters escaped.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    eprint!("{}", text::printable(&e.render().to_string()));
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE))
 }
 
 /// The first Ctrl-C asks long work to stop between atomic steps; a second

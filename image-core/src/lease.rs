@@ -252,10 +252,16 @@ impl Lease {
     }
 }
 
-/// `t + d`, saturating far in the future.
+/// The last instant an RFC 3339 time with a four-digit year names,
+/// 9999-12-31T23:59:59.999999999Z, in nanoseconds since the Unix epoch. A
+/// lease expiring later could be written but never read back.
+const LATEST_EXPIRY_NANOS: i128 = 253_402_300_799_999_999_999;
+
+/// `t + d`, saturating at the end of year 9999.
 pub(crate) fn after(t: Timestamp, d: Duration) -> Timestamp {
     let nanos = i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
-    Timestamp::from_unix_nanos(t.unix_nanos().saturating_add(nanos))
+    let end = t.unix_nanos().saturating_add(nanos);
+    Timestamp::from_unix_nanos(end.min(LATEST_EXPIRY_NANOS.max(t.unix_nanos())))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -298,6 +304,21 @@ mod tests {
         assert!(lease.is_live(lease.created));
         assert!(!lease.is_live(after(lease.created, Duration::from_secs(61))));
         assert!(!lease.is_live(lease.expires));
+    }
+
+    #[test]
+    fn a_lease_of_any_length_reads_back() {
+        for ttl in [Duration::MAX, Duration::from_secs(99_999_999_999 * 604_800)] {
+            let mut lease = Lease::new(LeaseId::new("long").unwrap(), ttl);
+            let back = Lease::decode("x", &lease.encode()).unwrap();
+            assert_eq!(back, lease);
+            assert_eq!(
+                lease.expires.to_rfc3339_nano(),
+                "9999-12-31T23:59:59.999999999Z"
+            );
+            lease.renew(lease.created, ttl);
+            assert_eq!(Lease::decode("x", &lease.encode()).unwrap(), lease);
+        }
     }
 
     #[test]

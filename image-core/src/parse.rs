@@ -28,9 +28,11 @@
 //!
 //! Two deliberate differences remain, both about documents no Docker writes:
 //! a time string containing escape sequences is unescaped before parsing
-//! (Go reads the raw bytes and refuses it), and unknown values nested deeper
-//! than 128 levels are refused (serde_json's recursion limit; Go's is
-//! 10 000).
+//! (Go reads the raw bytes and refuses it), and the nesting depth of unknown
+//! values is not limited (serde_json skips them without recursing, so any
+//! depth is safe; Go refuses documents nested deeper than 10 000 levels).
+//! Values of known fields nest at most a few levels, so a document nested
+//! deeper than 128 levels there is refused as malformed.
 //!
 //! The decoder streams over the document with serde and writes straight into
 //! the model; no intermediate JSON tree is built. One seed, [`Fill`], reads

@@ -28,7 +28,9 @@ pub enum Error {
         id: ImageId,
     },
     /// A search term matched nothing (Docker: `No such image: <term>`).
-    #[error("No such image: {term}")]
+    /// Control characters in the term are shown escaped, so the text is
+    /// safe to print on a terminal.
+    #[error("No such image: {}", printable(term))]
     NoSuchImage {
         /// The term searched for.
         term: String,
@@ -138,6 +140,26 @@ pub enum Error {
     Backend(#[from] imagecache_core::Error),
 }
 
+/// `text` with its control characters (and the bidirectional overrides
+/// that reorder what a terminal shows) escaped as `\u{…}`; other text is
+/// left as it is.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl Error {
     /// Whether the error means "no such image" (unknown ID or name, no
     /// search match).
@@ -181,5 +203,25 @@ impl Error {
             ),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_are_shown_without_raw_control_characters() {
+        let e = Error::NoSuchImage {
+            term: "a\u{1b}[31mb\u{0}\u{202e}c".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "No such image: a\\u{1b}[31mb\\u{0}\\u{202e}c"
+        );
+        let e = Error::NoSuchImage {
+            term: "busybox:latest".into(),
+        };
+        assert_eq!(e.to_string(), "No such image: busybox:latest");
     }
 }

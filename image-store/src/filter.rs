@@ -175,46 +175,89 @@ fn reference_matches(pattern: &str, name: &Reference) -> bool {
 }
 
 /// Shell-pattern matching as Go's `path.Match`: `*` any run and `?` any one
-/// character except `/`, `[…]` a class (`^` negates, `a-z` ranges), `\`
+/// character except `/`, `[…]` a class (`^` negates, `a-z` ranges), `\\`
 /// escapes. A malformed pattern matches nothing.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => {
-            // Try every split of the non-'/' run, shortest first.
+///
+/// As Go does, the pattern is taken chunk by chunk (a run of stars and the
+/// text up to the next one), each chunk placed at the first position that
+/// lets the match go on, so time grows with the pattern's length times
+/// the text's, and no pattern nests calls: many stars cannot exhaust the
+/// stack or take exponential time.
+fn glob(mut pattern: &[u8], mut text: &[u8]) -> bool {
+    'chunks: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // Trailing stars match the rest, unless it crosses a '/'.
+            return !text.contains(&b'/');
+        }
+        if let Some(after) = match_chunk(chunk, text)
+            && (after.is_empty() || !pattern.is_empty())
+        {
+            text = after;
+            continue;
+        }
+        if star {
+            // Let the star take one more character, up to a '/'.
             let mut i = 0;
-            loop {
-                if glob(rest, &text[i..]) {
-                    return true;
-                }
-                if i == text.len() || text[i] == b'/' {
-                    return false;
+            while i < text.len() && text[i] != b'/' {
+                if let Some(after) = match_chunk(chunk, &text[i + 1..])
+                    && (after.is_empty() || !pattern.is_empty())
+                {
+                    text = after;
+                    continue 'chunks;
                 }
                 i += 1;
             }
         }
-        Some((b'?', rest)) => match text.split_first() {
-            Some((c, tail)) if *c != b'/' => glob(rest, tail),
-            _ => false,
-        },
-        Some((b'[', rest)) => {
-            let Some((c, tail)) = text.split_first() else {
-                return false;
-            };
-            match class(rest, *c) {
-                Some((true, after)) if *c != b'/' => glob(after, tail),
-                _ => false,
-            }
-        }
-        Some((b'\\', rest)) => match (rest.split_first(), text.split_first()) {
-            (Some((p, prest)), Some((c, tail))) if p == c => glob(prest, tail),
-            _ => false,
-        },
-        Some((p, rest)) => match text.split_first() {
-            Some((c, tail)) if p == c => glob(rest, tail),
-            _ => false,
-        },
+        return false;
     }
+    text.is_empty()
+}
+
+/// Splits `pattern` into whether it starts with stars, the chunk after
+/// them up to the next star outside a class, and the rest.
+fn scan_chunk(pattern: &[u8]) -> (bool, &[u8], &[u8]) {
+    let start = pattern.iter().take_while(|&&b| b == b'*').count();
+    let p = &pattern[start..];
+    let (mut i, mut in_class) = (0, false);
+    while i < p.len() {
+        match p[i] {
+            // The escaped character is part of the chunk, even a star.
+            b'\\' => i += 1,
+            b'[' => in_class = true,
+            b']' => in_class = false,
+            b'*' if !in_class => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    let end = i.min(p.len());
+    (start > 0, &p[..end], &p[end..])
+}
+
+/// Matches a chunk without stars at the start of `text`; the rest of the
+/// text, or `None` when it does not match or is malformed.
+fn match_chunk<'t>(mut chunk: &[u8], mut text: &'t [u8]) -> Option<&'t [u8]> {
+    while let Some((&p, rest)) = chunk.split_first() {
+        let (&c, tail) = text.split_first()?;
+        chunk = match p {
+            b'?' if c != b'/' => rest,
+            b'[' if c != b'/' => match class(rest, c)? {
+                (true, after) => after,
+                (false, _) => return None,
+            },
+            b'\\' => match rest.split_first() {
+                Some((&e, after)) if e == c => after,
+                _ => return None,
+            },
+            b'?' | b'[' => return None,
+            _ if p == c => rest,
+            _ => return None,
+        };
+        text = tail;
+    }
+    Some(text)
 }
 
 /// Matches `c` against the class that starts `pattern` (after its `[`);
@@ -270,6 +313,12 @@ mod tests {
             ("*:1.*", "app:1.2", true),
             ("", "", true),
             ("*", "", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyyd", false),
+            ("*x", "xxx", true),
+            ("a*", "ab/c", false),
+            ("[", "a", false),
+            ("*[", "ab", false),
         ] {
             assert_eq!(
                 glob(pattern.as_bytes(), text.as_bytes()),
@@ -277,6 +326,18 @@ mod tests {
                 "{pattern} ~ {text}"
             );
         }
+    }
+
+    #[test]
+    fn many_stars_neither_overflow_nor_take_exponential_time() {
+        let text = format!("example/{}", "a".repeat(200));
+        let stars = "*".repeat(200_000);
+        assert!(!glob(stars.as_bytes(), text.as_bytes()));
+        assert!(glob(format!("example/{stars}").as_bytes(), text.as_bytes()));
+        let pattern = format!("example/{}b", "*a".repeat(30));
+        assert!(!glob(pattern.as_bytes(), text.as_bytes()));
+        let pattern = format!("example/{}*", "*a".repeat(30));
+        assert!(glob(pattern.as_bytes(), text.as_bytes()));
     }
 
     #[test]

@@ -367,7 +367,18 @@ impl Store {
         Ok(held.images.get(id).cloned())
     }
 
+    /// Stores `lease`, refusing one whose record is larger than a backend
+    /// reads back ([`MAX_LEASE_RECORD`](imagecache_core::MAX_LEASE_RECORD)):
+    /// stored, it would make listing leases fail until it was removed.
     async fn write_lease(&self, lease: &Lease) -> Result<()> {
+        let size = lease.encode().len();
+        if size > imagecache_core::MAX_LEASE_RECORD {
+            return Err(Error::Backend(imagecache_core::Error::TooLarge {
+                key: imagecache_core::Key::Other(format!("lease {}", lease.id)),
+                size: size as u64,
+                limit: imagecache_core::MAX_LEASE_RECORD as u64,
+            }));
+        }
         self.backend().set_lease(lease.clone()).await?;
         Ok(())
     }

@@ -622,7 +622,7 @@ pub(super) async fn search(ctx: &Ctx, prefix: &str) -> Result<u8> {
         print_lines(matches.iter().map(ToString::to_string))?;
     }
     if matches.is_empty() {
-        eprintln!("No such image: {prefix}");
+        eprintln!("No such image: {}", crate::text::printable(prefix));
         return Ok(EXIT_NOT_FOUND);
     }
     Ok(EXIT_OK)

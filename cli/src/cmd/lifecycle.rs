@@ -298,6 +298,23 @@ fn lease_out(lease: &imagecache_core::Lease, now: Timestamp) -> LeaseOut {
 
 /// A resource given on the command line: `image:…`, `layer:…`, `blob:…`,
 /// or an image ID, unique prefix or name.
+/// Splits a lease label, `KEY=VALUE` or `KEY` (an empty value), refusing
+/// an empty key and control characters, which `lease ls` would print.
+fn lease_label(text: &str) -> Result<(&str, &str)> {
+    let (key, value) = text.split_once('=').unwrap_or((text, ""));
+    let reason = if key.is_empty() {
+        "the key is empty; write KEY=VALUE"
+    } else if text.chars().any(char::is_control) {
+        "labels may not hold control characters"
+    } else {
+        return Ok((key, value));
+    };
+    Err(CliError::Usage {
+        what: format!("--label {text:?}"),
+        reason: reason.to_owned(),
+    })
+}
+
 fn resource(store: &Store, text: &str) -> Result<LeaseResource> {
     if let Ok(r) = LeaseResource::parse(text) {
         return Ok(r);
@@ -352,7 +369,7 @@ pub(super) async fn lease(ctx: &Ctx, command: &LeaseCommand) -> Result<u8> {
                 options = options.with_id(lease_id(id)?);
             }
             for label in labels {
-                let (k, v) = label.split_once('=').unwrap_or((label, ""));
+                let (k, v) = lease_label(label)?;
                 options = options.with_label(k, v);
             }
             for r in resources {
