@@ -99,7 +99,7 @@ for url in "fs://$scratch/fs" "redb://$scratch/store.redb" "memory://" \
     ${IMAGECACHE_TEST_S3_CONDITIONAL_URL:+"$IMAGECACHE_TEST_S3_CONDITIONAL_URL"}; do
     # The query of an S3 URL carries test credentials: never print it.
     printf '%s\n' "${url%%\?*}"
-    target/debug/imagecache --quiet --store "$url" conformance | grep -E 'skipped \(|passed, ' | sed 's/^/    /'
+    "${CARGO_TARGET_DIR:-target}/debug/imagecache" --quiet --store "$url" conformance | grep -E 'skipped \(|passed, ' | sed 's/^/    /'
 done
 rm -rf "$scratch"
 

@@ -67,8 +67,16 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) ->
 }
 
 async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
-    let cache = ctx.blobs().await?;
     let Some(path) = output else {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            return Err(CliError::Usage {
+                what: "output".to_owned(),
+                reason: "refusing to write blob bytes to a terminal; give -o FILE or redirect \
+                         stdout"
+                    .to_owned(),
+            });
+        }
+        let cache = ctx.blobs().await?;
         // To stdout: streamed and verified as it goes; damage found at the
         // end is reported after the bytes were written, as with any pipe.
         let Some(reader) = cache.get(digest).await? else {
@@ -84,6 +92,7 @@ async fn get(ctx: &Ctx, digest: &Digest, output: Option<&Path>) -> Result<u8> {
         out.flush().await.map_err(CliError::Output)?;
         return Ok(EXIT_OK);
     };
+    let cache = ctx.blobs().await?;
     if is_special(path).await {
         return get_into_special(ctx, &cache, digest, path).await;
     }
