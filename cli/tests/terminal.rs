@@ -141,7 +141,11 @@ fn prune_asks_on_a_terminal_and_does_what_the_answer_says() {
 fn binary_output_is_refused_on_a_terminal() {
     let env = Env::redb();
     let (_, child) = chain(true);
-    let archive = env.write_archive("one.tar", &[child.clone()], ArchiveOptions::default());
+    let archive = env.write_archive(
+        "one.tar",
+        std::slice::from_ref(&child),
+        ArchiveOptions::default(),
+    );
     env.import(&archive);
     let (code, shown) = on_terminal(&env, &["save", "example/app:1"], "");
     assert_eq!(code, Some(2), "{shown}");
