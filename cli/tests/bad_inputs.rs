@@ -516,7 +516,7 @@ fn snapshot(runtime: &tokio::runtime::Runtime, url: &str) -> String {
         loaded.quarantined.clear();
         let blobs = backend.blobs();
         let mut listed = blobs.list_blobs().await.unwrap();
-        listed.sort_by(|a, b| a.digest.cmp(&b.digest));
+        listed.sort_by_key(|b| b.digest);
         let mut notes = Vec::new();
         for b in &listed {
             notes.push(format!("{:?}", blobs.blob_notes(&b.digest).await.unwrap()));

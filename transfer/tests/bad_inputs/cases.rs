@@ -193,7 +193,10 @@ fn bad_digests(rng: &mut Rng, n: usize) -> Vec<String> {
             // Cut short.
             4 => valid[..rng.below(valid.len())].to_owned(),
             // No colon.
-            _ => valid.replacen(':', *rng.pick(&["", "=", "@", "/"]), 1),
+            _ => {
+                let sep = rng.pick(&["", "=", "@", "/"]);
+                valid.replacen(':', sep, 1)
+            }
         };
         out.push(bad);
     }
@@ -589,7 +592,10 @@ async fn filters(tally: &mut Tally, rng: &mut Rng) {
     while texts.len() < 80 {
         let base = *rng.pick(&["until=24h", "until=90s", "label=team=web", "label!=a"]);
         let bad = match rng.below(3) {
-            0 => base.replacen('=', *rng.pick(&[":", " ", "==", "~"]), 1),
+            0 => {
+                let sep = rng.pick(&[":", " ", "==", "~"]);
+                base.replacen('=', sep, 1)
+            }
             1 => base
                 .replacen("until=", "until=x", 1)
                 .replacen("label", "labels", 1),

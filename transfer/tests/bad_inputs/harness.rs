@@ -294,7 +294,7 @@ impl Fixture {
         loaded.quarantined.clear();
         let blob_backend = self.backend.blobs();
         let mut blobs = blob_backend.list_blobs().await.unwrap();
-        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.sort_by_key(|b| b.digest);
         let mut notes = BTreeMap::new();
         for b in &blobs {
             let n = blob_backend.blob_notes(&b.digest).await.unwrap();
