@@ -7,13 +7,33 @@ use imagecache_core::Digest;
 
 use crate::units::{ByteSize, Ttl, Until};
 
+/// The heading global options are listed under.
+const GLOBAL: &str = "Global options";
+
+/// The commands by topic, and examples, after the root's help.
+const COMMANDS_BY_TOPIC: &str = "\
+Commands by topic:
+  Images:     ls (images), inspect, history, search, tag, untag, rm, parent
+  Transfer:   load (import), save
+  Lifecycle:  prune, lease, df, compact, check
+  Caches:     cache lookup, blob
+  Store:      info, stats, conformance
+  Shell:      completions, man
+
+Examples:
+  imagecache load image.tar                   # a docker-archive or OCI archive
+  imagecache ls --filter dangling=true
+  imagecache --store fs:///var/lib/docker/image/overlay2/imagedb ls
+  imagecache prune -a --until 24h --dry-run
+  imagecache --store 's3://cache/ci?region=eu-west-3' info";
+
 /// Inspect, import into and prune an imagecache store.
 #[derive(Debug, Parser)]
-#[command(name = "imagecache", version, about, long_about = None)]
+#[command(name = "imagecache", version, about, long_about = None, after_help = COMMANDS_BY_TOPIC)]
 pub(crate) struct Cli {
     /// The store: fs://DIR, redb://FILE, s3://BUCKET/PREFIX?…, memory://
     /// [default: a redb file in the user's data directory]
-    #[arg(long, global = true, env = "IMAGECACHE_STORE", value_name = "URL")]
+    #[arg(long, global = true, env = "IMAGECACHE_STORE", value_name = "URL", help_heading = GLOBAL)]
     pub(crate) store: Option<String>,
 
     /// Output format: human, json, or a template for `ls`, `history` and
@@ -22,6 +42,7 @@ pub(crate) struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         default_value = "human",
         value_parser = parse_format,
         value_name = "human|json|TEMPLATE"
@@ -29,22 +50,22 @@ pub(crate) struct Cli {
     pub(crate) format: Format,
 
     /// No progress output on stderr.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = GLOBAL)]
     pub(crate) quiet: bool,
 
     /// Log what the libraries do on stderr: -v info, -vv debug, -vvv trace
     /// (`RUST_LOG`, when set, decides instead, e.g. `RUST_LOG=imagecache_backends=debug`).
-    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    #[arg(long, short, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub(crate) verbose: u8,
 
     /// After the command, print on stderr the metrics the libraries
     /// recorded while it ran (backend calls and their time, lookups,
     /// images created, blob bytes, …).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) metrics: bool,
 
     /// How log lines look: text, or JSON lines for log collectors.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     pub(crate) log_format: LogFormat,
 
     /// What to do.
@@ -124,7 +145,15 @@ pub(crate) enum Command {
         images: Vec<String>,
     },
     /// List images: those without children, or all with -a.
-    #[command(visible_alias = "images")]
+    #[command(
+        visible_alias = "images",
+        after_help = "\
+Examples:
+  imagecache ls -a --no-trunc
+  imagecache ls --filter reference='example/*' --filter since=example/base:1
+  imagecache ls --format 'table {{.Repository}}\\t{{.ID}}\\t{{.Size}}'
+  imagecache ls -q | xargs imagecache rm"
+    )]
     Ls {
         /// Show every image, intermediate ones included.
         #[arg(long, short)]
@@ -253,6 +282,12 @@ pub(crate) enum Command {
 
 /// `prune`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  imagecache prune                           # dangling images and unreferenced blobs
+  imagecache prune -a --until 24h -f         # every unused image older than a day, no prompt
+  imagecache prune --keep-storage 10GiB      # least recently used first, down to 10 GiB
+  imagecache prune -a --dry-run --format json")]
 pub(crate) struct PruneArgs {
     /// Every unused image, named or not, rather than dangling ones.
     #[arg(long, short)]

@@ -1184,3 +1184,28 @@ fn metrics_flag_and_stats_print_what_the_libraries_counted() {
         "{stats}"
     );
 }
+
+#[test]
+fn help_groups_options_and_shows_examples() {
+    let env = Env::redb();
+    let out = env.cmd(&["--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Global options:"), "{text}");
+    assert!(
+        text.contains("Commands by topic:") && text.contains("Lifecycle:  prune"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Examples:\n  imagecache load image.tar"),
+        "{text}"
+    );
+    for command in ["ls", "prune"] {
+        let out = env.cmd(&[command, "--help"]).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!("Examples:\n  imagecache {command}")),
+            "{command}: {text}"
+        );
+        assert!(text.contains("Global options:"), "{command}: {text}");
+    }
+}
