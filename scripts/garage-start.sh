@@ -31,11 +31,16 @@ GARAGE_BIN=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
 BUCKET=${BUCKET:-imagecache-test}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 12000 ] || ephemeral_low=32768
 # Prints a TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() {
     local port
     for _ in $(seq 1 200); do
-        port=$(( (RANDOM % 20000) + 30000 ))
+        # Below the kernel's ephemeral range: a port there may be the
+        # local end of an outgoing connection, which a connect test does
+        # not see and which makes the server's bind fail.
+        port=$(( (RANDOM % (ephemeral_low - 10000)) + 10000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0

@@ -27,10 +27,15 @@ MOTO_BIN=${MOTO_BIN:-$(command -v moto_server || true)}
 BUCKET=${BUCKET:-imagecache-test}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 12000 ] || ephemeral_low=32768
+# Prints a TCP port on 127.0.0.1 below the kernel's ephemeral range (where
+# an outgoing connection may hold a port a connect test does not see)
+# that nothing listens on right now.
 free_port() {
     local port
     for _ in $(seq 1 200); do
-        port=$(( (RANDOM % 20000) + 30000 ))
+        port=$(( (RANDOM % (ephemeral_low - 10000)) + 10000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0

@@ -139,7 +139,7 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use imagecache_core::{BlobBackend, BlobInfo, BlobNotes, ByteStream, Digest};
-use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 pub use catalog::{BlobKind, CatalogEntry};
 pub use error::{DecompressionLimit, Error, Result};
@@ -149,6 +149,34 @@ pub use layer::{
 };
 pub use options::{BlobCacheOptions, BlobStats, Cleared, Counters, Manifest, PutOptions};
 pub use reader::VerifiedReader;
+
+/// Bytes read from `reader` per chunk of a [`reader_body`].
+const READ_CHUNK: usize = 256 << 10;
+
+/// A blob body that reads `reader` to its end in chunks, for
+/// [`BlobCache::put_opts`], [`BlobCache::put_layer_opts`] and the backends'
+/// `put_blob`. A read error ends the body with that error (as
+/// [`imagecache_core::Error::Backend`] from `"reader"`).
+pub fn reader_body<R>(reader: R) -> ByteStream
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    Box::pin(futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let mut buf = bytes::BytesMut::zeroed(READ_CHUNK);
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf.freeze()), Some(reader)))
+            }
+            Err(e) => Some((
+                Err(imagecache_core::Error::backend("reader", None, e)),
+                None,
+            )),
+        }
+    }))
+}
 
 use inner::{Inner, NoteKeys, chunked};
 use pipe::{Check, Fed, Origin};
@@ -227,6 +255,25 @@ impl BlobCache {
     /// As [`BlobCache::put_opts`].
     pub async fn put(&self, digest: &Digest, body: ByteStream) -> Result<BlobInfo> {
         self.put_opts(digest, body, PutOptions::default()).await
+    }
+
+    /// Stores a blob read from any [`AsyncRead`] (a file, a socket, a
+    /// decompressor), verifying it on the way; see [`BlobCache::put_opts`]
+    /// and [`reader_body`].
+    ///
+    /// # Errors
+    /// As [`BlobCache::put_opts`]; a failing reader is [`Error::Source`]
+    /// and stores nothing.
+    pub async fn put_reader<R>(
+        &self,
+        digest: &Digest,
+        reader: R,
+        opts: PutOptions,
+    ) -> Result<BlobInfo>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        self.put_opts(digest, reader_body(reader), opts).await
     }
 
     /// Stores a blob held in memory, verifying it first.

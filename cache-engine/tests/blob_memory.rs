@@ -205,3 +205,39 @@ async fn large_blob_and_layer_stay_under_64_mib() {
     assert_eq!(cache.has(&digest).await.unwrap(), Some(size));
     assert_eq!(cache.counters().errors, 0);
 }
+
+#[tokio::test]
+async fn put_reader_stores_what_any_async_reader_gives() {
+    let cache = imagecache_engine::blob::BlobCache::new(std::sync::Arc::new(
+        imagecache_backends::MemoryBackend::new(),
+    ))
+    .expect("cache");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = imagecache_core::Digest::sha256(&data);
+    let info = cache
+        .put_reader(
+            &digest,
+            std::io::Cursor::new(data.clone()),
+            imagecache_engine::blob::PutOptions::default(),
+        )
+        .await
+        .expect("put");
+    assert_eq!(info.size, data.len() as u64);
+    let back = cache
+        .get_bytes(&digest)
+        .await
+        .expect("get")
+        .expect("cached");
+    assert_eq!(back, data);
+    // A reader whose bytes do not match the digest stores nothing.
+    let other = imagecache_core::Digest::sha256(b"something else");
+    let refused = cache
+        .put_reader(
+            &other,
+            std::io::Cursor::new(data),
+            imagecache_engine::blob::PutOptions::default(),
+        )
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(cache.has(&other).await.expect("has"), None);
+}

@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
 use futures::StreamExt as _;
-use imagecache_core::{BlobInfo, BlobNotes, ByteStream, Digest, Hasher};
+use imagecache_core::{BlobInfo, BlobNotes, Digest, Hasher};
 use imagecache_engine::blob::{BlobCache, Compression, LayerOptions, PutOptions};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -173,22 +172,6 @@ async fn get_into_special(
     reported(ctx, digest, copied)
 }
 
-/// Reads a file in chunks as a blob body.
-fn file_body(file: tokio::fs::File) -> ByteStream {
-    Box::pin(futures::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = BytesMut::zeroed(CHUNK);
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(buf.freeze()), Some(file)))
-            }
-            Err(e) => Some((Err(imagecache_core::Error::backend("file", None, e)), None)),
-        }
-    }))
-}
-
 /// The SHA-256 of a file, read on a blocking thread.
 async fn hash_file(path: &Path) -> Result<Digest> {
     let owned = path.to_owned();
@@ -278,7 +261,7 @@ async fn put(
             options = options.with_media_type(mt);
         }
         let put = cache
-            .put_layer_opts(&digest, file_body(file), options)
+            .put_layer_opts(&digest, imagecache_engine::blob::reader_body(file), options)
             .await?;
         Stored {
             digest,
@@ -292,7 +275,9 @@ async fn put(
         if let Some(mt) = media_type {
             options = options.with_media_type(mt);
         }
-        let info = cache.put_opts(&digest, file_body(file), options).await?;
+        let info = cache
+            .put_opts(&digest, imagecache_engine::blob::reader_body(file), options)
+            .await?;
         Stored {
             digest,
             size: info.size,
