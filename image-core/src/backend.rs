@@ -661,7 +661,7 @@ pub trait StoreBackend: fmt::Debug + fmt::Display + Send + Sync + 'static {
 }
 
 /// What [`StoreBackend::compact`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Compaction {
     /// Bytes the backend's storage took before.
     pub before: u64,

@@ -15,7 +15,9 @@ use crate::usage::Usage;
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 /// Size and digest of a stored blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlobInfo {
     /// The digest.
     pub digest: Digest,

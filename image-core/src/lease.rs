@@ -24,6 +24,20 @@ use crate::{ChainId, Digest, Error, ImageId, Key, MetadataKey, Result, Timestamp
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(String);
 
+/// As its text; read back through [`LeaseId::new`]'s checks.
+impl serde::Serialize for LeaseId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LeaseId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl LeaseId {
     /// Validates a lease ID.
     ///

@@ -117,18 +117,36 @@ pub struct RootFs {
     pub raw_diff_ids: Vec<String>,
 }
 
-/// OS and CPU an image is built for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// OS and CPU an image is built for. Serialised with the OCI field names
+/// (`os.version`, `os.features`), empty fields left out.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(default)]
 pub struct Platform {
     /// `os`, e.g. `linux`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub os: String,
     /// `architecture`, e.g. `amd64`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub architecture: String,
     /// `variant`, e.g. `v7`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub variant: String,
     /// `os.version`, e.g. `10.0.17763.5329` on Windows.
+    #[serde(rename = "os.version", skip_serializing_if = "String::is_empty")]
     pub os_version: String,
     /// `os.features`.
+    #[serde(rename = "os.features", skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
 }
 

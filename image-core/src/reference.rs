@@ -436,6 +436,21 @@ impl FromStr for Reference {
     }
 }
 
+/// As its full form (`docker.io/library/busybox:latest`); read back with
+/// [`Reference::parse`].
+impl serde::Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reference {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Reference {
     /// The familiar form, as Docker prints references.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

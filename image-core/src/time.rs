@@ -233,6 +233,22 @@ impl Timestamp {
     }
 }
 
+/// As RFC 3339 text with nanoseconds and the offset kept
+/// ([`Timestamp::to_rfc3339_nano`]); read back with
+/// [`Timestamp::parse_rfc3339`].
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339_nano())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let local = self.secs + i64::from(self.offset);

@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// What a part of a backend's [`Usage`] holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[non_exhaustive]
 pub enum UsageKind {
     /// Image configs.
@@ -51,7 +53,7 @@ impl fmt::Display for UsageKind {
 }
 
 /// One part of a [`Usage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UsagePart {
     /// What it holds.
     pub kind: UsageKind,
@@ -67,7 +69,7 @@ pub struct UsagePart {
 /// Real bytes, not logical ones: a file's allocated blocks, a database
 /// file's pages (with its free pages as [`UsageKind::Overhead`]), S3 object
 /// sizes. Parts a backend cannot measure are left out rather than guessed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// The parts, at most one per kind, in [`UsageKind`] order.
     pub parts: Vec<UsagePart>,

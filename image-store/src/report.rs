@@ -87,7 +87,7 @@ pub struct OpenReport {
 }
 
 /// A snapshot of what the store knows about an image, without its config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ImageInfo {
     /// The image.

@@ -10,7 +10,9 @@ use super::inner::{KIND_LAYER, KIND_MANIFEST};
 use super::{BlobCache, Compression, Error, Result};
 
 /// What a cached blob is, as its notes say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[non_exhaustive]
 pub enum BlobKind {
     /// A layer, compressed or not.

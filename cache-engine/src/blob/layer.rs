@@ -28,7 +28,7 @@ pub mod media_type {
 }
 
 /// How a layer's bytes are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Compression {
     /// A plain tar.

@@ -9,7 +9,7 @@ use imagecache_core::{Lease, LeaseId, StoreBackendExt as _, Timestamp};
 use super::{Lifecycle, Result};
 
 /// One problem a check found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CheckProblem {
     /// What it is about: `image sha256:…`, `blob sha256:…`, a lease, a file.
@@ -19,7 +19,7 @@ pub struct CheckProblem {
 }
 
 /// What [`Lifecycle::check`] verified and found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CheckReport {
     /// Configs read and verified.

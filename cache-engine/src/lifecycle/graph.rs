@@ -11,7 +11,9 @@ use imagecache_store::{Held, Store};
 use crate::blob::{BlobKind, CatalogEntry, Compression};
 
 /// A node of the graph: an image or a blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Item {
     /// An image config in the store.
     Image(ImageId),

@@ -31,7 +31,7 @@ pub struct GcProgress {
 pub type ProgressFn = dyn Fn(&GcProgress) + Send + Sync;
 
 /// What a collection did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct GcReport {
     /// Images removed, with their config sizes.

@@ -10,7 +10,7 @@ use super::{Lifecycle, Policy, Result};
 use crate::blob::{BlobKind, Compression};
 
 /// Cached blobs of one kind and compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct BlobUsage {
     /// What they are.
@@ -24,7 +24,7 @@ pub struct BlobUsage {
 }
 
 /// What a store and its blob cache occupy; see [`Lifecycle::disk_usage`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DiskUsage {
     /// Images in the store.
