@@ -343,29 +343,7 @@ impl Place {
 /// The S3 URL from the environment under a fresh prefix; `None` when no
 /// server is configured and none is required.
 fn s3_url() -> Option<String> {
-    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert_ne!(
-            std::env::var("IMAGECACHE_REQUIRE_S3").as_deref(),
-            Ok("1"),
-            "IMAGECACHE_TEST_S3_URL is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
-        );
-        return None;
-    };
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (location, query) = url.split_once('?').unwrap_or((&url, ""));
-    Some(format!(
-        "{}/tamper-{nanos:x}-{}-{n}?{query}",
-        location.trim_end_matches('/'),
-        std::process::id()
-    ))
+    imagecache_conformance::s3_test_url("tamper")
 }
 
 fn config(comment: &str) -> Bytes {

@@ -219,27 +219,9 @@ fn s3_collector_and_builder_clients() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
-    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert_ne!(
-            std::env::var("IMAGECACHE_REQUIRE_S3").as_deref(),
-            Ok("1"),
-            "IMAGECACHE_TEST_S3_URL is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
-        );
+    let Some(prefixed) = imagecache_conformance::s3_test_url("gc-test") else {
         eprintln!("skipped: s3_collector_and_builder_clients (IMAGECACHE_TEST_S3_URL not set)");
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let (location, query) = url.split_once('?').unwrap_or((&url, ""));
-    let prefixed = format!(
-        "{}/gc-test-{nanos:x}-{}?{query}",
-        location.trim_end_matches('/'),
-        std::process::id()
-    );
     run_pair(&prefixed);
 }

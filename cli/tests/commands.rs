@@ -739,27 +739,12 @@ fn conformance_filter_selecting_nothing_and_bad_urls() {
 #[cfg(feature = "s3")]
 #[test]
 fn conformance_on_s3_touches_only_its_prefix_and_removes_it() {
-    let Some(url) = std::env::var("IMAGECACHE_TEST_S3_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert_ne!(
-            std::env::var("IMAGECACHE_REQUIRE_S3").as_deref(),
-            Ok("1"),
-            "IMAGECACHE_TEST_S3_URL is not set, and IMAGECACHE_REQUIRE_S3=1 requires the S3 tests"
-        );
+    let Some(store) = imagecache_conformance::s3_test_url("cli-test") else {
         eprintln!(
             "skipped: conformance_on_s3_touches_only_its_prefix_and_removes_it (IMAGECACHE_TEST_S3_URL not set)"
         );
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("cli-test-{nanos:x}-{}", std::process::id());
-    let (location, query) = url.split_once('?').unwrap_or((&url, ""));
-    let store = format!("{}/{prefix}?{query}", location.trim_end_matches('/'));
     let env = Env {
         dir: tempfile::tempdir().unwrap(),
         store,

@@ -21,6 +21,7 @@ pub mod evidence;
 pub mod faults;
 pub mod leases;
 pub mod names;
+mod s3_env;
 pub mod store;
 
 pub use harness::{Damage, Fixture, Harness, HookError, HookResult, IntoHarness, Kinds};
@@ -28,6 +29,7 @@ pub use runner::{
     CaseResult, CaseStatus, DEFAULT_TIMEOUT, Progress, Report, RunOptions, run_all, run_cases,
     run_with,
 };
+pub use s3_env::s3_test_url;
 
 /// The result of one case that did not fail. Failures panic with a message
 /// that names what was expected and what was found.
